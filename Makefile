@@ -1,0 +1,83 @@
+# The developer workflow. `make run` and `make test` bootstrap .venv themselves.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+BASE_URL ?= http://$(or $(HOST),127.0.0.1):$(or $(PORT),8000)
+PYTEST_WORKERS ?= 2
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help run serve test test-unit test-integration test-e2e test-cov lint format quality-check \
+	migrate db-shell db-status health-check clean deps-install deps-compile deps-update
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --require-hashes -r requirements.txt
+	$(PIP) install --quiet --require-hashes -r requirements-dev.txt
+	@touch $(STAMP)
+
+deps-install: $(STAMP) ## create .venv and install the locked dependencies
+
+deps-compile: ## re-lock requirements*.txt from requirements*.in (same versions where possible)
+	@test -x $(VENV)/bin/pip-compile || $(MAKE) deps-install
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe -o requirements.txt requirements.in
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe -o requirements-dev.txt requirements-dev.in
+
+deps-update: ## re-lock with the newest versions the .in pins allow
+	$(VENV)/bin/pip-compile --quiet --upgrade --generate-hashes --strip-extras --allow-unsafe -o requirements.txt requirements.in
+	$(VENV)/bin/pip-compile --quiet --upgrade --generate-hashes --strip-extras --allow-unsafe -o requirements-dev.txt requirements-dev.in
+
+run: $(STAMP) ## start the service (embedded PostgreSQL + Redis unless URLs are set) on :8000
+	DEBUG=$${DEBUG:-true} $(PY) -m app serve
+
+serve: run
+
+migrate: $(STAMP) ## upgrade the database schema
+	$(PY) -m app migrate
+
+db-shell: $(STAMP) ## psql on the database in use
+	$(PY) -m app db-shell
+
+db-status: $(STAMP) ## pgvector version, tables, row counts, indexes
+	$(PY) -m app db-status
+
+health-check: ## query /healthz and /readyz of a running service
+	@curl -fsS $(BASE_URL)/healthz && echo
+	@curl -sS $(BASE_URL)/readyz && echo
+
+test: $(STAMP) ## all suites (unit, integration, e2e) on real PostgreSQL and Redis
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile
+
+test-unit: $(STAMP)
+	$(VENV)/bin/pytest -m unit -n $(PYTEST_WORKERS)
+
+test-integration: $(STAMP)
+	$(VENV)/bin/pytest -m integration -n $(PYTEST_WORKERS) --dist loadfile
+
+test-e2e: $(STAMP)
+	$(VENV)/bin/pytest -m e2e -n $(PYTEST_WORKERS) --dist loadfile
+
+test-cov: $(STAMP) ## all suites with the coverage gate (80 % of app/)
+	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile \
+		--cov=app --cov-report=term --cov-fail-under=80
+
+lint: $(STAMP) ## ruff check + format check
+	$(VENV)/bin/ruff check app tests scripts demo alembic
+	$(VENV)/bin/ruff format --check app tests scripts demo alembic
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix app tests scripts demo alembic
+	$(VENV)/bin/ruff format app tests scripts demo alembic
+
+quality-check: lint ## ruff + mypy (strict on app/)
+	$(VENV)/bin/mypy
+
+clean: ## remove caches, coverage data and the embedded servers' data (.data)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage .coverage.* .data
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

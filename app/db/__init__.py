@@ -1,0 +1,1 @@
+"""PostgreSQL: engine, ORM models and migrations."""

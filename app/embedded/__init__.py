@@ -1,0 +1,1 @@
+"""Embedded PostgreSQL+pgvector and Redis servers for the zero-configuration default."""

@@ -1,0 +1,78 @@
+"""App factory. The lifespan owns every process-wide resource and disposes of it on shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api import health
+from app.api.middleware import CorrelationMiddleware
+from app.db.engine import create_engine, create_session_factory
+from app.db.migrations import head_revision
+from app.errors import install_error_handlers
+from app.observability.logging import configure_logging
+from app.resources import Resources, create_redis
+from app.settings import Settings
+
+logger = structlog.get_logger(__name__)
+
+
+def _require_urls(settings: Settings) -> tuple[str, str, str]:
+    if settings.database_url is None or settings.redis_url is None:
+        raise RuntimeError(
+            "create_app needs DATABASE_URL and REDIS_URL; `python -m app serve` starts embedded "
+            "servers and sets them"
+        )
+    return settings.database_url, settings.redis_url, settings.cache_redis_url or settings.redis_url
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _, redis_url, cache_url = _require_urls(settings)
+        engine = create_engine(settings)
+        redis = create_redis(redis_url)
+        cache_redis = create_redis(cache_url) if cache_url != redis_url else redis
+        app.state.resources = Resources(
+            settings=settings,
+            engine=engine,
+            session_factory=create_session_factory(engine),
+            redis=redis,
+            cache_redis=cache_redis,
+            migration_head=head_revision(),
+        )
+        logger.info("app_started")
+        try:
+            yield
+        finally:
+            if cache_redis is not redis:
+                await cache_redis.aclose()
+            await redis.aclose()
+            await engine.dispose()
+            logger.info("app_stopped")
+
+    app = FastAPI(
+        title="RAG chat API",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Chat with your documents: retrieval over pgvector and a fail-over LLM router.",
+    )
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "X-Trace-ID"],
+        )
+    app.add_middleware(CorrelationMiddleware)
+    app.include_router(health.router)
+    return app

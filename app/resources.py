@@ -1,0 +1,31 @@
+"""Process-wide resources created by the app's lifespan and disposed of when it ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    redis: Redis
+    cache_redis: Redis
+    migration_head: str
+
+
+def create_redis(url: str) -> Redis:
+    # Short timeouts: a Redis outage must surface quickly as "degraded", not hang requests.
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=1.0,
+        socket_timeout=2.0,
+        health_check_interval=15,
+        retry_on_timeout=False,
+    )

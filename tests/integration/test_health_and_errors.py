@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.embedded.redis import EmbeddedRedis
+from app.main import create_app
+from app.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, object] = response.json()
+    assert body["code"] == code
+    assert body["status"] == status
+    assert body["trace_id"] == response.headers["X-Trace-ID"]
+    assert {"type", "title", "detail"} <= body.keys()
+    return body
+
+
+async def test_healthz_is_ok(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_reports_postgres_18_and_pgvector_0_8(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200, response.text
+    checks = response.json()["checks"]
+    assert checks["postgres"]["version"].startswith("18")
+    assert checks["pgvector"]["version"].startswith("0.8")
+    assert checks["migrations"]["ok"] and checks["redis"]["ok"]
+
+
+async def test_request_id_is_echoed_or_generated(client: httpx.AsyncClient) -> None:
+    echoed = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["X-Request-ID"] == "abc-123"
+    generated = await client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert generated.headers["X-Request-ID"] != "bad id\twith spaces"
+    assert len(generated.headers["X-Trace-ID"]) == 32
+
+
+async def test_unknown_route_is_problem_json(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/api/v1/does-not-exist"), 404, "not_found")
+
+
+async def test_wrong_method_is_problem_json(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.post("/healthz"), 405, "method_not_allowed")
+
+
+@pytest.fixture
+async def redis_we_can_stop(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path, "stoppable")
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_readiness_follows_redis_down_and_back_without_restart(
+    settings: Settings, redis_we_can_stop: EmbeddedRedis
+) -> None:
+    app = create_app(settings.model_copy(update={"redis_url": redis_we_can_stop.url}))
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.get("/readyz")).status_code == 200
+            redis_we_can_stop.stop()
+            body = assert_problem(await client.get("/readyz"), 503, "not_ready")
+            assert "redis" in str(body["detail"])
+            assert body["checks"]["redis"]["ok"] is False  # type: ignore[index]
+            redis_we_can_stop.start()
+            assert (await client.get("/readyz")).status_code == 200

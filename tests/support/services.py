@@ -1,0 +1,93 @@
+"""Real PostgreSQL and Redis for the test session: embedded by default, or the servers named by
+TEST_DATABASE_URL / TEST_REDIS_URL. Each xdist worker gets its own database; Redis state is
+separated by a key prefix per test (never FLUSHALL on a shared server)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from app.db.migrations import upgrade_to_head
+from app.embedded.postgres import EmbeddedPostgres
+from app.embedded.redis import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_DATA_DIR = ROOT / ".data" / "test"
+
+
+def libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def sqlalchemy_url(url: str) -> str:
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    if url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url[len("postgres://") :]
+    return url
+
+
+@dataclass
+class PostgresForTests:
+    base_url: str
+    embedded: EmbeddedPostgres | None = None
+    created: list[str] = field(default_factory=list)
+
+    def database_url(self, name: str) -> str:
+        return make_url(self.base_url).set(database=name).render_as_string(hide_password=False)
+
+    def create_database(self, name: str, *, migrate: bool = True) -> str:
+        with psycopg.connect(libpq(self.base_url), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self.created.append(name)
+        url = self.database_url(name)
+        if migrate:
+            upgrade_to_head(url)
+        return url
+
+    def drop_databases(self) -> None:
+        with psycopg.connect(libpq(self.base_url), autocommit=True) as conn:
+            for name in self.created:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        self.created.clear()
+
+    def stop(self) -> None:
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def start_postgres() -> PostgresForTests:
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        return PostgresForTests(base_url=sqlalchemy_url(external))
+    TEST_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    embedded = EmbeddedPostgres(TEST_DATA_DIR, database="postgres")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        url = embedded.start()
+    return PostgresForTests(base_url=url, embedded=embedded)
+
+
+@dataclass
+class RedisForTests:
+    url: str
+    embedded: EmbeddedRedis | None = None
+
+    def stop(self) -> None:
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def start_redis(worker_dir: Path) -> RedisForTests:
+    external = os.environ.get("TEST_REDIS_URL")
+    if external:
+        return RedisForTests(url=external)
+    embedded = EmbeddedRedis(worker_dir, "redis")
+    return RedisForTests(url=embedded.start(), embedded=embedded)
