@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import health
+from app.api import health, me
 from app.api.middleware import CorrelationMiddleware
 from app.db.engine import create_engine, create_session_factory
 from app.db.migrations import head_revision
@@ -37,26 +37,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _, redis_url, cache_url = _require_urls(settings)
-        engine = create_engine(settings)
-        redis = create_redis(redis_url)
-        cache_redis = create_redis(cache_url) if cache_url != redis_url else redis
-        app.state.resources = Resources(
-            settings=settings,
-            engine=engine,
-            session_factory=create_session_factory(engine),
-            redis=redis,
-            cache_redis=cache_redis,
-            migration_head=head_revision(),
-        )
-        logger.info("app_started")
-        try:
+        async with AsyncExitStack() as stack:
+            engine = create_engine(settings)
+            stack.push_async_callback(engine.dispose)
+            redis = create_redis(redis_url)
+            stack.push_async_callback(redis.aclose)
+            cache_redis = redis
+            if cache_url != redis_url:
+                cache_redis = create_redis(cache_url)
+                stack.push_async_callback(cache_redis.aclose)
+            # Each capability adds its process-wide objects here (one field on Resources each),
+            # registering its cleanup on the stack so shutdown runs in reverse order.
+            app.state.resources = Resources(
+                settings=settings,
+                engine=engine,
+                session_factory=create_session_factory(engine),
+                redis=redis,
+                cache_redis=cache_redis,
+                migration_head=head_revision(),
+            )
+            logger.info("app_started")
             yield
-        finally:
-            if cache_redis is not redis:
-                await cache_redis.aclose()
-            await redis.aclose()
-            await engine.dispose()
-            logger.info("app_stopped")
+            logger.info("app_stopping")
 
     app = FastAPI(
         title="RAG chat API",
@@ -75,4 +77,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(CorrelationMiddleware)
     app.include_router(health.router)
+    app.include_router(me.router)
     return app

@@ -29,3 +29,8 @@ def create_redis(url: str) -> Redis:
         health_check_interval=15,
         retry_on_timeout=False,
     )
+
+
+def redis_key(settings: Settings, *parts: str) -> str:
+    """Every Redis key this service writes: ``REDIS_KEY_PREFIX`` + colon-joined parts."""
+    return settings.redis_key_prefix + ":".join(parts)

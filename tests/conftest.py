@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from app.settings import Settings
+from tests.support.callers import MakeCaller, caller_factory
 from tests.support.services import (
     PostgresForTests,
     RedisForTests,
@@ -101,6 +102,12 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     async with LifespanManager(application):
         yield application
+
+
+@pytest.fixture
+def make_caller(app: FastAPI) -> MakeCaller:
+    """Creates real tenants and API keys in this test's database."""
+    return caller_factory(app.state.resources.session_factory)
 
 
 @pytest.fixture

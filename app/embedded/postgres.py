@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ def _prune_dead_handles(pgdata: Path) -> None:
 def _ensure_writable(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".write-test"
+        probe = directory / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:

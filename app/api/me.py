@@ -1,0 +1,27 @@
+"""Who am I: lets a client check its credentials and role."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from app.auth.dependencies import CurrentPrincipal
+
+router = APIRouter(prefix="/api/v1", tags=["auth"])
+
+
+class MeResponse(BaseModel):
+    principal_id: str
+    tenant_id: str
+    role: str
+    kind: str
+
+
+@router.get("/me", response_model=MeResponse, summary="The calling principal")
+async def me(principal: CurrentPrincipal) -> MeResponse:
+    return MeResponse(
+        principal_id=principal.id,
+        tenant_id=str(principal.tenant_id),
+        role=principal.role.value,
+        kind=principal.kind,
+    )

@@ -1,0 +1,1 @@
+"""Authentication (API keys, JWT bearer), principals and role checks."""

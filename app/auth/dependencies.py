@@ -1,0 +1,72 @@
+"""FastAPI dependencies: ``CurrentPrincipal`` authenticates; ``require_role`` authorises."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.api.deps import ResourcesDep
+from app.auth.api_keys import mark_used, verify_key
+from app.auth.errors import AuthenticationError, PermissionDeniedError
+from app.auth.principal import Principal, Role
+from app.resources import redis_key
+
+LAST_USED_RESOLUTION_S = 300
+
+
+def _presented_credential(request: Request) -> str | None:
+    header_key = request.headers.get("x-api-key")
+    if header_key:
+        return header_key.strip()
+    authorization = request.headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+async def _record_use(resources: ResourcesDep, principal: Principal) -> None:
+    """Update ``last_used_at`` at most once per key and 5 minutes, not on every request."""
+    key_id = principal.id.removeprefix("key:")
+    try:
+        first = await resources.redis.set(
+            redis_key(resources.settings, "auth", "used", key_id), 1, nx=True, ex=LAST_USED_RESOLUTION_S
+        )
+    except Exception:
+        return  # bookkeeping never fails a request
+    if first:
+        async with resources.session_factory() as session, session.begin():
+            await mark_used(session, uuid.UUID(key_id))
+
+
+async def get_current_principal(request: Request, resources: ResourcesDep) -> Principal:
+    credential = _presented_credential(request)
+    if credential is None:
+        raise AuthenticationError("send an API key in X-API-Key or a bearer token in Authorization")
+    async with resources.session_factory() as session:
+        principal = await verify_key(session, credential)
+    if principal is None:
+        raise AuthenticationError(code="invalid_credentials")
+    await _record_use(resources, principal)
+    request.scope.setdefault("state", {})["principal_id"] = principal.id
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_current_principal)]
+
+
+def require_role(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        if not principal.role.allows(role):
+            raise PermissionDeniedError(f"this action needs the {role.value} role")
+        return principal
+
+    return dependency
+
+
+ReaderPrincipal = Annotated[Principal, Depends(require_role(Role.reader))]
+EditorPrincipal = Annotated[Principal, Depends(require_role(Role.editor))]
+AdminPrincipal = Annotated[Principal, Depends(require_role(Role.admin))]
