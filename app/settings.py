@@ -6,6 +6,7 @@ Every variable is documented in ``.env.example`` and the README's configuration 
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,6 +18,12 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 
 ProviderName = Literal["gemini", "groq", "openai", "local"]
+
+# Signature algorithms a JWKS public key can verify; never "none" and never HS* (a shared secret
+# would let anyone holding the public key forge tokens).
+ASYMMETRIC_JWT_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
 
 
 def _split_csv(value: object) -> object:
@@ -48,6 +55,17 @@ class Settings(BaseSettings):
     embedding_provider: Literal["local", "openai", "gemini"] = "local"
     embedding_model: str = "all-MiniLM-L6-v2"
     embedding_dim: int = Field(default=384, ge=1, le=16000)
+    embedding_batch_size: int = Field(default=32, ge=1, le=2048)
+
+    # Documents and ingestion (app/documents)
+    chunk_max_tokens: int = Field(default=200, ge=16, le=4000)
+    chunk_overlap_tokens: int = Field(default=40, ge=0, le=1000)
+    docx_max_uncompressed_mb: int = Field(default=100, ge=1)
+    run_worker_in_process: bool = False
+    worker_concurrency: int = Field(default=1, ge=1, le=32)
+    job_max_attempts: int = Field(default=3, ge=1, le=20)
+    worker_heartbeat_s: float = Field(default=5.0, gt=0)
+    worker_stalled_after_s: float = Field(default=30.0, gt=0)
 
     # LLM router
     llm_providers: Annotated[list[ProviderName], NoDecode] = ["gemini", "groq", "openai", "local"]
@@ -72,13 +90,17 @@ class Settings(BaseSettings):
     rate_limit_per_ip: str = "120/minute"
     rate_limit_uploads: str = "30/hour"
     rate_limit_fail_open: bool = True
+    rate_limit_strategy: Literal["fixed", "sliding"] = "fixed"
     cache_ttl_s: int = Field(default=3600, ge=0)
+    cache_max_entries: int = Field(default=10000, ge=1)
     memory_max_turns: int = Field(default=20, ge=1, le=100)
     memory_retention_days: int = Field(default=30, ge=1)
     max_upload_mb: int = Field(default=10, ge=1)
 
     # HTTP
     allow_origins: Annotated[list[str] | None, NoDecode] = None
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    max_request_body_mb: int = Field(default=1, ge=1, le=1024)
 
     # Observability
     log_level: str = "INFO"
@@ -89,6 +111,16 @@ class Settings(BaseSettings):
     langfuse_host: str | None = None
     langfuse_sample_rate: float = Field(default=1.0, ge=0, le=1)
     metrics_backend: Literal["auto", "prometheus", "datadog", "opentelemetry", "noop"] = "auto"
+    log_file_max_mb: int = Field(default=50, ge=1)
+    log_file_backups: int = Field(default=5, ge=0)
+    langfuse_timeout_s: int = Field(default=5, ge=1)
+    langfuse_flush_timeout_s: float = Field(default=3.0, gt=0)
+    dd_agent_host: str | None = None
+    dd_dogstatsd_port: int = Field(default=8125, ge=1, le=65535)
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_metric_export_interval_s: float = Field(default=15.0, gt=0)
+    otel_service_name: str = "ragchat"
+    metrics_sample_interval_s: float = Field(default=15.0, gt=0)
 
     # Auth (OIDC resource server)
     auth_jwt_issuer: str | None = None
@@ -96,11 +128,51 @@ class Settings(BaseSettings):
     auth_jwks_url: str | None = None
     auth_tenant_claim: str = "tenant"
     auth_roles_claim: str = "roles"
+    auth_jwt_algorithms: Annotated[list[str], NoDecode] = [
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+    ]
+    auth_jwt_leeway_s: int = Field(default=30, ge=0, le=300)
+    auth_jwks_cache_s: int = Field(default=3600, ge=10)
+    auth_jwks_min_refresh_s: float = Field(default=30.0, ge=0)
 
     @field_validator("llm_providers", "allow_origins", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("trusted_proxies", "auth_jwt_algorithms", mode="before")
+    @classmethod
+    def _csv_security(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ip_network(network, strict=False)  # ValueError names the bad entry
+        return value
+
+    @field_validator("auth_jwt_algorithms")
+    @classmethod
+    def _asymmetric_algorithms_only(cls, value: list[str]) -> list[str]:
+        refused = [alg for alg in value if alg not in ASYMMETRIC_JWT_ALGORITHMS]
+        if refused or not value:
+            raise ValueError(
+                f"AUTH_JWT_ALGORITHMS allows only {', '.join(sorted(ASYMMETRIC_JWT_ALGORITHMS))}; "
+                f"refused: {', '.join(refused) or 'empty list'}"
+            )
+        return value
+
+    @field_validator("rate_limit_per_principal", "rate_limit_per_ip", "rate_limit_uploads")
+    @classmethod
+    def _limits_syntax(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate limit such as '60/minute'") from exc
+        return value
 
     @field_validator(
         "database_url",
@@ -111,6 +183,8 @@ class Settings(BaseSettings):
         "openai_base_url",
         "langfuse_host",
         "auth_jwks_url",
+        "dd_agent_host",
+        "otel_exporter_otlp_endpoint",
         mode="before",
     )
     @classmethod
@@ -140,6 +214,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name} is a placeholder value; set a real secret or unset it")
         return self
 
+    @model_validator(mode="after")
+    def _jwt_needs_issuer_and_audience(self) -> Settings:
+        if self.auth_jwks_url is not None and not (self.auth_jwt_issuer and self.auth_jwt_audience):
+            raise ValueError("AUTH_JWKS_URL needs AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE as well")
+        return self
+
     @property
     def uses_embedded_postgres(self) -> bool:
         return self.database_url is None
@@ -165,6 +245,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def max_request_body_bytes(self) -> int:
+        return self.max_request_body_mb * 1024 * 1024
 
 
 @lru_cache(maxsize=1)

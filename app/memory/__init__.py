@@ -1,0 +1,1 @@
+"""Conversation memory: a Redis window in front of the durable PostgreSQL history."""

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from fastapi import FastAPI
+
+from app.cache.answers import AnswerCache, bump_corpus_version, normalise_question
+from app.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+TENANT = uuid.UUID(int=7)
+
+
+def make_cache(app: FastAPI, settings: Settings | None = None) -> AnswerCache:
+    resources = app.state.resources
+    return AnswerCache(resources.redis, resources.cache_redis, settings or resources.settings)
+
+
+def test_questions_are_normalised() -> None:
+    assert normalise_question("  What is   HNSW?? ") == normalise_question("what is hnsw")
+
+
+async def test_a_stored_answer_is_found_by_another_worker(app: FastAPI) -> None:
+    worker_a, worker_b = make_cache(app), make_cache(app)
+    key = await worker_a.key_for(TENANT, "What is HNSW?", {"top_k": 5})
+    assert key is not None
+    assert await worker_a.get(key) is None
+    await worker_a.put(key, {"answer": "a graph index"})
+    same = await worker_b.key_for(TENANT, "what is hnsw", {"top_k": 5})
+    assert same == key
+    assert await worker_b.get(same) == ({"answer": "a graph index"}, "redis")
+    assert await worker_b.get(same) == ({"answer": "a graph index"}, "l1")
+
+
+async def test_parameters_and_context_separate_entries(app: FastAPI) -> None:
+    cache = make_cache(app)
+    base = await cache.key_for(TENANT, "q", {"top_k": 5})
+    assert base != await cache.key_for(TENANT, "q", {"top_k": 6})
+    assert base != await cache.key_for(TENANT, "q", {"top_k": 5}, context="earlier turns")
+    assert base != await cache.key_for(uuid.UUID(int=8), "q", {"top_k": 5})
+
+
+async def test_a_document_change_makes_every_worker_miss(app: FastAPI) -> None:
+    worker_a, worker_b = make_cache(app), make_cache(app)
+    key = await worker_a.key_for(TENANT, "q", {})
+    assert key is not None
+    await worker_a.put(key, {"answer": "old"})
+    assert await worker_a.get(key) is not None  # now also in worker A's L1
+    await bump_corpus_version(app.state.resources.redis, app.state.resources.settings, TENANT)
+    for worker in (worker_a, worker_b):
+        fresh = await worker.key_for(TENANT, "q", {})
+        assert fresh is not None and fresh != key
+        assert await worker.get(fresh) is None
+
+
+async def test_the_redis_layer_is_bounded_and_evicts_least_recently_used(
+    app: FastAPI, settings: Settings
+) -> None:
+    bounded = settings.model_copy(update={"cache_max_entries": 3})
+    cache = make_cache(app, bounded)
+    keys = [await cache.key_for(TENANT, f"question {n}", {}) for n in range(4)]
+    for n, key in enumerate(keys[:3]):
+        assert key is not None
+        await cache.put(key, {"n": n})
+    fresh = make_cache(app, bounded)  # empty L1: only Redis answers
+    assert keys[0] is not None
+    assert await fresh.get(keys[0]) is not None  # touch: keys[1] is now least recently used
+    assert keys[3] is not None
+    await cache.put(keys[3], {"n": 3})
+    other = make_cache(app, bounded)
+    assert keys[1] is not None and keys[2] is not None
+    assert await other.get(keys[1]) is None
+    assert await other.get(keys[0]) is not None
+    assert await other.get(keys[2]) is not None
+    assert await other.get(keys[3]) is not None
