@@ -138,13 +138,8 @@ class AnswerCache:
         self._l1[rendered] = payload
         try:
             await self._put(
-                keys=[rendered, self._index_key()],
-                args=[
-                    json.dumps(payload),
-                    self._settings.cache_ttl_s,
-                    time.time(),
-                    self._settings.cache_max_entries,
-                ],
+                keys=[rendered, *self._lru_keys()],
+                args=[json.dumps(payload), self._settings.cache_ttl_s, self._settings.cache_max_entries],
             )
         except Exception:
             logger.warning("answer_cache_unavailable")
