@@ -11,7 +11,9 @@ from fastapi import Depends, Request
 from app.api.deps import ResourcesDep
 from app.auth.api_keys import mark_used, verify_key
 from app.auth.errors import AuthenticationError, PermissionDeniedError
+from app.auth.jwt import looks_like_jwt, principal_for_claims
 from app.auth.principal import Principal, Role
+from app.limits.enforcement import charge_ip
 from app.resources import redis_key
 
 LAST_USED_RESOLUTION_S = 300
@@ -42,15 +44,29 @@ async def _record_use(resources: ResourcesDep, principal: Principal) -> None:
             await mark_used(session, uuid.UUID(key_id))
 
 
+async def _principal_for_jwt(resources: ResourcesDep, token: str) -> Principal:
+    if resources.jwt_verifier is None:  # JWTs are not accepted unless AUTH_JWKS_URL is set
+        raise AuthenticationError(code="invalid_credentials")
+    claims = await resources.jwt_verifier.verify(token)
+    async with resources.session_factory() as session:
+        return await principal_for_claims(session, claims)
+
+
 async def get_current_principal(request: Request, resources: ResourcesDep) -> Principal:
     credential = _presented_credential(request)
     if credential is None:
         raise AuthenticationError("send an API key in X-API-Key or a bearer token in Authorization")
-    async with resources.session_factory() as session:
-        principal = await verify_key(session, credential)
-    if principal is None:
-        raise AuthenticationError(code="invalid_credentials")
-    await _record_use(resources, principal)
+    # Charged before verification, so guessing credentials costs the per-IP budget too.
+    await charge_ip(request, resources.limiter)
+    if looks_like_jwt(credential):
+        principal = await _principal_for_jwt(resources, credential)
+    else:
+        async with resources.session_factory() as session:
+            key_principal = await verify_key(session, credential)
+        if key_principal is None:
+            raise AuthenticationError(code="invalid_credentials")
+        principal = key_principal
+        await _record_use(resources, principal)
     request.scope.setdefault("state", {})["principal_id"] = principal.id
     return principal
 

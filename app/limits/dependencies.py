@@ -1,0 +1,37 @@
+"""Rate-limit dependencies for endpoints.
+
+``ChatRateLimit`` resolves the calling principal (any role) and charges its chat budget
+(``RATE_LIMIT_PER_PRINCIPAL``); ``UploadRateLimit`` resolves an editor and charges its upload
+budget (``RATE_LIMIT_UPLOADS``). The per-IP budget (``RATE_LIMIT_PER_IP``) is already charged by
+the authentication dependency, once per request. Use them in place of the principal parameter::
+
+    async def ask(body: ChatRequest, principal: ChatRateLimit) -> ChatResponse: ...
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.api.deps import ResourcesDep
+from app.auth.dependencies import EditorPrincipal, ReaderPrincipal
+from app.auth.principal import Principal
+from app.limits.enforcement import charge, principal_identity
+from app.limits.limiter import Budget
+
+
+async def chat_rate_limit(request: Request, principal: ReaderPrincipal, resources: ResourcesDep) -> Principal:
+    await charge(request, resources.limiter, Budget.chat, principal_identity(principal))
+    return principal
+
+
+async def upload_rate_limit(
+    request: Request, principal: EditorPrincipal, resources: ResourcesDep
+) -> Principal:
+    await charge(request, resources.limiter, Budget.uploads, principal_identity(principal))
+    return principal
+
+
+ChatRateLimit = Annotated[Principal, Depends(chat_rate_limit)]
+UploadRateLimit = Annotated[Principal, Depends(upload_rate_limit)]

@@ -1,0 +1,45 @@
+"""Charging budgets for a request and remembering the outcome for the response headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+
+from app.auth.principal import Principal
+from app.limits.errors import RateLimitedError
+from app.limits.limiter import Budget, LimitState, RequestLimiter
+
+STATE_KEY = "rate_limits"
+
+
+def principal_identity(principal: Principal) -> str:
+    return f"{principal.tenant_id}/{principal.id}"
+
+
+async def charge_ip(request: Request, limiter: RequestLimiter) -> None:
+    await charge(request, limiter, Budget.ip, limiter.proxies.client_ip(request.scope))
+
+
+def _remember(request: Request, state: LimitState) -> None:
+    scope_state: dict[str, Any] = request.scope.setdefault("state", {})
+    scope_state.setdefault(STATE_KEY, []).append(state)
+
+
+async def charge(request: Request, limiter: RequestLimiter, budget: Budget, identity: str) -> None:
+    """One hit on ``budget`` for ``identity``: 429 when exhausted; headers for the response."""
+    state = await limiter.hit(budget, identity)
+    if state is None:  # storage down, failing open
+        return
+    if not state.allowed:
+        raise RateLimitedError(
+            f"the {budget.value} rate limit of {state.window} is used up; retry after "
+            f"{max(1, state.reset_after_s)} s",
+            headers=state.headers(),
+        )
+    _remember(request, state)
+
+
+def remembered(scope_state: dict[str, Any]) -> list[LimitState]:
+    states = scope_state.get(STATE_KEY) or []
+    return [state for state in states if isinstance(state, LimitState)]

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from app.errors import AppError
+
+
+class RateLimitedError(AppError):
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+
+class RateLimitUnavailableError(AppError):
+    """Redis is unreachable and ``RATE_LIMIT_FAIL_OPEN`` is false."""
+
+    status = 503
+    code = "rate_limit_unavailable"
+    title = "Rate limiting unavailable"

@@ -1,0 +1,197 @@
+"""``RequestLimiter``: named budgets over the ``limits`` library's async Redis storage.
+
+Counting is one Lua script per hit inside Redis (``INCRBY`` + ``EXPIRE`` for the fixed window), so
+every worker and replica sharing the Redis shares the counters atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import structlog
+from redis.exceptions import RedisError
+
+from app.limits.errors import RateLimitUnavailableError
+from app.resources import redis_key
+from app.security.proxies import TrustedProxies
+from app.settings import Settings
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import (
+    FixedWindowRateLimiter,
+    RateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
+from limits.errors import StorageError
+
+logger = structlog.get_logger(__name__)
+
+# After a Redis failure, skip Redis for this long instead of paying a connect timeout per request;
+# the first request after it tries again, so recovery needs no restart.
+STORAGE_RETRY_S = 1.0
+_STORAGE_ERRORS = (RedisError, StorageError, OSError, TimeoutError)
+
+
+class Budget(StrEnum):
+    """``chat`` and ``uploads`` are per principal; ``ip`` covers every authenticated request."""
+
+    chat = "chat"
+    uploads = "uploads"
+    ip = "ip"
+
+
+@dataclass(frozen=True)
+class LimitState:
+    budget: Budget
+    limit: int
+    remaining: int
+    reset_at: float  # epoch seconds when the window frees capacity
+    window: str  # the limit as `limits` prints it, e.g. "60 per 1 minute"
+    allowed: bool = True
+
+    @property
+    def reset_after_s(self) -> int:
+        return max(0, math.ceil(self.reset_at - time.time()))
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(max(0, self.remaining)),
+            "X-RateLimit-Reset": str(self.reset_after_s),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(max(1, self.reset_after_s))
+        return headers
+
+
+def most_restrictive(states: Sequence[LimitState]) -> LimitState:
+    """A refused state wins; otherwise the one with the least capacity left."""
+    return min(states, key=lambda s: (s.allowed, s.remaining, -s.reset_at))
+
+
+def storage_uri(redis_url: str) -> str:
+    """``limits`` storage URI for a redis-py URL (``unix:///path/redis.sock`` included)."""
+    for scheme, replacement in (
+        ("unix://", "async+redis+unix://"),
+        ("redis://", "async+redis://"),
+        ("rediss://", "async+rediss://"),
+    ):
+        if redis_url.startswith(scheme):
+            return replacement + redis_url[len(scheme) :]
+    raise ValueError(f"unsupported Redis URL scheme in {redis_url.split('://', 1)[0]!r}")
+
+
+class RequestLimiter:
+    def __init__(
+        self,
+        storage: RedisStorage,
+        budgets: dict[Budget, list[RateLimitItem]],
+        *,
+        sliding: bool = False,
+        fail_open: bool = True,
+        retry_after_failure_s: float = STORAGE_RETRY_S,
+        proxies: TrustedProxies | None = None,
+    ) -> None:
+        self._storage = storage
+        self.proxies = proxies or TrustedProxies()
+        self._strategy: RateLimiter = (
+            SlidingWindowCounterRateLimiter(storage) if sliding else FixedWindowRateLimiter(storage)
+        )
+        self.budgets = budgets
+        self.strategy_name = "sliding" if sliding else "fixed"
+        self.fail_open = fail_open
+        self._retry_after_failure_s = retry_after_failure_s
+        self._down_until = 0.0
+        self.storage_failures = 0  # requests decided without Redis since start
+
+    @classmethod
+    def from_settings(cls, settings: Settings, redis_url: str) -> RequestLimiter:
+        storage = RedisStorage(
+            storage_uri(redis_url),
+            implementation="redispy",
+            key_prefix=redis_key(settings, "limits"),
+            socket_connect_timeout=1.0,
+            socket_timeout=2.0,
+        )
+        budgets = {
+            Budget.chat: parse_many(settings.rate_limit_per_principal),
+            Budget.uploads: parse_many(settings.rate_limit_uploads),
+            Budget.ip: parse_many(settings.rate_limit_per_ip),
+        }
+        return cls(
+            storage,
+            budgets,
+            sliding=settings.rate_limit_strategy == "sliding",
+            fail_open=settings.rate_limit_fail_open,
+            proxies=TrustedProxies(tuple(settings.trusted_proxies)),
+        )
+
+    @property
+    def storage_available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    async def aclose(self) -> None:
+        client = getattr(self._storage.bridge, "storage", None)
+        if client is not None:
+            await client.aclose()
+
+    async def hit(self, budget: Budget, identity: str) -> LimitState | None:
+        """Charge one request; the most restrictive state of the budget's limits, or None when
+        Redis is down and the limiter fails open (it raises ``RateLimitUnavailableError`` if not)."""
+        try:
+            states = [await self._hit_one(budget, item, identity) for item in self._checked(budget)]
+        except _STORAGE_ERRORS as exc:
+            self._storage_failed(budget, exc)
+            return None
+        return most_restrictive(states)
+
+    async def peek(self, budget: Budget, identity: str) -> list[LimitState] | None:
+        """The budget's current state without charging it; None when Redis is unavailable."""
+        try:
+            return [await self._state(budget, item, identity) for item in self._checked(budget)]
+        except _STORAGE_ERRORS as exc:
+            self._mark_down(exc)
+            return None
+
+    def _checked(self, budget: Budget) -> list[RateLimitItem]:
+        if not self.storage_available:
+            raise StorageError(ConnectionError("rate-limit storage marked down"))
+        return self.budgets[budget]
+
+    async def _hit_one(self, budget: Budget, item: RateLimitItem, identity: str) -> LimitState:
+        allowed = await self._strategy.hit(item, budget.value, identity)
+        state = await self._state(budget, item, identity)
+        if allowed:
+            return state
+        return LimitState(budget, state.limit, 0, state.reset_at, state.window, allowed=False)
+
+    async def _state(self, budget: Budget, item: RateLimitItem, identity: str) -> LimitState:
+        stats = await self._strategy.get_window_stats(item, budget.value, identity)
+        reset_at = stats.reset_time
+        if stats.remaining == item.amount and reset_at <= time.time():
+            reset_at = time.time() + item.get_expiry()  # untouched window: a full one ahead
+        return LimitState(budget, item.amount, stats.remaining, reset_at, str(item))
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self.storage_available:
+            logger.warning("rate_limit_storage_unavailable", error_type=type(exc).__name__)
+        self._down_until = time.monotonic() + self._retry_after_failure_s
+
+    def _storage_failed(self, budget: Budget, exc: BaseException) -> None:
+        self._mark_down(exc)
+        self.storage_failures += 1
+        logger.debug(
+            "rate_limit_not_enforced" if self.fail_open else "rate_limit_refused",
+            budget=budget.value,
+            fail_open=self.fail_open,
+            storage_failures=self.storage_failures,
+        )
+        if not self.fail_open:
+            raise RateLimitUnavailableError(
+                "rate limiting is temporarily unavailable; retry shortly",
+                headers={"Retry-After": str(max(1, math.ceil(self._retry_after_failure_s)))},
+            )

@@ -1,0 +1,1 @@
+"""Hardening: security headers, body size limits, trusted proxies, audit log, prompt-injection flags."""
