@@ -93,6 +93,21 @@ async def _handle_app_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _validation_code(errors: list[dict[str, Any]]) -> str:
+    """``malformed_json``, ``invalid_<field>`` for one bad body/query/path field, else
+    ``validation_error``. Stable, so clients can branch on it."""
+    if any(e["type"] == "json_invalid" for e in errors):
+        return "malformed_json"
+    fields = {
+        str(next((p for p in e["loc"][1:] if isinstance(p, str)), ""))
+        for e in errors
+        if e["loc"] and e["loc"][0] in ("body", "query", "path")
+    }
+    if len(fields) == 1 and (field := fields.pop()):
+        return f"invalid_{field}"
+    return "validation_error"
+
+
 async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
@@ -101,7 +116,7 @@ async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     ]
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(part) for part in first["loc"])
-    code = "malformed_json" if any(e["type"] == "json_invalid" for e in errors) else "validation_error"
+    code = _validation_code(errors)
     return problem_response(
         status=422,
         code=code,

@@ -84,6 +84,24 @@ class Settings(BaseSettings):
     openai_timeout_s: float = Field(default=30.0, gt=0)
     local_model_path: Path | None = None
     local_timeout_s: float = Field(default=60.0, gt=0)
+    # Router policy: *_TIMEOUT_S above is each provider's whole budget per request (attempts,
+    # backoff waits, streaming); these bound the parts of it.
+    gemini_connect_timeout_s: float = Field(default=5.0, gt=0)
+    gemini_first_token_timeout_s: float = Field(default=10.0, gt=0)
+    gemini_max_concurrency: int = Field(default=32, ge=1)
+    groq_connect_timeout_s: float = Field(default=5.0, gt=0)
+    groq_first_token_timeout_s: float = Field(default=10.0, gt=0)
+    groq_max_concurrency: int = Field(default=32, ge=1)
+    openai_connect_timeout_s: float = Field(default=5.0, gt=0)
+    openai_first_token_timeout_s: float = Field(default=10.0, gt=0)
+    openai_max_concurrency: int = Field(default=32, ge=1)
+    local_first_token_timeout_s: float = Field(default=30.0, gt=0)
+    local_max_concurrency: int = Field(default=1, ge=1)
+    local_context_tokens: int = Field(default=2048, ge=128)
+    router_max_retries: int = Field(default=2, ge=0, le=10)
+    router_backoff_base_s: float = Field(default=0.25, ge=0)
+    router_backoff_max_s: float = Field(default=4.0, ge=0)
+    router_stream_idle_timeout_s: float = Field(default=15.0, gt=0)
 
     # Limits, cache, memory, uploads
     rate_limit_per_principal: str = "60/minute"
@@ -93,6 +111,15 @@ class Settings(BaseSettings):
     rate_limit_strategy: Literal["fixed", "sliding"] = "fixed"
     cache_ttl_s: int = Field(default=3600, ge=0)
     cache_max_entries: int = Field(default=10000, ge=1)
+
+    # Retrieval and prompt
+    retrieval_mode: Literal["vector", "text", "hybrid"] = "hybrid"
+    retrieval_vector_weight: float = Field(default=1.0, ge=0)
+    retrieval_text_weight: float = Field(default=1.0, ge=0)
+    hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    prompt_budget_tokens: int = Field(default=3500, ge=512)
+    answer_max_tokens: int = Field(default=512, ge=16)
+    sse_heartbeat_s: float = Field(default=10.0, gt=0)
     memory_max_turns: int = Field(default=20, ge=1, le=100)
     memory_retention_days: int = Field(default=30, ge=1)
     max_upload_mb: int = Field(default=10, ge=1)
@@ -129,7 +156,16 @@ class Settings(BaseSettings):
     auth_tenant_claim: str = "tenant"
     auth_roles_claim: str = "roles"
     auth_jwt_algorithms: Annotated[list[str], NoDecode] = [
-        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
+        "EdDSA",
     ]
     auth_jwt_leeway_s: int = Field(default=30, ge=0, le=300)
     auth_jwks_cache_s: int = Field(default=3600, ge=10)

@@ -1,0 +1,494 @@
+"""The chat pipeline: answer cache → memory → query embedding → retrieval → prompt → router.
+
+``ChatService.answer`` returns one ``ChatAnswer``; ``ChatService.stream`` yields typed events the
+HTTP layer renders as SSE. Both record the turn in conversation memory with exactly the text and
+sources the client received, and both are served from the answer cache when possible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+from cachetools import LRUCache
+
+from app.auth.principal import Principal
+from app.cache.answers import AnswerCache, CacheKey, normalise_question
+from app.llm.chain import ProviderChain
+from app.llm.types import (
+    ChatRequest,
+    Message,
+    Passage,
+    StreamEnd,
+    StreamFailed,
+    StreamStart,
+    TextDelta,
+    Usage,
+)
+from app.memory.service import ConversationMemory
+from app.observability.context import current_trace_id, new_trace_id
+from app.rag.citations import cited_numbers
+from app.rag.embeddings import Embedder
+from app.rag.prompt import Prompt, Turn, build_prompt
+from app.rag.retrieval import (
+    RetrievalFilters,
+    RetrievalMode,
+    RetrievalQuery,
+    RetrievedChunk,
+    SessionFactory,
+    retrieve,
+)
+from app.rag.tokens import TokenCounter
+from app.settings import Settings
+
+logger = structlog.get_logger(__name__)
+
+NO_CONTEXT_ANSWER = (
+    "I don't know from your documents: nothing in them matches this question. "
+    "Try rephrasing it, or upload a document that covers it."
+)
+SNIPPET_CHARS = 300
+EXTRACTIVE = "extractive"
+
+
+@dataclass(frozen=True)
+class ChatInput:
+    question: str
+    session_id: uuid.UUID | None = None
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_k: int = 5
+    filters: RetrievalFilters = field(default_factory=RetrievalFilters)
+    mode: RetrievalMode = RetrievalMode.hybrid
+    vector_weight: float = 1.0
+    text_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Source:
+    number: int
+    document_id: str
+    version: int
+    title: str
+    page: int
+    chunk_id: int
+    score: float
+    snippet: str
+    tags: list[str]
+    cited: bool = False
+
+
+@dataclass(frozen=True)
+class ChatAnswer:
+    answer: str
+    sources: list[Source]
+    provider: str
+    model: str
+    cached: bool
+    degraded: bool
+    trace_id: str
+    usage: dict[str, int] | None
+    latency_ms: float
+    session_id: str | None
+
+
+# --- stream events (rendered as SSE by the API layer) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourcesEvent:
+    sources: list[Source]
+
+
+@dataclass(frozen=True)
+class DeltaEvent:
+    text: str
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    provider: str
+    model: str
+    usage: dict[str, int] | None
+    trace_id: str
+    cached: bool
+    degraded: bool
+    cited: list[int]
+    latency_ms: float
+    session_id: str | None
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    code: str
+    message: str
+    trace_id: str
+
+
+ChatEvent = SourcesEvent | DeltaEvent | DoneEvent | ErrorEvent
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    trace_id: str
+    started: float
+    cache_key: CacheKey | None
+    cached: dict[str, Any] | None
+    history: list[Turn]
+    prompt: Prompt | None  # None: nothing retrieved, answer without the router
+    sources: list[Source]
+
+
+def _usage_dict(usage: Usage | None) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _source(number: int, chunk: RetrievedChunk) -> Source:
+    snippet = chunk.text if len(chunk.text) <= SNIPPET_CHARS else chunk.text[: SNIPPET_CHARS - 1] + "…"
+    return Source(
+        number=number,
+        document_id=str(chunk.document_id),
+        version=chunk.version,
+        title=chunk.title,
+        page=chunk.page,
+        chunk_id=chunk.chunk_id,
+        score=round(chunk.score, 6),
+        snippet=snippet,
+        tags=list(chunk.tags),
+    )
+
+
+def _mark_cited(sources: list[Source], answer: str) -> tuple[list[Source], list[int]]:
+    cited = cited_numbers(answer, len(sources))
+    marked = [Source(**{**asdict(s), "cited": s.number in cited}) for s in sources]
+    return marked, cited
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: SessionFactory,
+        embedder: Embedder,
+        chain: ProviderChain,
+        memory: ConversationMemory,
+        cache: AnswerCache,
+        counter: TokenCounter,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._embedder = embedder
+        self._chain = chain
+        self._memory = memory
+        self._cache = cache
+        self._counter = counter
+        self._query_vectors: LRUCache[str, list[float]] = LRUCache(maxsize=2048)
+
+    # --- preparation shared by both paths --------------------------------------------------------
+
+    def validate(self, chat: ChatInput) -> None:
+        """Checks that must fail as a 4xx before any streaming starts."""
+        self._chain.routes(chat.model)  # raises UnknownModelError (422) for an unknown pin
+
+    async def _embed_query(self, question: str) -> list[float]:
+        key = f"{self._embedder.model_name}\0{normalise_question(question)}"
+        vector = self._query_vectors.get(key)
+        if vector is None:
+            vector = await self._embedder.embed_query(question)
+            self._query_vectors[key] = vector
+        return vector
+
+    def _cache_parameters(self, chat: ChatInput) -> dict[str, Any]:
+        return {
+            "model": chat.model,
+            "temperature": chat.temperature,
+            "max_tokens": chat.max_tokens,
+            "top_k": chat.top_k,
+            "tags": sorted(chat.filters.tags),
+            "documents": sorted(str(d) for d in chat.filters.document_ids),
+            "mode": chat.mode.value,
+            "weights": [chat.vector_weight, chat.text_weight],
+        }
+
+    async def _prepare(self, principal: Principal, chat: ChatInput) -> _Prepared:
+        trace_id = current_trace_id() or new_trace_id()
+        started = time.perf_counter()
+        history: list[Turn] = []
+        if chat.session_id is not None:
+            history = await self._memory.window(principal, chat.session_id)
+        context = ""
+        if history:
+            context = hashlib.sha256(json.dumps([asdict(t) for t in history]).encode()).hexdigest()
+        cache_key = await self._cache.key_for(
+            principal.tenant_id, chat.question, self._cache_parameters(chat), context
+        )
+        if cache_key is not None:
+            hit = await self._cache.get(cache_key)
+            if hit is not None:
+                payload, _layer = hit
+                sources = [Source(**s) for s in payload["sources"]]
+                return _Prepared(trace_id, started, cache_key, payload, history, None, sources)
+        vector = None
+        if chat.mode is not RetrievalMode.text:
+            vector = await self._embed_query(chat.question)
+        chunks = await retrieve(
+            self._sessions,
+            RetrievalQuery(
+                tenant_id=principal.tenant_id,
+                text=chat.question,
+                vector=vector,
+                top_k=chat.top_k,
+                mode=chat.mode,
+                filters=chat.filters,
+                vector_weight=chat.vector_weight,
+                text_weight=chat.text_weight,
+                ef_search=self._settings.hnsw_ef_search,
+            ),
+        )
+        if not chunks:
+            return _Prepared(trace_id, started, cache_key, None, history, None, [])
+        budget = self._settings.prompt_budget_tokens - (chat.max_tokens or self._settings.answer_max_tokens)
+        prompt = build_prompt(chat.question, history, chunks, budget_tokens=budget, counter=self._counter)
+        sources = [_source(n, chunk) for n, chunk in enumerate(prompt.passages, start=1)]
+        return _Prepared(trace_id, started, cache_key, None, history, prompt, sources)
+
+    def _router_request(self, chat: ChatInput, prompt: Prompt) -> ChatRequest:
+        return ChatRequest(
+            messages=tuple(Message(m.role, m.content) for m in prompt.messages),
+            passages=tuple(
+                Passage(number=n, text=c.text, title=c.title, page=c.page)
+                for n, c in enumerate(prompt.passages, start=1)
+            ),
+            temperature=chat.temperature,
+            max_tokens=chat.max_tokens or self._settings.answer_max_tokens,
+            model=chat.model,
+        )
+
+    def _cacheable(self, provider: str, degraded: bool) -> bool:
+        if degraded or provider == "none":
+            return False
+        if provider != EXTRACTIVE:
+            return True
+        # Quoting passages is a fallback while generators are down: don't pin it in the cache.
+        return not any(
+            link.provider.availability().configured for link in self._chain.links if link.name != EXTRACTIVE
+        )
+
+    async def _remember(
+        self,
+        principal: Principal,
+        chat: ChatInput,
+        *,
+        answer: str,
+        sources: list[Source],
+        status: str,
+        provider: str,
+        model: str,
+        trace_id: str,
+    ) -> None:
+        if chat.session_id is None:
+            return
+        await self._memory.record_turn(
+            principal,
+            chat.session_id,
+            question=chat.question,
+            answer=answer,
+            sources=[asdict(s) for s in sources],
+            status=status,
+            provider=provider,
+            model=model,
+            trace_id=trace_id,
+        )
+
+    def _elapsed_ms(self, prepared: _Prepared) -> float:
+        return round((time.perf_counter() - prepared.started) * 1000, 2)
+
+    # --- one-shot answers ------------------------------------------------------------------------
+
+    async def answer(self, principal: Principal, chat: ChatInput) -> ChatAnswer:
+        self.validate(chat)
+        prepared = await self._prepare(principal, chat)
+        session = str(chat.session_id) if chat.session_id else None
+        if prepared.cached is not None:
+            payload = prepared.cached
+            result = ChatAnswer(
+                answer=payload["answer"],
+                sources=prepared.sources,
+                provider=payload["provider"],
+                model=payload["model"],
+                cached=True,
+                degraded=False,
+                trace_id=prepared.trace_id,
+                usage=payload.get("usage"),
+                latency_ms=self._elapsed_ms(prepared),
+                session_id=session,
+            )
+        elif prepared.prompt is None:
+            result = ChatAnswer(
+                answer=NO_CONTEXT_ANSWER,
+                sources=[],
+                provider="none",
+                model="none",
+                cached=False,
+                degraded=False,
+                trace_id=prepared.trace_id,
+                usage=None,
+                latency_ms=self._elapsed_ms(prepared),
+                session_id=session,
+            )
+        else:
+            completion = await self._chain.complete(self._router_request(chat, prepared.prompt))
+            sources, _ = _mark_cited(prepared.sources, completion.text)
+            result = ChatAnswer(
+                answer=completion.text,
+                sources=sources,
+                provider=completion.provider,
+                model=completion.model,
+                cached=False,
+                degraded=completion.degraded,
+                trace_id=prepared.trace_id,
+                usage=_usage_dict(completion.usage),
+                latency_ms=self._elapsed_ms(prepared),
+                session_id=session,
+            )
+            if prepared.cache_key is not None and self._cacheable(result.provider, result.degraded):
+                await self._cache.put(prepared.cache_key, self._cache_payload(result))
+        await self._remember(
+            principal,
+            chat,
+            answer=result.answer,
+            sources=result.sources,
+            status="failed" if result.degraded else "ok",
+            provider=result.provider,
+            model=result.model,
+            trace_id=result.trace_id,
+        )
+        return result
+
+    @staticmethod
+    def _cache_payload(result: ChatAnswer) -> dict[str, Any]:
+        return {
+            "answer": result.answer,
+            "sources": [asdict(s) for s in result.sources],
+            "provider": result.provider,
+            "model": result.model,
+            "usage": result.usage,
+        }
+
+    # --- streaming -------------------------------------------------------------------------------
+
+    async def stream(self, principal: Principal, chat: ChatInput) -> AsyncIterator[ChatEvent]:
+        """Events: ``SourcesEvent`` first, ``DeltaEvent``s, then ``DoneEvent`` or ``ErrorEvent``.
+
+        Call ``validate`` before starting the HTTP response so bad input is still a 4xx.
+        """
+        prepared = await self._prepare(principal, chat)
+        session = str(chat.session_id) if chat.session_id else None
+        if prepared.cached is not None or prepared.prompt is None:
+            async for fixed in self._stream_fixed(principal, chat, prepared, session):
+                yield fixed
+            return
+
+        yield SourcesEvent(prepared.sources)
+        streamed: list[str] = []
+        provider, model, status = "none", "none", "cancelled"
+        try:
+            async for event in self._chain.stream(self._router_request(chat, prepared.prompt)):
+                if isinstance(event, StreamStart):
+                    provider, model = event.provider, event.model
+                elif isinstance(event, TextDelta):
+                    streamed.append(event.text)
+                    yield DeltaEvent(event.text)
+                elif isinstance(event, StreamEnd):
+                    status = "failed" if event.degraded else "ok"
+                    answer = "".join(streamed)
+                    sources, cited = _mark_cited(prepared.sources, answer)
+                    done = DoneEvent(
+                        provider=event.provider,
+                        model=event.model,
+                        usage=_usage_dict(event.usage),
+                        trace_id=prepared.trace_id,
+                        cached=False,
+                        degraded=event.degraded,
+                        cited=cited,
+                        latency_ms=self._elapsed_ms(prepared),
+                        session_id=session,
+                    )
+                    if prepared.cache_key is not None and self._cacheable(event.provider, event.degraded):
+                        await self._cache.put(
+                            prepared.cache_key,
+                            {
+                                "answer": answer,
+                                "sources": [asdict(s) for s in sources],
+                                "provider": event.provider,
+                                "model": event.model,
+                                "usage": done.usage,
+                            },
+                        )
+                    yield done
+                elif isinstance(event, StreamFailed):
+                    status = "failed"
+                    yield ErrorEvent(code=event.code, message=event.message, trace_id=prepared.trace_id)
+        finally:
+            # Runs on success, failure and client disconnect (cancellation): shield the write so
+            # history holds exactly what the client was sent, and how it ended.
+            with anyio.CancelScope(shield=True):
+                await self._remember(
+                    principal,
+                    chat,
+                    answer="".join(streamed),
+                    sources=prepared.sources,
+                    status=status,
+                    provider=provider,
+                    model=model,
+                    trace_id=prepared.trace_id,
+                )
+
+    async def _stream_fixed(
+        self, principal: Principal, chat: ChatInput, prepared: _Prepared, session: str | None
+    ) -> AsyncIterator[ChatEvent]:
+        """A cache hit or a no-context answer, as a short stream."""
+        if prepared.cached is not None:
+            payload = prepared.cached
+            answer, provider, model = payload["answer"], payload["provider"], payload["model"]
+            usage, cached = payload.get("usage"), True
+        else:
+            answer, provider, model, usage, cached = NO_CONTEXT_ANSWER, "none", "none", None, False
+        yield SourcesEvent(prepared.sources)
+        yield DeltaEvent(answer)
+        await self._remember(
+            principal,
+            chat,
+            answer=answer,
+            sources=prepared.sources,
+            status="ok",
+            provider=provider,
+            model=model,
+            trace_id=prepared.trace_id,
+        )
+        yield DoneEvent(
+            provider=provider,
+            model=model,
+            usage=usage,
+            trace_id=prepared.trace_id,
+            cached=cached,
+            degraded=False,
+            cited=[s.number for s in prepared.sources if s.cited],
+            latency_ms=self._elapsed_ms(prepared),
+            session_id=session,
+        )
