@@ -1,0 +1,265 @@
+"""The provider chain: walks the links in priority order, skipping unconfigured and cooling
+providers, falls back on any error, benches failing providers in Redis, and ends in the fixed
+apology when nothing could answer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+
+from app.llm.cooldown import CooldownState, CooldownStore
+from app.llm.errors import ProviderError, UnknownModelError
+from app.llm.link import OpenStream, ProviderLink
+from app.llm.observer import RouterObserver
+from app.llm.types import (
+    ChatRequest,
+    Completion,
+    StreamEnd,
+    StreamEvent,
+    StreamFailed,
+    StreamStart,
+    TextDelta,
+)
+from app.observability.context import current_trace_id, new_trace_id
+
+logger = structlog.get_logger(__name__)
+
+APOLOGY = (
+    "Sorry, I cannot answer right now: no language model is available. "
+    "Please try again in a few minutes and quote trace id {trace_id} if you report this."
+)
+NO_PROVIDER = "none"
+
+
+def apology(trace_id: str) -> str:
+    return APOLOGY.format(trace_id=trace_id)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A link to try for one request, with the model to ask it for."""
+
+    link: ProviderLink
+    model: str
+
+
+@dataclass(frozen=True)
+class ProviderStatus:
+    name: str
+    model: str
+    configured: bool
+    healthy: bool
+    state: str  # "ok", "cooling_down", "half_open" or "unconfigured"
+    cooling_down_until: datetime | None
+    last_error: str | None
+    recent_latency_ms: float | None
+    detail: str | None = None
+
+
+class ProviderChain:
+    def __init__(
+        self, links: Sequence[ProviderLink], cooldowns: CooldownStore, observer: RouterObserver
+    ) -> None:
+        self._links = list(links)
+        self._by_name = {link.name: link for link in self._links}
+        self._cooldowns = cooldowns
+        self._observer = observer
+
+    @property
+    def links(self) -> list[ProviderLink]:
+        return list(self._links)
+
+    def routes(self, pin: str | None) -> list[Route]:
+        """Every link in order, or only the one ``pin`` names ("groq", "groq/<model>", a model)."""
+        if not pin:
+            return [Route(link, link.provider.default_model) for link in self._links]
+        name, _, model = pin.partition("/")
+        link = self._by_name.get(name)
+        if link is None:
+            matches = [lk for lk in self._links if lk.provider.default_model == pin]
+            if not matches:
+                raise UnknownModelError(
+                    f"model {pin!r} names no configured provider; use one of "
+                    + ", ".join(repr(lk.name) for lk in self._links if lk.provider.availability().configured)
+                    + " or '<provider>/<model>'"
+                )
+            link, model = matches[0], pin
+        if not link.provider.availability().configured:
+            raise UnknownModelError(f"provider {link.name!r} is not configured")
+        return [Route(link, model or link.provider.default_model)]
+
+    async def _admit(self, link: ProviderLink, state: CooldownState) -> bool:
+        """Whether this request may call ``link`` now (half-open: only the probe winner may)."""
+        if not link.provider.availability().configured:
+            self._observer.on_skip(provider=link.name, reason="unconfigured")
+            return False
+        if not link.policy.cooldown_enabled or state.phase == "closed":
+            return True
+        if state.phase == "cooling":
+            self._observer.on_skip(provider=link.name, reason="cooling_down")
+            return False
+        if await self._cooldowns.claim_probe(link.name, link.policy.total_timeout_s):
+            logger.info("provider_probe", provider=link.name)
+            return True
+        self._observer.on_skip(provider=link.name, reason="probe_in_flight")
+        return False
+
+    async def _succeeded(self, link: ProviderLink, state: CooldownState, latency_s: float) -> None:
+        link.health.record_success(latency_s)
+        if link.policy.cooldown_enabled and state.phase != "closed":
+            await self._cooldowns.clear(link.name)
+            logger.info("provider_recovered", provider=link.name)
+
+    async def _failed(self, link: ProviderLink, model: str, error: ProviderError) -> None:
+        link.health.record_failure(error.describe())
+        seconds = link.policy.cooldown_for(error)
+        logger.warning(
+            "provider_failed", provider=link.name, model=model, code=error.code, error=error.message
+        )
+        if seconds is None:
+            return
+        until = await self._cooldowns.bench(link.name, seconds, error.describe())
+        self._observer.on_cooldown(provider=link.name, until=until, error_code=error.code)
+
+    async def _candidates(self, request: ChatRequest) -> list[tuple[Route, CooldownState]]:
+        routes = self.routes(request.model)
+        states = await self._cooldowns.states([r.link.name for r in routes if r.link.policy.cooldown_enabled])
+        return [(route, states.get(route.link.name, CooldownState(phase="closed"))) for route in routes]
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        trace_id = current_trace_id() or new_trace_id()
+        for route, state in await self._candidates(request):
+            link = route.link
+            if not await self._admit(link, state):
+                continue
+            started = time.monotonic()
+            try:
+                generation = await link.complete(request, route.model)
+            except ProviderError as error:
+                await self._failed(link, route.model, error)
+                continue
+            await self._succeeded(link, state, time.monotonic() - started)
+            return Completion(
+                text=generation.text,
+                provider=link.name,
+                model=generation.model,
+                usage=generation.usage,
+                trace_id=trace_id,
+            )
+        logger.error("all_providers_failed", trace_id=trace_id)
+        return Completion(
+            text=apology(trace_id),
+            provider=NO_PROVIDER,
+            model=NO_PROVIDER,
+            usage=None,
+            trace_id=trace_id,
+            degraded=True,
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """``StreamStart`` only after a provider's first real token; then deltas and ``StreamEnd``,
+        or ``StreamFailed`` if that provider breaks later (the text so far is incomplete)."""
+        trace_id = current_trace_id() or new_trace_id()
+        for route, state in await self._candidates(request):
+            link = route.link
+            if not await self._admit(link, state):
+                continue
+            try:
+                opened = await link.open_stream(request, route.model)
+            except ProviderError as error:
+                await self._failed(link, route.model, error)
+                continue
+            relay = self._relay(opened, state, trace_id)
+            try:
+                async for event in relay:
+                    yield event
+            finally:
+                await relay.aclose()
+            return
+        logger.error("all_providers_failed", trace_id=trace_id, stream=True)
+        yield StreamStart(provider=NO_PROVIDER, model=NO_PROVIDER, degraded=True)
+        yield TextDelta(apology(trace_id))
+        yield StreamEnd(provider=NO_PROVIDER, model=NO_PROVIDER, usage=None, trace_id=trace_id, degraded=True)
+
+    async def _relay(
+        self, opened: OpenStream, state: CooldownState, trace_id: str
+    ) -> AsyncGenerator[StreamEvent, None]:
+        link = opened.link
+        try:
+            yield StreamStart(provider=link.name, model=opened.model)
+            yield TextDelta(opened.first)
+            try:
+                async for text in opened.rest():
+                    yield TextDelta(text)
+            except ProviderError as error:
+                link.observer.on_attempt(
+                    provider=link.name,
+                    model=opened.model,
+                    outcome=error.code,
+                    latency_s=opened.elapsed_s,
+                    usage=None,
+                )
+                await self._failed(link, opened.model, error)
+                yield StreamFailed(
+                    provider=link.name,
+                    model=opened.model,
+                    code=error.code,
+                    message=error.message,
+                    trace_id=trace_id,
+                )
+                return
+            link.observer.on_attempt(
+                provider=link.name,
+                model=opened.model,
+                outcome="success",
+                latency_s=opened.elapsed_s,
+                usage=opened.usage,
+            )
+            await self._succeeded(link, state, opened.elapsed_s)
+            yield StreamEnd(provider=link.name, model=opened.model, usage=opened.usage, trace_id=trace_id)
+        finally:
+            await opened.aclose()
+
+    async def status(self) -> list[ProviderStatus]:
+        states = await self._cooldowns.states(
+            [link.name for link in self._links if link.policy.cooldown_enabled]
+        )
+        report = []
+        for link in self._links:
+            availability = link.provider.availability()
+            state = states.get(link.name, CooldownState(phase="closed"))
+            cooling = state.phase == "cooling"
+            label = (
+                "unconfigured"
+                if not availability.configured
+                else {"cooling": "cooling_down"}.get(
+                    state.phase, "ok" if state.phase == "closed" else state.phase
+                )
+            )
+            report.append(
+                ProviderStatus(
+                    name=link.name,
+                    model=link.provider.default_model,
+                    configured=availability.configured,
+                    healthy=availability.configured and state.phase == "closed",
+                    state=label,
+                    cooling_down_until=datetime.fromtimestamp(state.until, UTC)
+                    if cooling and state.until
+                    else None,
+                    last_error=state.error or link.health.last_error,
+                    recent_latency_ms=link.health.recent_latency_ms,
+                    detail=availability.reason,
+                )
+            )
+        return report
+
+    async def aclose(self) -> None:
+        for link in self._links:
+            try:
+                await link.provider.aclose()
+            except Exception:
+                logger.warning("provider_close_failed", provider=link.name, exc_info=True)

@@ -1,0 +1,105 @@
+"""Translating what the SDKs raise into typed provider errors (shared by the HTTP adapters)."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import pydantic
+
+from app.llm.errors import (
+    AuthFailed,
+    BadRequest,
+    ContextTooLong,
+    MalformedResponse,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+    ServerError,
+)
+
+_CONTEXT_MARKERS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "context length",
+    "reduce the length",
+    "exceeds the maximum number of tokens",
+    "too many tokens",
+    "prompt is too long",
+)
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (delta seconds or an HTTP date)."""
+    if not headers:
+        return None
+    lowered = {key.lower(): value for key, value in headers.items()}
+    millis = lowered.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def from_status(status: int, message: str, headers: Mapping[str, str] | None = None) -> ProviderError:
+    """The typed error for an HTTP error status and the provider's error message."""
+    lowered = message.lower()
+    if status == 429:
+        return RateLimited(message, status=status, retry_after=parse_retry_after(headers))
+    if status in (401, 403):
+        return AuthFailed(message, status=status)
+    if status == 408:
+        return ProviderTimeout(message, status=status)
+    if status >= 500:
+        return ServerError(message, status=status, retry_after=parse_retry_after(headers))
+    if status in (400, 413, 422) and any(marker in lowered for marker in _CONTEXT_MARKERS):
+        return ContextTooLong(message, status=status)
+    return BadRequest(message, status=status)
+
+
+def body_message(body: object, fallback: str) -> str:
+    """The human message inside an OpenAI- or Google-style error body."""
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping):
+            parts = [str(inner[key]) for key in ("message", "code") if inner.get(key)]
+            if parts:
+                return " ".join(parts)
+        elif isinstance(inner, str):
+            return inner
+    return fallback
+
+
+def headers_of(response: Any) -> Mapping[str, str] | None:
+    headers = getattr(response, "headers", None)
+    return dict(headers.items()) if headers is not None else None
+
+
+def from_unexpected(exc: BaseException) -> ProviderError:
+    """Transport and parsing failures that are not HTTP status errors."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "timeout" in type(exc).__name__.lower():
+        return ProviderTimeout(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, (json.JSONDecodeError, pydantic.ValidationError, KeyError, TypeError, ValueError)):
+        return MalformedResponse(f"{type(exc).__name__}: {exc}")
+    # Connection refused, reset or dropped mid-body (httpx, httpx2 and aiohttp spell these
+    # differently); like a 5xx they are worth one more try.
+    return ServerError(f"{type(exc).__name__}: {exc}")

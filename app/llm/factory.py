@@ -1,0 +1,102 @@
+"""Builds the provider chain from settings: adapters, their policies, the Redis cooldown store."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from app.llm.chain import ProviderChain
+from app.llm.cooldown import CooldownStore
+from app.llm.extractive import ExtractiveAnswerer
+from app.llm.gemini import GeminiProvider
+from app.llm.groq_provider import GroqProvider
+from app.llm.link import ProviderLink
+from app.llm.local import LocalProvider
+from app.llm.observer import NoopObserver, RouterObserver, SafeObserver
+from app.llm.openai_provider import OpenAIProvider
+from app.llm.policy import ProviderPolicy
+from app.llm.provider import Provider
+from app.settings import Settings
+
+EXTRACTIVE_CONCURRENCY = 1024
+
+
+def policy_for(settings: Settings, name: str) -> ProviderPolicy:
+    shared = {
+        "max_retries": settings.router_max_retries,
+        "backoff_base_s": settings.router_backoff_base_s,
+        "backoff_max_s": settings.router_backoff_max_s,
+        "stream_idle_timeout_s": settings.router_stream_idle_timeout_s,
+        "cooldown_s": settings.router_cooldown_s,
+    }
+    if name == "extractive":
+        return ProviderPolicy(
+            total_timeout_s=5.0,
+            first_token_timeout_s=5.0,
+            max_concurrency=EXTRACTIVE_CONCURRENCY,
+            cooldown_enabled=False,
+            **{**shared, "max_retries": 0},  # type: ignore[arg-type]
+        )
+    if name == "local":
+        # Never benched: it is the last generator standing, and its failures are local.
+        return ProviderPolicy(
+            total_timeout_s=settings.local_timeout_s,
+            first_token_timeout_s=settings.local_first_token_timeout_s,
+            max_concurrency=settings.local_max_concurrency,
+            cooldown_enabled=False,
+            **{**shared, "max_retries": 0},  # type: ignore[arg-type]
+        )
+    return ProviderPolicy(
+        total_timeout_s=getattr(settings, f"{name}_timeout_s"),
+        first_token_timeout_s=getattr(settings, f"{name}_first_token_timeout_s"),
+        connect_timeout_s=getattr(settings, f"{name}_connect_timeout_s"),
+        max_concurrency=getattr(settings, f"{name}_max_concurrency"),
+        **shared,  # type: ignore[arg-type]
+    )
+
+
+def _secret(settings: Settings, name: str) -> str | None:
+    secret = getattr(settings, f"{name}_api_key")
+    return secret.get_secret_value() if secret is not None else None
+
+
+def provider_for(settings: Settings, name: str) -> Provider:
+    if name == "gemini":
+        return GeminiProvider(
+            api_key=_secret(settings, "gemini"),
+            model=settings.gemini_model,
+            base_url=settings.gemini_base_url,
+            connect_timeout_s=settings.gemini_connect_timeout_s,
+            total_timeout_s=settings.gemini_timeout_s,
+        )
+    if name == "groq":
+        return GroqProvider(
+            api_key=_secret(settings, "groq"),
+            model=settings.groq_model,
+            base_url=settings.groq_base_url,
+            connect_timeout_s=settings.groq_connect_timeout_s,
+            total_timeout_s=settings.groq_timeout_s,
+        )
+    if name == "openai":
+        return OpenAIProvider(
+            api_key=_secret(settings, "openai"),
+            model=settings.openai_model,
+            base_url=settings.openai_base_url,
+            connect_timeout_s=settings.openai_connect_timeout_s,
+            total_timeout_s=settings.openai_timeout_s,
+        )
+    if name == "local":
+        return LocalProvider(model_path=settings.local_model_path, n_ctx=settings.local_context_tokens)
+    raise ValueError(f"unknown provider {name!r}")
+
+
+def build_provider_chain(
+    settings: Settings, redis: Redis, observer: RouterObserver | None = None
+) -> ProviderChain:
+    """``LLM_PROVIDERS`` in order, then the extractive answerer as the last link."""
+    safe = SafeObserver(observer or NoopObserver())
+    providers: list[Provider] = [
+        provider_for(settings, name) for name in dict.fromkeys(settings.llm_providers)
+    ]
+    providers.append(ExtractiveAnswerer())
+    links = [ProviderLink(provider=p, policy=policy_for(settings, p.name), observer=safe) for p in providers]
+    return ProviderChain(links, CooldownStore(redis, settings), safe)

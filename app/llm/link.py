@@ -1,0 +1,179 @@
+"""One provider under its policy: bounded concurrency, retries with backoff, and asyncio
+deadlines for the first token, the silence between tokens and the whole budget. The SDKs'
+own timeouts are only a backstop; these deadlines are the ones that hold."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+from app.llm.errors import ProviderBusy, ProviderError, ProviderTimeout, TruncatedStream
+from app.llm.health import ProviderHealth
+from app.llm.observer import SUCCESS, RouterObserver
+from app.llm.policy import ProviderPolicy
+from app.llm.provider import Provider
+from app.llm.types import ChatRequest, Generation, ProviderChunk, Usage
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class OpenStream:
+    """A stream that has produced its first token; iterate ``rest()`` for the remainder."""
+
+    def __init__(
+        self,
+        link: ProviderLink,
+        model: str,
+        iterator: AsyncIterator[ProviderChunk],
+        first: str,
+        deadline: float,
+        started: float,
+    ) -> None:
+        self.link = link
+        self.model = model
+        self.first = first
+        self.usage: Usage | None = None
+        self._iterator = iterator
+        self._deadline = deadline
+        self._started = started
+        self._closed = False
+
+    async def rest(self) -> AsyncIterator[str]:
+        """The remaining text; raises a ``ProviderError`` when the provider fails or goes silent."""
+        policy = self.link.policy
+        loop = asyncio.get_running_loop()
+        while True:
+            idle_deadline = min(self._deadline, loop.time() + policy.stream_idle_timeout_s)
+            try:
+                async with asyncio.timeout_at(idle_deadline):
+                    chunk = await anext(self._iterator)
+            except StopAsyncIteration:
+                return
+            except TimeoutError as exc:
+                limit = "budget" if idle_deadline >= self._deadline else "idle timeout"
+                raise ProviderTimeout(f"stream stalled past its {limit}") from exc
+            if isinstance(chunk, Usage):
+                self.usage = chunk
+            elif chunk:
+                yield chunk
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self._started
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        aclose = getattr(self._iterator, "aclose", None)
+        if aclose is not None:
+            with suppress(Exception):
+                await aclose()
+        self.link.release()
+
+
+@dataclass
+class ProviderLink:
+    provider: Provider
+    policy: ProviderPolicy
+    observer: RouterObserver
+    health: ProviderHealth = field(default_factory=ProviderHealth)
+    sleep: Sleep = asyncio.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.policy.max_concurrency)
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    async def _acquire(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        wait = min(deadline, loop.time() + self.policy.first_token_timeout_s)
+        try:
+            async with asyncio.timeout_at(wait):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            raise ProviderBusy(f"all {self.policy.max_concurrency} slots stayed busy") from exc
+
+    def release(self) -> None:
+        self._slots.release()
+
+    def _report(self, model: str, outcome: str, latency_s: float, usage: Usage | None = None) -> None:
+        self.observer.on_attempt(
+            provider=self.name, model=model, outcome=outcome, latency_s=latency_s, usage=usage
+        )
+
+    async def _retry_or_raise(self, attempt: int, error: ProviderError, deadline: float) -> None:
+        remaining = deadline - asyncio.get_running_loop().time()
+        delay = self.policy.retry_delay(attempt, error, remaining, self.rng)
+        if delay is None:
+            raise error
+        await self.sleep(delay)
+
+    async def complete(self, request: ChatRequest, model: str) -> Generation:
+        """The provider's answer within ``total_timeout_s``, retrying what is worth retrying."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.policy.total_timeout_s
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                await self._acquire(deadline)
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        generation = await self.provider.complete(request, model)
+                finally:
+                    self.release()
+            except TimeoutError:
+                error: ProviderError = ProviderTimeout(f"no answer within {self.policy.total_timeout_s:g}s")
+            except ProviderError as exc:
+                error = exc
+            else:
+                self._report(model, SUCCESS, time.monotonic() - started, generation.usage)
+                return generation
+            self._report(model, error.code, time.monotonic() - started)
+            if isinstance(error, ProviderBusy):
+                raise error
+            await self._retry_or_raise(attempt, error, deadline)
+            attempt += 1
+
+    async def open_stream(self, request: ChatRequest, model: str) -> OpenStream:
+        """A stream whose first real token has arrived. Failures before that point (including a
+        first token later than ``first_token_timeout_s``) are retried or raised, never emitted."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.policy.total_timeout_s
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            await self._acquire(deadline)
+            iterator = self.provider.stream(request, model)
+            first_deadline = min(deadline, loop.time() + self.policy.first_token_timeout_s)
+            try:
+                async with asyncio.timeout_at(first_deadline):
+                    first = await self._first_text(iterator)
+            except TimeoutError:
+                limit = "first-token timeout" if first_deadline < deadline else "budget"
+                error: ProviderError = ProviderTimeout(f"no first token within the {limit}")
+            except ProviderError as exc:
+                error = exc
+            else:
+                return OpenStream(self, model, iterator, first, deadline, started)
+            with suppress(Exception):
+                await iterator.aclose()  # type: ignore[attr-defined]
+            self.release()
+            self._report(model, error.code, time.monotonic() - started)
+            await self._retry_or_raise(attempt, error, deadline)
+            attempt += 1
+
+    @staticmethod
+    async def _first_text(iterator: AsyncIterator[ProviderChunk]) -> str:
+        async for chunk in iterator:
+            if isinstance(chunk, str) and chunk:
+                return chunk
+        raise TruncatedStream("the stream ended before any text")

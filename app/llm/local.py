@@ -1,0 +1,198 @@
+"""Local model adapter (``gpt4all`` loading ``LOCAL_MODEL_PATH``; never downloads).
+
+The model runs in its own single-thread executor so generation never blocks the event loop and
+one model instance is never used by two threads at once. Tokens cross from that thread to the loop
+through a queue; a consumer that stops listening (timeout, client gone) makes the generation
+callback return False, which ends the generation at the next token.
+
+A broken model file makes llama.cpp abort the whole process, so the file is first loaded once in
+a throw-away subprocess; only a file that survives that is loaded here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from app.llm.errors import ProviderError, ServerError
+from app.llm.provider import Availability
+from app.llm.types import ChatRequest, Generation, ProviderChunk, Usage
+
+logger = structlog.get_logger(__name__)
+
+_PREFLIGHT = """
+import pathlib, sys
+from gpt4all import GPT4All
+p = pathlib.Path(sys.argv[1])
+model = GPT4All(p.name, model_path=str(p.parent), allow_download=False, device="cpu", n_ctx=int(sys.argv[2]))
+model.close()
+"""
+
+_ROLE_HEADERS = {"system": "### System:", "user": "### User:", "assistant": "### Assistant:"}
+_DONE = object()
+
+
+def prompt_of(request: ChatRequest) -> str:
+    lines = [f"{_ROLE_HEADERS[m.role]}\n{m.content}\n" for m in request.messages]
+    return "\n".join(lines) + "\n### Assistant:\n"
+
+
+def preflight(path: Path, n_ctx: int, timeout_s: float) -> str | None:
+    """None when gpt4all loads the file in a subprocess, else the reason it cannot."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", _PREFLIGHT, str(path), str(n_ctx)],
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"loading {path.name} took longer than {timeout_s:g}s"
+    if result.returncode == 0:
+        return None
+    tail = [line for line in result.stderr.decode(errors="replace").splitlines() if line.strip()]
+    reason = next(
+        (line for line in reversed(tail) if "Error" in line or "ASSERT" in line), tail[-1] if tail else ""
+    )
+    return f"gpt4all cannot load {path.name} (exit {result.returncode}): {reason.strip()[:200]}"
+
+
+class LocalProvider:
+    def __init__(self, *, model_path: Path | None, n_ctx: int = 2048, load_timeout_s: float = 120.0) -> None:
+        self._path = model_path
+        self._n_ctx = n_ctx
+        self._load_timeout_s = load_timeout_s
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-llm")
+        self._model: Any = None
+        self._load_lock = asyncio.Lock()
+        self._load_error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return "local"
+
+    @property
+    def default_model(self) -> str:
+        return self._path.name if self._path else "none"
+
+    def availability(self) -> Availability:
+        if self._path is None:
+            return Availability.missing("LOCAL_MODEL_PATH is not set")
+        if not self._path.is_file():
+            return Availability.missing(f"LOCAL_MODEL_PATH {self._path} is not a file")
+        if self._load_error:
+            return Availability.missing(self._load_error)
+        return Availability.ready()
+
+    def _load_sync(self) -> Any:
+        assert self._path is not None
+        reason = preflight(self._path, self._n_ctx, self._load_timeout_s)
+        if reason is not None:
+            raise RuntimeError(reason)
+        from gpt4all import GPT4All  # imported late: loads native libraries
+
+        return GPT4All(
+            model_name=self._path.name,
+            model_path=str(self._path.parent),
+            allow_download=False,
+            device="cpu",
+            n_ctx=self._n_ctx,
+        )
+
+    async def _ensure_loaded(self) -> Any:
+        if self._model is not None:
+            return self._model
+        async with self._load_lock:
+            if self._model is None:
+                if self._load_error:
+                    raise ServerError(self._load_error)
+                loop = asyncio.get_running_loop()
+                try:
+                    self._model = await loop.run_in_executor(self._executor, self._load_sync)
+                except Exception as exc:
+                    self._load_error = (
+                        str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"
+                    )
+                    logger.warning("local_model_unusable", reason=self._load_error)
+                    raise ServerError(self._load_error) from exc
+        return self._model
+
+    async def load(self) -> Availability:
+        """Load now (e.g. at startup) rather than on the first request."""
+        with suppress(ProviderError):
+            await self._ensure_loaded()
+        return self.availability()
+
+    async def complete(self, request: ChatRequest, model: str) -> Generation:
+        parts: list[str] = []
+        usage: Usage | None = None
+        async for chunk in self.stream(request, model):
+            if isinstance(chunk, Usage):
+                usage = chunk
+            else:
+                parts.append(chunk)
+        return Generation(text="".join(parts), model=self.default_model, usage=usage)
+
+    async def stream(self, request: ChatRequest, model: str) -> AsyncIterator[ProviderChunk]:
+        llm = await self._ensure_loaded()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        stop = threading.Event()
+        produced = 0
+
+        def send(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is gone (shutdown); nobody is listening any more
+                stop.set()
+
+        def on_token(_token_id: int, text: str) -> bool:
+            nonlocal produced
+            produced += 1
+            send(text)
+            return not stop.is_set()
+
+        def generate() -> None:
+            try:
+                llm.generate(
+                    prompt_of(request),
+                    max_tokens=request.max_tokens or 256,
+                    temp=request.temperature if request.temperature is not None else 0.7,
+                    callback=on_token,
+                )
+            except Exception as exc:
+                send(ServerError(f"local generation failed: {exc}"))
+            finally:
+                send(_DONE)
+
+        future = loop.run_in_executor(self._executor, generate)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, ProviderError):
+                    raise item
+                if isinstance(item, str) and item:
+                    yield item
+            yield Usage(prompt_tokens=0, completion_tokens=produced)
+        finally:
+            stop.set()  # the generating thread ends at its next token
+            if not future.done():
+                future.add_done_callback(lambda f: f.exception())
+
+    async def aclose(self) -> None:
+        model = self._model
+        self._model = None
+        if model is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, model.close)
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,115 @@
+"""The router's typed request, results and stream events (frozen dataclasses, no loose dicts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved passage as numbered in the prompt; the extractive answerer cites ``[number]``."""
+
+    number: int
+    text: str
+    title: str = ""
+    page: int | None = None
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What the chat pipeline asks the router for. Prompt building happens before this point:
+    ``messages`` are sent as they are; ``passages`` are carried for the extractive answerer."""
+
+    messages: tuple[Message, ...]
+    passages: tuple[Passage, ...] = ()
+    temperature: float | None = None
+    max_tokens: int | None = None
+    model: str | None = None  # pins a provider ("groq") or a provider's model ("groq/llama-3.1-8b")
+
+    @property
+    def question(self) -> str:
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        return ""
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One provider's complete answer."""
+
+    text: str
+    model: str
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The chain's answer: which provider produced it, or the degraded apology (provider "none")."""
+
+    text: str
+    provider: str
+    model: str
+    usage: Usage | None
+    trace_id: str
+    degraded: bool = False
+
+
+# --- streaming ----------------------------------------------------------------------------------
+# A provider streams ``str`` text chunks and, at most once, a ``Usage``. The chain turns that into
+# the events below. Nothing is emitted before a provider produced its first real token.
+
+
+@dataclass(frozen=True)
+class StreamStart:
+    provider: str
+    model: str
+    degraded: bool = False
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    provider: str
+    model: str
+    usage: Usage | None
+    trace_id: str
+    degraded: bool = False
+
+
+@dataclass(frozen=True)
+class StreamFailed:
+    """The provider failed after its first token: the answer so far is incomplete, not done."""
+
+    provider: str
+    model: str
+    code: str
+    message: str
+    trace_id: str
+
+
+StreamEvent = StreamStart | TextDelta | StreamEnd | StreamFailed
+ProviderChunk = str | Usage

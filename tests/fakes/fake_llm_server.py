@@ -1,0 +1,557 @@
+"""One fake LLM provider server that speaks the real wire protocols the SDKs use.
+
+Endpoints (the SDKs reach them through their base URL settings):
+
+- OpenAI: ``POST /v1/chat/completions`` (JSON, or SSE ``data:`` chunks ending ``data: [DONE]``),
+  ``POST /v1/embeddings`` (float or base64 vectors, ``dimensions`` honoured).
+- Groq: ``POST /openai/v1/chat/completions`` (OpenAI-compatible, usage in ``x_groq``).
+- Gemini: ``POST /v1beta/models/{model}:generateContent``, ``:streamGenerateContent?alt=sse``,
+  ``:embedContent`` and ``:batchEmbedContents``.
+
+Behaviour per provider is switched at run time:
+
+- ``POST /_control/{provider}`` with a JSON ``Behaviour`` (``mode`` is one of ``ok``, ``slow``,
+  ``error``, ``hang``, ``cut``, ``stall``, ``malformed``, ``context_too_long``; ``fail_times``
+  limits a failure mode to the first N requests),
+- ``POST /_control/reset`` back to ``ok`` with zeroed counters,
+- ``GET /_control/stats`` the requests seen per provider and endpoint.
+
+Standalone: ``python -m tests.fakes.fake_llm_server --port 8099`` (or ``make fake-llm``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import math
+import struct
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+ProviderName = Literal["openai", "groq", "gemini"]
+PROVIDERS: tuple[ProviderName, ...] = ("openai", "groq", "gemini")
+MODES = ("ok", "slow", "error", "hang", "cut", "stall", "malformed", "context_too_long")
+DEFAULT_TEXT = "The fake provider answers from its own wire protocol."
+
+
+@dataclass
+class Behaviour:
+    mode: str = "ok"
+    text: str = DEFAULT_TEXT
+    latency_s: float = 0.0  # before the response headers (JSON and SSE)
+    first_token_delay_s: float = 0.0  # SSE: after the headers, before the first token
+    token_delay_s: float = 0.0  # SSE: between tokens
+    status: int = 500  # mode "error"
+    retry_after: float | None = None  # mode "error": Retry-After header (seconds)
+    cut_after_tokens: int = 2  # mode "cut": tokens sent before the connection breaks
+    cut_clean: bool = False  # mode "cut": end the body cleanly, without the stream's terminal marker
+    stall_after_tokens: int = 2  # mode "stall": tokens sent before the stream goes silent
+    fail_times: int | None = None  # failure modes apply to the first N requests only
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Behaviour:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown behaviour fields: {sorted(unknown)}")
+        behaviour = cls(**data)
+        if behaviour.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        return behaviour
+
+
+@dataclass
+class ProviderState:
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    chat_requests: int = 0
+    stream_requests: int = 0
+    embedding_requests: int = 0
+    failures_served: int = 0
+    last_request: dict[str, Any] | None = None
+    last_headers: dict[str, str] = field(default_factory=dict)
+
+
+class FakeState:
+    def __init__(self) -> None:
+        self.providers: dict[str, ProviderState] = {name: ProviderState() for name in PROVIDERS}
+
+    def reset(self) -> None:
+        self.providers = {name: ProviderState() for name in PROVIDERS}
+
+    def effective_mode(self, provider: str) -> str:
+        """The mode for this request; ``fail_times`` turns failure modes off after N requests."""
+        state = self.providers[provider]
+        behaviour = state.behaviour
+        if behaviour.mode in ("ok", "slow"):
+            return behaviour.mode
+        if behaviour.fail_times is not None and state.failures_served >= behaviour.fail_times:
+            return "ok"
+        state.failures_served += 1
+        return behaviour.mode
+
+
+def tokens_of(text: str) -> list[str]:
+    words = text.split(" ")
+    return [word if i == 0 else " " + word for i, word in enumerate(words)]
+
+
+def deterministic_vector(text: str, dim: int) -> list[float]:
+    """A unit vector derived from the text: equal texts embed equally, in any process."""
+    values: list[float] = []
+    counter = 0
+    while len(values) < dim:
+        digest = hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        values.extend((b - 127.5) / 127.5 for b in digest)
+        counter += 1
+    vector = values[:dim]
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
+async def wait_or_disconnect(request: Request, seconds: float) -> bool:
+    """Sleep ``seconds``; True if the client went away first (so hung handlers end with it)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await request.is_disconnected():
+            return True
+        await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+    return False
+
+
+class BrokenStream(Exception):
+    """Raised inside a streaming body to make uvicorn drop the connection mid-response."""
+
+
+# --- wire formats -------------------------------------------------------------------------------
+
+
+def openai_error(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    kinds = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_exceeded"}
+    return {
+        "error": {"message": message, "type": kinds.get(status, "server_error"), "param": None, "code": code}
+    }
+
+
+def gemini_error(status: int, message: str) -> dict[str, Any]:
+    names = {
+        400: "INVALID_ARGUMENT",
+        401: "UNAUTHENTICATED",
+        403: "PERMISSION_DENIED",
+        429: "RESOURCE_EXHAUSTED",
+        500: "INTERNAL",
+        503: "UNAVAILABLE",
+    }
+    return {"error": {"code": status, "message": message, "status": names.get(status, "UNKNOWN")}}
+
+
+def openai_completion(provider: str, model: str, text: str, prompt_tokens: int) -> dict[str, Any]:
+    completion_tokens = len(tokens_of(text))
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+        "system_fingerprint": f"fp_{provider}",
+    }
+
+
+def openai_chunk(model: str, content: str | None, finish: str | None) -> dict[str, Any]:
+    delta: dict[str, Any] = {} if content is None else {"content": content}
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+    }
+
+
+def gemini_response(model: str, text: str, prompt_tokens: int, finish: str | None) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    if finish:
+        candidate["finishReason"] = finish
+    completion_tokens = len(tokens_of(text))
+    return {
+        "candidates": [candidate],
+        "usageMetadata": {
+            "promptTokenCount": prompt_tokens,
+            "candidatesTokenCount": completion_tokens,
+            "totalTokenCount": prompt_tokens + completion_tokens,
+        },
+        "modelVersion": model,
+        "responseId": "fake-response",
+    }
+
+
+def count_prompt_tokens(body: dict[str, Any]) -> int:
+    words = 0
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if isinstance(content, str):
+            words += len(content.split())
+    for content in body.get("contents", []):
+        for part in content.get("parts", []):
+            words += len(str(part.get("text", "")).split())
+    return max(words, 1)
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+
+def create_fake_app(state: FakeState | None = None) -> Starlette:
+    fake = state or FakeState()
+
+    def error_body(provider: str, status: int, message: str, code: str | None = None) -> dict[str, Any]:
+        if provider == "gemini":
+            return gemini_error(status, message)
+        return openai_error(status, message, code)
+
+    async def failure_response(request: Request, provider: str, mode: str) -> Response | None:
+        """The response for a non-streaming failure mode, or None when the mode is a stream fault."""
+        behaviour = fake.providers[provider].behaviour
+        if mode == "hang":
+            await wait_or_disconnect(request, 3600)
+            return Response(status_code=504)
+        if mode == "error":
+            headers = {}
+            if behaviour.retry_after is not None:
+                headers["Retry-After"] = f"{behaviour.retry_after:g}"
+            message = {401: "Invalid API key", 429: "Rate limit reached"}.get(
+                behaviour.status, "upstream failed"
+            )
+            return JSONResponse(
+                error_body(provider, behaviour.status, message), status_code=behaviour.status, headers=headers
+            )
+        if mode == "context_too_long":
+            if provider == "gemini":
+                message = (
+                    "The input token count (200000) exceeds the maximum number of tokens allowed (8192)."
+                )
+                return JSONResponse(gemini_error(400, message), status_code=400)
+            message = "This model's maximum context length is 8192 tokens. Please reduce the length."
+            return JSONResponse(
+                openai_error(400, message, "context_length_exceeded"),
+                status_code=400,
+            )
+        return None
+
+    async def sse(
+        request: Request,
+        provider: str,
+        mode: str,
+        events: list[dict[str, Any]],
+        closing: list[str],
+    ) -> AsyncIterator[bytes]:
+        behaviour = fake.providers[provider].behaviour
+        if behaviour.first_token_delay_s and await wait_or_disconnect(request, behaviour.first_token_delay_s):
+            return
+        for index, event in enumerate(events):
+            if mode == "cut" and index >= behaviour.cut_after_tokens:
+                if behaviour.cut_clean:
+                    return
+                raise BrokenStream("connection dropped mid-stream")
+            if mode == "stall" and index >= behaviour.stall_after_tokens:
+                await wait_or_disconnect(request, 3600)
+                return
+            if mode == "malformed" and index >= 1:
+                yield b'data: {"choices": [{"delta": {"content": "unterminated\n\n'
+                return
+            yield f"data: {json.dumps(event)}\n\n".encode()
+            if behaviour.token_delay_s and await wait_or_disconnect(request, behaviour.token_delay_s):
+                return
+        for line in closing:
+            yield line.encode()
+
+    def record(provider: str, body: dict[str, Any], request: Request, *, stream: bool) -> None:
+        state = fake.providers[provider]
+        state.last_request = body
+        state.last_headers = dict(request.headers)
+        if stream:
+            state.stream_requests += 1
+        else:
+            state.chat_requests += 1
+
+    async def read_json(request: Request) -> dict[str, Any]:
+        try:
+            data = await request.json()
+        except json.JSONDecodeError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    async def chat_openai_wire(request: Request, provider: str) -> Response:
+        body = await read_json(request)
+        stream = bool(body.get("stream"))
+        record(provider, body, request, stream=stream)
+        behaviour = fake.providers[provider].behaviour
+        mode = fake.effective_mode(provider)
+        if behaviour.latency_s and await wait_or_disconnect(request, behaviour.latency_s):
+            return Response(status_code=499)
+        failed = await failure_response(request, provider, mode)
+        if failed is not None:
+            return failed
+        model = str(body.get("model", "fake-model"))
+        prompt_tokens = count_prompt_tokens(body)
+        if not stream:
+            if mode == "malformed":
+                return Response(
+                    b'{"id": "chatcmpl-fake", "choices": [{"message": ', media_type="application/json"
+                )
+            return JSONResponse(openai_completion(provider, model, behaviour.text, prompt_tokens))
+        pieces = tokens_of(behaviour.text)
+        events = [openai_chunk(model, piece, None) for piece in pieces]
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(pieces),
+            "total_tokens": prompt_tokens + len(pieces),
+        }
+        final = openai_chunk(model, None, "stop")
+        if provider == "groq":
+            final["x_groq"] = {"id": "req_fake", "usage": usage}
+        events.append(final)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage_chunk = openai_chunk(model, None, None)
+            usage_chunk["choices"] = []
+            usage_chunk["usage"] = usage
+            events.append(usage_chunk)
+        return StreamingResponse(
+            sse(request, provider, mode, events, ["data: [DONE]\n\n"]), media_type="text/event-stream"
+        )
+
+    async def openai_chat(request: Request) -> Response:
+        return await chat_openai_wire(request, "openai")
+
+    async def groq_chat(request: Request) -> Response:
+        return await chat_openai_wire(request, "groq")
+
+    async def openai_embeddings(request: Request) -> Response:
+        body = await read_json(request)
+        state = fake.providers["openai"]
+        state.embedding_requests += 1
+        mode = fake.effective_mode("openai")
+        failed = await failure_response(request, "openai", mode)
+        if failed is not None:
+            return failed
+        inputs = body.get("input", [])
+        texts = [inputs] if isinstance(inputs, str) else [str(item) for item in inputs]
+        dim = int(body.get("dimensions") or 1536)
+        data = []
+        for index, text in enumerate(texts):
+            vector = deterministic_vector(text, dim)
+            encoded: Any = vector
+            if body.get("encoding_format") == "base64":
+                encoded = base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        tokens = sum(len(text.split()) for text in texts)
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model", "text-embedding-3-small"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    async def gemini_models(request: Request) -> Response:
+        model, _, action = request.path_params["target"].partition(":")
+        body = await read_json(request)
+        if action in ("embedContent", "batchEmbedContents"):
+            return await gemini_embeddings(request, action, body)
+        if action not in ("generateContent", "streamGenerateContent"):
+            return JSONResponse(gemini_error(404, f"unknown method {action!r}"), status_code=404)
+        stream = action == "streamGenerateContent"
+        record("gemini", body, request, stream=stream)
+        behaviour = fake.providers["gemini"].behaviour
+        mode = fake.effective_mode("gemini")
+        if behaviour.latency_s and await wait_or_disconnect(request, behaviour.latency_s):
+            return Response(status_code=499)
+        failed = await failure_response(request, "gemini", mode)
+        if failed is not None:
+            return failed
+        prompt_tokens = count_prompt_tokens(body)
+        if not stream:
+            if mode == "malformed":
+                return Response(b'{"candidates": [{"content": ', media_type="application/json")
+            return JSONResponse(gemini_response(model, behaviour.text, prompt_tokens, "STOP"))
+        pieces = tokens_of(behaviour.text)
+        events = [
+            gemini_response(model, piece, prompt_tokens, "STOP" if i == len(pieces) - 1 else None)
+            for i, piece in enumerate(pieces)
+        ]
+        return StreamingResponse(sse(request, "gemini", mode, events, []), media_type="text/event-stream")
+
+    async def gemini_embeddings(request: Request, action: str, body: dict[str, Any]) -> Response:
+        fake.providers["gemini"].embedding_requests += 1
+        mode = fake.effective_mode("gemini")
+        failed = await failure_response(request, "gemini", mode)
+        if failed is not None:
+            return failed
+
+        def embed(item: dict[str, Any]) -> dict[str, Any]:
+            text = " ".join(str(p.get("text", "")) for p in item.get("content", {}).get("parts", []))
+            config = item.get("embedContentConfig") or {}
+            dim = int(item.get("outputDimensionality") or config.get("outputDimensionality") or 768)
+            return {"values": deterministic_vector(text, dim)}
+
+        if action == "embedContent":
+            return JSONResponse({"embedding": embed(body)})
+        return JSONResponse({"embeddings": [embed(item) for item in body.get("requests", [])]})
+
+    async def control(request: Request) -> Response:
+        provider = request.path_params["provider"]
+        if provider == "reset":
+            fake.reset()
+            return JSONResponse({"reset": True})
+        if provider not in fake.providers:
+            return JSONResponse({"error": f"unknown provider {provider!r}"}, status_code=404)
+        try:
+            behaviour = Behaviour.from_json(await read_json(request))
+        except (TypeError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        state = fake.providers[provider]
+        state.behaviour = behaviour
+        state.failures_served = 0
+        return JSONResponse(asdict(behaviour))
+
+    async def stats(_: Request) -> Response:
+        return JSONResponse(
+            {
+                name: {
+                    "chat_requests": state.chat_requests,
+                    "stream_requests": state.stream_requests,
+                    "requests": state.chat_requests + state.stream_requests,
+                    "embedding_requests": state.embedding_requests,
+                    "behaviour": asdict(state.behaviour),
+                    "last_request": state.last_request,
+                    "authorization": state.last_headers.get("authorization")
+                    or state.last_headers.get("x-goog-api-key"),
+                }
+                for name, state in fake.providers.items()
+            }
+        )
+
+    routes = [
+        Route("/v1/chat/completions", openai_chat, methods=["POST"]),
+        Route("/v1/embeddings", openai_embeddings, methods=["POST"]),
+        Route("/openai/v1/chat/completions", groq_chat, methods=["POST"]),
+        Route("/v1beta/models/{target:path}", gemini_models, methods=["POST"]),
+        Route("/_control/stats", stats, methods=["GET"]),
+        Route("/_control/{provider}", control, methods=["POST"]),
+    ]
+    return Starlette(routes=routes)
+
+
+# --- running it ---------------------------------------------------------------------------------
+
+
+class FakeLLMServer:
+    """The fake on a free port in a background thread; controlled over HTTP like a remote one."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self._port = port
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self._port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.url + "/v1"
+
+    @property
+    def groq_base_url(self) -> str:
+        return self.url
+
+    @property
+    def gemini_base_url(self) -> str:
+        return self.url
+
+    def start(self, timeout: float = 10.0) -> FakeLLMServer:
+        config = uvicorn.Config(
+            create_fake_app(),
+            host=self.host,
+            port=self._port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="fake-llm-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("fake LLM server did not start")
+            time.sleep(0.01)
+        sockets = self._server.servers[0].sockets
+        self._port = int(sockets[0].getsockname()[1])
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def configure(self, provider: str, **behaviour: Any) -> None:
+        response = httpx.post(f"{self.url}/_control/{provider}", json=behaviour, timeout=5)
+        response.raise_for_status()
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/_control/reset", timeout=5).raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.url}/_control/stats", timeout=5)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def requests(self, provider: str) -> int:
+        return int(self.stats()[provider]["requests"])
+
+
+def main(argv: list[str] | None = None, run: Callable[..., None] = uvicorn.run) -> None:
+    parser = argparse.ArgumentParser(
+        description="Fake OpenAI / Groq / Gemini server for tests and benchmarks"
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8099)
+    args = parser.parse_args(argv)
+    print(
+        f"fake LLM server on http://{args.host}:{args.port}: OPENAI_BASE_URL=http://{args.host}:{args.port}/v1 "
+        f"GROQ_BASE_URL=http://{args.host}:{args.port} GEMINI_BASE_URL=http://{args.host}:{args.port}",
+        flush=True,
+    )
+    run(create_fake_app(), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
