@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import psycopg
 import pytest
 
@@ -12,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def empty_database(postgres_server: PostgresForTests, worker_name: str) -> str:
-    return postgres_server.create_database(f"ragchat_empty_{worker_name}", migrate=False)
+    return postgres_server.create_database(f"ragchat_empty_{worker_name}_{os.getpid()}", migrate=False)
 
 
 def tables(url: str) -> set[str]:

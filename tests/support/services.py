@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
@@ -51,6 +52,20 @@ class PostgresForTests:
         if migrate:
             upgrade_to_head(url)
         return url
+
+    def drop_abandoned_databases(self) -> None:
+        """Drop test databases of pytest runs that died without cleaning up (their pid is gone)."""
+        with psycopg.connect(libpq(self.base_url), autocommit=True) as conn:
+            names = [
+                row[0]
+                for row in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'ragchat\\_%'")
+            ]
+            for name in names:
+                suffix = name.rsplit("_", 1)[-1]
+                if suffix.isdigit() and not psutil.pid_exists(int(suffix)):
+                    conn.execute(
+                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                    )
 
     def drop_databases(self) -> None:
         with psycopg.connect(libpq(self.base_url), autocommit=True) as conn:
