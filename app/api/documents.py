@@ -1,0 +1,184 @@
+"""/api/v1/docs: upload, versions, metadata, soft delete and restore. Reads need the reader role,
+writes the editor role; every lookup is scoped to the caller's tenant (a foreign id is a 404)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
+
+from app.api.deps import ResourcesDep, SessionDep, SettingsDep
+from app.auth.dependencies import EditorPrincipal, ReaderPrincipal
+from app.auth.principal import Principal
+from app.documents import repository as repo
+from app.documents.errors import MissingFileError, UploadTooLargeError
+from app.documents.schemas import (
+    DocumentDetailOut,
+    DocumentListOut,
+    DocumentOut,
+    DocumentPatch,
+    UploadAccepted,
+    VersionOut,
+)
+from app.documents.service import DocumentMetadata, DocumentService, UploadedFile
+from app.settings import Settings
+
+router = APIRouter(prefix="/api/v1/docs", tags=["documents"])
+
+READ_CHUNK = 1024 * 1024
+
+
+async def read_limited(file: UploadFile | None, settings: Settings) -> UploadedFile:
+    """Read the file part in 1 MiB pieces and stop at MAX_UPLOAD_MB."""
+    if file is None:
+        raise MissingFileError("send the document as the multipart field 'file'")
+    limit = settings.max_upload_bytes
+    buffer = bytearray()
+    digest = hashlib.sha256()
+    while piece := await file.read(READ_CHUNK):
+        if len(buffer) + len(piece) > limit:
+            raise UploadTooLargeError(f"uploads are limited to {settings.max_upload_mb} MB (MAX_UPLOAD_MB)")
+        buffer.extend(piece)
+        digest.update(piece)
+    return UploadedFile(data=bytes(buffer), filename=file.filename)
+
+
+def _service(
+    session: SessionDep, settings: SettingsDep, resources: ResourcesDep, principal: Principal
+) -> DocumentService:
+    return DocumentService(session, settings, dispatcher=resources.job_queue, principal_id=principal.id)
+
+
+def writer_service(
+    session: SessionDep, settings: SettingsDep, resources: ResourcesDep, principal: EditorPrincipal
+) -> DocumentService:
+    return _service(session, settings, resources, principal)
+
+
+def reader_service(
+    session: SessionDep, settings: SettingsDep, resources: ResourcesDep, principal: ReaderPrincipal
+) -> DocumentService:
+    return _service(session, settings, resources, principal)
+
+
+WriterService = Annotated[DocumentService, Depends(writer_service)]
+ReaderService = Annotated[DocumentService, Depends(reader_service)]
+FilePart = Annotated[UploadFile | None, File(description="PDF, DOCX, TXT, Markdown or HTML")]
+
+
+def _respond(outcome_status: str, response: Response, body: UploadAccepted) -> UploadAccepted:
+    response.headers["Location"] = body.status_url
+    response.status_code = status.HTTP_200_OK if outcome_status == "unchanged" else status.HTTP_202_ACCEPTED
+    return body
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadAccepted,
+    summary="Upload a document (or a new version of the live document with the same path)",
+    responses={
+        200: {"model": UploadAccepted, "description": "identical to the latest version; nothing stored"}
+    },
+)
+async def upload_document(
+    response: Response,
+    service: WriterService,
+    principal: EditorPrincipal,
+    settings: SettingsDep,
+    file: FilePart = None,
+    title: Annotated[str | None, Form()] = None,
+    tags: Annotated[list[str] | None, Form(description="repeat the field or separate with commas")] = None,
+    author: Annotated[str | None, Form()] = None,
+    path: Annotated[str | None, Form()] = None,
+) -> UploadAccepted:
+    upload = await read_limited(file, settings)
+    meta = DocumentMetadata(title=title, tags=tags, author=author, path=path or None)
+    outcome = await service.upload(principal.tenant_id, upload, meta)
+    return _respond(outcome.status, response, UploadAccepted.of(outcome))
+
+
+@router.put(
+    "/{document_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadAccepted,
+    summary="Upload a new version",
+    responses={
+        200: {"model": UploadAccepted, "description": "identical to the latest version; nothing stored"}
+    },
+)
+async def upload_version(
+    document_id: uuid.UUID,
+    response: Response,
+    service: WriterService,
+    principal: EditorPrincipal,
+    settings: SettingsDep,
+    file: FilePart = None,
+) -> UploadAccepted:
+    upload = await read_limited(file, settings)
+    outcome = await service.upload_version(principal.tenant_id, document_id, upload)
+    return _respond(outcome.status, response, UploadAccepted.of(outcome))
+
+
+@router.get("", response_model=DocumentListOut, summary="List documents")
+async def list_documents(
+    session: SessionDep,
+    principal: ReaderPrincipal,
+    tag: str | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="text in title or path")] = None,
+    include_deleted: bool = False,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DocumentListOut:
+    page = await repo.list_documents(
+        session,
+        principal.tenant_id,
+        tag=tag,
+        text_query=q,
+        include_deleted=include_deleted,
+        limit=limit,
+        offset=offset,
+    )
+    return DocumentListOut(
+        items=[DocumentOut.of(d) for d in page.items], total=page.total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{document_id}", response_model=DocumentDetailOut, summary="A document and its current version")
+async def get_document(
+    document_id: uuid.UUID, service: ReaderService, principal: ReaderPrincipal, include_deleted: bool = False
+) -> DocumentDetailOut:
+    detail = await service.detail(principal.tenant_id, document_id, include_deleted=include_deleted)
+    return DocumentDetailOut.of_detail(detail)
+
+
+@router.get("/{document_id}/versions", response_model=list[VersionOut], summary="Version history")
+async def list_versions(
+    document_id: uuid.UUID, service: ReaderService, principal: ReaderPrincipal
+) -> list[VersionOut]:
+    return [VersionOut.of_entry(entry) for entry in await service.versions(principal.tenant_id, document_id)]
+
+
+@router.patch("/{document_id}", response_model=DocumentOut, summary="Change title, tags or author")
+async def patch_document(
+    document_id: uuid.UUID, body: DocumentPatch, service: WriterService, principal: EditorPrincipal
+) -> DocumentOut:
+    meta = DocumentMetadata(title=body.title, tags=body.tags, author=body.author)
+    return DocumentOut.of(await service.update_metadata(principal.tenant_id, document_id, meta))
+
+
+@router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Soft-delete")
+async def delete_document(
+    document_id: uuid.UUID, service: WriterService, principal: EditorPrincipal
+) -> Response:
+    await service.soft_delete(principal.tenant_id, document_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{document_id}/restore", response_model=DocumentOut, summary="Undo a soft delete")
+async def restore_document(
+    document_id: uuid.UUID, service: WriterService, principal: EditorPrincipal
+) -> DocumentOut:
+    return DocumentOut.of(await service.restore(principal.tenant_id, document_id))

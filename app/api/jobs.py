@@ -1,0 +1,22 @@
+"""/api/v1/jobs/{id}: ingestion job status, progress, stage and error."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+
+from app.api.deps import SessionDep, SettingsDep
+from app.auth.dependencies import ReaderPrincipal
+from app.documents.schemas import JobOut
+from app.documents.service import DocumentService
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["documents"])
+
+
+@router.get("/{job_id}", response_model=JobOut, summary="An ingestion job")
+async def get_job(
+    job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, principal: ReaderPrincipal
+) -> JobOut:
+    job, version = await DocumentService(session, settings).job(principal.tenant_id, job_id)
+    return JobOut.of(job, version)

@@ -1,0 +1,1 @@
+"""Documents: upload, versioning, soft delete and durable incremental ingestion into pgvector."""

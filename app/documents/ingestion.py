@@ -1,0 +1,268 @@
+"""``ingest_document_version``: the job that turns an uploaded version into current chunks.
+
+Stages: parsing → chunking → embedding → storing. Pages whose SHA-256 (and embedding model) match
+a current chunk set are carried over unchanged; only the other pages are chunked and embedded.
+Everything the job writes to ``chunks`` happens in the one storing transaction, which also marks
+the job succeeded, so a worker killed at any point leaves either nothing or the finished result;
+the storing step also deletes rows the same version introduced before, so a re-run can never
+duplicate chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db.models import Document
+from app.documents import repository as repo
+from app.documents.chunking import ChunkDraft, chunk_pages
+from app.documents.errors import DocumentInputError
+from app.documents.parsing import DocumentType, Page, parse_document
+from app.rag.embeddings import Embedder
+from app.settings import Settings
+
+logger = structlog.get_logger(__name__)
+
+FINISHED = frozenset({"succeeded", "failed"})
+
+
+class ConcurrentChangeError(RuntimeError):
+    """The document's current chunks changed while this job embedded; retrying recomputes."""
+
+
+@dataclass(frozen=True)
+class IngestionContext:
+    session_factory: async_sessionmaker[AsyncSession]
+    embedder: Embedder
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class IngestionResult:
+    job_id: uuid.UUID
+    status: str
+    pages: int = 0
+    pages_reused: int = 0
+    pages_embedded: int = 0
+    chunks: int = 0
+    chunks_embedded: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _VersionCounts:
+    pages: int
+    pages_reused: int
+    pages_embedded: int
+
+
+@dataclass(frozen=True)
+class _Claim:
+    document_id: uuid.UUID
+    version_id: uuid.UUID
+    version: int
+    content: bytes
+    mime_type: str
+
+
+async def _progress(ctx: IngestionContext, job_id: uuid.UUID, stage: str, progress: int) -> None:
+    async with ctx.session_factory() as session, session.begin():
+        await repo.update_job(session, job_id, stage=stage, progress=max(0, min(100, progress)))
+
+
+async def _claim(ctx: IngestionContext, job_id: uuid.UUID) -> _Claim | None:
+    async with ctx.session_factory() as session, session.begin():
+        job = await repo.get_job_for_update(session, job_id)
+        if job is None or job.status in FINISHED:
+            return None  # superseded, already done by an earlier run, or purged
+        version = await repo.get_version_by_id(session, job.version_id)
+        if version is None:
+            return None
+        job.status = "running"
+        job.stage = "parsing"
+        job.progress = 5
+        job.attempts += 1
+        job.error = None
+        job.error_code = None
+        job.started_at = repo.utcnow()
+        version.status = "running"
+        return _Claim(job.document_id, version.id, version.version, version.content, version.mime_type)
+
+
+async def _finish_failed(
+    ctx: IngestionContext, job_id: uuid.UUID, version_id: uuid.UUID, *, error: str, code: str, final: bool
+) -> None:
+    async with ctx.session_factory() as session, session.begin():
+        values: dict[str, object] = {"error": error, "error_code": code}
+        if final:
+            values |= {"status": "failed", "finished_at": repo.utcnow()}
+            await repo.set_version_status(session, version_id, "failed")
+        else:
+            values |= {"status": "queued"}  # the queue retries it
+            await repo.set_version_status(session, version_id, "queued")
+        await repo.update_job(session, job_id, **values)
+
+
+async def ingest_document_version(
+    ctx: IngestionContext, job_id: uuid.UUID, *, final_attempt: bool = True
+) -> IngestionResult:
+    """Run one ingestion job. Client-caused problems end it as failed without raising; anything
+    else is recorded and re-raised so the queue retries it (unless this was the last attempt)."""
+    started = time.perf_counter()
+    claim = await _claim(ctx, job_id)
+    if claim is None:
+        return IngestionResult(job_id=job_id, status="skipped")
+    log = logger.bind(job_id=str(job_id), document_id=str(claim.document_id), version=claim.version)
+    try:
+        result = await _run(ctx, job_id, claim, log)
+    except DocumentInputError as exc:
+        await _finish_failed(ctx, job_id, claim.version_id, error=exc.detail, code=exc.code, final=True)
+        log.warning("ingestion_rejected", code=exc.code, error=exc.detail)
+        return IngestionResult(job_id=job_id, status="failed", error=exc.detail)
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"[:2000]
+        await _finish_failed(
+            ctx, job_id, claim.version_id, error=message, code="ingestion_error", final=final_attempt
+        )
+        log.exception("ingestion_failed", final=final_attempt)
+        raise
+    elapsed = time.perf_counter() - started
+    log.info(
+        "ingestion_succeeded",
+        pages=result.pages,
+        pages_reused=result.pages_reused,
+        chunks=result.chunks,
+        chunks_embedded=result.chunks_embedded,
+        seconds=round(elapsed, 3),
+    )
+    return IngestionResult(**{**result.__dict__, "seconds": elapsed})
+
+
+async def _run(
+    ctx: IngestionContext, job_id: uuid.UUID, claim: _Claim, log: structlog.BoundLogger
+) -> IngestionResult:
+    settings = ctx.settings
+    parsed = await asyncio.to_thread(
+        parse_document,
+        claim.content,
+        doc_type=DocumentType.from_mime(claim.mime_type),
+        max_uncompressed_bytes=settings.docx_max_uncompressed_mb * 1024 * 1024,
+    )
+    await _progress(ctx, job_id, "chunking", 15)
+
+    async with ctx.session_factory() as session:
+        current = await repo.current_chunks(session, claim.document_id)
+    reusable: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for chunk in current:
+        if chunk.embedding_model == ctx.embedder.model_name:
+            reusable[(chunk.page, chunk.page_sha256)].append(chunk.id)
+
+    pages = parsed.pages_with_text()
+    kept_ids: list[int] = []
+    changed: list[Page] = []
+    for page in pages:
+        ids = reusable.get((page.number, page.sha256))
+        if ids:
+            kept_ids.extend(ids)
+        else:
+            changed.append(page)
+    drafts = await asyncio.to_thread(
+        chunk_pages,
+        changed,
+        max_tokens=settings.chunk_max_tokens,
+        overlap_tokens=settings.chunk_overlap_tokens,
+    )
+    await _progress(ctx, job_id, "embedding", 20)
+
+    vectors = await _embed(ctx, job_id, drafts)
+    await _progress(ctx, job_id, "storing", 95)
+
+    counts = _VersionCounts(
+        pages=parsed.page_count, pages_reused=len(pages) - len(changed), pages_embedded=len(changed)
+    )
+    async with ctx.session_factory() as session, session.begin():
+        stored = await _store(session, ctx, job_id, claim, drafts, vectors, kept_ids, counts)
+    if not stored:
+        log.info("ingestion_superseded")
+        return IngestionResult(job_id=job_id, status="failed", error="superseded")
+    return IngestionResult(
+        job_id=job_id,
+        status="succeeded",
+        pages=counts.pages,
+        pages_reused=counts.pages_reused,
+        pages_embedded=counts.pages_embedded,
+        chunks=len(kept_ids) + len(drafts),
+        chunks_embedded=len(drafts),
+    )
+
+
+async def _embed(ctx: IngestionContext, job_id: uuid.UUID, drafts: list[ChunkDraft]) -> list[list[float]]:
+    batch = max(1, ctx.settings.embedding_batch_size)
+    vectors: list[list[float]] = []
+    for start in range(0, len(drafts), batch):
+        texts = [draft.text for draft in drafts[start : start + batch]]
+        vectors.extend(await ctx.embedder.embed_documents(texts))
+        await _progress(ctx, job_id, "embedding", 20 + int(75 * len(vectors) / len(drafts)))
+    return vectors
+
+
+async def _store(
+    session: AsyncSession,
+    ctx: IngestionContext,
+    job_id: uuid.UUID,
+    claim: _Claim,
+    drafts: list[ChunkDraft],
+    vectors: list[list[float]],
+    kept_ids: list[int],
+    counts: _VersionCounts,
+) -> bool:
+    job = await repo.get_job_for_update(session, job_id)
+    document = await session.get(Document, claim.document_id, with_for_update=True)
+    if job is None or document is None or job.status in FINISHED:
+        return False
+    if document.current_version is not None and document.current_version > claim.version:
+        # A newer version became current while this one was running: keep history straight.
+        job.status, job.error_code, job.error = "failed", "superseded", "a newer version was ingested first"
+        job.finished_at = repo.utcnow()
+        await repo.set_version_status(session, claim.version_id, "superseded")
+        return False
+    await repo.delete_chunks_from_version(session, claim.document_id, claim.version)
+    if await repo.count_still_current(session, kept_ids) != len(kept_ids):
+        raise ConcurrentChangeError("the document's current chunks changed during ingestion")
+    await repo.close_current_chunks(session, claim.document_id, claim.version, kept_ids)
+    await repo.insert_chunks(
+        session,
+        [
+            {
+                "tenant_id": document.tenant_id,
+                "document_id": claim.document_id,
+                "page": draft.page,
+                "position": draft.position,
+                "text": draft.text,
+                "page_sha256": draft.page_sha256,
+                "embedding": vector,
+                "embedding_model": ctx.embedder.model_name,
+                "valid_from_version": claim.version,
+            }
+            for draft, vector in zip(drafts, vectors, strict=True)
+        ],
+    )
+    version = await repo.get_version_by_id(session, claim.version_id)
+    assert version is not None
+    version.status = "succeeded"
+    version.page_count = counts.pages
+    version.chunk_count = len(kept_ids) + len(drafts)
+    version.pages_embedded = counts.pages_embedded
+    version.pages_reused = counts.pages_reused
+    document.current_version = claim.version
+    job.status, job.stage, job.progress = "succeeded", "storing", 100
+    job.error, job.error_code = None, None
+    job.finished_at = repo.utcnow()
+    return True

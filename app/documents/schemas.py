@@ -1,0 +1,169 @@
+"""Response and request bodies of /api/v1/docs and /api/v1/jobs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.db.models import Document, DocumentVersion, IngestionJob
+from app.documents.service import DocumentDetail, UploadOutcome, VersionEntry
+
+
+def status_url(job_id: uuid.UUID) -> str:
+    return f"/api/v1/jobs/{job_id}"
+
+
+class UploadAccepted(BaseModel):
+    document_id: uuid.UUID
+    version: int
+    job_id: uuid.UUID
+    status_url: str
+    status: Literal["queued", "unchanged"] = Field(
+        description="'unchanged': the bytes equal the latest version; nothing new was stored"
+    )
+
+    @classmethod
+    def of(cls, outcome: UploadOutcome) -> UploadAccepted:
+        return cls(
+            document_id=outcome.document_id,
+            version=outcome.version,
+            job_id=outcome.job_id,
+            status_url=status_url(outcome.job_id),
+            status="unchanged" if outcome.status == "unchanged" else "queued",
+        )
+
+
+class VersionOut(BaseModel):
+    version: int
+    status: str
+    is_current: bool
+    filename: str | None
+    mime_type: str
+    size_bytes: int
+    content_sha256: str
+    page_count: int | None
+    pages_reused: int | None
+    pages_reembedded: int | None
+    chunk_count: int | None
+    uploaded_by: str | None
+    uploaded_at: datetime
+    job_id: uuid.UUID | None
+
+    @classmethod
+    def of(cls, version: DocumentVersion, job: IngestionJob | None, *, is_current: bool) -> VersionOut:
+        return cls(
+            version=version.version,
+            status=version.status,
+            is_current=is_current,
+            filename=version.filename,
+            mime_type=version.mime_type,
+            size_bytes=version.size_bytes,
+            content_sha256=version.content_sha256,
+            page_count=version.page_count,
+            pages_reused=version.pages_reused,
+            pages_reembedded=version.pages_embedded,
+            chunk_count=version.chunk_count,
+            uploaded_by=version.uploaded_by,
+            uploaded_at=version.uploaded_at,
+            job_id=job.id if job is not None else None,
+        )
+
+    @classmethod
+    def of_entry(cls, entry: VersionEntry) -> VersionOut:
+        return cls.of(entry.version, entry.job, is_current=entry.is_current)
+
+
+class DocumentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    title: str
+    path: str | None
+    author: str | None
+    tags: list[str]
+    current_version: int | None
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+    @classmethod
+    def of(cls, document: Document) -> DocumentOut:
+        return cls.model_validate(document)
+
+
+class DocumentDetailOut(DocumentOut):
+    page_count: int | None = Field(description="pages of the current version")
+    chunk_count: int = Field(description="chunks retrieval sees for this document")
+    current: VersionOut | None
+    latest: VersionOut | None = Field(description="the newest upload, possibly still ingesting")
+
+    @classmethod
+    def of_detail(cls, detail: DocumentDetail) -> DocumentDetailOut:
+        base = DocumentOut.of(detail.document).model_dump()
+        latest_job = detail.latest_job
+        current = detail.current
+        return cls(
+            **base,
+            page_count=current.page_count if current is not None else None,
+            chunk_count=detail.chunk_count,
+            current=VersionOut.of(current, None, is_current=True) if current is not None else None,
+            latest=(
+                VersionOut.of(
+                    detail.latest,
+                    latest_job,
+                    is_current=detail.latest.version == detail.document.current_version,
+                )
+                if detail.latest is not None
+                else None
+            ),
+        )
+
+
+class DocumentListOut(BaseModel):
+    items: list[DocumentOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class DocumentPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(default=None, min_length=1, max_length=500)
+    tags: list[str] | None = None
+    author: str | None = Field(default=None, max_length=200)
+
+
+class JobOut(BaseModel):
+    id: uuid.UUID
+    document_id: uuid.UUID
+    version: int | None
+    status: Literal["queued", "running", "succeeded", "failed"]
+    progress: int
+    stage: Literal["parsing", "chunking", "embedding", "storing"] | None
+    error: str | None
+    error_code: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: IngestionJob, version: int | None) -> JobOut:
+        return cls(
+            id=job.id,
+            document_id=job.document_id,
+            version=version,
+            status=job.status,
+            progress=job.progress,
+            stage=job.stage,
+            error=job.error,
+            error_code=job.error_code,
+            attempts=job.attempts,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )

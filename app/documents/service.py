@@ -1,0 +1,319 @@
+"""Document use cases: upload and versioning, metadata, soft delete and restore, reads.
+
+The service works in the caller's session and never commits: the HTTP dependency (or the CLI)
+owns the transaction, so an upload, its version row and its ingestion job commit together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import AuditLog, Document, DocumentVersion, IngestionJob
+from app.documents import repository as repo
+from app.documents.errors import (
+    DocumentDeletedError,
+    DocumentNotFoundError,
+    InvalidMetadataError,
+    JobNotFoundError,
+)
+from app.documents.parsing import ParsedDocument, parse_document
+from app.observability.context import current_request_id, current_trace_id
+from app.settings import Settings
+
+MAX_TAGS = 50
+MAX_TAG_CHARS = 64
+ACTIVE = frozenset({"queued", "running", "succeeded"})
+
+
+class JobDispatcher(Protocol):
+    async def enqueue_ingestion(
+        self, session: AsyncSession, job_id: uuid.UUID, document_id: uuid.UUID
+    ) -> int: ...
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    data: bytes
+    filename: str | None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True)
+class DocumentMetadata:
+    title: str | None = None
+    tags: list[str] | None = None
+    author: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    document_id: uuid.UUID
+    version: int
+    job_id: uuid.UUID
+    status: str  # "queued" for a new version, "unchanged" when the bytes equal the latest version
+
+
+@dataclass(frozen=True)
+class DocumentDetail:
+    document: Document
+    current: DocumentVersion | None
+    latest: DocumentVersion | None
+    latest_job: IngestionJob | None
+    chunk_count: int
+
+
+@dataclass(frozen=True)
+class VersionEntry:
+    version: DocumentVersion
+    job: IngestionJob | None
+    is_current: bool
+
+
+def normalise_tags(tags: Sequence[str] | None) -> list[str] | None:
+    """Tags may arrive as repeated fields or comma-separated; trimmed, de-duplicated, in order."""
+    if tags is None:
+        return None
+    seen: dict[str, None] = {}
+    for raw in tags:
+        for tag in raw.split(","):
+            tag = tag.strip()
+            if not tag:
+                continue
+            if len(tag) > MAX_TAG_CHARS:
+                raise InvalidMetadataError(f"tag {tag[:20]!r}… is longer than {MAX_TAG_CHARS} characters")
+            seen.setdefault(tag, None)
+    if len(seen) > MAX_TAGS:
+        raise InvalidMetadataError(f"at most {MAX_TAGS} tags")
+    return list(seen)
+
+
+def _check_lengths(meta: DocumentMetadata) -> None:
+    limits = {"title": (meta.title, 500), "author": (meta.author, 200), "path": (meta.path, 1000)}
+    for name, (value, limit) in limits.items():
+        if value is not None and len(value) > limit:
+            raise InvalidMetadataError(f"{name} is longer than {limit} characters")
+
+
+@dataclass
+class DocumentService:
+    session: AsyncSession
+    settings: Settings
+    dispatcher: JobDispatcher | None = None
+    principal_id: str | None = None
+
+    # --- uploads ------------------------------------------------------------------------------
+
+    async def parse(self, upload: UploadedFile) -> ParsedDocument:
+        """Sniff and validate off the event loop; raises the document input errors (4xx)."""
+        return await asyncio.to_thread(
+            parse_document,
+            upload.data,
+            filename=upload.filename,
+            max_uncompressed_bytes=self.settings.docx_max_uncompressed_mb * 1024 * 1024,
+        )
+
+    async def upload(
+        self, tenant_id: uuid.UUID, upload: UploadedFile, meta: DocumentMetadata
+    ) -> UploadOutcome:
+        """A new document, or, when ``meta.path`` names a live document of the tenant, a new
+        version of it (so re-running an import never duplicates documents)."""
+        tags = normalise_tags(meta.tags)
+        _check_lengths(meta)
+        parsed = await self.parse(upload)
+        document: Document | None = None
+        if meta.path:
+            await repo.lock_path(self.session, tenant_id, meta.path)
+            document = await repo.find_live_document_by_path(
+                self.session, tenant_id, meta.path, for_update=True
+            )
+        if document is None:
+            document = Document(
+                tenant_id=tenant_id,
+                title=meta.title or upload.filename or meta.path or "Untitled",
+                path=meta.path,
+                author=meta.author,
+                tags=tags or [],
+            )
+            self.session.add(document)
+            await self.session.flush()
+            self._record(document, "document.create", {"title": document.title})
+        else:
+            self._apply_metadata(document, DocumentMetadata(title=meta.title, tags=tags, author=meta.author))
+        return await self._add_version(document, upload, parsed)
+
+    async def upload_version(
+        self, tenant_id: uuid.UUID, document_id: uuid.UUID, upload: UploadedFile
+    ) -> UploadOutcome:
+        document = await repo.get_document(
+            self.session, tenant_id, document_id, include_deleted=True, for_update=True
+        )
+        if document is None:
+            raise DocumentNotFoundError()
+        if document.deleted_at is not None:
+            raise DocumentDeletedError("restore the document before uploading a new version")
+        parsed = await self.parse(upload)
+        return await self._add_version(document, upload, parsed)
+
+    async def _add_version(
+        self, document: Document, upload: UploadedFile, parsed: ParsedDocument
+    ) -> UploadOutcome:
+        latest = await repo.latest_version(self.session, document.id)
+        if latest is not None and latest.content_sha256 == upload.sha256 and latest.status in ACTIVE:
+            job = await repo.latest_job_for_version(self.session, latest.id)
+            if job is not None:
+                return UploadOutcome(document.id, latest.version, job.id, "unchanged")
+        number = 1 if latest is None else latest.version + 1
+        for stale in await repo.queued_jobs_of_document(self.session, document.id):
+            stale.status, stale.error_code = "failed", "superseded"
+            stale.error = f"superseded by version {number} before it started"
+            stale.finished_at = repo.utcnow()
+            await repo.set_version_status(self.session, stale.version_id, "superseded")
+        version = DocumentVersion(
+            tenant_id=document.tenant_id,
+            document_id=document.id,
+            version=number,
+            filename=upload.filename,
+            content_sha256=upload.sha256,
+            size_bytes=upload.size,
+            mime_type=parsed.mime_type,
+            page_count=parsed.page_count,
+            content=upload.data,
+            uploaded_by=self.principal_id,
+            status="queued",
+        )
+        self.session.add(version)
+        await self.session.flush()
+        job = IngestionJob(
+            tenant_id=document.tenant_id,
+            document_id=document.id,
+            version_id=version.id,
+            status="queued",
+            progress=0,
+            attempts=0,
+            request_id=current_request_id(),
+            trace_id=current_trace_id(),
+        )
+        self.session.add(job)
+        await self.session.flush()
+        if self.dispatcher is not None:
+            job.queue_job_id = await self.dispatcher.enqueue_ingestion(self.session, job.id, document.id)
+        document.updated_at = repo.utcnow()
+        self._record(
+            document,
+            "document.upload",
+            {"version": number, "sha256": upload.sha256, "size": upload.size, "mime": parsed.mime_type},
+        )
+        return UploadOutcome(document.id, number, job.id, "queued")
+
+    # --- metadata, delete, restore ------------------------------------------------------------
+
+    def _apply_metadata(self, document: Document, meta: DocumentMetadata) -> None:
+        if meta.title is not None:
+            if not meta.title.strip():
+                raise InvalidMetadataError("title must not be blank")
+            document.title = meta.title.strip()
+        if meta.tags is not None:
+            document.tags = meta.tags
+        if meta.author is not None:
+            document.author = meta.author or None
+
+    async def update_metadata(
+        self, tenant_id: uuid.UUID, document_id: uuid.UUID, meta: DocumentMetadata
+    ) -> Document:
+        _check_lengths(meta)
+        tags = normalise_tags(meta.tags)
+        document = await repo.get_document(self.session, tenant_id, document_id, for_update=True)
+        if document is None:
+            raise DocumentNotFoundError()
+        self._apply_metadata(document, DocumentMetadata(title=meta.title, tags=tags, author=meta.author))
+        document.updated_at = repo.utcnow()
+        self._record(document, "document.update", {"title": meta.title, "tags": tags, "author": meta.author})
+        return document
+
+    async def soft_delete(self, tenant_id: uuid.UUID, document_id: uuid.UUID) -> None:
+        document = await repo.get_document(
+            self.session, tenant_id, document_id, include_deleted=True, for_update=True
+        )
+        if document is None:
+            raise DocumentNotFoundError()
+        if document.deleted_at is None:
+            document.deleted_at = repo.utcnow()
+            self._record(document, "document.delete", {})
+
+    async def restore(self, tenant_id: uuid.UUID, document_id: uuid.UUID) -> Document:
+        document = await repo.get_document(
+            self.session, tenant_id, document_id, include_deleted=True, for_update=True
+        )
+        if document is None:
+            raise DocumentNotFoundError()
+        if document.deleted_at is not None:
+            document.deleted_at = None
+            document.updated_at = repo.utcnow()
+            self._record(document, "document.restore", {})
+        return document
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def detail(
+        self, tenant_id: uuid.UUID, document_id: uuid.UUID, *, include_deleted: bool = False
+    ) -> DocumentDetail:
+        document = await repo.get_document(
+            self.session, tenant_id, document_id, include_deleted=include_deleted
+        )
+        if document is None:
+            raise DocumentNotFoundError()
+        latest = await repo.latest_version(self.session, document.id)
+        current = None
+        if document.current_version is not None:
+            current = await repo.get_version(self.session, document.id, document.current_version)
+        job = await repo.latest_job_for_version(self.session, latest.id) if latest is not None else None
+        chunks = await repo.count_current_chunks(self.session, document.id)
+        return DocumentDetail(document, current, latest, job, chunks)
+
+    async def versions(self, tenant_id: uuid.UUID, document_id: uuid.UUID) -> list[VersionEntry]:
+        document = await repo.get_document(self.session, tenant_id, document_id, include_deleted=True)
+        if document is None:
+            raise DocumentNotFoundError()
+        entries = []
+        for version in await repo.list_versions(self.session, document.id):
+            job = await repo.latest_job_for_version(self.session, version.id)
+            entries.append(VersionEntry(version, job, version.version == document.current_version))
+        return entries
+
+    async def job(self, tenant_id: uuid.UUID, job_id: uuid.UUID) -> tuple[IngestionJob, int | None]:
+        job = await repo.get_job(self.session, tenant_id, job_id)
+        if job is None:
+            raise JobNotFoundError()
+        version = await repo.get_version_by_id(self.session, job.version_id)
+        return job, (version.version if version is not None else None)
+
+    # --- audit --------------------------------------------------------------------------------
+
+    def _record(self, document: Document, action: str, details: dict[str, object]) -> None:
+        self.session.add(
+            AuditLog(
+                tenant_id=document.tenant_id,
+                principal_id=self.principal_id,
+                action=action,
+                target_type="document",
+                target_id=str(document.id),
+                request_id=current_request_id(),
+                trace_id=current_trace_id(),
+                details={key: value for key, value in details.items() if value is not None},
+            )
+        )

@@ -1,0 +1,1 @@
+"""Retrieval-augmented generation: embeddings, retrieval, prompt building and the answer pipeline."""

@@ -1,0 +1,83 @@
+"""Real documents made at test time: PDFs (fpdf2), DOCX (python-docx), encrypted, corrupt, bombs."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+PARAGRAPH = (
+    "The ingestion pipeline parses each page, splits its text into overlapping chunks and embeds "
+    "them in batches. Unchanged pages keep their vectors when a new version arrives. "
+)
+
+
+def page_text(number: int, *, topic: str = "operations", sentences: int = 6) -> str:
+    body = " ".join(
+        f"Page {number} sentence {index} explains {topic} detail number {number * 100 + index}."
+        for index in range(sentences)
+    )
+    return f"{body} {PARAGRAPH}"
+
+
+def make_pdf(pages: list[str]) -> bytes:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_auto_page_break(auto=False)
+    pdf.set_font("Helvetica", size=10)
+    for text in pages:
+        pdf.add_page()
+        pdf.multi_cell(0, 5, text)
+    return bytes(pdf.output())
+
+
+def make_encrypted_pdf(pages: list[str], password: str = "s3cret") -> bytes:
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(make_pdf(pages))))
+    writer.encrypt(user_password=password, owner_password=password, algorithm="AES-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def make_corrupt_pdf() -> bytes:
+    good = make_pdf(["Some text that will be cut off."])
+    return good[:200] + b"\x00garbage" * 50
+
+
+def make_docx(sections: list[tuple[str, str]], *, page_breaks: bool = False) -> bytes:
+    """``sections``: (heading, body) pairs; each heading is a Heading 1 (or each section ends with
+    an explicit page break when ``page_breaks``)."""
+    import docx
+    from docx.enum.text import WD_BREAK
+
+    document = docx.Document()
+    for index, (heading, body) in enumerate(sections):
+        document.add_heading(heading, level=1)
+        paragraph = document.add_paragraph(body)
+        if page_breaks and index < len(sections) - 1:
+            paragraph.add_run().add_break(WD_BREAK.PAGE)
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def make_docx_bomb(inflated_mb: int = 8) -> bytes:
+    """A valid DOCX plus one part of zeros that compresses ~1000:1."""
+    base = make_docx([("Title", "Harmless looking text.")])
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(base)) as source,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target,
+    ):
+        for item in source.infolist():
+            target.writestr(item, source.read(item.filename))
+        target.writestr("word/media/padding.bin", b"\0" * (inflated_mb * 1024 * 1024))
+    return out.getvalue()
+
+
+PNG_BYTES = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+    b"\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7V\xbd\xfa\x00\x00\x00\x00IEND\xaeB`\x82"
+)
