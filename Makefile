@@ -81,3 +81,12 @@ quality-check: lint ## ruff + mypy (strict on app/)
 clean: ## remove caches, coverage data and the embedded servers' data (.data)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage .coverage.* .data
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
+
+.PHONY: chat demo
+chat: $(STAMP) ## ask the running service: make chat Q="How do I rotate keys?"
+	@test -n "$(Q)" || { echo 'usage: make chat Q="your question"'; exit 2; }
+	$(PY) -m scripts.chat_cli "$(Q)" --url $(BASE_URL)
+
+demo: $(STAMP) ## Streamlit demo on :8501 against the running service
+	API_URL=$(BASE_URL) $(VENV)/bin/streamlit run demo/app.py --server.headless true --server.port 8501 \
+		--browser.gatherUsageStats false
