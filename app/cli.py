@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from app.embedded.errors import StartupError
 from app.embedded.services import EmbeddedServices
+from app.observability.serving import GUNICORN_CONFIG, worker_environment
 from app.settings import Settings
 
 EXIT_STARTUP_FAILED = 2
@@ -102,6 +103,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "120",
             "--control-socket",
             os.path.join(tempfile.gettempdir(), f"ragchat-gunicorn-{os.getpid()}.ctl"),
+            "--config",
+            GUNICORN_CONFIG,
         ]
         print(
             f"serving on http://{host}:{port} with {workers} worker(s)"
@@ -110,11 +113,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        child = subprocess.Popen(command, env=os.environ.copy())
-        forward = _forward_signals(child)
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
-        code = child.wait()
+        with worker_environment(settings):
+            child = subprocess.Popen(command, env=os.environ.copy())
+            forward = _forward_signals(child)
+            signal.signal(signal.SIGTERM, forward)
+            signal.signal(signal.SIGINT, forward)
+            code = child.wait()
         # Ctrl-C reaches gunicorn directly; its orderly exit is not a failure.
         return 0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code
 

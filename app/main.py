@@ -10,11 +10,14 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import health, me
+from app.api import metrics as metrics_api
 from app.api.middleware import CorrelationMiddleware
 from app.db.engine import create_engine, create_session_factory
 from app.db.migrations import head_revision
 from app.errors import install_error_handlers
+from app.observability.http import install_http_metrics
 from app.observability.logging import configure_logging
+from app.observability.telemetry import build_metrics, open_telemetry
 from app.resources import Resources, create_redis
 from app.settings import Settings
 
@@ -33,6 +36,7 @@ def _require_urls(settings: Settings) -> tuple[str, str, str]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings)
+    metrics = build_metrics(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,6 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if cache_url != redis_url:
                 cache_redis = create_redis(cache_url)
                 stack.push_async_callback(cache_redis.aclose)
+            telemetry = await stack.enter_async_context(
+                open_telemetry(
+                    settings, metrics, engine=engine, redis_pools={"main": redis, "cache": cache_redis}
+                )
+            )
             # Each capability adds its process-wide objects here (one field on Resources each),
             # registering its cleanup on the stack so shutdown runs in reverse order.
             app.state.resources = Resources(
@@ -55,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 redis=redis,
                 cache_redis=cache_redis,
                 migration_head=head_revision(),
+                telemetry=telemetry,
             )
             logger.info("app_started")
             yield
@@ -75,7 +85,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "X-Trace-ID"],
         )
+    install_http_metrics(app, metrics)
     app.add_middleware(CorrelationMiddleware)
     app.include_router(health.router)
+    app.include_router(metrics_api.router)
     app.include_router(me.router)
     return app

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.observability.telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,7 @@ class Resources:
     redis: Redis
     cache_redis: Redis
     migration_head: str
+    telemetry: Telemetry
 
 
 def create_redis(url: str) -> Redis:

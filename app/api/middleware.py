@@ -9,6 +9,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.observability.context import accept_request_id, bind_ids, new_trace_id
+from app.observability.http import record_http_request
 
 logger = structlog.get_logger("app.access")
 
@@ -45,12 +46,14 @@ class CorrelationMiddleware:
             await self.app(scope, receive, send_with_ids)
         finally:
             route = scope.get("route")
+            duration_s = time.perf_counter() - started
             logger.info(
                 "request",
                 method=scope.get("method"),
                 path=scope.get("path"),
                 route=getattr(route, "path", None),
                 status=status_holder["status"],
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(duration_s * 1000, 2),
                 principal_id=scope["state"].get("principal_id"),
             )
+            record_http_request(scope, status_holder["status"], duration_s)

@@ -35,3 +35,34 @@ def current_trace_id() -> str | None:
 def bind_ids(request_id: str, trace_id: str) -> None:
     _request_id.set(request_id)
     _trace_id.set(trace_id)
+
+
+class JobContext:
+    """The correlation ids of a background job, bound for as long as the job runs.
+
+    ``bind_job_context(job.request_id, job.trace_id)`` binds at once (enough in a task of its
+    own, whose context is a copy); used as ``with bind_job_context(...):`` it also restores the
+    previous ids on exit, for code that runs several jobs in one context.
+    """
+
+    def __init__(self, request_id: str | None, trace_id: str | None) -> None:
+        self.request_id = request_id or "job-" + secrets.token_hex(8)
+        self.trace_id = trace_id if trace_id and _W3C_TRACE_ID.match(trace_id) else new_trace_id()
+        self._tokens = (_request_id.set(self.request_id), _trace_id.set(self.trace_id))
+
+    def __enter__(self) -> JobContext:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        request_token, trace_token = self._tokens
+        _trace_id.reset(trace_token)
+        _request_id.reset(request_token)
+
+
+_W3C_TRACE_ID = re.compile(r"^(?!0{32})[0-9a-f]{32}$")
+
+
+def bind_job_context(request_id: str | None, trace_id: str | None) -> JobContext:
+    """Bind the ids stored with a background job (fresh ones when it has none) to this context,
+    so the job's log lines and spans correlate with the request that enqueued it."""
+    return JobContext(request_id, trace_id)
