@@ -27,6 +27,9 @@ BUNDLED_MODEL_NAMES = frozenset(
 )
 
 
+GEMINI_API_VERSION = "v1beta"
+
+
 class EmbeddingError(RuntimeError):
     """A provider failed to embed (network, quota, malformed answer, wrong dimension)."""
 
@@ -206,13 +209,22 @@ class GeminiEmbedder:
         timeout_s: float = 30.0,
         batch_size: int = 100,
     ) -> None:
+        import httpx
         from google import genai
         from google.genai import types
 
         self._name = model_name
         self._dimension = dimension
         self._batch_size = batch_size
-        options = types.HttpOptions(base_url=base_url, timeout=int(timeout_s * 1000))
+        # Our own httpx client: the SDK would otherwise pick aiohttp when it is installed.
+        self._http = httpx.AsyncClient(timeout=timeout_s)
+        options = types.HttpOptions(
+            base_url=base_url,
+            api_version=GEMINI_API_VERSION,
+            timeout=int(timeout_s * 1000),
+            retry_options=types.HttpRetryOptions(attempts=2),
+            httpx_async_client=self._http,
+        )
         self._client = genai.Client(api_key=api_key, http_options=options)
 
     @property
@@ -246,6 +258,7 @@ class GeminiEmbedder:
 
     async def aclose(self) -> None:
         await self._client.aio.aclose()
+        await self._http.aclose()
 
 
 def create_embedder(settings: Settings) -> Embedder:
