@@ -59,6 +59,7 @@ class Behaviour:
     cut_after_tokens: int = 2  # mode "cut": tokens sent before the connection breaks
     cut_clean: bool = False  # mode "cut": end the body cleanly, without the stream's terminal marker
     stall_after_tokens: int = 2  # mode "stall": tokens sent before the stream goes silent
+    malformed_after_tokens: int = 0  # mode "malformed" (SSE): valid chunks before the broken one
     fail_times: int | None = None  # failure modes apply to the first N requests only
 
     @classmethod
@@ -279,7 +280,7 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
             if mode == "stall" and index >= behaviour.stall_after_tokens:
                 await wait_or_disconnect(request, 3600)
                 return
-            if mode == "malformed" and index >= 1:
+            if mode == "malformed" and index >= behaviour.malformed_after_tokens:
                 yield b'data: {"choices": [{"delta": {"content": "unterminated\n\n'
                 return
             yield f"data: {json.dumps(event)}\n\n".encode()
@@ -545,9 +546,9 @@ def main(argv: list[str] | None = None, run: Callable[..., None] = uvicorn.run) 
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     args = parser.parse_args(argv)
+    root = f"http://{args.host}:{args.port}"
     print(
-        f"fake LLM server on http://{args.host}:{args.port}: OPENAI_BASE_URL=http://{args.host}:{args.port}/v1 "
-        f"GROQ_BASE_URL=http://{args.host}:{args.port} GEMINI_BASE_URL=http://{args.host}:{args.port}",
+        f"fake LLM server on {root}: OPENAI_BASE_URL={root}/v1 GROQ_BASE_URL={root} GEMINI_BASE_URL={root}",
         flush=True,
     )
     run(create_fake_app(), host=args.host, port=args.port, log_level="warning")

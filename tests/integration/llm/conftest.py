@@ -7,7 +7,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
 from tests.support.callers import caller_factory
 from tests.support.server import ROOT
-from tests.support.services import RedisForTests
+from tests.support.services import PostgresForTests, RedisForTests
 
 SDK_PROVIDERS = ("gemini", "groq", "openai")
 
@@ -32,7 +33,7 @@ SDK_PROVIDERS = ("gemini", "groq", "openai")
 TOTAL_S = 1.5
 FIRST_TOKEN_S = 0.5
 IDLE_S = 0.5
-COOLDOWN_S = 1.0
+COOLDOWN_S = 2.0  # long enough to inspect on a busy machine, short enough to wait out
 
 
 def router_overrides(fake: FakeLLMServer) -> dict[str, Any]:
@@ -53,6 +54,13 @@ def router_overrides(fake: FakeLLMServer) -> dict[str, Any]:
         values[f"{name}_first_token_timeout_s"] = FIRST_TOKEN_S
         values[f"{name}_connect_timeout_s"] = 0.5
     return values
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server: PostgresForTests, worker_name: str) -> str:
+    """A database of this process's own: concurrent pytest sessions on one machine share the
+    embedded server, and one session's TRUNCATE must not delete another's API keys mid-test."""
+    return postgres_server.create_database(f"ragchat_test_llm_{worker_name}_{os.getpid()}")
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +106,44 @@ async def llm_client(llm_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @dataclass
+class RouterApp:
+    """A running app whose chain talks to the fake, and a reader's HTTP client for it."""
+
+    app: FastAPI
+    chain: ProviderChain
+    client: httpx.AsyncClient
+    settings: Settings
+
+    async def providers(self) -> dict[str, dict[str, Any]]:
+        response = await self.client.get("/api/v1/providers")
+        assert response.status_code == 200, response.text
+        return {p["name"]: p for p in response.json()["providers"]}
+
+
+StartRouterApp = Callable[..., AbstractAsyncContextManager[RouterApp]]
+
+
+@pytest.fixture
+def start_router_app(settings: Settings, fake: FakeLLMServer) -> StartRouterApp:
+    """``async with start_router_app(**settings_overrides) as router:`` for per-test settings."""
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[RouterApp]:
+        configured = settings.model_copy(update={**router_overrides(fake), **overrides})
+        application = create_app(configured)
+        async with LifespanManager(application):
+            resources = application.state.resources
+            caller = await caller_factory(resources.session_factory)(role=Role.reader)
+            transport = httpx.ASGITransport(app=application)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://testserver", headers=caller.headers
+            ) as http:
+                yield RouterApp(application, resources.provider_chain, http, configured)
+
+    return start
+
+
+@dataclass
 class PeerProcess:
     """Another OS process that reads cooldowns from Redis with the service's own code."""
 
@@ -125,6 +171,7 @@ def peer(redis_server: RedisForTests) -> Iterator[PeerProcess]:
         text=True,
     )
     yield PeerProcess(process=process, redis_url=redis_server.url)
-    assert process.stdin is not None
+    assert process.stdin is not None and process.stdout is not None
     process.stdin.close()
     process.wait(timeout=10)
+    process.stdout.close()

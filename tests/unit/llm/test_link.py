@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from app.llm.errors import AuthFailed, ProviderBusy, ProviderTimeout, RateLimited, ServerError
+from app.llm.link import ProviderLink
+from app.llm.observer import NoopObserver
+from app.llm.policy import ProviderPolicy
+from app.llm.types import ChatRequest, Message, Usage
+from tests.unit.llm.scripted import ScriptedProvider, Step
+
+pytestmark = pytest.mark.unit
+
+REQUEST = ChatRequest(messages=(Message("user", "hi"),))
+
+
+def make_link(steps: list[Step], **policy: object) -> tuple[ProviderLink, ScriptedProvider]:
+    values: dict[str, object] = {
+        "total_timeout_s": 1.0,
+        "first_token_timeout_s": 0.2,
+        "stream_idle_timeout_s": 0.2,
+        "max_retries": 2,
+        "backoff_base_s": 0.01,
+        "backoff_max_s": 0.02,
+    }
+    values.update(policy)
+    provider = ScriptedProvider(steps)
+    link = ProviderLink(provider=provider, policy=ProviderPolicy(**values), observer=NoopObserver())  # type: ignore[arg-type]
+    return link, provider
+
+
+async def test_retries_transient_errors_then_answers() -> None:
+    link, provider = make_link([Step(error=ServerError("500")), Step(error=RateLimited("429")), Step()])
+    generation = await link.complete(REQUEST, "m")
+    assert generation.text == "hello world"
+    assert provider.calls == 3
+
+
+async def test_gives_up_after_max_retries() -> None:
+    link, provider = make_link([Step(error=ServerError("500"))], max_retries=2)
+    with pytest.raises(ServerError):
+        await link.complete(REQUEST, "m")
+    assert provider.calls == 3
+
+
+async def test_auth_failures_are_not_retried() -> None:
+    link, provider = make_link([Step(error=AuthFailed("401"))])
+    with pytest.raises(AuthFailed):
+        await link.complete(REQUEST, "m")
+    assert provider.calls == 1
+
+
+async def test_a_silent_provider_costs_at_most_its_total_budget() -> None:
+    link, _ = make_link([Step(delay_s=60)], total_timeout_s=0.3)
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout):
+        await link.complete(REQUEST, "m")
+    assert time.monotonic() - started <= 0.3 + 0.2
+
+
+async def test_retry_after_longer_than_the_budget_gives_up_at_once() -> None:
+    link, provider = make_link([Step(error=RateLimited("429", retry_after=30))], total_timeout_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(RateLimited):
+        await link.complete(REQUEST, "m")
+    assert provider.calls == 1
+    assert time.monotonic() - started < 0.2
+
+
+async def test_stream_opens_only_when_the_first_token_arrives_in_time() -> None:
+    link, provider = make_link([Step(delay_s=5), Step(delay_s=5), Step()], first_token_timeout_s=0.1)
+    started = time.monotonic()
+    opened = await link.open_stream(REQUEST, "m")
+    assert opened.first == "hello"
+    assert provider.calls == 3  # two attempts abandoned at the first-token timeout, then success
+    assert time.monotonic() - started < 0.1 * 2 + 0.2
+    rest = [text async for text in opened.rest()]
+    assert rest == [" world"]
+    assert opened.usage == Usage(1, 2)
+    await opened.aclose()
+
+
+async def test_stream_that_goes_silent_after_the_first_token_fails_at_the_idle_timeout() -> None:
+    link, _ = make_link([Step(tokens=("a", "b"), token_delay_s=10)], stream_idle_timeout_s=0.1)
+    opened = await link.open_stream(REQUEST, "m")
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout):
+        _ = [text async for text in opened.rest()]
+    assert time.monotonic() - started < 0.1 + 0.2
+    await opened.aclose()
+
+
+async def test_concurrency_is_bounded_and_a_full_provider_reports_busy() -> None:
+    link, provider = make_link([Step(delay_s=0.3)], max_concurrency=2, first_token_timeout_s=0.1)
+    results = await asyncio.gather(*(link.complete(REQUEST, "m") for _ in range(3)), return_exceptions=True)
+    assert provider.peak_active == 2
+    assert sum(isinstance(r, ProviderBusy) for r in results) == 1
+    assert provider.calls == 2
+
+
+async def test_observer_sees_every_attempt() -> None:
+    seen: list[tuple[str, str]] = []
+
+    class Recorder(NoopObserver):
+        def on_attempt(
+            self, *, provider: str, model: str, outcome: str, latency_s: float, usage: Usage | None
+        ) -> None:
+            seen.append((provider, outcome))
+
+    link, _ = make_link([Step(error=ServerError("500")), Step()])
+    link.observer = Recorder()
+    await link.complete(REQUEST, "m")
+    assert seen == [("scripted", "server_error"), ("scripted", "success")]
