@@ -86,6 +86,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         assert resolved.database_url is not None
         if settings.should_auto_migrate:
             _migrate(resolved.database_url)
+        if settings.uses_embedded_postgres:
+            _bootstrap_dev_key(resolved)
         command = [
             sys.executable,
             "-m",
@@ -121,6 +123,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
             code = child.wait()
         # Ctrl-C reaches gunicorn directly; its orderly exit is not a failure.
         return 0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code
+
+
+def _bootstrap_dev_key(settings: Settings) -> None:
+    from app.auth.admin_cli import bootstrap_dev
+    from app.auth.bootstrap import dev_key_path
+
+    key = bootstrap_dev(settings, settings.data_dir)
+    if key is not None:
+        print(
+            f"first start: created tenant 'dev' and its admin API key (shown once, also saved to "
+            f"{dev_key_path(settings.data_dir)}):\n  {key}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    settings = _load_settings()
+    with EmbeddedServices(settings) as services:
+        assert services.settings.database_url is not None
+        if settings.should_auto_migrate:
+            _migrate(services.settings.database_url)
+        return int(args.keys_handler(services.settings, args))
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
@@ -180,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("db-status", help="pgvector version, tables, row counts and indexes")
     status.set_defaults(handler=cmd_db_status)
+
+    from app.auth.admin_cli import add_keys_parser
+
+    add_keys_parser(commands).set_defaults(handler=cmd_keys)
     return parser
 
 

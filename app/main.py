@@ -5,20 +5,27 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import health, me
+from app.api import health, keys, me, rate_limit
 from app.api import metrics as metrics_api
 from app.api.middleware import CorrelationMiddleware
+from app.auth.jwt import JwtVerifier
 from app.db.engine import create_engine, create_session_factory
 from app.db.migrations import head_revision
 from app.errors import install_error_handlers
+from app.limits.limiter import RequestLimiter
+from app.limits.middleware import RateLimitHeadersMiddleware
 from app.observability.http import install_http_metrics
 from app.observability.logging import configure_logging
 from app.observability.telemetry import build_metrics, open_telemetry
 from app.resources import Resources, create_redis
+from app.security.body_limit import BodySizeLimitMiddleware
+from app.security.headers import SecurityHeadersMiddleware
+from app.security.proxies import TrustedProxies
 from app.settings import Settings
 
 logger = structlog.get_logger(__name__)
@@ -55,6 +62,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     settings, metrics, engine=engine, redis_pools={"main": redis, "cache": cache_redis}
                 )
             )
+            limiter = RequestLimiter.from_settings(settings, redis_url)
+            stack.push_async_callback(limiter.aclose)
+            jwks_http = httpx.AsyncClient(follow_redirects=False)
+            stack.push_async_callback(jwks_http.aclose)
             # Each capability adds its process-wide objects here (one field on Resources each),
             # registering its cleanup on the stack so shutdown runs in reverse order.
             app.state.resources = Resources(
@@ -64,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 redis=redis,
                 cache_redis=cache_redis,
                 migration_head=head_revision(),
+                limiter=limiter,
+                jwt_verifier=JwtVerifier.from_settings(settings, jwks_http),
                 telemetry=telemetry,
             )
             logger.info("app_started")
@@ -86,8 +99,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID", "X-Trace-ID"],
         )
     install_http_metrics(app, metrics)
+    app.add_middleware(RateLimitHeadersMiddleware)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_request_body_bytes,
+        upload_max_bytes=settings.max_upload_bytes,
+    )
+    app.add_middleware(SecurityHeadersMiddleware, proxies=TrustedProxies(tuple(settings.trusted_proxies)))
     app.add_middleware(CorrelationMiddleware)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
     app.include_router(me.router)
+    app.include_router(keys.router)
+    app.include_router(rate_limit.router)
     return app

@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.auth.jwt import JwtVerifier
+    from app.limits.limiter import RequestLimiter
     from app.observability.telemetry import Telemetry
 
 
@@ -22,6 +24,8 @@ class Resources:
     redis: Redis
     cache_redis: Redis
     migration_head: str
+    limiter: RequestLimiter
+    jwt_verifier: JwtVerifier | None
     telemetry: Telemetry
 
 

@@ -37,7 +37,7 @@ async def list_keys(
     if not include_revoked:
         query = query.where(ApiKey.revoked_at.is_(None))
     rows = await session.execute(query.order_by(ApiKey.created_at.desc(), ApiKey.id))
-    return [(key, slug) for key, slug in rows.tuples()]
+    return [(key, slug) for key, slug in rows.all()]
 
 
 async def revoke_key(session: AsyncSession, tenant_id: uuid.UUID | None, key_id: uuid.UUID) -> ApiKey:

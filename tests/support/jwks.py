@@ -84,7 +84,9 @@ class Issuer:
             payload["tenant"] = tenant
         payload.update(claims)
         payload = {name: value for name, value in payload.items() if value is not None}
-        return jwt.encode(payload, key.private, algorithm=key.algorithm, headers={"kid": key.kid, **(headers or {})})
+        return jwt.encode(
+            payload, key.private, algorithm=key.algorithm, headers={"kid": key.kid, **(headers or {})}
+        )
 
 
 @contextmanager

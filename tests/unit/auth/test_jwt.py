@@ -129,9 +129,14 @@ async def test_hs256_signed_with_the_public_key_is_rejected(issuer: Issuer, http
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
-    signing_input = b64(json.dumps({"alg": "HS256", "kid": RS.kid}).encode()) + "." + b64(json.dumps(payload).encode())
+    signing_input = (
+        b64(json.dumps({"alg": "HS256", "kid": RS.kid}).encode()) + "." + b64(json.dumps(payload).encode())
+    )
     signature = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
-    assert await rejected(make_verifier(issuer, http, clock), f"{signing_input}.{b64(signature)}") == "invalid_token"
+    assert (
+        await rejected(make_verifier(issuer, http, clock), f"{signing_input}.{b64(signature)}")
+        == "invalid_token"
+    )
 
 
 async def test_algorithm_must_fit_the_key_the_kid_names(issuer: Issuer, http, clock) -> None:  # type: ignore[no-untyped-def]
@@ -147,7 +152,10 @@ async def test_token_signed_by_an_unpublished_key_is_rejected(issuer: Issuer, ht
 async def test_tampered_payload_is_rejected(issuer: Issuer, http, clock) -> None:  # type: ignore[no-untyped-def]
     header, _, signature = issuer.token(roles=["reader"]).split(".")
     other_payload = issuer.token(roles=["admin"]).split(".")[1]
-    assert await rejected(make_verifier(issuer, http, clock), f"{header}.{other_payload}.{signature}") == "invalid_token"
+    assert (
+        await rejected(make_verifier(issuer, http, clock), f"{header}.{other_payload}.{signature}")
+        == "invalid_token"
+    )
 
 
 @pytest.mark.parametrize("garbage", ["a.b.c", "eyJhbGciOiJSUzI1NiJ9.e30.", "x" * 10 + ".y.z"])

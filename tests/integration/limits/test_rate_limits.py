@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from app.auth.principal import Role
+from app.embedded.redis import EmbeddedRedis
+from app.limits.dependencies import ChatRateLimit, UploadRateLimit
+from app.limits.limiter import STORAGE_RETRY_S
+from app.settings import Settings
+from tests.support.apps import running_app
+
+pytestmark = pytest.mark.integration
+
+# Stand-ins for the chat and upload endpoints, attached exactly as the real ones attach limits.
+probe = APIRouter(prefix="/probe")
+
+
+@probe.post("/chat")
+async def chat(principal: ChatRateLimit) -> dict[str, str]:
+    return {"principal": principal.id}
+
+
+@probe.post("/chat/stream")
+async def chat_stream(principal: ChatRateLimit) -> StreamingResponse:
+    async def tokens() -> AsyncIterator[bytes]:
+        yield b"data: hello\n\n"
+
+    return StreamingResponse(tokens(), media_type="text/event-stream")
+
+
+@probe.post("/upload")
+async def upload(principal: UploadRateLimit) -> dict[str, str]:
+    return {"principal": principal.id}
+
+
+def assert_rate_limited(response: httpx.Response, limit: int) -> None:
+    assert response.status_code == 429, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["code"] == "rate_limited"
+    assert int(response.headers["Retry-After"]) >= 1
+    assert response.headers["X-RateLimit-Limit"] == str(limit)
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    assert int(response.headers["X-RateLimit-Reset"]) >= 1
+
+
+async def test_chat_budget_is_per_principal_with_headers_on_every_response(settings: Settings) -> None:
+    async with running_app(settings, routers=[probe], rate_limit_per_principal="3/minute") as (
+        _,
+        client,
+        make,
+    ):
+        alice = await make(tenant="acme", role=Role.reader)
+        bob = await make(tenant="acme", role=Role.reader)
+        remaining = []
+        for path in ("/probe/chat", "/probe/chat/stream", "/probe/chat"):
+            response = await client.post(path, headers=alice.headers)
+            assert response.status_code == 200
+            assert response.headers["X-RateLimit-Limit"] == "3"
+            remaining.append(response.headers["X-RateLimit-Remaining"])
+        assert remaining == ["2", "1", "0"]
+        assert_rate_limited(await client.post("/probe/chat", headers=alice.headers), 3)
+        assert (await client.post("/probe/chat", headers=bob.headers)).status_code == 200
+
+
+async def test_upload_budget_is_separate_from_chat_and_needs_an_editor(settings: Settings) -> None:
+    async with running_app(
+        settings, routers=[probe], rate_limit_uploads="2/hour", rate_limit_per_principal="10/minute"
+    ) as (_, client, make):
+        editor = await make(tenant="acme", role=Role.editor)
+        reader = await make(tenant="acme", role=Role.reader)
+        assert (await client.post("/probe/upload", headers=reader.headers)).status_code == 403
+        for _ in range(2):
+            assert (await client.post("/probe/upload", headers=editor.headers)).status_code == 200
+        assert_rate_limited(await client.post("/probe/upload", headers=editor.headers), 2)
+        chat = await client.post("/probe/chat", headers=editor.headers)
+        assert chat.status_code == 200
+        assert chat.headers["X-RateLimit-Remaining"] == "9"
+
+
+async def test_ip_budget_covers_every_authenticated_request_of_all_principals(settings: Settings) -> None:
+    async with running_app(settings, rate_limit_per_ip="4/minute") as (_, client, make):
+        first = await make(tenant="acme", role=Role.reader)
+        second = await make(tenant="globex", role=Role.admin)
+        statuses = [
+            (await client.get("/api/v1/me", headers=caller.headers)).status_code
+            for caller in (first, second, first, second)
+        ]
+        assert statuses == [200] * 4
+        assert_rate_limited(await client.get("/api/v1/me", headers=first.headers), 4)
+        # Wrong credentials cost the budget too, so key guessing is throttled.
+        assert (await client.get("/api/v1/me", headers={"X-API-Key": "rk_bad"})).status_code == 429
+        # Unauthenticated health checks are not limited.
+        assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_forwarded_for_picks_the_bucket_only_behind_a_trusted_proxy(settings: Settings) -> None:
+    async with running_app(settings, rate_limit_per_ip="2/minute") as (_, client, make):
+        caller = await make(tenant="acme", role=Role.reader)
+        for n in range(2):
+            headers = {**caller.headers, "X-Forwarded-For": f"198.51.100.{n}"}
+            assert (await client.get("/api/v1/me", headers=headers)).status_code == 200
+        spoofed = {**caller.headers, "X-Forwarded-For": "198.51.100.99"}
+        assert (await client.get("/api/v1/me", headers=spoofed)).status_code == 429
+
+    async with running_app(
+        settings.model_copy(update={"redis_key_prefix": settings.redis_key_prefix + "proxy:"}),
+        rate_limit_per_ip="2/minute",
+        trusted_proxies=["127.0.0.0/8"],
+    ) as (_, client, make):
+        caller = await make(tenant="acme2", role=Role.reader)
+        for n in range(4):
+            headers = {**caller.headers, "X-Forwarded-For": f"198.51.100.{n}"}
+            assert (await client.get("/api/v1/me", headers=headers)).status_code == 200
+        status = await client.get(
+            "/api/v1/rate-limit/status", headers={**caller.headers, "X-Forwarded-For": "198.51.100.7"}
+        )
+        assert status.json()["client_ip"] == "198.51.100.7"
+
+
+async def test_status_endpoint_agrees_with_the_counters_and_headers(settings: Settings) -> None:
+    async with running_app(
+        settings, routers=[probe], rate_limit_per_principal="5/minute", rate_limit_per_ip="50/minute"
+    ) as (_, client, make):
+        caller = await make(tenant="acme", role=Role.editor)
+        for _ in range(3):
+            await client.post("/probe/chat", headers=caller.headers)
+        await client.post("/probe/upload", headers=caller.headers)
+        response = await client.get("/api/v1/rate-limit/status", headers=caller.headers)
+        assert response.status_code == 200
+        body = response.json()
+        budgets = {entry["budget"]: entry for entry in body["budgets"]}
+        assert (body["strategy"], body["storage_available"]) == ("fixed", True)
+        assert (budgets["chat"]["limit"], budgets["chat"]["remaining"]) == (5, 2)
+        assert (budgets["uploads"]["limit"], budgets["uploads"]["remaining"]) == (30, 29)
+        assert (budgets["ip"]["limit"], budgets["ip"]["remaining"]) == (50, 45)  # 5 requests so far
+        # The status request's own headers report its IP budget, charged by this request.
+        assert response.headers["X-RateLimit-Remaining"] == "45"
+        assert 0 < budgets["chat"]["reset_after_s"] <= 60
+
+
+async def test_sliding_window_strategy_limits_too(settings: Settings) -> None:
+    async with running_app(
+        settings, routers=[probe], rate_limit_per_principal="2/minute", rate_limit_strategy="sliding"
+    ) as (_, client, make):
+        caller = await make(tenant="acme", role=Role.reader)
+        assert [(await client.post("/probe/chat", headers=caller.headers)).status_code for _ in range(3)] == [
+            200,
+            200,
+            429,
+        ]
+        status = await client.get("/api/v1/rate-limit/status", headers=caller.headers)
+        assert status.json()["strategy"] == "sliding"
+
+
+@pytest.fixture
+async def stoppable_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path, "limits-redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+async def wait_for_retry_window() -> None:
+    await asyncio.sleep(STORAGE_RETRY_S + 0.1)
+
+
+async def test_fail_open_keeps_answering_without_redis_and_enforces_again_when_it_returns(
+    settings: Settings, stoppable_redis: EmbeddedRedis
+) -> None:
+    async with running_app(
+        settings, routers=[probe], redis_url=stoppable_redis.url, rate_limit_per_principal="2/minute"
+    ) as (app, client, make):
+        caller = await make(tenant="acme", role=Role.reader)
+        assert (await client.post("/probe/chat", headers=caller.headers)).status_code == 200
+        stoppable_redis.stop()
+        for _ in range(4):
+            response = await client.post("/probe/chat", headers=caller.headers)
+            assert response.status_code == 200
+            assert "X-RateLimit-Limit" not in response.headers
+        assert app.state.resources.limiter.storage_failures >= 4
+        status = (await client.get("/api/v1/rate-limit/status", headers=caller.headers)).json()
+        assert status["storage_available"] is False
+        assert status["budgets"][0]["remaining"] is None
+
+        stoppable_redis.start()
+        await wait_for_retry_window()
+        codes = [(await client.post("/probe/chat", headers=caller.headers)).status_code for _ in range(3)]
+        assert codes[-1] == 429  # enforced again, no restart
+
+
+async def test_fail_closed_refuses_with_503_while_redis_is_down(
+    settings: Settings, stoppable_redis: EmbeddedRedis
+) -> None:
+    async with running_app(
+        settings, routers=[probe], redis_url=stoppable_redis.url, rate_limit_fail_open=False
+    ) as (_, client, make):
+        caller = await make(tenant="acme", role=Role.reader)
+        stoppable_redis.stop()
+        response = await client.post("/probe/chat", headers=caller.headers)
+        assert response.status_code == 503
+        assert response.json()["code"] == "rate_limit_unavailable"
+        assert int(response.headers["Retry-After"]) >= 1
+        stoppable_redis.start()
+        await wait_for_retry_window()
+        assert (await client.post("/probe/chat", headers=caller.headers)).status_code == 200
