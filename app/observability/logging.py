@@ -49,6 +49,12 @@ def _add_correlation_ids(
     return event_dict
 
 
+def _add_process_id(_: object, __: str, event_dict: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    # Several gunicorn workers share one stream: the pid tells their lines apart.
+    event_dict.setdefault("pid", os.getpid())
+    return event_dict
+
+
 def mask_event(_: object, __: str, event_dict: structlog.typing.EventDict) -> structlog.typing.EventDict:
     """structlog processor: the message and every field, masked (keys such as ``password`` or
     ``authorization`` lose their value whole)."""
@@ -113,6 +119,7 @@ def configure_logging(settings: Settings) -> None:
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         _add_correlation_ids,
+        _add_process_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

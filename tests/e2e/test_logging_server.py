@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+from tests.support.callers import Caller, caller_factory
+from tests.support.server import ServerProcess, start_server
+from tests.support.services import RedisForTests
+
+pytestmark = pytest.mark.e2e
+
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXBhcnQ"
+
+
+@pytest.fixture
+def logged_server(
+    clean_database: str, redis_server: RedisForTests, redis_prefix: str, tmp_path: Path
+) -> Iterator[ServerProcess]:
+    """Like ``served`` (two workers, JSON logs), also writing log files under tmp_path/logs."""
+    server = start_server(
+        {
+            "DATABASE_URL": clean_database,
+            "REDIS_URL": redis_server.url,
+            "REDIS_KEY_PREFIX": redis_prefix,
+            "DATA_DIR": str(tmp_path / "data"),
+            "DEBUG": "true",
+            "LOG_JSON": "true",
+            "LOG_TO_FILE": str(tmp_path / "logs"),
+        },
+        tmp_path / "server.log",
+    )
+    yield server
+    server.stop()
+
+
+async def issue_key(database_url: str) -> Caller:
+    engine = create_async_engine(database_url)
+    try:
+        return await caller_factory(async_sessionmaker(engine, expire_on_commit=False))()
+    finally:
+        await engine.dispose()
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            lines.append(json.loads(line))
+    return lines
+
+
+async def test_server_logs_are_json_correlated_masked_and_written_per_process(
+    logged_server: ServerProcess, clean_database: str, tmp_path: Path
+) -> None:
+    caller = await issue_key(clean_database)
+    async with httpx.AsyncClient(base_url=logged_server.base_url, timeout=10) as client:
+        me = await client.get("/api/v1/me", headers={**caller.headers, "X-Request-ID": "e2e-me-1"})
+        denied = await client.get(
+            "/api/v1/me", headers={"Authorization": f"Bearer {JWT}", "X-Request-ID": "e2e-jwt-1"}
+        )
+    assert me.status_code == 200
+    assert denied.status_code == 401
+    time.sleep(0.5)  # let the workers' handlers write
+
+    lines = json_lines(logged_server.log())
+    me_lines = [line for line in lines if line.get("request_id") == "e2e-me-1"]
+    assert me_lines and {line["trace_id"] for line in me_lines} == {me.headers["X-Trace-ID"]}
+    (access,) = [line for line in me_lines if line["event"] == "request"]
+    assert (access["method"], access["route"], access["status"]) == ("GET", "/api/v1/me", 200)
+    assert access["principal_id"] == caller.principal_id
+    denied_lines = [line for line in lines if line.get("request_id") == "e2e-jwt-1"]
+    assert denied_lines and all(line["trace_id"] == denied.headers["X-Trace-ID"] for line in denied_lines)
+
+    # gunicorn's own lines (master and workers) come through the same JSON pipeline.
+    assert any(line.get("logger") == "gunicorn.error" and "Booting worker" in line["event"] for line in lines)
+
+    # Files: one per process (master and both workers), named by date and pid.
+    files = sorted((tmp_path / "logs").glob("ragchat-*.log"))
+    stamp = f"{datetime.now(UTC):%Y%m%d}"
+    pids = {int(path.stem.rsplit("-", 1)[1]) for path in files}
+    master = psutil.Process(logged_server.process.pid).children(recursive=True)
+    gunicorn_pids = {p.pid for p in master if "gunicorn" in " ".join(p.cmdline())}
+    assert gunicorn_pids <= pids, (gunicorn_pids, pids)
+    assert all(path.name.startswith(f"ragchat-{stamp}-") for path in files)
+    file_text = "\n".join(path.read_text() for path in files)
+    assert '"request_id": "e2e-me-1"' in file_text
+
+    secret = caller.key.split("_", 2)[2]
+    for text in (logged_server.log(), file_text):
+        assert secret not in text
+        assert JWT not in text
+    assert os.getpid() not in pids

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+REQUESTS = 60
+
+
+def healthz_total(text: str) -> float:
+    pattern = re.compile(
+        r'^http_requests_total\{(?=[^}]*handler="/healthz")(?=[^}]*status="2xx")[^}]*\} (\S+)$'
+    )
+    return sum(float(m.group(1)) for line in text.splitlines() if (m := pattern.match(line)))
+
+
+def worker_pids(server: ServerProcess) -> set[int]:
+    master = next(
+        p
+        for p in psutil.Process(server.process.pid).children(recursive=True)
+        if "gunicorn" in " ".join(p.cmdline())
+    )
+    return {child.pid for child in master.children()}
+
+
+def healthz_count_in(file: Path) -> float:
+    for metric in MultiProcessCollector.merge([str(file)], accumulate=True):
+        for sample in metric.samples:
+            if sample.name == "http_requests_total" and sample.labels.get("handler") == "/healthz":
+                return float(sample.value)
+    return 0.0
+
+
+def test_metrics_aggregates_requests_served_by_both_workers(served: ServerProcess) -> None:
+    before = healthz_total(httpx.get(served.base_url + "/metrics", timeout=10).text)
+
+    def call(_: int) -> int:
+        # A fresh connection per request, so gunicorn's workers share the load.
+        return httpx.get(served.base_url + "/healthz", timeout=10).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        assert set(pool.map(call, range(REQUESTS))) == {200}
+
+    pids = worker_pids(served)
+    assert len(pids) == 2
+    directory = Path(psutil.Process(next(iter(pids))).environ()["PROMETHEUS_MULTIPROC_DIR"])
+    per_worker = {pid: healthz_count_in(directory / f"counter_{pid}.db") for pid in pids}
+    assert all(count > 0 for count in per_worker.values()), per_worker  # both workers served
+
+    # Every scrape, whichever worker answers it, reports the sum over all workers.
+    for _ in range(6):
+        text = httpx.get(served.base_url + "/metrics", timeout=10).text
+        assert healthz_total(text) == before + REQUESTS
+    assert sum(per_worker.values()) == before + REQUESTS
+
+    # Domain families are exposed in multiprocess mode before their first sample.
+    assert "# TYPE vector_search_duration_seconds histogram" in text
+    assert 'vector_search_duration_seconds_count{mode="hybrid"} 0.0' in text
+    assert "# TYPE vector_search_requests_total counter" in text
