@@ -78,6 +78,10 @@ format: $(STAMP) ## apply ruff fixes and formatting
 quality-check: lint ## ruff + mypy (strict on app/)
 	$(VENV)/bin/mypy
 
+.PHONY: security-check
+security-check: $(STAMP) ## pip-audit of the lock files against PyPI's advisories + CycloneDX SBOM (sbom.json)
+	$(PY) scripts/security_check.py
+
 clean: ## remove caches, coverage data and the embedded servers' data (.data)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage .coverage.* .data
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
