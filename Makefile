@@ -51,6 +51,10 @@ health-check: ## query /healthz and /readyz of a running service
 	@curl -fsS $(BASE_URL)/healthz && echo
 	@curl -sS $(BASE_URL)/readyz && echo
 
+.PHONY: metrics
+metrics: ## the Prometheus metrics of a running service (all workers)
+	@curl -fsS $(BASE_URL)/metrics
+
 test: $(STAMP) ## all suites (unit, integration, e2e) on real PostgreSQL and Redis
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
