@@ -5,8 +5,8 @@ Endpoints (the SDKs reach them through their base URL settings):
 - OpenAI: ``POST /v1/chat/completions`` (JSON, or SSE ``data:`` chunks ending ``data: [DONE]``),
   ``POST /v1/embeddings`` (float or base64 vectors, ``dimensions`` honoured).
 - Groq: ``POST /openai/v1/chat/completions`` (OpenAI-compatible, usage in ``x_groq``).
-- Gemini: ``POST /v1beta/models/{model}:generateContent``, ``:streamGenerateContent?alt=sse``,
-  ``:embedContent`` and ``:batchEmbedContents``.
+- Gemini (under ``/v1beta`` or ``/v1``): ``POST /v1beta/models/{model}:generateContent``,
+  ``:streamGenerateContent?alt=sse``, ``:embedContent`` and ``:batchEmbedContents``.
 
 Behaviour per provider is switched at run time:
 
@@ -193,11 +193,16 @@ def openai_chunk(model: str, content: str | None, finish: str | None) -> dict[st
     }
 
 
-def gemini_response(model: str, text: str, prompt_tokens: int, finish: str | None) -> dict[str, Any]:
+def gemini_response(
+    model: str, text: str, prompt_tokens: int, finish: str | None, completion_tokens: int | None = None
+) -> dict[str, Any]:
+    """A ``GenerateContentResponse``; in streams ``completion_tokens`` is the running total, as
+    Gemini reports it."""
     candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
     if finish:
         candidate["finishReason"] = finish
-    completion_tokens = len(tokens_of(text))
+    if completion_tokens is None:
+        completion_tokens = len(tokens_of(text))
     return {
         "candidates": [candidate],
         "usageMetadata": {
@@ -401,7 +406,7 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
             return JSONResponse(gemini_response(model, behaviour.text, prompt_tokens, "STOP"))
         pieces = tokens_of(behaviour.text)
         events = [
-            gemini_response(model, piece, prompt_tokens, "STOP" if i == len(pieces) - 1 else None)
+            gemini_response(model, piece, prompt_tokens, "STOP" if i == len(pieces) - 1 else None, i + 1)
             for i, piece in enumerate(pieces)
         ]
         return StreamingResponse(sse(request, "gemini", mode, events, []), media_type="text/event-stream")
@@ -461,6 +466,7 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         Route("/v1/embeddings", openai_embeddings, methods=["POST"]),
         Route("/openai/v1/chat/completions", groq_chat, methods=["POST"]),
         Route("/v1beta/models/{target:path}", gemini_models, methods=["POST"]),
+        Route("/v1/models/{target:path}", gemini_models, methods=["POST"]),  # the SDK's default version
         Route("/_control/stats", stats, methods=["GET"]),
         Route("/_control/{provider}", control, methods=["POST"]),
     ]
