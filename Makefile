@@ -34,6 +34,7 @@ deps-update: ## re-lock with the newest versions the .in pins allow
 	$(VENV)/bin/pip-compile --quiet --upgrade --generate-hashes --strip-extras --allow-unsafe -o requirements-dev.txt requirements-dev.in
 
 run: $(STAMP) ## start the service (embedded PostgreSQL + Redis unless URLs are set) on :8000
+	$(PY) -m app seed
 	DEBUG=$${DEBUG:-true} $(PY) -m app serve
 
 serve: run
@@ -98,3 +99,20 @@ chat: $(STAMP) ## ask the running service: make chat Q="How do I rotate keys?"
 demo: $(STAMP) ## Streamlit demo on :8501 against the running service
 	API_URL=$(BASE_URL) $(VENV)/bin/streamlit run demo/app.py --server.headless true --server.port 8501 \
 		--browser.gatherUsageStats false
+
+.PHONY: worker ingest seed reembed benchmark-vectors
+worker: $(STAMP) ## run ingestion job workers (any number, on any machine sharing the database)
+	$(PY) -m app worker
+
+ingest: $(STAMP) ## ingest a folder: make ingest DIR=path [TAGS=a,b] [TENANT=dev]
+	@test -n "$(DIR)" || { echo 'usage: make ingest DIR=path [TAGS=a,b]'; exit 2; }
+	$(PY) -m app ingest "$(DIR)" --tags "$(TAGS)" --tenant "$(or $(TENANT),dev)"
+
+seed: $(STAMP) ## ingest the demo documents into the dev tenant (idempotent)
+	$(PY) -m app seed
+
+reembed: $(STAMP) ## re-embed every stored chunk with the configured EMBEDDING_MODEL
+	$(PY) -m app reembed
+
+benchmark-vectors: $(STAMP) ## exact vs IVFFlat vs HNSW recall/latency on synthetic vectors: N="10000,100000"
+	$(PY) -m scripts.benchmark_vector_search --sizes "$(or $(N),10000,100000)"

@@ -18,6 +18,7 @@ from types import FrameType
 
 from pydantic import ValidationError
 
+from app.documents.cli import add_document_commands
 from app.embedded.errors import StartupError
 from app.embedded.services import EmbeddedServices
 from app.observability.serving import GUNICORN_CONFIG, worker_environment
@@ -88,6 +89,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             _migrate(resolved.database_url)
         if settings.uses_embedded_postgres:
             _bootstrap_dev_key(resolved)
+        if settings.uses_embedded_postgres:
+            # The embedded default runs an ingestion worker inside each server process.
+            os.environ.setdefault("RUN_WORKER_IN_PROCESS", "true")
         command = [
             sys.executable,
             "-m",
@@ -209,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     from app.auth.admin_cli import add_keys_parser
 
     add_keys_parser(commands).set_defaults(handler=cmd_keys)
+
+    add_document_commands(commands)
     return parser
 
 

@@ -10,18 +10,20 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import health, keys, me, rate_limit
+from app.api import documents, health, jobs, keys, me, rate_limit
 from app.api import metrics as metrics_api
 from app.api.middleware import CorrelationMiddleware
 from app.auth.jwt import JwtVerifier
 from app.db.engine import create_engine, create_session_factory
 from app.db.migrations import head_revision
+from app.documents.runtime import start_documents_runtime
 from app.errors import install_error_handlers
 from app.limits.limiter import RequestLimiter
 from app.limits.middleware import RateLimitHeadersMiddleware
 from app.observability.http import install_http_metrics
 from app.observability.logging import configure_logging
 from app.observability.telemetry import build_metrics, open_telemetry
+from app.rag.embeddings import Embedder
 from app.resources import Resources, create_redis
 from app.security.body_limit import BodySizeLimitMiddleware
 from app.security.headers import SecurityHeadersMiddleware
@@ -40,7 +42,9 @@ def _require_urls(settings: Settings) -> tuple[str, str, str]:
     return settings.database_url, settings.redis_url, settings.cache_redis_url or settings.redis_url
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
+    """``embedder`` shares an already-loaded embedding model (tests); by default the lifespan
+    creates the one the settings name."""
     settings = settings or Settings()
     configure_logging(settings)
     metrics = build_metrics(settings)
@@ -68,16 +72,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(jwks_http.aclose)
             # Each capability adds its process-wide objects here (one field on Resources each),
             # registering its cleanup on the stack so shutdown runs in reverse order.
+            session_factory = create_session_factory(engine)
+            docs_runtime = await start_documents_runtime(stack, settings, session_factory, embedder=embedder)
             app.state.resources = Resources(
                 settings=settings,
                 engine=engine,
-                session_factory=create_session_factory(engine),
+                session_factory=session_factory,
                 redis=redis,
                 cache_redis=cache_redis,
                 migration_head=head_revision(),
                 limiter=limiter,
                 jwt_verifier=JwtVerifier.from_settings(settings, jwks_http),
                 telemetry=telemetry,
+                embedder=docs_runtime.embedder,
+                job_queue=docs_runtime.job_queue,
             )
             logger.info("app_started")
             yield
@@ -112,4 +120,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(me.router)
     app.include_router(keys.router)
     app.include_router(rate_limit.router)
+    app.include_router(documents.router)
+    app.include_router(jobs.router)
     return app

@@ -12,8 +12,10 @@ from app.settings import Settings
 
 if TYPE_CHECKING:
     from app.auth.jwt import JwtVerifier
+    from app.documents.queue import JobQueue
     from app.limits.limiter import RequestLimiter
     from app.observability.telemetry import Telemetry
+    from app.rag.embeddings import Embedder
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class Resources:
     limiter: RequestLimiter
     jwt_verifier: JwtVerifier | None
     telemetry: Telemetry
+    embedder: Embedder
+    job_queue: JobQueue
 
 
 def create_redis(url: str) -> Redis:

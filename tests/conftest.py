@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,8 +15,10 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from app.main import create_app
+from app.rag.embeddings import LocalEmbedder
 from app.settings import Settings
 from tests.support.callers import MakeCaller, caller_factory
+from tests.support.embedders import HashingEmbedder
 from tests.support.services import (
     PostgresForTests,
     RedisForTests,
@@ -34,6 +37,11 @@ APP_TABLES = (
     "documents",
     "api_keys",
     "tenants",
+    # the job queue's tables (procrastinate): no job may leak into the next test's worker
+    "procrastinate_events",
+    "procrastinate_periodic_defers",
+    "procrastinate_jobs",
+    "procrastinate_workers",
 )
 
 
@@ -53,7 +61,9 @@ def worker_name(worker_id: str) -> str:
 @pytest.fixture(scope="session")
 def database_url(postgres_server: PostgresForTests, worker_name: str) -> str:
     """This worker's database, migrated to head with Alembic (not create_all)."""
-    return postgres_server.create_database(f"ragchat_test_{worker_name}")
+    # The pid keeps concurrent pytest runs on one machine (and one embedded server) apart.
+    postgres_server.drop_abandoned_databases()
+    return postgres_server.create_database(f"ragchat_test_{worker_name}_{os.getpid()}")
 
 
 @pytest.fixture(scope="session")
@@ -115,3 +125,17 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def embedder() -> LocalEmbedder:
+    """The real local embedding model, loaded once per test session (per xdist worker)."""
+    model = LocalEmbedder("all-MiniLM-L6-v2", 384, batch_size=32)
+    model.load()
+    return model
+
+
+@pytest.fixture
+def hashing_embedder() -> HashingEmbedder:
+    """A pure, deterministic stand-in for unit tests (no model, no threads)."""
+    return HashingEmbedder()
