@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     local_first_token_timeout_s: float = Field(default=30.0, gt=0)
     local_max_concurrency: int = Field(default=1, ge=1)
     local_context_tokens: int = Field(default=2048, ge=128)
+    local_threads: int | None = Field(default=None, ge=1)  # unset: gpt4all's default
     router_max_retries: int = Field(default=2, ge=0, le=10)
     router_backoff_base_s: float = Field(default=0.25, ge=0)
     router_backoff_max_s: float = Field(default=4.0, ge=0)

@@ -257,6 +257,11 @@ class ProviderChain:
             )
         return report
 
+    async def warm_up(self) -> None:
+        """Load slow providers (the local model) now, so no request pays for it."""
+        for link in self._links:
+            await link.provider.warm_up()
+
     async def aclose(self) -> None:
         for link in self._links:
             try:

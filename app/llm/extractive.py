@@ -130,6 +130,9 @@ class ExtractiveAnswerer:
     def default_model(self) -> str:
         return MODEL
 
+    async def warm_up(self) -> None:
+        return None
+
     def availability(self) -> Availability:
         return Availability.ready()
 

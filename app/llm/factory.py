@@ -85,7 +85,11 @@ def provider_for(settings: Settings, name: str) -> Provider:
             total_timeout_s=settings.openai_timeout_s,
         )
     if name == "local":
-        return LocalProvider(model_path=settings.local_model_path, n_ctx=settings.local_context_tokens)
+        return LocalProvider(
+            model_path=settings.local_model_path,
+            n_ctx=settings.local_context_tokens,
+            n_threads=settings.local_threads,
+        )
     raise ValueError(f"unknown provider {name!r}")
 
 

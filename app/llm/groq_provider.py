@@ -39,6 +39,9 @@ class GroqProvider:
     def default_model(self) -> str:
         return self._model
 
+    async def warm_up(self) -> None:
+        return None
+
     def availability(self) -> Availability:
         return Availability.ready() if self._client else Availability.missing("GROQ_API_KEY is not set")
 

@@ -67,13 +67,21 @@ def preflight(path: Path, n_ctx: int, timeout_s: float) -> str | None:
 
 
 class LocalProvider:
-    def __init__(self, *, model_path: Path | None, n_ctx: int = 2048, load_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        *,
+        model_path: Path | None,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        load_timeout_s: float = 120.0,
+    ) -> None:
         self._path = model_path
         self._n_ctx = n_ctx
+        self._n_threads = n_threads
         self._load_timeout_s = load_timeout_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-llm")
         self._model: Any = None
-        self._load_lock = asyncio.Lock()
+        self._loading: asyncio.Future[Any] | None = None
         self._load_error: str | None = None
 
     @property
@@ -106,31 +114,36 @@ class LocalProvider:
             allow_download=False,
             device="cpu",
             n_ctx=self._n_ctx,
+            n_threads=self._n_threads,
         )
 
     async def _ensure_loaded(self) -> Any:
         if self._model is not None:
             return self._model
-        async with self._load_lock:
-            if self._model is None:
-                if self._load_error:
-                    raise ServerError(self._load_error)
-                loop = asyncio.get_running_loop()
-                try:
-                    self._model = await loop.run_in_executor(self._executor, self._load_sync)
-                except Exception as exc:
-                    self._load_error = (
-                        str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"
-                    )
-                    logger.warning("local_model_unusable", reason=self._load_error)
-                    raise ServerError(self._load_error) from exc
+        if self._load_error:
+            raise ServerError(self._load_error)
+        if self._loading is None:
+            self._loading = asyncio.get_running_loop().run_in_executor(self._executor, self._load_sync)
+        try:
+            # Shielded: a request that times out while the model loads must not lose the load.
+            self._model = await asyncio.shield(self._loading)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._load_error = str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"
+            logger.warning("local_model_unusable", reason=self._load_error)
+            raise ServerError(self._load_error) from exc
         return self._model
 
     async def load(self) -> Availability:
-        """Load now (e.g. at startup) rather than on the first request."""
-        with suppress(ProviderError):
-            await self._ensure_loaded()
+        """Load now rather than on the first request; the outcome is the availability."""
+        if self._path is not None and self._path.is_file():
+            with suppress(ProviderError):
+                await self._ensure_loaded()
         return self.availability()
+
+    async def warm_up(self) -> None:
+        await self.load()
 
     async def complete(self, request: ChatRequest, model: str) -> Generation:
         parts: list[str] = []

@@ -39,6 +39,9 @@ class OpenAIProvider:
     def default_model(self) -> str:
         return self._model
 
+    async def warm_up(self) -> None:
+        return None
+
     def availability(self) -> Availability:
         return Availability.ready() if self._client else Availability.missing("OPENAI_API_KEY is not set")
 

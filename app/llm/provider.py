@@ -38,6 +38,9 @@ class Provider(Protocol):
 
     def availability(self) -> Availability: ...
 
+    async def warm_up(self) -> None:
+        """Load whatever is slow to load (a local model) before the first request needs it."""
+
     async def complete(self, request: ChatRequest, model: str) -> Generation: ...
 
     def stream(self, request: ChatRequest, model: str) -> AsyncIterator[ProviderChunk]: ...
