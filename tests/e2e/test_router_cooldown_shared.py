@@ -1,0 +1,154 @@
+"""The router's cooldowns are one state for every process: a provider benched by one process
+shows as cooling down on both gunicorn workers of a real server, and comes back for all of
+them once a probe succeeds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from app.llm.factory import build_provider_chain
+from app.llm.types import ChatRequest, Message
+from app.settings import Settings
+from tests.fakes.fake_llm_server import FakeLLMServer
+from tests.support.server import ServerProcess, start_server
+from tests.support.services import ROOT, PostgresForTests, RedisForTests
+
+pytestmark = pytest.mark.e2e
+
+COOLDOWN_S = 4.0
+
+
+@pytest.fixture(scope="module")
+def database_url(postgres_server: PostgresForTests, worker_name: str) -> str:
+    return postgres_server.create_database(f"ragchat_test_router_e2e_{worker_name}_{os.getpid()}")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeLLMServer]:
+    server = FakeLLMServer().start()
+    yield server
+    server.stop()
+
+
+def router_env(fake: FakeLLMServer, redis_url: str, prefix: str) -> dict[str, str]:
+    env = {
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": prefix,
+        "LLM_PROVIDERS": "gemini,groq,openai",
+        "ROUTER_COOLDOWN_S": str(COOLDOWN_S),
+        "ROUTER_MAX_RETRIES": "0",
+        "GEMINI_BASE_URL": fake.gemini_base_url,
+        "GROQ_BASE_URL": fake.groq_base_url,
+        "OPENAI_BASE_URL": fake.openai_base_url,
+    }
+    for name in ("gemini", "groq", "openai"):
+        env[f"{name.upper()}_API_KEY"] = f"e2e-key-{name}"
+        env[f"{name.upper()}_TIMEOUT_S"] = "2"
+    return env
+
+
+@pytest.fixture
+def served_router(
+    clean_database: str, redis_server: RedisForTests, redis_prefix: str, fake: FakeLLMServer, tmp_path: Path
+) -> Iterator[ServerProcess]:
+    env = {
+        "DATABASE_URL": clean_database,
+        "DATA_DIR": str(tmp_path / "data"),
+        "DEBUG": "true",
+        "LOG_JSON": "true",
+        **router_env(fake, redis_server.url, redis_prefix),
+    }
+    server = start_server(env, tmp_path / "server.log", workers=2)
+    yield server
+    server.stop()
+
+
+def reader_key(database_url: str, redis_url: str, tmp_path: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "keys", "create", "--tenant", "e2e", "--role", "reader", "--json"],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "DATA_DIR": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    key: str = json.loads(result.stdout)["key"]
+    return key
+
+
+async def ask_once(settings: Settings) -> str:
+    """One request through a chain in this (third) process, on the server's Redis."""
+    redis = Redis.from_url(settings.redis_url or "")
+    chain = build_provider_chain(settings, redis)
+    try:
+        completion = await chain.complete(ChatRequest(messages=(Message("user", "hi"),)))
+    finally:
+        await chain.aclose()
+        await redis.aclose()
+    return completion.provider
+
+
+def gemini_as_seen_by_workers(
+    server: ServerProcess, key: str, rounds: int = 12
+) -> tuple[list[dict[str, Any]], set[int]]:
+    seen = []
+    for _ in range(rounds):
+        # A fresh connection each time, so gunicorn hands requests to both workers.
+        with httpx.Client(base_url=server.base_url, headers={"X-API-Key": key}, timeout=10) as http:
+            response = http.get("/api/v1/providers")
+        assert response.status_code == 200, response.text
+        seen.append({p["name"]: p for p in response.json()["providers"]}["gemini"])
+    pids = set()
+    for line in server.log().splitlines():
+        if '"/api/v1/providers"' in line and line.startswith("{"):
+            record = json.loads(line)
+            if record.get("event") == "request" and "pid" in record:
+                pids.add(int(record["pid"]))
+    return seen, pids
+
+
+def test_cooldown_set_in_one_process_is_seen_by_every_worker_and_lifted_by_the_probe(
+    served_router: ServerProcess,
+    fake: FakeLLMServer,
+    clean_database: str,
+    redis_server: RedisForTests,
+    redis_prefix: str,
+    tmp_path: Path,
+) -> None:
+    key = reader_key(clean_database, redis_server.url, tmp_path)
+    settings = Settings(**{k.lower(): v for k, v in router_env(fake, redis_server.url, redis_prefix).items()})  # type: ignore[arg-type]
+
+    fake.configure("gemini", mode="error", status=503)
+    assert asyncio.run(ask_once(settings)) == "groq"
+    benched_at = time.time()
+
+    seen, pids = gemini_as_seen_by_workers(served_router, key)
+    assert len(pids) >= 2, f"only worker(s) {pids} answered"
+    assert all(p["state"] == "cooling_down" and not p["healthy"] for p in seen), seen
+    assert all("server_error" in (p["last_error"] or "") for p in seen)
+
+    fake.reset()
+    time.sleep(max(0.0, benched_at + COOLDOWN_S - time.time()) + 0.2)
+    assert asyncio.run(ask_once(settings)) == "gemini"  # the half-open probe succeeds
+
+    seen, _ = gemini_as_seen_by_workers(served_router, key, rounds=6)
+    assert all(p["state"] == "ok" and p["healthy"] and p["cooling_down_until"] is None for p in seen), seen
