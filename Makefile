@@ -116,3 +116,10 @@ reembed: $(STAMP) ## re-embed every stored chunk with the configured EMBEDDING_M
 
 benchmark-vectors: $(STAMP) ## exact vs IVFFlat vs HNSW recall/latency on synthetic vectors: N="10000,100000"
 	$(PY) -m scripts.benchmark_vector_search --sizes "$(or $(N),10000,100000)"
+
+.PHONY: fake-llm benchmark-router
+fake-llm: $(STAMP) ## fake OpenAI/Groq/Gemini server (real wire protocols) on :8099: make fake-llm [FAKE_LLM_PORT=8099]
+	$(PY) -m tests.fakes.fake_llm_server --port $(or $(FAKE_LLM_PORT),8099)
+
+benchmark-router: $(STAMP) ## LLM router overhead (ours vs LiteLLM Router) vs a direct SDK call: N=300
+	$(PY) -m scripts.benchmark_router --requests $(or $(N),300)
