@@ -10,20 +10,28 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import documents, health, jobs, keys, me, rate_limit
+from app.api import chat as chat_api
+from app.api import documents, health, jobs, keys, me, rate_limit, sessions
 from app.api import metrics as metrics_api
+from app.api import providers as providers_api
 from app.api.middleware import CorrelationMiddleware
 from app.auth.jwt import JwtVerifier
+from app.cache.answers import AnswerCache
 from app.db.engine import create_engine, create_session_factory
 from app.db.migrations import head_revision
 from app.documents.runtime import start_documents_runtime
 from app.errors import install_error_handlers
 from app.limits.limiter import RequestLimiter
 from app.limits.middleware import RateLimitHeadersMiddleware
+from app.llm.factory import build_provider_chain
+from app.memory.service import ConversationMemory
 from app.observability.http import install_http_metrics
 from app.observability.logging import configure_logging
+from app.observability.router_observer import TelemetryRouterObserver
 from app.observability.telemetry import build_metrics, open_telemetry
+from app.rag.chat import ChatService
 from app.rag.embeddings import Embedder
+from app.rag.tokens import WordPieceTokenCounter
 from app.resources import Resources, create_redis
 from app.security.body_limit import BodySizeLimitMiddleware
 from app.security.headers import SecurityHeadersMiddleware
@@ -61,19 +69,34 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             if cache_url != redis_url:
                 cache_redis = create_redis(cache_url)
                 stack.push_async_callback(cache_redis.aclose)
+            limiter = RequestLimiter.from_settings(settings, redis_url)
+            stack.push_async_callback(limiter.aclose)
+            jwks_http = httpx.AsyncClient(follow_redirects=False)
+            stack.push_async_callback(jwks_http.aclose)
             telemetry = await stack.enter_async_context(
                 open_telemetry(
                     settings, metrics, engine=engine, redis_pools={"main": redis, "cache": cache_redis}
                 )
             )
-            limiter = RequestLimiter.from_settings(settings, redis_url)
-            stack.push_async_callback(limiter.aclose)
-            jwks_http = httpx.AsyncClient(follow_redirects=False)
-            stack.push_async_callback(jwks_http.aclose)
-            # Each capability adds its process-wide objects here (one field on Resources each),
-            # registering its cleanup on the stack so shutdown runs in reverse order.
             session_factory = create_session_factory(engine)
             docs_runtime = await start_documents_runtime(stack, settings, session_factory, embedder=embedder)
+            provider_chain = build_provider_chain(
+                settings, redis, observer=TelemetryRouterObserver(telemetry)
+            )
+            stack.push_async_callback(provider_chain.aclose)
+            await provider_chain.warm_up()
+            memory = ConversationMemory(redis, session_factory, settings)
+            chat = ChatService(
+                settings=settings,
+                sessions=session_factory,
+                embedder=docs_runtime.embedder,
+                chain=provider_chain,
+                memory=memory,
+                cache=AnswerCache(session_factory, cache_redis, settings),
+                counter=WordPieceTokenCounter(),
+            )
+            # Each capability adds its process-wide objects here (one field on Resources each),
+            # registering its cleanup on the stack so shutdown runs in reverse order.
             app.state.resources = Resources(
                 settings=settings,
                 engine=engine,
@@ -86,6 +109,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 telemetry=telemetry,
                 embedder=docs_runtime.embedder,
                 job_queue=docs_runtime.job_queue,
+                provider_chain=provider_chain,
+                memory=memory,
+                chat=chat,
             )
             logger.info("app_started")
             yield
@@ -106,7 +132,6 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "X-Trace-ID"],
         )
-    install_http_metrics(app, metrics)
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(
         BodySizeLimitMiddleware,
@@ -114,6 +139,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         upload_max_bytes=settings.max_upload_bytes,
     )
     app.add_middleware(SecurityHeadersMiddleware, proxies=TrustedProxies(tuple(settings.trusted_proxies)))
+    install_http_metrics(app, metrics)
     app.add_middleware(CorrelationMiddleware)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
@@ -122,4 +148,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(rate_limit.router)
     app.include_router(documents.router)
     app.include_router(jobs.router)
+    app.include_router(providers_api.router)
+    app.include_router(chat_api.router)
+    app.include_router(sessions.router)
     return app

@@ -14,7 +14,10 @@ if TYPE_CHECKING:
     from app.auth.jwt import JwtVerifier
     from app.documents.queue import JobQueue
     from app.limits.limiter import RequestLimiter
+    from app.llm.chain import ProviderChain
+    from app.memory.service import ConversationMemory
     from app.observability.telemetry import Telemetry
+    from app.rag.chat import ChatService
     from app.rag.embeddings import Embedder
 
 
@@ -31,6 +34,9 @@ class Resources:
     telemetry: Telemetry
     embedder: Embedder
     job_queue: JobQueue
+    provider_chain: ProviderChain
+    memory: ConversationMemory
+    chat: ChatService
 
 
 def create_redis(url: str) -> Redis:

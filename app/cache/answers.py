@@ -2,13 +2,14 @@
 
 Keys hold everything that can change an answer: tenant, the normalised question, the tenant's
 corpus version, the model parameters and (with memory) a digest of the conversation window.
-Any document change replaces the tenant's corpus version, so the next lookup builds a new key and
-no stale answer is served — by any worker, because every lookup reads the version from Redis.
+The corpus version is ``tenants.corpus_version``, bumped by a database trigger in the same
+transaction as any document change, and read on every lookup: once a change commits, no worker
+builds the old key again, so no stale answer is served (and a Redis flush cannot resurrect one).
 
-The corpus version lives in the main Redis (never evicts); answers live in the cache Redis
-(``CACHE_REDIS_URL``, or the embedded LRU server). The L2 is bounded by ``CACHE_MAX_ENTRIES``
-with least-recently-used eviction of our own keys only, so even when both share one server, rate
-limits, cooldowns and memory are never evicted for answers. If Redis is down the cache is skipped.
+Answers live in the cache Redis (``CACHE_REDIS_URL``, or the embedded LRU server). The L2 is
+bounded by ``CACHE_MAX_ENTRIES`` with least-recently-used eviction of our own keys only, so even
+when both share one server, rate limits, cooldowns and memory are never evicted for answers. If
+Redis is down the cache is skipped.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import secrets
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -25,7 +25,10 @@ from typing import Any
 import structlog
 from cachetools import TTLCache
 from redis.asyncio import Redis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.db.models import Tenant
 from app.resources import redis_key
 from app.settings import Settings
 
@@ -73,9 +76,13 @@ class CacheKey:
 
 class AnswerCache:
     def __init__(
-        self, state_redis: Redis, cache_redis: Redis, settings: Settings, l1_size: int = 1024
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        cache_redis: Redis,
+        settings: Settings,
+        l1_size: int = 1024,
     ) -> None:
-        self._state = state_redis
+        self._sessions = sessions
         self._cache = cache_redis
         self._settings = settings
         self._l1: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=l1_size, ttl=max(settings.cache_ttl_s, 1))
@@ -86,31 +93,22 @@ class AnswerCache:
     def enabled(self) -> bool:
         return self._settings.cache_ttl_s > 0
 
-    def _corpus_key(self, tenant_id: uuid.UUID) -> str:
-        return redis_key(self._settings, "corpus", str(tenant_id))
-
     def _lru_keys(self) -> list[str]:
         return [redis_key(self._settings, "answer-lru"), redis_key(self._settings, "answer-lru-clock")]
 
     async def corpus_version(self, tenant_id: uuid.UUID) -> str:
-        key = self._corpus_key(tenant_id)
-        version = await self._state.get(key)
-        if version is None:
-            # A fresh random token (not a counter): after a Redis flush old entries stay unreachable.
-            await self._state.set(key, secrets.token_hex(8), nx=True)
-            version = await self._state.get(key)
-        return version.decode() if isinstance(version, bytes) else str(version)
+        async with self._sessions() as session:
+            version = (
+                await session.execute(select(Tenant.corpus_version).where(Tenant.id == tenant_id))
+            ).scalar_one_or_none()
+        return str(version or 0)
 
     async def key_for(
         self, tenant_id: uuid.UUID, question: str, parameters: dict[str, Any], context: str = ""
     ) -> CacheKey | None:
         if not self.enabled:
             return None
-        try:
-            version = await self.corpus_version(tenant_id)
-        except Exception:
-            logger.warning("answer_cache_unavailable")
-            return None
+        version = await self.corpus_version(tenant_id)
         material = json.dumps(
             {"q": normalise_question(question), "p": parameters, "c": context}, sort_keys=True, default=str
         )
@@ -143,8 +141,3 @@ class AnswerCache:
             )
         except Exception:
             logger.warning("answer_cache_unavailable")
-
-
-async def bump_corpus_version(redis: Redis, settings: Settings, tenant_id: uuid.UUID) -> None:
-    """Call after any change to a tenant's documents: every cached answer becomes unreachable."""
-    await redis.set(redis_key(settings, "corpus", str(tenant_id)), secrets.token_hex(8))

@@ -46,6 +46,8 @@ class Tenant(Base):
     slug: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     created_at: Mapped[datetime] = _created_at()
+    # Bumped by a trigger on every change to the tenant's documents; the answer cache keys on it.
+    corpus_version: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
 
 
 class ApiKey(Base):

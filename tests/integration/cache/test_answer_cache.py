@@ -4,9 +4,12 @@ import uuid
 
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import func, select
 
-from app.cache.answers import AnswerCache, bump_corpus_version, normalise_question
+from app.cache.answers import AnswerCache, normalise_question
+from app.db.models import Document
 from app.settings import Settings
+from tests.support.callers import MakeCaller
 
 pytestmark = pytest.mark.integration
 
@@ -15,7 +18,7 @@ TENANT = uuid.UUID(int=7)
 
 def make_cache(app: FastAPI, settings: Settings | None = None) -> AnswerCache:
     resources = app.state.resources
-    return AnswerCache(resources.redis, resources.cache_redis, settings or resources.settings)
+    return AnswerCache(resources.session_factory, resources.cache_redis, settings or resources.settings)
 
 
 def test_questions_are_normalised() -> None:
@@ -42,17 +45,32 @@ async def test_parameters_and_context_separate_entries(app: FastAPI) -> None:
     assert base != await cache.key_for(uuid.UUID(int=8), "q", {"top_k": 5})
 
 
-async def test_a_document_change_makes_every_worker_miss(app: FastAPI) -> None:
+async def test_any_document_change_makes_every_worker_miss(app: FastAPI, make_caller: MakeCaller) -> None:
+    tenant = (await make_caller(tenant="acme")).tenant_id
     worker_a, worker_b = make_cache(app), make_cache(app)
-    key = await worker_a.key_for(TENANT, "q", {})
+    sessions = app.state.resources.session_factory
+    seen = set()
+    key = await worker_a.key_for(tenant, "q", {})
     assert key is not None
-    await worker_a.put(key, {"answer": "old"})
-    assert await worker_a.get(key) is not None  # now also in worker A's L1
-    await bump_corpus_version(app.state.resources.redis, app.state.resources.settings, TENANT)
-    for worker in (worker_a, worker_b):
-        fresh = await worker.key_for(TENANT, "q", {})
-        assert fresh is not None and fresh != key
-        assert await worker.get(fresh) is None
+    for change in ("insert", "retitle", "soft-delete"):
+        await worker_a.put(key, {"answer": "old"})
+        assert await worker_a.get(key) is not None  # now also in worker A's L1
+        seen.add(key)
+        async with sessions() as db, db.begin():
+            if change == "insert":
+                document = Document(tenant_id=tenant, title="t")
+                db.add(document)
+            else:
+                document = (await db.execute(select(Document))).scalars().one()
+                if change == "retitle":
+                    document.title = "new title"
+                else:
+                    document.deleted_at = func.now()
+        for worker in (worker_a, worker_b):
+            fresh = await worker.key_for(tenant, "q", {})
+            assert fresh is not None and fresh not in seen, change
+            assert await worker.get(fresh) is None
+        key = fresh
 
 
 async def test_the_redis_layer_is_bounded_and_evicts_least_recently_used(

@@ -1,0 +1,179 @@
+"""POST /api/v1/chat: JSON answer, or Server-Sent Events with ``stream: true`` /
+``Accept: text/event-stream``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Annotated, Any, cast
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.api.deps import ResourcesDep
+from app.limits.dependencies import ChatRateLimit
+from app.rag.chat import ChatAnswer, ChatEvent, ChatInput, ChatService, DeltaEvent, DoneEvent, ErrorEvent
+from app.rag.retrieval import RetrievalFilters, RetrievalMode
+
+router = APIRouter(prefix="/api/v1", tags=["chat"])
+
+MAX_QUESTION_CHARS = 4000
+
+
+class ChatFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=20
+    )
+    document_ids: list[uuid.UUID] = Field(default_factory=list, max_length=50)
+
+
+class ChatBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    session_id: uuid.UUID | None = None
+    model: str | None = Field(default=None, max_length=200)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    top_k: int = Field(default=5, ge=1, le=20)
+    filters: ChatFilters = Field(default_factory=ChatFilters)
+    mode: RetrievalMode | None = None
+    vector_weight: float | None = Field(default=None, ge=0, le=10)
+    text_weight: float | None = Field(default=None, ge=0, le=10)
+    stream: bool = False
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the question is empty")
+        return value.strip()
+
+
+class SourceOut(BaseModel):
+    number: int
+    document_id: str
+    version: int
+    title: str
+    page: int
+    chunk_id: int
+    score: float
+    snippet: str
+    tags: list[str]
+    cited: bool
+
+
+class ChatOut(BaseModel):
+    answer: str
+    sources: list[SourceOut]
+    provider: str
+    model: str
+    cached: bool
+    degraded: bool
+    trace_id: str
+    usage: dict[str, int] | None
+    latency_ms: float
+    session_id: str | None
+
+
+def get_chat_service(resources: ResourcesDep) -> ChatService:
+    return resources.chat
+
+
+ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
+
+
+def _to_input(body: ChatBody, resources: ResourcesDep) -> ChatInput:
+    settings = resources.settings
+    return ChatInput(
+        question=body.question,
+        session_id=body.session_id,
+        model=body.model,
+        temperature=body.temperature,
+        max_tokens=body.max_tokens,
+        top_k=body.top_k,
+        filters=RetrievalFilters(
+            tags=tuple(body.filters.tags), document_ids=tuple(body.filters.document_ids)
+        ),
+        mode=body.mode or RetrievalMode(settings.retrieval_mode),
+        vector_weight=settings.retrieval_vector_weight if body.vector_weight is None else body.vector_weight,
+        text_weight=settings.retrieval_text_weight if body.text_weight is None else body.text_weight,
+    )
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _render(event: ChatEvent) -> bytes:
+    if isinstance(event, DeltaEvent):
+        return _sse("delta", {"text": event.text})
+    if isinstance(event, DoneEvent):
+        return _sse("done", asdict(event))
+    if isinstance(event, ErrorEvent):
+        return _sse("error", asdict(event))
+    return _sse("sources", {"sources": [asdict(s) for s in event.sources]})
+
+
+async def _with_heartbeats(events: AsyncIterator[ChatEvent], every_s: float) -> AsyncIterator[bytes]:
+    """SSE bytes, with a comment line whenever nothing happened for ``every_s`` seconds (keeps
+    proxies from closing an idle connection while the model thinks)."""
+    iterator = aiter(events)
+    pending: asyncio.Task[ChatEvent] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait({pending}, timeout=every_s)
+            if not done:
+                yield b": keep-alive\n\n"
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            finally:
+                pending = None
+            yield _render(event)
+    finally:
+        # Client gone or stream over: stop the producer, which closes the provider's stream.
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        await cast(Any, iterator).aclose()
+
+
+def _wants_stream(body: ChatBody, request: Request) -> bool:
+    return body.stream or "text/event-stream" in request.headers.get("accept", "")
+
+
+@router.post(
+    "/chat",
+    response_model=ChatOut,
+    summary="Ask a question about your documents",
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def chat(
+    body: ChatBody,
+    request: Request,
+    principal: ChatRateLimit,
+    resources: ResourcesDep,
+    service: ChatServiceDep,
+) -> ChatOut | StreamingResponse:
+    chat_input = _to_input(body, resources)
+    if not _wants_stream(body, request):
+        answer: ChatAnswer = await service.answer(principal, chat_input)
+        return ChatOut.model_validate(asdict(answer))
+    service.validate(chat_input)  # bad input is a 4xx before the stream starts
+    events = service.stream(principal, chat_input)
+    return StreamingResponse(
+        _with_heartbeats(events, resources.settings.sse_heartbeat_s),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"},
+    )

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from app.auth.principal import Role
+from app.resources import Resources
+from tests.fakes.fake_llm_server import FakeLLMServer
+from tests.integration.chat.conftest import Library, ask, new_session
+from tests.support.callers import Caller, caller_factory
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_session_remembers_its_turns_and_belongs_to_its_creator(
+    http: httpx.AsyncClient, library: Library, editor: Caller, resources: Resources, fake: FakeLLMServer
+) -> None:
+    await library.add("The fire assembly point is the north car park.", filename="safety.txt")
+    session = new_session()
+    fake.configure("openai", text="The north car park [1].")
+    assert (
+        await ask(http, editor, "Where is the fire assembly point?", session_id=session)
+    ).status_code == 200
+    assert (await ask(http, editor, "And who leads the drill?", session_id=session)).status_code == 200
+    # the second prompt carried the first turn as history
+    second_prompt = fake.stats()["openai"]["last_request"]["messages"][-1]["content"]
+    assert "<history>" in second_prompt and "Where is the fire assembly point?" in second_prompt
+
+    history = await http.get(f"/api/v1/sessions/{session}/messages", headers=editor.headers)
+    assert history.status_code == 200
+    messages = history.json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert messages[1]["content"] == "The north car park [1]."
+    assert messages[1]["sources"][0]["cited"] is True
+
+    stranger = await caller_factory(resources.session_factory)(tenant="acme", role=Role.reader)
+    assert (
+        await http.get(f"/api/v1/sessions/{session}/messages", headers=stranger.headers)
+    ).status_code == 404
+    hijack = await ask(http, stranger, "Where is the fire assembly point?", session_id=session)
+    assert hijack.status_code == 404
+    assert hijack.json()["code"] == "session_not_found"
+
+    assert (await http.delete(f"/api/v1/sessions/{session}", headers=editor.headers)).status_code == 204
+    assert (await http.get(f"/api/v1/sessions/{session}/messages", headers=editor.headers)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"question": ""}, "invalid_question"),
+        ({"question": "   "}, "invalid_question"),
+        ({"question": "x" * 4001}, "invalid_question"),
+        ({"question": "q", "top_k": 0}, "invalid_top_k"),
+        ({"question": "q", "top_k": 21}, "invalid_top_k"),
+        ({"question": "q", "session_id": "not-a-uuid"}, "invalid_session_id"),
+        ({"question": "q", "temperature": 3}, "invalid_temperature"),
+        ({"question": "q", "mode": "telepathy"}, "invalid_mode"),
+        ({"question": "q", "surprise": 1}, "invalid_surprise"),
+        ({"question": "q", "model": "skynet-9000"}, "unknown_model"),
+    ],
+)
+async def test_bad_chat_input_is_a_4xx_problem_with_its_code(
+    http: httpx.AsyncClient, editor: Caller, body: dict[str, object], code: str
+) -> None:
+    response = await http.post("/api/v1/chat", json=body, headers=editor.headers)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["code"] == code
+    assert response.json()["trace_id"]
+
+
+async def test_malformed_json_is_a_4xx_problem(http: httpx.AsyncClient, editor: Caller) -> None:
+    response = await http.post(
+        "/api/v1/chat",
+        content=b'{"question": "unterminated',
+        headers={**editor.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "malformed_json"
+
+
+async def test_chat_needs_credentials(http: httpx.AsyncClient) -> None:
+    response = await http.post("/api/v1/chat", json={"question": "hello?"})
+    assert response.status_code == 401

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.fakes.fake_llm_server import FakeLLMServer
+from tests.integration.chat.conftest import Library, new_session
+from tests.support.callers import Caller
+
+pytestmark = pytest.mark.integration
+
+
+def parse_sse(raw: str) -> list[tuple[str, dict[str, object]]]:
+    events = []
+    for block in raw.strip().split("\n\n"):
+        lines = [line for line in block.splitlines() if not line.startswith(":")]
+        if not lines:
+            continue
+        name = next(line[7:] for line in lines if line.startswith("event: "))
+        data = json.loads(next(line[6:] for line in lines if line.startswith("data: ")))
+        events.append((name, data))
+    return events
+
+
+async def test_stream_sends_sources_then_deltas_then_done(
+    http: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
+) -> None:
+    await library.add("The quarterly review happens in the Blue Room.", filename="review.txt")
+    fake.configure("openai", text="It happens in the Blue Room [1].")
+    session = new_session()
+    response = await http.post(
+        "/api/v1/chat",
+        json={"question": "Where is the quarterly review?", "session_id": session},
+        headers={**editor.headers, "Accept": "text/event-stream"},
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["x-accel-buffering"] == "no"
+    events = parse_sse(response.text)
+    names = [name for name, _ in events]
+    assert names[0] == "sources" and names[-1] == "done"
+    assert set(names[1:-1]) == {"delta"} and len(names) > 3
+    text = "".join(str(data["text"]) for name, data in events if name == "delta")
+    assert text == "It happens in the Blue Room [1]."
+    done = events[-1][1]
+    assert done["provider"] == "openai" and done["cached"] is False and done["cited"] == [1]
+    assert done["trace_id"] == response.headers["X-Trace-ID"]
+    # history holds exactly what was streamed
+    messages = (await http.get(f"/api/v1/sessions/{session}/messages", headers=editor.headers)).json()[
+        "messages"
+    ]
+    assert messages[-1]["content"] == text
+    assert messages[-1]["sources"] == events[0][1]["sources"]
+    # the same question again streams from the cache
+    again = parse_sse(
+        (
+            await http.post(
+                "/api/v1/chat",
+                json={"question": "Where is the quarterly review?", "stream": True},
+                headers=editor.headers,
+            )
+        ).text
+    )
+    assert [name for name, _ in again] == ["sources", "delta", "done"]
+    assert again[-1][1]["cached"] is True
+    assert again[1][1]["text"] == text
+
+
+async def test_a_failure_after_the_first_token_is_an_error_event_and_a_failed_turn(
+    http: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
+) -> None:
+    await library.add("The quarterly review happens in the Blue Room.", filename="review.txt")
+    fake.configure("openai", mode="cut", cut_after_tokens=3, text="one two three four five six seven")
+    session = new_session()
+    response = await http.post(
+        "/api/v1/chat",
+        json={"question": "Where is the quarterly review?", "session_id": session, "stream": True},
+        headers=editor.headers,
+    )
+    events = parse_sse(response.text)
+    names = [name for name, _ in events]
+    assert names[0] == "sources" and "delta" in names
+    assert names[-1] == "error" and "done" not in names
+    assert events[-1][1]["trace_id"] == response.headers["X-Trace-ID"]
+    partial = "".join(str(data["text"]) for name, data in events if name == "delta")
+    messages = (await http.get(f"/api/v1/sessions/{session}/messages", headers=editor.headers)).json()[
+        "messages"
+    ]
+    assert messages[-1]["status"] == "failed"
+    assert messages[-1]["content"] == partial
