@@ -23,6 +23,7 @@ from app.documents.schemas import (
     VersionOut,
 )
 from app.documents.service import DocumentMetadata, DocumentService, UploadedFile
+from app.limits.dependencies import UploadRateLimit
 from app.settings import Settings
 
 router = APIRouter(prefix="/api/v1/docs", tags=["documents"])
@@ -86,7 +87,7 @@ def _respond(outcome_status: str, response: Response, body: UploadAccepted) -> U
 async def upload_document(
     response: Response,
     service: WriterService,
-    principal: EditorPrincipal,
+    principal: UploadRateLimit,
     settings: SettingsDep,
     file: FilePart = None,
     title: Annotated[str | None, Form()] = None,
@@ -113,7 +114,7 @@ async def upload_version(
     document_id: uuid.UUID,
     response: Response,
     service: WriterService,
-    principal: EditorPrincipal,
+    principal: UploadRateLimit,
     settings: SettingsDep,
     file: FilePart = None,
 ) -> UploadAccepted:
