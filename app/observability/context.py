@@ -37,7 +37,7 @@ def bind_ids(request_id: str, trace_id: str) -> None:
     _trace_id.set(trace_id)
 
 
-class JobContext:
+class JobCorrelation:
     """The correlation ids of a background job, bound for as long as the job runs.
 
     ``bind_job_context(job.request_id, job.trace_id)`` binds at once (enough in a task of its
@@ -50,7 +50,7 @@ class JobContext:
         self.trace_id = trace_id if trace_id and _W3C_TRACE_ID.match(trace_id) else new_trace_id()
         self._tokens = (_request_id.set(self.request_id), _trace_id.set(self.trace_id))
 
-    def __enter__(self) -> JobContext:
+    def __enter__(self) -> JobCorrelation:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -62,7 +62,7 @@ class JobContext:
 _W3C_TRACE_ID = re.compile(r"^(?!0{32})[0-9a-f]{32}$")
 
 
-def bind_job_context(request_id: str | None, trace_id: str | None) -> JobContext:
+def bind_job_context(request_id: str | None, trace_id: str | None) -> JobCorrelation:
     """Bind the ids stored with a background job (fresh ones when it has none) to this context,
     so the job's log lines and spans correlate with the request that enqueued it."""
-    return JobContext(request_id, trace_id)
+    return JobCorrelation(request_id, trace_id)

@@ -153,5 +153,10 @@ def configure_logging(settings: Settings) -> None:
         named = logging.getLogger(name)
         named.handlers = []
         named.propagate = True
+        named.setLevel(logging.NOTSET)
+    # logging.config.fileConfig (alembic's env.py) disables every logger it does not name.
+    for existing in list(logging.root.manager.loggerDict.values()):
+        if isinstance(existing, logging.Logger):
+            existing.disabled = False
     # One access line per request comes from our middleware; uvicorn's own would duplicate it.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

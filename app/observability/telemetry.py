@@ -77,7 +77,7 @@ async def open_telemetry(
     redis_pools: dict[str, Redis] | None = None,
 ) -> AsyncIterator[Telemetry]:
     backend = metrics.backend
-    backend.start()
+    await asyncio.to_thread(backend.start)  # may resolve the agent's address
     tracer = create_tracer(settings)
     sampler = asyncio.create_task(
         _sample_periodically(metrics, engine, redis_pools or {}, settings.metrics_sample_interval_s),
