@@ -46,6 +46,7 @@ from app.rag.retrieval import (
     retrieve,
 )
 from app.rag.tokens import TokenCounter
+from app.security.injection import detect_injection
 from app.settings import Settings
 
 logger = structlog.get_logger(__name__)
@@ -178,6 +179,24 @@ def _mark_cited(sources: list[Source], answer: str) -> tuple[list[Source], list[
     return marked, cited
 
 
+def _flag_injection(question: str, chunks: list[RetrievedChunk]) -> None:
+    """Log suspected prompt injection. Nothing is blocked: the question is the user's own, and
+    retrieved text reaches the model only as quoted data under instructions that say so."""
+    question_flags = detect_injection(question)
+    if question_flags:
+        logger.warning("prompt_injection_suspected", source="question", flags=question_flags)
+    for chunk in chunks:
+        flags = detect_injection(chunk.text)
+        if flags:
+            logger.warning(
+                "prompt_injection_suspected",
+                source="retrieved_chunk",
+                chunk_id=chunk.chunk_id,
+                document_id=str(chunk.document_id),
+                flags=flags,
+            )
+
+
 class ChatService:
     def __init__(
         self,
@@ -260,6 +279,7 @@ class ChatService:
                 ef_search=self._settings.hnsw_ef_search,
             ),
         )
+        _flag_injection(chat.question, chunks)
         if not chunks:
             return _Prepared(trace_id, started, cache_key, None, history, None, [])
         budget = self._settings.prompt_budget_tokens - (chat.max_tokens or self._settings.answer_max_tokens)
