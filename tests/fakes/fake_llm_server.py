@@ -506,7 +506,8 @@ class FakeLLMServer:
             create_fake_app(),
             host=self.host,
             port=self._port,
-            log_level="warning",
+            log_level="critical",  # deliberate faults (dropped streams) are not errors here
+            log_config=None,  # leave the host process's logging configuration alone
             lifespan="off",
             timeout_graceful_shutdown=1,
         )

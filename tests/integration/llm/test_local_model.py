@@ -24,7 +24,9 @@ from tests.integration.llm.tiny_gguf import write_tiny_llama
 pytestmark = pytest.mark.integration
 
 REQUEST = ChatRequest(messages=(Message("user", "hello world"),), max_tokens=8, temperature=0.0)
-LONG = ChatRequest(messages=(Message("user", "hello world"),), max_tokens=1800, temperature=0.7)
+# About 8000 tokens: even this tiny model needs well over a second for them, whatever the load.
+LONG = ChatRequest(messages=(Message("user", "hello world"),), max_tokens=8000, temperature=0.7)
+CONTEXT = 8192
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def local(tiny_model: Path) -> AsyncIterator[LocalProvider]:
-    provider = LocalProvider(model_path=tiny_model, n_threads=1)
+    provider = LocalProvider(model_path=tiny_model, n_ctx=CONTEXT, n_threads=1)
     yield provider
     await provider.aclose()
 
@@ -61,12 +63,15 @@ async def test_tiny_model_streams_tokens_without_blocking_the_loop(local: LocalP
     task = asyncio.create_task(ticker())
     try:
         chunks = [chunk async for chunk in local.stream(REQUEST, local.default_model)]
+        texts = [c for c in chunks if isinstance(c, str)]
+        assert texts, chunks
+        assert isinstance(chunks[-1], Usage) and 1 <= chunks[-1].completion_tokens <= 8
+        ticks_before = ticks
+        long = [chunk async for chunk in local.stream(LONG, local.default_model)]
     finally:
         task.cancel()
-    texts = [c for c in chunks if isinstance(c, str)]
-    assert texts, chunks
-    assert isinstance(chunks[-1], Usage) and 1 <= chunks[-1].completion_tokens <= 8
-    assert ticks > 0  # the loop kept running while the model generated in its thread
+    assert len(long) > 1000
+    assert ticks > ticks_before  # the loop kept running while the model generated in its thread
     generation = await local.complete(REQUEST, local.default_model)
     assert generation.model == "tiny-llama.gguf" and generation.usage is not None
 
@@ -135,7 +140,8 @@ async def test_local_model_answers_when_remote_providers_fail_and_is_never_bench
         "local_model_path": tiny_model,
         "local_timeout_s": 0.5,
         "local_first_token_timeout_s": 0.5,
-        "local_threads": 1,  # llama.cpp's spinning threads crawl on an oversubscribed CI box
+        "local_threads": 1,
+        "local_context_tokens": CONTEXT,  # llama.cpp's spinning threads crawl on an oversubscribed CI box
     }
     async with start_router_app(**overrides) as router:
         events = [e async for e in router.chain.stream(REQUEST)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-N_EMBD, N_HEAD, N_FF, N_LAYER, N_CTX = 64, 4, 128, 2, 2048
+N_EMBD, N_HEAD, N_FF, N_LAYER, N_CTX = 64, 4, 128, 2, 8192
 WORDS = ("▁", "▁the", "▁a", "▁is", "▁of", "▁and", "▁to", "▁in", "▁answer", "▁hello", "▁world")
 
 
