@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated, Any, cast
 
+import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.types import Receive, Scope, Send
 
 from app.api.deps import ResourcesDep
 from app.limits.dependencies import ChatRateLimit
@@ -143,10 +145,26 @@ async def _with_heartbeats(events: AsyncIterator[ChatEvent], every_s: float) -> 
             yield _render(event)
     finally:
         # Client gone or stream over: stop the producer, which closes the provider's stream.
-        if pending is not None:
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
-        await cast(Any, iterator).aclose()
+        # Shielded: when the response task is being cancelled, these awaits must still run.
+        with anyio.CancelScope(shield=True):
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
+            await cast(Any, iterator).aclose()
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """Closes the body iterator however the response ends. When the client goes away, sending
+    fails and Starlette abandons the iterator without closing it; closing it here cancels the
+    provider's stream at once and lets the pipeline record the turn as cancelled."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            closer = getattr(self.body_iterator, "aclose", None)
+            if closer is not None:
+                await closer()
 
 
 def _wants_stream(body: ChatBody, request: Request) -> bool:
@@ -172,7 +190,7 @@ async def chat(
         return ChatOut.model_validate(asdict(answer))
     service.validate(chat_input)  # bad input is a 4xx before the stream starts
     events = service.stream(principal, chat_input)
-    return StreamingResponse(
+    return ClosingStreamingResponse(
         _with_heartbeats(events, resources.settings.sse_heartbeat_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"},

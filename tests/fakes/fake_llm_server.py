@@ -81,6 +81,8 @@ class ProviderState:
     stream_requests: int = 0
     embedding_requests: int = 0
     failures_served: int = 0
+    streams_completed: int = 0  # SSE bodies sent to the end
+    streams_abandoned: int = 0  # SSE bodies cut short because the client went away
     last_request: dict[str, Any] | None = None
     last_headers: dict[str, str] = field(default_factory=dict)
 
@@ -130,6 +132,10 @@ async def wait_or_disconnect(request: Request, seconds: float) -> bool:
             return True
         await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
     return False
+
+
+class ClientGone(Exception):
+    """The client disconnected while the fake was streaming to it."""
 
 
 class BrokenStream(Exception):
@@ -274,9 +280,31 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         events: list[dict[str, Any]],
         closing: list[str],
     ) -> AsyncIterator[bytes]:
+        """The SSE body; counts whether it was sent to the end or abandoned by the client (a
+        disconnect shows up either as ``wait_or_disconnect`` or as the response being cancelled)."""
+        state = fake.providers[provider]
+        try:
+            async for chunk in sse_body(request, provider, mode, events, closing):
+                yield chunk
+        except ClientGone:
+            state.streams_abandoned += 1
+            return
+        except (asyncio.CancelledError, GeneratorExit):
+            state.streams_abandoned += 1
+            raise
+        if mode in ("ok", "slow"):
+            state.streams_completed += 1
+
+    async def sse_body(
+        request: Request,
+        provider: str,
+        mode: str,
+        events: list[dict[str, Any]],
+        closing: list[str],
+    ) -> AsyncIterator[bytes]:
         behaviour = fake.providers[provider].behaviour
         if behaviour.first_token_delay_s and await wait_or_disconnect(request, behaviour.first_token_delay_s):
-            return
+            raise ClientGone
         for index, event in enumerate(events):
             if mode == "cut" and index >= behaviour.cut_after_tokens:
                 if behaviour.cut_clean:
@@ -290,7 +318,7 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
                 return
             yield f"data: {json.dumps(event)}\n\n".encode()
             if behaviour.token_delay_s and await wait_or_disconnect(request, behaviour.token_delay_s):
-                return
+                raise ClientGone
         for line in closing:
             yield line.encode()
 
@@ -452,6 +480,8 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
                     "stream_requests": state.stream_requests,
                     "requests": state.chat_requests + state.stream_requests,
                     "embedding_requests": state.embedding_requests,
+                    "streams_completed": state.streams_completed,
+                    "streams_abandoned": state.streams_abandoned,
                     "behaviour": asdict(state.behaviour),
                     "last_request": state.last_request,
                     "authorization": state.last_headers.get("authorization")

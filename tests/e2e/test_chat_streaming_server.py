@@ -1,0 +1,169 @@
+"""The real server process: SSE arrives incrementally with heartbeats, and a client that goes
+away cancels the provider's stream (the fake sees its body abandoned, never completed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.fake_llm_server import FakeLLMServer
+from tests.support.server import ROOT, ServerProcess, start_server
+from tests.support.services import RedisForTests
+
+pytestmark = pytest.mark.e2e
+
+LONG_ANSWER = " ".join(f"word{n}" for n in range(60))
+
+
+@pytest.fixture(scope="module")
+def fake_llm() -> Iterator[FakeLLMServer]:
+    server = FakeLLMServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def chat_server(
+    clean_database: str,
+    redis_server: RedisForTests,
+    redis_prefix: str,
+    tmp_path: Path,
+    fake_llm: FakeLLMServer,
+) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
+    fake_llm.reset()
+    env = {
+        "DATABASE_URL": clean_database,
+        "REDIS_URL": redis_server.url,
+        "REDIS_KEY_PREFIX": redis_prefix,
+        "DATA_DIR": str(tmp_path / "data"),
+        "DEBUG": "true",
+        "LOG_JSON": "true",
+        "RUN_WORKER_IN_PROCESS": "true",
+        "LLM_PROVIDERS": "openai",
+        "OPENAI_API_KEY": "test-key-openai",
+        "OPENAI_BASE_URL": fake_llm.openai_base_url,
+        "OPENAI_FIRST_TOKEN_TIMEOUT_S": "10",
+        "OPENAI_TIMEOUT_S": "30",
+        "SSE_HEARTBEAT_S": "0.3",
+    }
+    created = subprocess.run(
+        [sys.executable, "-m", "app", "keys", "create", "--tenant", "acme", "--role", "editor", "--json"],
+        cwd=ROOT,
+        env={**env, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    key = json.loads(created.stdout.strip().splitlines()[-1])["key"]
+    server = start_server(env, tmp_path / "server.log", workers=1)
+    try:
+        yield server, {"X-API-Key": key}
+    finally:
+        server.stop()
+
+
+def upload_and_wait(server: ServerProcess, headers: dict[str, str], text: str) -> None:
+    accepted = httpx.post(
+        server.base_url + "/api/v1/docs",
+        files={"file": ("notes.md", text.encode(), "text/markdown")},
+        headers=headers,
+        timeout=30,
+    )
+    assert accepted.status_code == 202, accepted.text
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = httpx.get(server.base_url + accepted.json()["status_url"], headers=headers, timeout=10).json()
+        if job["status"] in ("succeeded", "failed"):
+            assert job["status"] == "succeeded", job
+            return
+        time.sleep(0.2)
+    raise AssertionError("ingestion did not finish")
+
+
+def read_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
+    """(event, data) pairs as they arrive; heartbeat comments come through as ("heartbeat", None)."""
+    name = ""
+    for line in response.iter_lines():
+        if line.startswith(":"):
+            yield "heartbeat", None
+        elif line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            yield name, json.loads(line[6:])
+
+
+def test_stream_is_incremental_with_heartbeats_while_the_model_thinks(
+    chat_server: tuple[ServerProcess, dict[str, str]], fake_llm: FakeLLMServer
+) -> None:
+    server, headers = chat_server
+    upload_and_wait(server, headers, "# Kickoff\n\nThe project kickoff is on the fourth floor.")
+    fake_llm.configure("openai", text="On the fourth floor [1].", first_token_delay_s=1.2)
+    with httpx.stream(
+        "POST",
+        server.base_url + "/api/v1/chat",
+        json={"question": "Where is the kickoff?"},
+        headers={**headers, "Accept": "text/event-stream"},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["x-accel-buffering"] == "no"
+        events = list(read_events(response))
+    names = [name for name, _ in events]
+    assert names[0] == "sources"
+    first_delta = names.index("delta")
+    assert "heartbeat" in names[1:first_delta]  # kept alive while waiting for the first token
+    assert names[-1] == "done"
+    text = "".join(data["text"] for name, data in events if name == "delta")
+    assert text == "On the fourth floor [1]."
+
+
+def test_a_client_that_disconnects_cancels_the_provider_stream(
+    chat_server: tuple[ServerProcess, dict[str, str]], fake_llm: FakeLLMServer
+) -> None:
+    server, headers = chat_server
+    upload_and_wait(server, headers, "# Kickoff\n\nThe project kickoff is on the fourth floor.")
+    fake_llm.configure("openai", text=LONG_ANSWER, token_delay_s=0.2)  # ~12 s if read to the end
+    session = str(uuid.uuid4())
+    with httpx.stream(
+        "POST",
+        server.base_url + "/api/v1/chat",
+        json={"question": "Where is the kickoff?", "session_id": session, "stream": True},
+        headers=headers,
+        timeout=30,
+    ) as response:
+        for name, _ in read_events(response):
+            if name == "delta":
+                break  # the user closes the tab after the first words
+    deadline = time.monotonic() + 8
+    stats: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        stats = fake_llm.stats()["openai"]
+        if stats["streams_abandoned"]:
+            break
+        time.sleep(0.1)
+    assert stats["streams_abandoned"] == 1, stats
+    assert stats["streams_completed"] == 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        history = httpx.get(
+            f"{server.base_url}/api/v1/sessions/{session}/messages", headers=headers, timeout=10
+        )
+        if history.status_code == 200:
+            break
+        time.sleep(0.1)
+    assert history.status_code == 200, f"the cancelled turn was not recorded: {history.text}"
+    assistant = history.json()["messages"][-1]
+    assert assistant["role"] == "assistant"
+    assert assistant["status"] == "cancelled"
+    assert LONG_ANSWER.startswith(assistant["content"])
+    assert assistant["content"] != LONG_ANSWER
