@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 memory=memory,
                 cache=AnswerCache(session_factory, cache_redis, settings),
                 counter=WordPieceTokenCounter(),
+                telemetry=telemetry,
             )
             # Each capability adds its process-wide objects here (one field on Resources each),
             # registering its cleanup on the stack so shutdown runs in reverse order.

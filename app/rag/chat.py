@@ -34,6 +34,7 @@ from app.llm.types import (
 )
 from app.memory.service import ConversationMemory
 from app.observability.context import current_trace_id, new_trace_id
+from app.observability.telemetry import Telemetry
 from app.rag.citations import cited_numbers
 from app.rag.embeddings import Embedder
 from app.rag.prompt import Prompt, Turn, build_prompt
@@ -208,6 +209,7 @@ class ChatService:
         memory: ConversationMemory,
         cache: AnswerCache,
         counter: TokenCounter,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._settings = settings
         self._sessions = sessions
@@ -216,6 +218,7 @@ class ChatService:
         self._memory = memory
         self._cache = cache
         self._counter = counter
+        self._telemetry = telemetry or Telemetry.disabled()
         self._query_vectors: LRUCache[str, list[float]] = LRUCache(maxsize=2048)
 
     # --- preparation shared by both paths --------------------------------------------------------
@@ -228,7 +231,11 @@ class ChatService:
         key = f"{self._embedder.model_name}\0{normalise_question(question)}"
         vector = self._query_vectors.get(key)
         if vector is None:
-            vector = await self._embedder.embed_query(question)
+            started = time.perf_counter()
+            async with self._telemetry.tracer.span("embedding", kind="embedding", input=question):
+                vector = await self._embedder.embed_query(question)
+            elapsed = time.perf_counter() - started
+            self._telemetry.metrics.embedding(elapsed, self._settings.embedding_provider)
             self._query_vectors[key] = vector
         return vector
 
@@ -247,9 +254,12 @@ class ChatService:
     async def _prepare(self, principal: Principal, chat: ChatInput) -> _Prepared:
         trace_id = current_trace_id() or new_trace_id()
         started = time.perf_counter()
+        tracer, metrics = self._telemetry.tracer, self._telemetry.metrics
         history: list[Turn] = []
         if chat.session_id is not None:
-            history = await self._memory.window(principal, chat.session_id)
+            async with tracer.span("memory") as span:
+                history = await self._memory.window(principal, chat.session_id)
+                span.update(output={"turns": len(history)})
         context = ""
         if history:
             context = hashlib.sha256(json.dumps([asdict(t) for t in history]).encode()).hexdigest()
@@ -257,7 +267,10 @@ class ChatService:
             principal.tenant_id, chat.question, self._cache_parameters(chat), context
         )
         if cache_key is not None:
-            hit = await self._cache.get(cache_key)
+            async with tracer.span("cache_lookup") as span:
+                hit = await self._cache.get(cache_key)
+                span.update(output={"hit": hit is not None, "layer": hit[1] if hit else None})
+            metrics.cache_lookup(hit=hit is not None, layer=hit[1] if hit else "answer")
             if hit is not None:
                 payload, _layer = hit
                 sources = [Source(**s) for s in payload["sources"]]
@@ -265,7 +278,25 @@ class ChatService:
         vector = None
         if chat.mode is not RetrievalMode.text:
             vector = await self._embed_query(chat.question)
-        chunks = await retrieve(
+        retrieval_span = tracer.span(
+            "retrieval", kind="retriever", input={"query": chat.question, "mode": chat.mode.value}
+        )
+        async with retrieval_span as span:
+            with metrics.vector_search_timer(chat.mode.value):
+                chunks = await self._retrieve(principal, chat, vector)
+            span.update(output={"chunks": [c.chunk_id for c in chunks]})
+        _flag_injection(chat.question, chunks)
+        if not chunks:
+            return _Prepared(trace_id, started, cache_key, None, history, None, [])
+        budget = self._settings.prompt_budget_tokens - (chat.max_tokens or self._settings.answer_max_tokens)
+        prompt = build_prompt(chat.question, history, chunks, budget_tokens=budget, counter=self._counter)
+        sources = [_source(n, chunk) for n, chunk in enumerate(prompt.passages, start=1)]
+        return _Prepared(trace_id, started, cache_key, None, history, prompt, sources)
+
+    async def _retrieve(
+        self, principal: Principal, chat: ChatInput, vector: list[float] | None
+    ) -> list[RetrievedChunk]:
+        return await retrieve(
             self._sessions,
             RetrievalQuery(
                 tenant_id=principal.tenant_id,
@@ -279,13 +310,6 @@ class ChatService:
                 ef_search=self._settings.hnsw_ef_search,
             ),
         )
-        _flag_injection(chat.question, chunks)
-        if not chunks:
-            return _Prepared(trace_id, started, cache_key, None, history, None, [])
-        budget = self._settings.prompt_budget_tokens - (chat.max_tokens or self._settings.answer_max_tokens)
-        prompt = build_prompt(chat.question, history, chunks, budget_tokens=budget, counter=self._counter)
-        sources = [_source(n, chunk) for n, chunk in enumerate(prompt.passages, start=1)]
-        return _Prepared(trace_id, started, cache_key, None, history, prompt, sources)
 
     def _router_request(self, chat: ChatInput, prompt: Prompt) -> ChatRequest:
         return ChatRequest(
@@ -340,8 +364,23 @@ class ChatService:
 
     # --- one-shot answers ------------------------------------------------------------------------
 
+    def _trace(self, principal: Principal, chat: ChatInput, *, stream: bool) -> Any:
+        return self._telemetry.tracer.trace(
+            "chat",
+            input={"question": chat.question},
+            metadata={"stream": stream, "top_k": chat.top_k, "mode": chat.mode.value, "model": chat.model},
+            user_id=principal.id,
+            session_id=str(chat.session_id) if chat.session_id else None,
+        )
+
     async def answer(self, principal: Principal, chat: ChatInput) -> ChatAnswer:
         self.validate(chat)
+        async with self._trace(principal, chat, stream=False) as trace:
+            result = await self._answer(principal, chat)
+            trace.update(output=result.answer)
+        return result
+
+    async def _answer(self, principal: Principal, chat: ChatInput) -> ChatAnswer:
         prepared = await self._prepare(principal, chat)
         session = str(chat.session_id) if chat.session_id else None
         if prepared.cached is not None:
@@ -372,7 +411,12 @@ class ChatService:
                 session_id=session,
             )
         else:
-            completion = await self._chain.complete(self._router_request(chat, prepared.prompt))
+            request = self._router_request(chat, prepared.prompt)
+            async with self._telemetry.tracer.generation(
+                "generation", model=chat.model, input=[m.__dict__ for m in request.messages]
+            ) as generation:
+                completion = await self._chain.complete(request)
+                generation.update(output=completion.text, usage=_usage_dict(completion.usage))
             sources, _ = _mark_cited(prepared.sources, completion.text)
             result = ChatAnswer(
                 answer=completion.text,
@@ -417,7 +461,10 @@ class ChatService:
 
         Call ``validate`` before starting the HTTP response so bad input is still a 4xx.
         """
-        prepared = await self._prepare(principal, chat)
+        # Spans cannot stay open across yields (each chunk is produced in its own task), so the
+        # trace covers the preparation and the generation is recorded once the stream ends.
+        async with self._trace(principal, chat, stream=True):
+            prepared = await self._prepare(principal, chat)
         session = str(chat.session_id) if chat.session_id else None
         if prepared.cached is not None or prepared.prompt is None:
             async for fixed in self._stream_fixed(principal, chat, prepared, session):
@@ -467,6 +514,12 @@ class ChatService:
         finally:
             # Runs on success, failure and client disconnect (cancellation): shield the write so
             # history holds exactly what the client was sent, and how it ended.
+            self._telemetry.tracer.record_generation(
+                "generation",
+                model=model,
+                output="".join(streamed),
+                metadata={"provider": provider, "status": status, "stream": True},
+            )
             with anyio.CancelScope(shield=True):
                 await self._remember(
                     principal,

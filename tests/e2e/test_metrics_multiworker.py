@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -9,7 +13,7 @@ import psutil
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from tests.support.server import ServerProcess
+from tests.support.server import ROOT, ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -66,3 +70,51 @@ def test_metrics_aggregates_requests_served_by_both_workers(served: ServerProces
     assert "# TYPE vector_search_duration_seconds histogram" in text
     assert 'vector_search_duration_seconds_count{mode="hybrid"} 0.0' in text
     assert "# TYPE vector_search_requests_total counter" in text
+
+
+CHATS = 20
+
+
+def search_count(text: str, mode: str) -> float:
+    pattern = re.compile(rf'^vector_search_duration_seconds_count\{{mode="{mode}"\}} (\S+)$')
+    return sum(float(m.group(1)) for line in text.splitlines() if (m := pattern.match(line)))
+
+
+def test_vector_search_latency_is_counted_across_both_workers(
+    served: ServerProcess, clean_database: str
+) -> None:
+    created = subprocess.run(
+        [sys.executable, "-m", "app", "keys", "create", "--tenant", "acme", "--role", "reader", "--json"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": clean_database, "REDIS_URL": "redis://unused:1/0"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    headers = {"X-API-Key": json.loads(created.stdout.strip().splitlines()[-1])["key"]}
+    before = search_count(httpx.get(served.base_url + "/metrics", timeout=10).text, "text")
+
+    def chat(n: int) -> int:
+        body = {"question": f"What is in document number {n}?", "mode": "text"}
+        return httpx.post(
+            served.base_url + "/api/v1/chat", json=body, headers=headers, timeout=30
+        ).status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        assert set(pool.map(chat, range(CHATS))) == {200}
+
+    pids = worker_pids(served)
+    directory = Path(psutil.Process(next(iter(pids))).environ()["PROMETHEUS_MULTIPROC_DIR"])
+    per_worker = {}
+    for pid in pids:
+        for metric in MultiProcessCollector.merge([str(directory / f"histogram_{pid}.db")], accumulate=True):
+            for sample in metric.samples:
+                if (
+                    sample.name == "vector_search_duration_seconds_count"
+                    and sample.labels.get("mode") == "text"
+                ):
+                    per_worker[pid] = float(sample.value)
+    assert len(per_worker) == 2 and all(count > 0 for count in per_worker.values()), per_worker
+    text = httpx.get(served.base_url + "/metrics", timeout=10).text
+    assert search_count(text, "text") == before + CHATS
