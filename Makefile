@@ -123,3 +123,9 @@ fake-llm: $(STAMP) ## fake OpenAI/Groq/Gemini server (real wire protocols) on :8
 
 benchmark-router: $(STAMP) ## LLM router overhead (ours vs LiteLLM Router) vs a direct SDK call: N=300
 	$(PY) -m scripts.benchmark_router --requests $(or $(N),300)
+
+.PHONY: benchmark benchmark-chat
+benchmark-chat: $(STAMP) ## /api/v1/chat p50/p99, uncached vs cached, against the fake provider
+	$(PY) -m scripts.benchmark_chat
+
+benchmark: benchmark-vectors benchmark-router benchmark-chat ## every benchmark, each printing a table
