@@ -23,6 +23,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -313,7 +314,9 @@ class Tracer:
                 logger.warning("tracing_shutdown_failed", error_type=type(exc).__name__)
             finally:
                 _forget_langfuse_client(self._public_key)
-                loop.call_soon_threadsafe(done.set)
+                # After the bound expired the loop may be gone; then nobody is waiting.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(done.set)
 
         # A daemon thread, not the default executor: asyncio waits for executor threads when the
         # loop closes, which would turn the bound into a hang.

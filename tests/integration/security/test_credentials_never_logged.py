@@ -62,4 +62,4 @@ async def test_a_run_with_real_keys_and_tokens_logs_none_of_them(
     assert '"event": "request"' in everything and "debugging" in everything  # logs were captured
     for secret in secrets:
         assert secret not in everything
-    assert created["key"].split("_")[2] not in everything  # not even the secret part
+    assert created["key"].split("_", 2)[2] not in everything  # not even the secret part

@@ -21,6 +21,9 @@ def chunk(n: int, text: str, score: float) -> RetrievedChunk:
     return RetrievedChunk(n, DOC, 1, f"Doc {n}", n, text, (), score)
 
 
+# Background threads of other tests in this worker (e.g. an OTLP exporter's jittered retries)
+# may touch the global `random` while hypothesis draws; that is not this strategy's doing.
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 @settings(max_examples=200, deadline=None)
 @given(
     question=st.lists(st.sampled_from(["what", "is", "x"]), min_size=1, max_size=20).map(" ".join),
