@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.api_keys import IssuedKey, get_or_create_tenant, issue_key
 from app.auth.principal import Role
-from app.db.models import Tenant
+from app.db.models import ApiKey, Tenant
 
 DEV_TENANT = "dev"
 DEV_KEY_FILE = "dev-api-key"
@@ -32,9 +32,15 @@ def write_secret_file(path: Path, secret: str) -> None:
 
 
 async def bootstrap_dev_admin(session: AsyncSession, data_dir: Path) -> IssuedKey | None:
-    """The new admin key when the ``dev`` tenant did not exist yet, else None (never re-issued:
-    a key is shown once). The caller commits."""
-    existing = await session.execute(select(Tenant.id).where(Tenant.slug == DEV_TENANT))
+    """The new admin key when the ``dev`` tenant has no key yet, else None (never re-issued: a
+    key is shown once). The tenant itself may already exist: ``seed`` creates it to hold the
+    demo documents before the first ``serve``. The caller commits."""
+    existing = await session.execute(
+        select(ApiKey.id)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+        .where(Tenant.slug == DEV_TENANT)
+        .limit(1)
+    )
     if existing.scalar_one_or_none() is not None:
         return None
     try:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.auth.api_keys import get_or_create_tenant
 from app.auth.bootstrap import DEV_TENANT, bootstrap_dev_admin, dev_key_path
 from tests.support.services import ROOT
 
@@ -90,3 +91,16 @@ async def test_dev_bootstrap_issues_an_admin_key_once_into_a_private_file(
     async with factory() as session, session.begin():
         assert await bootstrap_dev_admin(session, tmp_path) is None
     assert path.read_text().strip() == issued.key
+
+
+async def test_dev_bootstrap_still_issues_a_key_when_seeding_created_the_tenant_first(
+    app: FastAPI, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """`make run` seeds the demo documents (creating the dev tenant) before `serve` bootstraps."""
+    factory = app.state.resources.session_factory
+    async with factory() as session, session.begin():
+        await get_or_create_tenant(session, DEV_TENANT, "Development")
+    async with factory() as session, session.begin():
+        issued = await bootstrap_dev_admin(session, tmp_path)
+    assert issued is not None
+    assert (await client.get("/api/v1/me", headers={"X-API-Key": issued.key})).status_code == 200
