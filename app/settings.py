@@ -118,6 +118,8 @@ class Settings(BaseSettings):
     retrieval_vector_weight: float = Field(default=1.0, ge=0)
     retrieval_text_weight: float = Field(default=1.0, ge=0)
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    retrieval_min_similarity: float = Field(default=0.2, ge=-1, le=1)
+    embedding_warm_up: bool = True
     prompt_budget_tokens: int = Field(default=3500, ge=512)
     answer_max_tokens: int = Field(default=512, ge=16)
     sse_heartbeat_s: float = Field(default=10.0, gt=0)

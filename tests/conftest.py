@@ -101,6 +101,8 @@ def settings(clean_database: str, redis_server: RedisForTests, redis_prefix: str
         database_url=clean_database,
         redis_url=redis_server.url,
         redis_key_prefix=redis_prefix,
+        # Apps built per test share the session's model (the `embedder` fixture) or never embed.
+        embedding_warm_up=False,
         data_dir=tmp_path / "data",
         log_json=True,
         _env_file=None,  # type: ignore[call-arg]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.documents import repository as repo
 from app.documents.ingestion import IngestionContext
 from app.documents.queue import JobQueue, create_job_queue, in_process_worker
-from app.rag.embeddings import Embedder, create_embedder
+from app.rag.embeddings import Embedder, LocalEmbedder, create_embedder
 from app.settings import Settings
 
 
@@ -57,6 +58,9 @@ async def start_documents_runtime(
     if embedder is None:
         embedder = create_embedder(settings)
         stack.push_async_callback(embedder.aclose)
+        if settings.embedding_warm_up and isinstance(embedder, LocalEmbedder):
+            # Off the loop; the first question should not pay for loading the weights.
+            await asyncio.to_thread(embedder.load)
     await check_embedding_compatibility(session_factory, embedder.model_name, embedder.dimension)
     queue = create_job_queue(settings)
     await queue.open()

@@ -308,6 +308,7 @@ class ChatService:
                 vector_weight=chat.vector_weight,
                 text_weight=chat.text_weight,
                 ef_search=self._settings.hnsw_ef_search,
+                min_similarity=self._settings.retrieval_min_similarity,
             ),
         )
 

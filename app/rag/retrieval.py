@@ -47,6 +47,7 @@ class RetrievalQuery:
     vector_weight: float = 1.0
     text_weight: float = 1.0
     ef_search: int = 100
+    min_similarity: float = 0.0  # vector hits below this cosine similarity are not evidence
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,8 @@ async def vector_search(sessions: SessionFactory, query: RetrievalQuery, limit: 
         if filtered and len(rows) < limit:
             await session.execute(text("SET LOCAL enable_indexscan = off"))
             rows = (await session.execute(_VECTOR_SQL, params)).all()
-    return [_row_to_chunk(row, 1.0 - float(row.distance)) for row in rows]
+    hits = [_row_to_chunk(row, 1.0 - float(row.distance)) for row in rows]
+    return [hit for hit in hits if hit.score >= query.min_similarity]
 
 
 async def text_search(sessions: SessionFactory, query: RetrievalQuery, limit: int) -> list[RetrievedChunk]:

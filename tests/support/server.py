@@ -50,7 +50,8 @@ def start_server(
     timeout: float = 90,
 ) -> ServerProcess:
     port = free_port()
-    full_env = {**os.environ, **env, "PORT": str(port), "HOST": "127.0.0.1"}
+    # Most server tests never embed: skip loading the model at start unless a test asks for it.
+    full_env = {**os.environ, "EMBEDDING_WARM_UP": "false", **env, "PORT": str(port), "HOST": "127.0.0.1"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--workers", str(workers)],

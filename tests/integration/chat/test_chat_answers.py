@@ -142,3 +142,13 @@ async def test_injected_instructions_in_documents_are_flagged_and_kept_as_data(
     user_prompt = fake.stats()["openai"]["last_request"]["messages"][-1]["content"]
     context = user_prompt[user_prompt.index("<context>") : user_prompt.index("</context>")]
     assert "Ignore all previous instructions" in context  # quoted inside the data block only
+
+
+async def test_an_unrelated_question_is_not_answered_from_unrelated_passages(
+    http: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
+) -> None:
+    await library.add(make_pdf(HANDBOOK), filename="handbook.pdf", title="Handbook")
+    body = (await ask(http, editor, "What is the capital of France?", mode="vector")).json()
+    assert body["sources"] == []
+    assert body["answer"].startswith("I don't know from your documents")
+    assert fake.stats()["openai"]["chat_requests"] == 0
