@@ -10,7 +10,7 @@ BASE_URL ?= http://$(or $(HOST),127.0.0.1):$(or $(PORT),8000)
 PYTEST_WORKERS ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help run serve test test-unit test-integration test-e2e test-cov lint format quality-check \
+.PHONY: help run serve test test-fast test-unit test-integration test-e2e test-cov lint format quality-check \
 	migrate db-shell db-status health-check clean deps-install deps-compile deps-update
 
 help: ## list the targets
@@ -56,7 +56,12 @@ health-check: ## query /healthz and /readyz of a running service
 metrics: ## the Prometheus metrics of a running service (all workers)
 	@curl -fsS $(BASE_URL)/metrics
 
-test: $(STAMP) ## all suites (unit, integration, e2e) on real PostgreSQL and Redis
+COV_GATE := --cov=app --cov-report=term:skip-covered --cov-fail-under=80
+
+test: $(STAMP) ## all suites (unit, integration, e2e) on real PostgreSQL and Redis, 80 % coverage gate on app/
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(COV_GATE)
+
+test-fast: $(STAMP) ## all suites without coverage measurement
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test-unit: $(STAMP)
@@ -68,9 +73,8 @@ test-integration: $(STAMP)
 test-e2e: $(STAMP)
 	$(VENV)/bin/pytest -m e2e -n $(PYTEST_WORKERS) --dist loadfile
 
-test-cov: $(STAMP) ## all suites with the coverage gate (80 % of app/)
-	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile \
-		--cov=app --cov-report=term --cov-fail-under=80
+test-cov: $(STAMP) ## all suites with the coverage gate and an HTML report in htmlcov/
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(COV_GATE) --cov-report=html
 
 lint: $(STAMP) ## ruff check + format check
 	$(VENV)/bin/ruff check app tests scripts demo alembic
