@@ -18,7 +18,16 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.deps import ResourcesDep
 from app.limits.dependencies import ChatRateLimit
-from app.rag.chat import ChatAnswer, ChatEvent, ChatInput, ChatService, DeltaEvent, DoneEvent, ErrorEvent
+from app.rag.chat import (
+    ChatAnswer,
+    ChatEvent,
+    ChatInput,
+    ChatService,
+    DeltaEvent,
+    DoneEvent,
+    ErrorEvent,
+    Source,
+)
 from app.rag.retrieval import RetrievalFilters, RetrievalMode
 
 router = APIRouter(prefix="/api/v1", tags=["chat"])
@@ -58,22 +67,9 @@ class ChatBody(BaseModel):
         return value.strip()
 
 
-class SourceOut(BaseModel):
-    number: int
-    document_id: str
-    version: int
-    title: str
-    page: int
-    chunk_id: int
-    score: float
-    snippet: str
-    tags: list[str]
-    cited: bool
-
-
 class ChatOut(BaseModel):
     answer: str
-    sources: list[SourceOut]
+    sources: list[Source]
     provider: str
     model: str
     cached: bool

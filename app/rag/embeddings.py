@@ -78,18 +78,13 @@ def resolve_local_model(name: str) -> str:
     return name
 
 
-class LocalEmbedder:
-    """sentence-transformers on CPU. The model loads on first use (in a worker thread) so that
-    processes which never embed pay nothing; one lock serialises inference because torch already
-    uses every core for one batch."""
+class _EmbedderBase:
+    """What every embedder shares: its model's name and dimension, and a query as a one-text batch."""
 
-    def __init__(self, model_name: str, dimension: int, *, batch_size: int = 32) -> None:
+    def __init__(self, model_name: str, dimension: int, batch_size: int) -> None:
         self._name = model_name
         self._dimension = dimension
         self._batch_size = batch_size
-        self._model: Any = None
-        self._load_lock = threading.Lock()
-        self._infer_lock = asyncio.Lock()
 
     @property
     def model_name(self) -> str:
@@ -98,6 +93,24 @@ class LocalEmbedder:
     @property
     def dimension(self) -> int:
         return self._dimension
+
+    async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        raise NotImplementedError
+
+    async def embed_query(self, text: str) -> list[float]:
+        return (await self.embed_documents([text]))[0]
+
+
+class LocalEmbedder(_EmbedderBase):
+    """sentence-transformers on CPU. The model loads on first use (in a worker thread) so that
+    processes which never embed pay nothing; one lock serialises inference because torch already
+    uses every core for one batch."""
+
+    def __init__(self, model_name: str, dimension: int, *, batch_size: int = 32) -> None:
+        super().__init__(model_name, dimension, batch_size)
+        self._model: Any = None
+        self._load_lock = threading.Lock()
+        self._infer_lock = asyncio.Lock()
 
     def _loaded(self) -> Any:
         with self._load_lock:
@@ -137,14 +150,11 @@ class LocalEmbedder:
         async with self._infer_lock:
             return await asyncio.to_thread(self._encode, texts)
 
-    async def embed_query(self, text: str) -> list[float]:
-        return (await self.embed_documents([text]))[0]
-
     async def aclose(self) -> None:
         self._model = None
 
 
-class OpenAIEmbedder:
+class OpenAIEmbedder(_EmbedderBase):
     """OpenAI's ``/v1/embeddings`` through the official SDK (``OPENAI_BASE_URL`` includes /v1)."""
 
     def __init__(
@@ -159,18 +169,8 @@ class OpenAIEmbedder:
     ) -> None:
         from openai import AsyncOpenAI
 
-        self._name = model_name
-        self._dimension = dimension
-        self._batch_size = batch_size
+        super().__init__(model_name, dimension, batch_size)
         self._client = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=2)
-
-    @property
-    def model_name(self) -> str:
-        return self._name
-
-    @property
-    def dimension(self) -> int:
-        return self._dimension
 
     async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         import openai
@@ -189,14 +189,11 @@ class OpenAIEmbedder:
             vectors.extend([list(item.embedding) for item in ordered])
         return _check_dimension(vectors, self._dimension, self._name)
 
-    async def embed_query(self, text: str) -> list[float]:
-        return (await self.embed_documents([text]))[0]
-
     async def aclose(self) -> None:
         await self._client.close()
 
 
-class GeminiEmbedder:
+class GeminiEmbedder(_EmbedderBase):
     """Gemini's ``batchEmbedContents`` through ``google-genai`` (``GEMINI_BASE_URL`` is the API root)."""
 
     def __init__(
@@ -213,9 +210,7 @@ class GeminiEmbedder:
         from google import genai
         from google.genai import types
 
-        self._name = model_name
-        self._dimension = dimension
-        self._batch_size = batch_size
+        super().__init__(model_name, dimension, batch_size)
         # Our own httpx client: the SDK would otherwise pick aiohttp when it is installed.
         self._http = httpx.AsyncClient(timeout=timeout_s)
         options = types.HttpOptions(
@@ -226,14 +221,6 @@ class GeminiEmbedder:
             httpx_async_client=self._http,
         )
         self._client = genai.Client(api_key=api_key, http_options=options)
-
-    @property
-    def model_name(self) -> str:
-        return self._name
-
-    @property
-    def dimension(self) -> int:
-        return self._dimension
 
     async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         from google.genai import errors, types
@@ -252,9 +239,6 @@ class GeminiEmbedder:
                 raise EmbeddingError(f"Gemini returned {len(embeddings)} embeddings for {len(batch)} texts")
             vectors.extend([list(item.values or []) for item in embeddings])
         return _check_dimension(vectors, self._dimension, self._name)
-
-    async def embed_query(self, text: str) -> list[float]:
-        return (await self.embed_documents([text]))[0]
 
     async def aclose(self) -> None:
         await self._client.aio.aclose()
