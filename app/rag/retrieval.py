@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 SessionFactory = async_sessionmaker[AsyncSession]
@@ -81,13 +81,23 @@ _VECTOR_SQL = text(
     + " ORDER BY c.embedding <=> CAST(:vector AS vector) LIMIT :limit) ranked"
 )
 
-_TEXT_SQL = text(
-    _SELECT.replace(
-        "d.tags\n", "d.tags, ts_rank_cd(c.search_tsv, websearch_to_tsquery('english', :query)) AS rank\n"
+# Passages with all of the question's words first (websearch syntax: quotes, "or", "-word"); if
+# none has them all, passages with any of them (stemmed, stop words dropped), so a natural
+# question still finds keyword evidence. ts_rank_cd prefers more matches, closer together.
+_ALL_TERMS = "websearch_to_tsquery('english', :query)"
+_ANY_TERM = "replace(plainto_tsquery('english', :query)::text, '&', '|')::tsquery"
+
+
+def _text_sql(tsquery: str) -> TextClause:
+    return text(
+        _SELECT.replace("d.tags\n", f"d.tags, ts_rank_cd(c.search_tsv, {tsquery}) AS rank\n")
+        + f" AND c.search_tsv @@ {tsquery}"
+        + " ORDER BY rank DESC, c.id LIMIT :limit"
     )
-    + " AND c.search_tsv @@ websearch_to_tsquery('english', :query)"
-    + " ORDER BY rank DESC, c.id LIMIT :limit"
-)
+
+
+_TEXT_SQL_ALL = _text_sql(_ALL_TERMS)
+_TEXT_SQL_ANY = _text_sql(_ANY_TERM)
 
 
 def _vector_literal(vector: Sequence[float]) -> str:
@@ -138,7 +148,9 @@ async def text_search(sessions: SessionFactory, query: RetrievalQuery, limit: in
         return []
     params = {**_params(query, limit), "query": query.text}
     async with sessions() as session:
-        rows = (await session.execute(_TEXT_SQL, params)).all()
+        rows = (await session.execute(_TEXT_SQL_ALL, params)).all()
+        if not rows:
+            rows = (await session.execute(_TEXT_SQL_ANY, params)).all()
     return [_row_to_chunk(row, float(row.rank)) for row in rows]
 
 
