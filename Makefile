@@ -133,3 +133,14 @@ benchmark-chat: $(STAMP) ## /api/v1/chat p50/p99, uncached vs cached, against th
 	$(PY) -m scripts.benchmark_chat
 
 benchmark: benchmark-vectors benchmark-router benchmark-chat ## every benchmark, each printing a table
+
+.PHONY: up down logs
+COMPOSE ?= docker compose
+up: ## docker compose: PostgreSQL+pgvector, Redis, migrations, API and worker (needs a Docker engine)
+	$(COMPOSE) up --build -d
+
+down: ## docker compose: stop and remove the containers (volumes kept)
+	$(COMPOSE) down
+
+logs: ## docker compose: follow the logs
+	$(COMPOSE) logs -f --tail=200
