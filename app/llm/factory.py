@@ -59,30 +59,22 @@ def _secret(settings: Settings, name: str) -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
+_SDK_PROVIDERS: dict[str, type[GeminiProvider] | type[GroqProvider] | type[OpenAIProvider]] = {
+    "gemini": GeminiProvider,
+    "groq": GroqProvider,
+    "openai": OpenAIProvider,
+}
+
+
 def provider_for(settings: Settings, name: str) -> Provider:
-    if name == "gemini":
-        return GeminiProvider(
-            api_key=_secret(settings, "gemini"),
-            model=settings.gemini_model,
-            base_url=settings.gemini_base_url,
-            connect_timeout_s=settings.gemini_connect_timeout_s,
-            total_timeout_s=settings.gemini_timeout_s,
-        )
-    if name == "groq":
-        return GroqProvider(
-            api_key=_secret(settings, "groq"),
-            model=settings.groq_model,
-            base_url=settings.groq_base_url,
-            connect_timeout_s=settings.groq_connect_timeout_s,
-            total_timeout_s=settings.groq_timeout_s,
-        )
-    if name == "openai":
-        return OpenAIProvider(
-            api_key=_secret(settings, "openai"),
-            model=settings.openai_model,
-            base_url=settings.openai_base_url,
-            connect_timeout_s=settings.openai_connect_timeout_s,
-            total_timeout_s=settings.openai_timeout_s,
+    if name in _SDK_PROVIDERS:
+        # GEMINI_* / GROQ_* / OPENAI_*: the same five settings configure each SDK adapter.
+        return _SDK_PROVIDERS[name](
+            api_key=_secret(settings, name),
+            model=getattr(settings, f"{name}_model"),
+            base_url=getattr(settings, f"{name}_base_url"),
+            connect_timeout_s=getattr(settings, f"{name}_connect_timeout_s"),
+            total_timeout_s=getattr(settings, f"{name}_timeout_s"),
         )
     if name == "local":
         return LocalProvider(
