@@ -3,10 +3,13 @@
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /build
-COPY requirements.txt .
+COPY requirements-pip.txt requirements.txt ./
+# The same exact install as `make`: hashed pip first, then the lock with --no-deps, then pip check.
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --require-hashes -r requirements.txt \
-    --extra-index-url https://download.pytorch.org/whl/cpu
+ && /opt/venv/bin/pip install --no-deps --require-hashes -r requirements-pip.txt \
+ && /opt/venv/bin/pip install --no-deps --require-hashes -r requirements.txt \
+    --extra-index-url https://download.pytorch.org/whl/cpu \
+ && /opt/venv/bin/pip check
 
 FROM python:3.11-slim-bookworm AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

@@ -10,28 +10,39 @@ BASE_URL ?= http://$(or $(HOST),127.0.0.1):$(or $(PORT),8000)
 PYTEST_WORKERS ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help run serve test test-fast test-unit test-integration test-e2e test-cov lint format quality-check \
-	migrate db-shell db-status health-check clean deps-install deps-compile deps-update
+.PHONY: help run serve test test-fast test-unit test-integration test-e2e test-pgvector test-metrics test-cov \
+	lint format quality-check migrate db-shell db-status shell health-check clean deps-install deps-compile deps-update
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt
+LOCKS := requirements-pip.txt requirements.txt requirements-dev.txt
+# Exact install: a hashed pip is bootstrapped first, then every lock is installed with --no-deps, so
+# nothing is resolved at install time and an upstream release cannot change what lands in .venv.
+# `pip check` fails the install if the locks are not a complete, consistent set.
+$(STAMP): $(LOCKS)
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install --quiet --require-hashes -r requirements.txt
-	$(PIP) install --quiet --require-hashes -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-pip.txt
+	$(PIP) install --quiet --no-deps --require-hashes --only-binary :all: -r requirements.txt
+	$(PIP) install --quiet --no-deps --require-hashes --only-binary :all: -r requirements-dev.txt
+	$(PIP) check
 	@touch $(STAMP)
 
 deps-install: $(STAMP) ## create .venv and install the locked dependencies
 
-deps-compile: ## re-lock requirements*.txt from requirements*.in (same versions where possible)
-	@test -x $(VENV)/bin/pip-compile || $(MAKE) deps-install
-	$(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe -o requirements.txt requirements.in
-	$(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe -o requirements-dev.txt requirements-dev.in
+# pip-compile resolves extras (google-auth[requests] → requests, …) into plain pinned lines, so each
+# lock lists every package its extras need; --strip-extras only drops the "[extra]" spelling.
+PIP_COMPILE = $(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe
 
-deps-update: ## re-lock with the newest versions the .in pins allow
-	$(VENV)/bin/pip-compile --quiet --upgrade --generate-hashes --strip-extras --allow-unsafe -o requirements.txt requirements.in
-	$(VENV)/bin/pip-compile --quiet --upgrade --generate-hashes --strip-extras --allow-unsafe -o requirements-dev.txt requirements-dev.in
+deps-compile: $(STAMP) ## re-lock requirements*.txt from requirements*.in (same versions where possible)
+	$(PIP_COMPILE) -o requirements-pip.txt requirements-pip.in
+	$(PIP_COMPILE) -o requirements.txt requirements.in
+	$(PIP_COMPILE) -o requirements-dev.txt requirements-dev.in
+
+deps-update: $(STAMP) ## re-lock with the newest versions the .in pins allow
+	$(PIP_COMPILE) --upgrade -o requirements-pip.txt requirements-pip.in
+	$(PIP_COMPILE) --upgrade -o requirements.txt requirements.in
+	$(PIP_COMPILE) --upgrade -o requirements-dev.txt requirements-dev.in
 
 run: $(STAMP) ## start the service (embedded PostgreSQL + Redis unless URLs are set) on :8000
 	$(PY) -m app seed
@@ -44,6 +55,9 @@ migrate: $(STAMP) ## upgrade the database schema
 
 db-shell: $(STAMP) ## psql on the database in use
 	$(PY) -m app db-shell
+
+shell: $(STAMP) ## a shell with the venv and the service's env (embedded servers started or shared)
+	$(PY) -m app shell
 
 db-status: $(STAMP) ## pgvector version, tables, row counts, indexes
 	$(PY) -m app db-status
@@ -72,6 +86,12 @@ test-integration: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(VENV)/bin/pytest -m e2e -n $(PYTEST_WORKERS) --dist loadfile
+
+test-pgvector: $(STAMP) ## vector search, retrieval and embedding tests only
+	$(VENV)/bin/pytest -m pgvector -n $(PYTEST_WORKERS) --dist loadfile
+
+test-metrics: $(STAMP) ## logging, metrics and tracing tests only
+	$(VENV)/bin/pytest -m metrics -n $(PYTEST_WORKERS) --dist loadfile
 
 test-cov: $(STAMP) ## all suites with the coverage gate and an HTML report in htmlcov/
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(COV_GATE) --cov-report=html

@@ -181,6 +181,27 @@ def cmd_db_shell(_: argparse.Namespace) -> int:
         return subprocess.call([_psql_binary(), _libpq_url(services.settings.database_url)])
 
 
+def cmd_shell(args: argparse.Namespace) -> int:
+    """An interactive shell (or ``--command``) whose environment is the service's: the venv on
+    PATH and DATABASE_URL / REDIS_URL / CACHE_REDIS_URL pointing at the servers in use (the
+    embedded ones are started, or shared with a running ``make run``, and stopped on exit)."""
+    settings = _load_settings()
+    with EmbeddedServices(settings) as services:
+        services.export_env()
+        venv_bin = os.path.dirname(sys.executable)
+        env = {
+            **os.environ,
+            "VIRTUAL_ENV": os.path.dirname(venv_bin),
+            "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+        }
+        for name in ("DATABASE_URL", "REDIS_URL", "CACHE_REDIS_URL"):
+            if name in env:
+                print(f"{name}={env[name]}", file=sys.stderr)
+        if args.command_line:
+            return subprocess.call(["/bin/bash", "-c", args.command_line], env=env)
+        return subprocess.call([os.environ.get("SHELL") or "/bin/bash", "-i"], env=env)
+
+
 def cmd_db_status(_: argparse.Namespace) -> int:
     from app.db.status import print_db_status
 
@@ -206,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     shell = commands.add_parser("db-shell", help="psql connected to the database in use")
     shell.set_defaults(handler=cmd_db_shell)
+
+    env_shell = commands.add_parser("shell", help="a shell with the venv and the service's environment")
+    env_shell.add_argument("--command", "-c", dest="command_line", help="run this instead of a shell")
+    env_shell.set_defaults(handler=cmd_shell)
 
     status = commands.add_parser("db-status", help="pgvector version, tables, row counts and indexes")
     status.set_defaults(handler=cmd_db_status)

@@ -27,6 +27,8 @@ from tests.support.services import (
     start_redis,
 )
 
+pytest_plugins = ["tests.support.leaks"]
+
 APP_TABLES = (
     "audit_log",
     "messages",

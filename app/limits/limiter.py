@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -95,6 +95,7 @@ class RequestLimiter:
         fail_open: bool = True,
         retry_after_failure_s: float = STORAGE_RETRY_S,
         proxies: TrustedProxies | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._storage = storage
         self.proxies = proxies or TrustedProxies()
@@ -105,6 +106,7 @@ class RequestLimiter:
         self.strategy_name = "sliding" if sliding else "fixed"
         self.fail_open = fail_open
         self._retry_after_failure_s = retry_after_failure_s
+        self.clock = clock
         self._down_until = 0.0
         self.storage_failures = 0  # requests decided without Redis since start
 
@@ -132,7 +134,7 @@ class RequestLimiter:
 
     @property
     def storage_available(self) -> bool:
-        return time.monotonic() >= self._down_until
+        return self.clock() >= self._down_until
 
     async def aclose(self) -> None:
         client = getattr(self._storage.bridge, "storage", None)
@@ -142,25 +144,26 @@ class RequestLimiter:
     async def hit(self, budget: Budget, identity: str) -> LimitState | None:
         """Charge one request; the most restrictive state of the budget's limits, or None when
         Redis is down and the limiter fails open (it raises ``RateLimitUnavailableError`` if not)."""
+        if not self.storage_available:
+            self._decide_without_storage(budget)
+            return None
         try:
-            states = [await self._hit_one(budget, item, identity) for item in self._checked(budget)]
+            states = [await self._hit_one(budget, item, identity) for item in self.budgets[budget]]
         except _STORAGE_ERRORS as exc:
-            self._storage_failed(budget, exc)
+            self._mark_down(exc)
+            self._decide_without_storage(budget)
             return None
         return most_restrictive(states)
 
     async def peek(self, budget: Budget, identity: str) -> list[LimitState] | None:
         """The budget's current state without charging it; None when Redis is unavailable."""
+        if not self.storage_available:
+            return None
         try:
-            return [await self._state(budget, item, identity) for item in self._checked(budget)]
+            return [await self._state(budget, item, identity) for item in self.budgets[budget]]
         except _STORAGE_ERRORS as exc:
             self._mark_down(exc)
             return None
-
-    def _checked(self, budget: Budget) -> list[RateLimitItem]:
-        if not self.storage_available:
-            raise StorageError(ConnectionError("rate-limit storage marked down"))
-        return self.budgets[budget]
 
     async def _hit_one(self, budget: Budget, item: RateLimitItem, identity: str) -> LimitState:
         allowed = await self._strategy.hit(item, budget.value, identity)
@@ -177,12 +180,14 @@ class RequestLimiter:
         return LimitState(budget, item.amount, stats.remaining, reset_at, str(item))
 
     def _mark_down(self, exc: BaseException) -> None:
-        if self.storage_available:
-            logger.warning("rate_limit_storage_unavailable", error_type=type(exc).__name__)
-        self._down_until = time.monotonic() + self._retry_after_failure_s
+        """A real Redis failure: skip Redis until the retry window ends. Only failed calls to
+        Redis move the window, so the first request after it always tries Redis again, however
+        steady the traffic (requests decided while marked down never push it further)."""
+        logger.warning("rate_limit_storage_unavailable", error_type=type(exc).__name__)
+        self._down_until = self.clock() + self._retry_after_failure_s
 
-    def _storage_failed(self, budget: Budget, exc: BaseException) -> None:
-        self._mark_down(exc)
+    def _decide_without_storage(self, budget: Budget) -> None:
+        """Let the request through (fail open) or raise ``RateLimitUnavailableError``."""
         self.storage_failures += 1
         logger.debug(
             "rate_limit_not_enforced" if self.fail_open else "rate_limit_refused",

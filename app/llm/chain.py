@@ -66,7 +66,7 @@ class ProviderChain:
     ) -> None:
         self._links = list(links)
         self._by_name = {link.name: link for link in self._links}
-        self._cooldowns = cooldowns
+        self.cooldowns = cooldowns
         self._observer = observer
 
     @property
@@ -102,7 +102,7 @@ class ProviderChain:
         if state.phase == "cooling":
             self._observer.on_skip(provider=link.name, reason="cooling_down")
             return False
-        if await self._cooldowns.claim_probe(link.name, link.policy.total_timeout_s):
+        if await self.cooldowns.claim_probe(link.name, link.policy.total_timeout_s):
             logger.info("provider_probe", provider=link.name)
             return True
         self._observer.on_skip(provider=link.name, reason="probe_in_flight")
@@ -111,7 +111,7 @@ class ProviderChain:
     async def _succeeded(self, link: ProviderLink, state: CooldownState, latency_s: float) -> None:
         link.health.record_success(latency_s)
         if link.policy.cooldown_enabled and state.phase != "closed":
-            await self._cooldowns.clear(link.name)
+            await self.cooldowns.clear(link.name)
             logger.info("provider_recovered", provider=link.name)
 
     async def _failed(self, link: ProviderLink, model: str, error: ProviderError) -> None:
@@ -122,12 +122,12 @@ class ProviderChain:
         )
         if seconds is None:
             return
-        until = await self._cooldowns.bench(link.name, seconds, error.describe())
+        until = await self.cooldowns.bench(link.name, seconds, error.describe())
         self._observer.on_cooldown(provider=link.name, until=until, error_code=error.code)
 
     async def _candidates(self, request: ChatRequest) -> list[tuple[Route, CooldownState]]:
         routes = self.routes(request.model)
-        states = await self._cooldowns.states([r.link.name for r in routes if r.link.policy.cooldown_enabled])
+        states = await self.cooldowns.states([r.link.name for r in routes if r.link.policy.cooldown_enabled])
         return [(route, states.get(route.link.name, CooldownState(phase="closed"))) for route in routes]
 
     async def complete(self, request: ChatRequest) -> Completion:
@@ -225,7 +225,7 @@ class ProviderChain:
             await opened.aclose()
 
     async def status(self) -> list[ProviderStatus]:
-        states = await self._cooldowns.states(
+        states = await self.cooldowns.states(
             [link.name for link in self._links if link.policy.cooldown_enabled]
         )
         report = []

@@ -42,7 +42,7 @@ class CooldownStore:
     def __init__(self, redis: Redis, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
         self._settings = settings
-        self._clock = clock
+        self.clock = clock
 
     def _key(self, provider: str) -> str:
         return redis_key(self._settings, "llm", "cooldown", provider)
@@ -59,7 +59,7 @@ class CooldownStore:
         except (RedisError, OSError) as exc:
             logger.warning("cooldown_read_failed", error=str(exc))
             return {p: CLOSED for p in providers}
-        now = self._clock()
+        now = self.clock()
         return {p: self._parse(value, now) for p, value in zip(providers, raw, strict=True)}
 
     @staticmethod
@@ -76,7 +76,7 @@ class CooldownStore:
 
     async def bench(self, provider: str, seconds: float, error: str) -> float:
         """Cool ``provider`` down for ``seconds``; returns the epoch time it ends."""
-        until = self._clock() + seconds
+        until = self.clock() + seconds
         payload = json.dumps({"until": until, "error": error})
         ttl_ms = int((seconds + HALF_OPEN_WINDOW_S) * 1000)
         try:

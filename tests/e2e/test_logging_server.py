@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,8 +15,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from tests.support.callers import Caller, caller_factory
 from tests.support.server import ServerProcess, start_server
 from tests.support.services import RedisForTests
+from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.metrics]
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXBhcnQ"
 
@@ -70,8 +70,14 @@ async def test_server_logs_are_json_correlated_masked_and_written_per_process(
         )
     assert me.status_code == 200
     assert denied.status_code == 401
-    time.sleep(0.5)  # let the workers' handlers write
 
+    def access_lines_written() -> bool:
+        ids = {
+            line.get("request_id") for line in json_lines(logged_server.log()) if line["event"] == "request"
+        }
+        return {"e2e-me-1", "e2e-jwt-1"} <= ids
+
+    wait_for(access_lines_written, timeout=10, what="both access lines in the server log")
     lines = json_lines(logged_server.log())
     me_lines = [line for line in lines if line.get("request_id") == "e2e-me-1"]
     assert me_lines and {line["trace_id"] for line in me_lines} == {me.headers["X-Trace-ID"]}

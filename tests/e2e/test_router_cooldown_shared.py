@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
 from tests.support.server import ServerProcess, start_server
 from tests.support.services import ROOT, PostgresForTests, RedisForTests
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -139,7 +139,6 @@ def test_cooldown_set_in_one_process_is_seen_by_every_worker_and_lifted_by_the_p
 
     fake.configure("gemini", mode="error", status=503)
     assert asyncio.run(ask_once(settings)) == "groq"
-    benched_at = time.time()
 
     seen, pids = gemini_as_seen_by_workers(served_router, key)
     assert len(pids) >= 2, f"only worker(s) {pids} answered"
@@ -147,7 +146,14 @@ def test_cooldown_set_in_one_process_is_seen_by_every_worker_and_lifted_by_the_p
     assert all("server_error" in (p["last_error"] or "") for p in seen)
 
     fake.reset()
-    time.sleep(max(0.0, benched_at + COOLDOWN_S - time.time()) + 0.2)
+    wait_for(
+        lambda: all(
+            p["state"] != "cooling_down" for p in gemini_as_seen_by_workers(served_router, key, 2)[0]
+        ),
+        timeout=COOLDOWN_S + 10,
+        interval=0.1,
+        what="gemini's cooldown to end",
+    )
     assert asyncio.run(ask_once(settings)) == "gemini"  # the half-open probe succeeds
 
     seen, _ = gemini_as_seen_by_workers(served_router, key, rounds=6)

@@ -13,6 +13,8 @@ Behaviour per provider is switched at run time:
 - ``POST /_control/{provider}`` with a JSON ``Behaviour`` (``mode`` is one of ``ok``, ``slow``,
   ``error``, ``hang``, ``cut``, ``stall``, ``malformed``, ``context_too_long``; ``fail_times``
   limits a failure mode to the first N requests),
+- ``POST /_control/{provider}/release`` lets streams held by ``hold_first_token`` go on (tests
+  order events by what they have seen, not by how fast the machine is),
 - ``POST /_control/reset`` back to ``ok`` with zeroed counters,
 - ``GET /_control/stats`` the requests seen per provider and endpoint.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import math
@@ -53,6 +56,7 @@ class Behaviour:
     text: str = DEFAULT_TEXT
     latency_s: float = 0.0  # before the response headers (JSON and SSE)
     first_token_delay_s: float = 0.0  # SSE: after the headers, before the first token
+    hold_first_token: bool = False  # SSE: after the headers, wait for POST /_control/{provider}/release
     token_delay_s: float = 0.0  # SSE: between tokens
     status: int = 500  # mode "error"
     retry_after: float | None = None  # mode "error": Retry-After header (seconds)
@@ -85,6 +89,7 @@ class ProviderState:
     streams_abandoned: int = 0  # SSE bodies cut short because the client went away
     last_request: dict[str, Any] | None = None
     last_headers: dict[str, str] = field(default_factory=dict)
+    released: asyncio.Event = field(default_factory=asyncio.Event)  # see Behaviour.hold_first_token
 
 
 class FakeState:
@@ -131,6 +136,20 @@ async def wait_or_disconnect(request: Request, seconds: float) -> bool:
         if await request.is_disconnected():
             return True
         await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+    return False
+
+
+HOLD_LIMIT_S = 60.0  # a held stream goes on by itself after this, so a forgotten release cannot hang
+
+
+async def wait_for_release(request: Request, released: asyncio.Event, limit_s: float) -> bool:
+    """Wait until the test releases the stream (or ``limit_s`` passes); True if the client left."""
+    deadline = time.monotonic() + limit_s
+    while not released.is_set() and time.monotonic() < deadline:
+        if await request.is_disconnected():
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(released.wait(), timeout=0.05)
     return False
 
 
@@ -302,7 +321,10 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         events: list[dict[str, Any]],
         closing: list[str],
     ) -> AsyncIterator[bytes]:
-        behaviour = fake.providers[provider].behaviour
+        state = fake.providers[provider]
+        behaviour = state.behaviour
+        if behaviour.hold_first_token and await wait_for_release(request, state.released, HOLD_LIMIT_S):
+            raise ClientGone
         if behaviour.first_token_delay_s and await wait_or_disconnect(request, behaviour.first_token_delay_s):
             raise ClientGone
         for index, event in enumerate(events):
@@ -456,6 +478,13 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
             return JSONResponse({"embedding": embed(body)})
         return JSONResponse({"embeddings": [embed(item) for item in body.get("requests", [])]})
 
+    async def release(request: Request) -> Response:
+        provider = request.path_params["provider"]
+        if provider not in fake.providers:
+            return JSONResponse({"error": f"unknown provider {provider!r}"}, status_code=404)
+        fake.providers[provider].released.set()
+        return JSONResponse({"released": True})
+
     async def control(request: Request) -> Response:
         provider = request.path_params["provider"]
         if provider == "reset":
@@ -470,6 +499,7 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         state = fake.providers[provider]
         state.behaviour = behaviour
         state.failures_served = 0
+        state.released = asyncio.Event()
         return JSONResponse(asdict(behaviour))
 
     async def stats(_: Request) -> Response:
@@ -498,6 +528,7 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         Route("/v1beta/models/{target:path}", gemini_models, methods=["POST"]),
         Route("/v1/models/{target:path}", gemini_models, methods=["POST"]),  # the SDK's default version
         Route("/_control/stats", stats, methods=["GET"]),
+        Route("/_control/{provider}/release", release, methods=["POST"]),
         Route("/_control/{provider}", control, methods=["POST"]),
     ]
     return Starlette(routes=routes)
@@ -565,6 +596,10 @@ class FakeLLMServer:
 
     def reset(self) -> None:
         httpx.post(f"{self.url}/_control/reset", timeout=5).raise_for_status()
+
+    def release(self, provider: str) -> None:
+        """Let a stream held by ``hold_first_token`` send its first token."""
+        httpx.post(f"{self.url}/_control/{provider}/release", timeout=5).raise_for_status()
 
     def stats(self) -> dict[str, Any]:
         response = httpx.get(f"{self.url}/_control/stats", timeout=5)

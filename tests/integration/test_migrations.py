@@ -9,7 +9,7 @@ from alembic import command
 from app.db.migrations import alembic_config, downgrade_to_base, upgrade_to_head
 from tests.support.services import PostgresForTests, libpq
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 
 
 @pytest.fixture

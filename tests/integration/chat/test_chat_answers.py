@@ -14,7 +14,7 @@ from tests.integration.chat.conftest import Library, ask
 from tests.support.callers import Caller, caller_factory
 from tests.support.documents import make_pdf
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 
 HANDBOOK = [
     "Office hours. The support desk is open from nine to five on weekdays. Visitors sign in at reception.",

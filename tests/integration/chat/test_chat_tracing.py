@@ -18,7 +18,7 @@ from tests.integration.chat.conftest import Library
 from tests.integration.observability.receivers import otlp_receiver
 from tests.support.callers import caller_factory
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.metrics]
 
 
 async def test_a_chat_request_is_one_trace_with_retrieval_and_provider_attempt_spans(

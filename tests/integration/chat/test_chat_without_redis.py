@@ -3,7 +3,6 @@ bypassed, history still durable in PostgreSQL) and recovers without a restart.""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
 from tests.integration.chat.conftest import Library
 from tests.support.callers import caller_factory
+from tests.support.clock import SteppedClock
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +43,7 @@ async def test_chat_keeps_answering_while_redis_is_down_and_recovers(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as http:
             resources = app.state.resources
+            clock = resources.limiter.clock = SteppedClock()
             editor = await caller_factory(resources.session_factory)(tenant="acme")
             await Library(http, resources, editor).add(
                 "The night shift starts at ten.", filename="shifts.txt"
@@ -58,7 +59,7 @@ async def test_chat_keeps_answering_while_redis_is_down_and_recovers(
             assert "X-RateLimit-Limit" not in down.headers  # failed open: nothing to count with
 
             stoppable_redis.start()
-            await asyncio.sleep(STORAGE_RETRY_S + 0.1)  # the limiter re-probes a failed Redis after this
+            clock.advance(STORAGE_RETRY_S)  # the limiter re-probes a failed Redis after this
             up = await http.post("/api/v1/chat", json=body, headers=editor.headers)
             assert up.status_code == 200, up.text
             assert "X-RateLimit-Limit" in up.headers  # enforcing again, no restart

@@ -22,7 +22,7 @@ from tests.integration.chat.conftest import Library, ask
 from tests.support.callers import Caller
 from tests.support.documents import make_pdf
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 
 QUESTION = "How long are nightly database backups retained?"
 DISTRACTORS = 3000

@@ -18,7 +18,7 @@ from app.rag.embeddings import (
 from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 
 TEXTS = [f"passage number {n} about ingestion" for n in range(7)]
 

@@ -16,7 +16,7 @@ from tests.support.callers import MakeCaller
 from tests.support.documents import make_docx, make_pdf, page_text
 from tests.support.embedders import CountingEmbedder
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 
 PAGES = [page_text(n) for n in range(1, 5)]
 

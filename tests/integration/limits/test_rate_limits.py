@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from app.limits.dependencies import ChatRateLimit, UploadRateLimit
 from app.limits.limiter import STORAGE_RETRY_S
 from app.settings import Settings
 from tests.support.apps import running_app
+from tests.support.clock import SteppedClock
 
 pytestmark = pytest.mark.integration
 
@@ -167,16 +167,13 @@ async def stoppable_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
     server.stop()
 
 
-async def wait_for_retry_window() -> None:
-    await asyncio.sleep(STORAGE_RETRY_S + 0.1)
-
-
 async def test_fail_open_keeps_answering_without_redis_and_enforces_again_when_it_returns(
     settings: Settings, stoppable_redis: EmbeddedRedis
 ) -> None:
     async with running_app(
         settings, routers=[probe], redis_url=stoppable_redis.url, rate_limit_per_principal="2/minute"
     ) as (app, client, make):
+        clock = app.state.resources.limiter.clock = SteppedClock()
         caller = await make(tenant="acme", role=Role.reader)
         assert (await client.post("/probe/chat", headers=caller.headers)).status_code == 200
         stoppable_redis.stop()
@@ -190,9 +187,40 @@ async def test_fail_open_keeps_answering_without_redis_and_enforces_again_when_i
         assert status["budgets"][0]["remaining"] is None
 
         stoppable_redis.start()
-        await wait_for_retry_window()
+        clock.advance(STORAGE_RETRY_S)
         codes = [(await client.post("/probe/chat", headers=caller.headers)).status_code for _ in range(3)]
         assert codes[-1] == 429  # enforced again, no restart
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+async def test_limits_come_back_one_retry_window_after_redis_under_steady_traffic(
+    settings: Settings, stoppable_redis: EmbeddedRedis, fail_open: bool
+) -> None:
+    """Requests decided while Redis is marked down must not push the retry further: with traffic
+    that never pauses, the first request after the window tries Redis again."""
+    async with running_app(
+        settings,
+        routers=[probe],
+        redis_url=stoppable_redis.url,
+        rate_limit_per_principal="1000/minute",
+        rate_limit_fail_open=fail_open,
+    ) as (app, client, make):
+        clock = app.state.resources.limiter.clock = SteppedClock()
+        caller = await make(tenant="acme", role=Role.reader)
+        stoppable_redis.stop()
+        for _ in range(10):  # a request every 0.2 s for 2 s of outage
+            response = await client.post("/probe/chat", headers=caller.headers)
+            assert response.status_code == (200 if fail_open else 503), response.text
+            clock.advance(0.2)
+        stoppable_redis.start()
+        for _ in range(int(STORAGE_RETRY_S / 0.2)):  # still steady: one retry window at most
+            await client.post("/probe/chat", headers=caller.headers)
+            clock.advance(0.2)
+        response = await client.post("/probe/chat", headers=caller.headers)
+        assert response.status_code == 200, response.text
+        assert "X-RateLimit-Limit" in response.headers  # counted in Redis again
+        status = (await client.get("/api/v1/rate-limit/status", headers=caller.headers)).json()
+        assert status["storage_available"] is True
 
 
 async def test_fail_closed_refuses_with_503_while_redis_is_down(
@@ -200,7 +228,8 @@ async def test_fail_closed_refuses_with_503_while_redis_is_down(
 ) -> None:
     async with running_app(
         settings, routers=[probe], redis_url=stoppable_redis.url, rate_limit_fail_open=False
-    ) as (_, client, make):
+    ) as (app, client, make):
+        clock = app.state.resources.limiter.clock = SteppedClock()
         caller = await make(tenant="acme", role=Role.reader)
         stoppable_redis.stop()
         response = await client.post("/probe/chat", headers=caller.headers)
@@ -208,5 +237,5 @@ async def test_fail_closed_refuses_with_503_while_redis_is_down(
         assert response.json()["code"] == "rate_limit_unavailable"
         assert int(response.headers["Retry-After"]) >= 1
         stoppable_redis.start()
-        await wait_for_retry_window()
+        clock.advance(STORAGE_RETRY_S)
         assert (await client.post("/probe/chat", headers=caller.headers)).status_code == 200

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from app.llm.cooldown import CooldownStore
 from app.settings import Settings
+from tests.support.clock import SteppedClock
 from tests.support.server import free_port
 
 pytestmark = pytest.mark.integration
@@ -21,11 +22,12 @@ async def store(settings: Settings) -> AsyncIterator[CooldownStore]:
 
 
 async def test_bench_then_half_open_then_cleared(store: CooldownStore) -> None:
-    until = await store.bench("groq", 0.2, "rate_limited (HTTP 429): slow down")
+    clock = store.clock = SteppedClock(time.time)
+    until = await store.bench("groq", 30, "rate_limited (HTTP 429): slow down")
     state = (await store.states(["groq", "openai"]))["groq"]
     assert state.phase == "cooling" and state.until == pytest.approx(until)
     assert state.error == "rate_limited (HTTP 429): slow down"
-    await asyncio.sleep(0.25)
+    clock.advance(30)
     assert (await store.states(["groq"]))["groq"].phase == "half_open"
     assert await store.claim_probe("groq", 1.0)
     assert not await store.claim_probe("groq", 1.0)  # one probe at a time, across processes

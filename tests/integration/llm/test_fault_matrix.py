@@ -10,7 +10,6 @@ provider is skipped while cooling, and that it is used again once the half-open 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +39,7 @@ from tests.integration.llm.conftest import (
     RouterApp,
     StartRouterApp,
 )
+from tests.support.clock import SteppedClock
 
 pytestmark = pytest.mark.integration
 
@@ -193,10 +193,16 @@ async def assert_cooling(router: RouterApp, peer: PeerProcess, provider: str, co
 
 
 async def assert_probe_brings_it_back(
-    router: RouterApp, fake: FakeLLMServer, peer: PeerProcess, provider: str, mode: Mode, until: float
+    router: RouterApp,
+    fake: FakeLLMServer,
+    peer: PeerProcess,
+    provider: str,
+    mode: Mode,
+    until: float,
+    clock: SteppedClock,
 ) -> None:
     fake.reset()
-    await asyncio.sleep(max(0.0, until - time.time()) + 0.05)
+    clock.advance(until - clock() + 0.01)  # the cooldown ends, here; no waiting it out
     assert (await router.providers())[provider]["state"] == "half_open"
     probe = await ask(router, mode)
     assert probe.provider == provider
@@ -218,6 +224,7 @@ async def test_fault(
     behaviour = {**fault.behaviour, **(fault.stream_behaviour if mode == "stream" else {})}
     fake.configure(failing, **behaviour)
     async with start_router_app(**positioned(failing)) as router:
+        clock = router.chain.cooldowns.clock = SteppedClock(time.time)
         outcome = await ask(router, mode)
 
         if fault.in_band:
@@ -261,7 +268,7 @@ async def test_fault(
         assert skipped.provider == next_provider(failing)
         assert fake.requests(failing) == before
 
-        await assert_probe_brings_it_back(router, fake, peer, failing, mode, until)
+        await assert_probe_brings_it_back(router, fake, peer, failing, mode, until, clock)
 
 
 ALL_DOWN_COOLDOWN_S = 6.0

@@ -25,7 +25,7 @@ from tests.integration.observability.harness import read_json_lines
 from tests.integration.observability.receivers import otlp_receiver
 from tests.support.callers import caller_factory
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.metrics]
 
 QUESTION = "I am alice@example.com (key rk_0123456789ab_c2VjcmV0c2VjcmV0c2VjcmV0). How long are backups kept?"
 

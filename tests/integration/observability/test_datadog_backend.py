@@ -10,7 +10,7 @@ from app.settings import Settings
 from tests.integration.observability.harness import running_app
 from tests.integration.observability.receivers import drain, udp_listener
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.metrics]
 
 DATAGRAM = re.compile(r"^[a-z_][a-z0-9_.]*:-?[0-9.e+-]+\|(c|g|h|d|ms)(\|@[0-9.]+)?(\|#[^|#\s]+)?$")
 

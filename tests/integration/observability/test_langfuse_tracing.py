@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from typing import Any
@@ -18,7 +19,7 @@ from app.settings import Settings
 from tests.integration.observability.harness import running_app
 from tests.integration.observability.receivers import OtlpReceiver, otlp_receiver
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.metrics]
 
 API_KEY = "rk_0123456789ab_Zm9vYmFyYmF6cXV4LXNlY3JldC1wYXJ0LTEyMzQ1Njc4"
 INPUT = "alice@example.com asks: what is my password=hunter2hunter2 for key " + API_KEY
@@ -174,6 +175,12 @@ async def test_a_hanging_or_failing_langfuse_never_slows_requests_and_bounds_shu
             started = time.perf_counter()
             await app_context.__aexit__(None, None, None)
             shutdown_s = time.perf_counter() - started
+            # The bounded wait gave up on Langfuse; let its shutdown finish before the receiver
+            # goes away, so no exporter retries a dead endpoint during the next test.
+            receiver.release.set()
+            for thread in threading.enumerate():
+                if thread.name == "langfuse-shutdown":
+                    thread.join(timeout=30)
     assert first.status_code == 200
     assert max(durations) < 0.5, durations
     # Shutdown waits for Langfuse at most the bound (plus closing the pools and servers).

@@ -8,7 +8,7 @@ import pytest
 from app.settings import Settings
 from tests.integration.observability.harness import running_app
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.metrics]
 
 DOMAIN_FAMILIES = (
     "vector_search_duration_seconds",

@@ -9,7 +9,7 @@ from app.settings import Settings
 from tests.integration.observability.harness import running_app
 from tests.integration.observability.receivers import otlp_receiver
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.metrics]
 
 
 def test_in_memory_reader_sees_domain_metrics() -> None:

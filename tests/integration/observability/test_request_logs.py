@@ -12,7 +12,7 @@ from app.observability.logging import configure_logging
 from app.settings import Settings
 from tests.integration.observability.harness import read_json_lines, running_app
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.metrics]
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXBhcnQ"
 

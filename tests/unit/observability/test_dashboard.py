@@ -12,7 +12,7 @@ from app.observability.http import install_http_metrics
 from app.observability.metrics import DomainMetrics
 from app.observability.metrics.prometheus import PrometheusBackend
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.metrics]
 
 DASHBOARD = Path(__file__).resolve().parents[3] / "observability" / "grafana-dashboard.json"
 PROMQL_WORDS = {"sum", "by", "rate", "increase", "histogram_quantile", "max", "clamp_min", "time", "le"}

@@ -21,7 +21,7 @@ from app.observability.context import (
 from app.observability.logging import configure_logging, log_file_path, rotating_file_handler
 from app.settings import Settings
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.metrics]
 
 API_KEY = "rk_0123456789ab_Zm9vYmFyYmF6cXV4LXNlY3JldC1wYXJ0LTEyMzQ1Njc4"
 

@@ -14,7 +14,7 @@ from app.observability.metrics.otel import OpenTelemetryBackend
 from app.observability.metrics.prometheus import PrometheusBackend
 from app.settings import Settings
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.metrics]
 
 ROOT = Path(__file__).resolve().parents[3]
 

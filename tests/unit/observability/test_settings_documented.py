@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.metrics]
 
 ROOT = Path(__file__).resolve().parents[3]
 OBSERVABILITY_SETTINGS = (

@@ -7,7 +7,7 @@ import pytest
 from app.rag.citations import cited_numbers
 from app.rag.retrieval import RetrievedChunk, reciprocal_rank_fusion
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.pgvector]
 
 
 def test_citations_are_parsed_in_order_without_duplicates() -> None:

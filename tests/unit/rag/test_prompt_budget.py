@@ -10,7 +10,7 @@ from app.rag.prompt import SYSTEM_INSTRUCTIONS, PromptTooLargeError, Turn, build
 from app.rag.retrieval import RetrievedChunk
 from app.rag.tokens import WhitespaceTokenCounter, WordPieceTokenCounter
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.pgvector]
 
 COUNTER = WhitespaceTokenCounter()
 DOC = uuid.UUID(int=1)

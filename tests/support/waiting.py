@@ -1,0 +1,16 @@
+"""Wait for a condition, not for a guessed amount of time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "") -> None:
+    """Poll ``predicate`` until it is truthy; fail loudly (naming ``what``) after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not reached in {timeout} s" + (f": {what}" if what else ""))
