@@ -12,6 +12,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.observability.context import current_trace_id
@@ -150,6 +151,44 @@ async def _handle_http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+DATABASE_RETRY_AFTER_S = 1
+
+
+async def _handle_database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL down, restarting, or a connection lost mid-request: a 503 the client may retry,
+    never a 500. The pool pre-pings, so requests succeed again as soon as the server is back."""
+    logger.warning("database_unavailable", error_type=type(getattr(exc, "orig", exc) or exc).__name__)
+    return problem_response(
+        status=503,
+        code="database_unavailable",
+        title="Database unavailable",
+        detail="The database is unreachable or restarting; retry shortly.",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
+def _data_error_reason(exc: sa_exc.DataError) -> str:
+    message = str(getattr(exc, "orig", exc) or "").lower()
+    # psycopg refuses NUL in text itself; PostgreSQL refuses it in jsonb as a Unicode escape.
+    if any(sign in message for sign in ("nul", "0x00", "\\u0000", "unicode escape")):
+        return "a text value contains a NUL (\\u0000) character"
+    if "out of range" in message:
+        return "a number is out of range"
+    return "a value has the wrong form for its field"
+
+
+async def _handle_data_error(_: Request, exc: Exception) -> JSONResponse:
+    """The database refused a value the request carried (NUL in text, a number out of range):
+    the client's input, so a 422, and nothing of the request was stored."""
+    assert isinstance(exc, sa_exc.DataError)
+    return problem_response(
+        status=422,
+        code="invalid_value",
+        title="Invalid value",
+        detail=f"The request could not be stored: {_data_error_reason(exc)}.",
+    )
+
+
 async def _handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled_error", error_type=type(exc).__name__)
     return problem_response(
@@ -164,4 +203,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _handle_app_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, _handle_http_error)
+    app.add_exception_handler(sa_exc.DataError, _handle_data_error)
+    for unavailable in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError):
+        app.add_exception_handler(unavailable, _handle_database_unavailable)
     app.add_exception_handler(Exception, _handle_unexpected)

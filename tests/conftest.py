@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -129,6 +131,19 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    """DATA_DIR for an embedded PostgreSQL that the test starts itself.
+
+    Not under ``tmp_path``: as root, the server runs as an unprivileged user that must traverse
+    every parent directory, and each pytest session on the machine resets
+    ``/tmp/pytest-of-<user>`` to mode 0700, so a concurrent test run would lock the server out
+    of its own files mid-test."""
+    path = Path(tempfile.mkdtemp(prefix="ragchat-embedded-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

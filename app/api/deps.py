@@ -1,5 +1,9 @@
-"""Typed dependency aliases. The request-scoped DB session commits when the endpoint returns
-normally and rolls back on any exception; services never commit themselves."""
+"""Typed dependency aliases. The request's DB session commits when the endpoint returns normally
+and rolls back on any exception; services never commit themselves.
+
+The session dependency has ``scope="function"``: its exit (the commit) runs when the endpoint
+returns, *before* the response is sent. A write is durable before the client hears "200/202",
+and a commit that fails becomes a problem response instead of a success the database never kept."""
 
 from __future__ import annotations
 
@@ -41,4 +45,4 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

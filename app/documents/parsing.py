@@ -9,10 +9,12 @@ at a level-1/2 heading; a TXT form-feed page or, without form feeds, a run of pa
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -32,6 +34,7 @@ SNIFF_BYTES = 4096
 MAX_ZIP_ENTRIES = 5000
 MAX_ZIP_RATIO = 200  # uncompressed / compressed, per entry larger than ZIP_RATIO_FLOOR
 ZIP_RATIO_FLOOR = 1024 * 1024
+ZIP_READ_CHUNK = 64 * 1024  # bytes decompressed per read when copying DOCX parts
 
 
 class DocumentType(StrEnum):
@@ -204,8 +207,14 @@ def _normalise(text: str) -> str:
 
 
 def _pdf_pages(data: bytes) -> list[str]:
-    from pypdf import PdfReader
-    from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError, PdfStreamError
+    from pypdf import PdfReader, get_configuration
+    from pypdf.errors import (
+        DependencyError,
+        FileNotDecryptedError,
+        LimitReachedError,
+        PdfReadError,
+        PdfStreamError,
+    )
 
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
@@ -221,6 +230,11 @@ def _pdf_pages(data: bytes) -> list[str]:
         raise
     except FileNotDecryptedError as exc:
         raise EncryptedDocumentError("the PDF is password-protected") from exc
+    except LimitReachedError as exc:  # pypdf's own bounds, e.g. a FlateDecode stream's output
+        limit = get_configuration().zlib_maximum_output_length // 2**20
+        raise ArchiveBombError(
+            f"the PDF exceeds a decoding safety limit (streams may expand to {limit} MiB): {exc}"
+        ) from exc
     except (PdfReadError, PdfStreamError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise CorruptDocumentError(f"the PDF cannot be read ({type(exc).__name__})") from exc
     except RecursionError as exc:
@@ -234,8 +248,9 @@ def _pdf_pages(data: bytes) -> list[str]:
 
 
 def check_zip_bomb(data: bytes, max_uncompressed_bytes: int) -> None:
-    """Refuse archives whose declared expansion is unsafe, before any entry is decompressed.
-    ``zipfile`` never reads past an entry's declared size, so the declared sizes bound the work."""
+    """Refuse archives whose *declared* expansion is unsafe, before any entry is decompressed.
+    Headers can lie (``zipfile`` inflates a whole entry on a full read and only then cuts it to
+    the declared size), so ``bounded_docx`` still counts the bytes actually produced."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             entries = archive.infolist()
@@ -255,6 +270,60 @@ def check_zip_bomb(data: bytes, max_uncompressed_bytes: int) -> None:
             raise ArchiveBombError(
                 f"the DOCX part {entry.filename} has a compression ratio above {MAX_ZIP_RATIO}"
             )
+
+
+def bounded_docx(data: bytes, max_uncompressed_bytes: int) -> io.BytesIO:
+    """The DOCX re-packed uncompressed (``ZIP_STORED``) from parts decompressed in chunks, whatever
+    their headers declare: more than ``max_uncompressed_bytes`` in total raises ``ArchiveBombError``
+    as soon as it is produced, so at most the limit plus one chunk is ever held. A part larger
+    than its header declares (but within the limit) is corrupt, as ``zipfile`` would say too."""
+    limit_mib = max_uncompressed_bytes // 2**20
+    out = io.BytesIO()
+    total = 0
+    try:
+        with (
+            zipfile.ZipFile(io.BytesIO(data)) as source,
+            zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target,
+        ):
+            # one entry per name, the one zipfile (and so python-docx) would read
+            for name in dict.fromkeys(entry.filename for entry in source.infolist()):
+                declared = source.getinfo(name)
+                if declared.is_dir():
+                    continue
+                # Let zipfile inflate past the declared size: the count below is the bound. The
+                # extra chunk keeps its cut-off (and CRC check on a cut stream) out of reach.
+                entry = copy.copy(declared)
+                entry.file_size = max_uncompressed_bytes - total + ZIP_READ_CHUNK + 1
+                size = 0
+                with (
+                    source.open(entry) as part,
+                    target.open(
+                        zipfile.ZipInfo(name),
+                        "w",
+                        force_zip64=max_uncompressed_bytes > zipfile.ZIP64_LIMIT,
+                    ) as copied,
+                ):
+                    while chunk := part.read(ZIP_READ_CHUNK):
+                        size += len(chunk)
+                        total += len(chunk)
+                        if total > max_uncompressed_bytes:
+                            raise ArchiveBombError(
+                                f"the DOCX part {name} expands past the {limit_mib} MiB limit "
+                                "on decompressed size (its header declares "
+                                f"{declared.file_size} bytes)"
+                            )
+                        copied.write(chunk)
+                if size > declared.file_size:
+                    raise CorruptDocumentError(
+                        f"the DOCX part {name} is larger than its header declares "
+                        f"({size} > {declared.file_size} bytes)"
+                    )
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+        raise CorruptDocumentError(f"the DOCX cannot be read ({type(exc).__name__})") from exc
+    except (RuntimeError, NotImplementedError) as exc:  # encrypted part, unknown compression
+        raise CorruptDocumentError(f"the DOCX cannot be read ({exc})") from exc
+    out.seek(0)
+    return out
 
 
 def _docx_blocks(document: Any) -> Iterator[tuple[str, bool, bool]]:
@@ -278,11 +347,12 @@ def _docx_blocks(document: Any) -> Iterator[tuple[str, bool, bool]]:
 
 def _docx_pages(data: bytes, max_uncompressed_bytes: int) -> list[str]:
     check_zip_bomb(data, max_uncompressed_bytes)
+    package = bounded_docx(data, max_uncompressed_bytes)
     import docx
     from docx.opc.exceptions import PackageNotFoundError
 
     try:
-        document = docx.Document(io.BytesIO(data))
+        document = docx.Document(package)
         blocks = list(_docx_blocks(document))
     except (PackageNotFoundError, KeyError, ValueError, zipfile.BadZipFile, OSError) as exc:
         raise CorruptDocumentError(f"the DOCX cannot be read ({type(exc).__name__})") from exc

@@ -4,8 +4,6 @@ away cancels the provider's stream (the fake sees its body abandoned, never comp
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ import httpx
 import pytest
 
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.support.server import ROOT, ServerProcess, start_server
+from tests.support.server import ServerProcess, create_api_key, start_server
 from tests.support.services import RedisForTests
 
 pytestmark = pytest.mark.e2e
@@ -55,16 +53,7 @@ def chat_server(
         "OPENAI_TIMEOUT_S": "30",
         "SSE_HEARTBEAT_S": "0.3",
     }
-    created = subprocess.run(
-        [sys.executable, "-m", "app", "keys", "create", "--tenant", "acme", "--role", "editor", "--json"],
-        cwd=ROOT,
-        env={**env, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    key = json.loads(created.stdout.strip().splitlines()[-1])["key"]
+    key = create_api_key(env)
     server = start_server(env, tmp_path / "server.log", workers=1)
     try:
         yield server, {"X-API-Key": key}

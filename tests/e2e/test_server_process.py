@@ -50,8 +50,10 @@ def embedded_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def test_embedded_default_starts_reuses_data_and_leaves_no_orphans(tmp_path: Path) -> None:
-    data_dir = tmp_path / "d"
+def test_embedded_default_starts_reuses_data_and_leaves_no_orphans(
+    tmp_path: Path, embedded_data_dir: Path
+) -> None:
+    data_dir = embedded_data_dir / "d"
     env = embedded_env(data_dir)
     first = start_server(env, tmp_path / "first.log", workers=1, ready_path="/readyz")
     postgres_pid = int((data_dir / "postgres" / "postmaster.pid").read_text().splitlines()[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -39,6 +40,20 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait()
+
+
+def create_api_key(env: dict[str, str], *, tenant: str = "acme", role: str = "editor") -> str:
+    """A real API key, made by the CLI an operator would use, against the server's database."""
+    created = subprocess.run(
+        [sys.executable, "-m", "app", "keys", "create", "--tenant", tenant, "--role", role, "--json"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return str(json.loads(created.stdout.strip().splitlines()[-1])["key"])
 
 
 def start_server(
