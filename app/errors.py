@@ -11,9 +11,10 @@ from typing import Any, ClassVar
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.observability.context import current_trace_id
 
@@ -139,15 +140,35 @@ _HTTP_CODES = {
 }
 
 
-async def _handle_http_error(_: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's 405 names only the first
+    matching route's). Asks the router itself, method by method, so included routers count."""
+    routes = request.app.router.routes
+    methods = [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+    return sorted([*methods, "OPTIONS"]) if methods else []
+
+
+async def _handle_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = ", ".join(allowed)
+        if request.method == "OPTIONS":  # not a CORS preflight (the CORS middleware answers those)
+            return Response(status_code=204, headers=headers)
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     return problem_response(
         status=exc.status_code,
         code=code,
         title=code.replace("_", " ").capitalize(),
         detail=str(exc.detail),
-        headers=dict(exc.headers or {}),
+        headers=headers,
     )
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.settings import Settings
@@ -39,6 +41,12 @@ class Resources:
     chat: ChatService
 
 
+def redis_retry() -> Retry:
+    """One immediate retry: enough for a pooled connection that went stale when Redis restarted,
+    without redis-py's default of ten backed-off retries (seconds per call during an outage)."""
+    return Retry(NoBackoff(), retries=1)
+
+
 def create_redis(url: str) -> Redis:
     # Short timeouts: a Redis outage must surface quickly as "degraded", not hang requests.
     return Redis.from_url(
@@ -47,6 +55,7 @@ def create_redis(url: str) -> Redis:
         socket_timeout=2.0,
         health_check_interval=15,
         retry_on_timeout=False,
+        retry=redis_retry(),
     )
 
 

@@ -64,6 +64,8 @@ def reader_service(
     return _service(session, settings, resources, principal)
 
 
+MAX_LIST_OFFSET = 1_000_000  # far past any real listing, far below PostgreSQL's bigint
+
 WriterService = Annotated[DocumentService, Depends(writer_service)]
 ReaderService = Annotated[DocumentService, Depends(reader_service)]
 FilePart = Annotated[UploadFile | None, File(description="PDF, DOCX, TXT, Markdown or HTML")]
@@ -131,7 +133,7 @@ async def list_documents(
     q: Annotated[str | None, Query(max_length=200, description="text in title or path")] = None,
     include_deleted: bool = False,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET)] = 0,
 ) -> DocumentListOut:
     page = await repo.list_documents(
         session,

@@ -16,7 +16,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from app.limits.errors import RateLimitUnavailableError
-from app.resources import redis_key
+from app.resources import redis_key, redis_retry
 from app.security.proxies import TrustedProxies
 from app.settings import Settings
 from limits import RateLimitItem, parse_many
@@ -118,6 +118,7 @@ class RequestLimiter:
             key_prefix=redis_key(settings, "limits"),
             socket_connect_timeout=1.0,
             socket_timeout=2.0,
+            retry=redis_retry(),  # type: ignore[arg-type]  # passed through to redis-py
         )
         budgets = {
             Budget.chat: parse_many(settings.rate_limit_per_principal),

@@ -37,7 +37,7 @@ from app.observability.context import current_trace_id, new_trace_id
 from app.observability.telemetry import Telemetry
 from app.rag.citations import cited_numbers
 from app.rag.embeddings import Embedder
-from app.rag.prompt import Prompt, Turn, build_prompt
+from app.rag.prompt import Prompt, Turn, bare_prompt_tokens, build_prompt, prompt_budget
 from app.rag.retrieval import (
     RetrievalFilters,
     RetrievalMode,
@@ -224,8 +224,16 @@ class ChatService:
     # --- preparation shared by both paths --------------------------------------------------------
 
     def validate(self, chat: ChatInput) -> None:
-        """Checks that must fail as a 4xx before any streaming starts."""
+        """Checks that must fail as a 4xx before any streaming starts (and before retrieval)."""
         self._chain.routes(chat.model)  # raises UnknownModelError (422) for an unknown pin
+        # 422 invalid_max_tokens / question_too_long, naming the numbers, before any work is done
+        build_prompt(chat.question, [], [], budget_tokens=self._prompt_budget(chat), counter=self._counter)
+
+    def _prompt_budget(self, chat: ChatInput) -> int:
+        answer_tokens = chat.max_tokens or self._settings.answer_max_tokens
+        return prompt_budget(
+            self._settings.prompt_budget_tokens, answer_tokens, bare_prompt_tokens(self._counter)
+        )
 
     async def _embed_query(self, question: str) -> list[float]:
         key = f"{self._embedder.model_name}\0{normalise_question(question)}"
@@ -288,7 +296,7 @@ class ChatService:
         _flag_injection(chat.question, chunks)
         if not chunks:
             return _Prepared(trace_id, started, cache_key, None, history, None, [])
-        budget = self._settings.prompt_budget_tokens - (chat.max_tokens or self._settings.answer_max_tokens)
+        budget = self._prompt_budget(chat)
         prompt = build_prompt(chat.question, history, chunks, budget_tokens=budget, counter=self._counter)
         sources = [_source(n, chunk) for n, chunk in enumerate(prompt.passages, start=1)]
         return _Prepared(trace_id, started, cache_key, None, history, prompt, sources)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from app.errors import AppError
 from app.rag.retrieval import RetrievedChunk
 from app.rag.tokens import TokenCounter
 
@@ -77,6 +78,11 @@ def count_tokens(messages: tuple[PromptMessage, ...], counter: TokenCounter) -> 
     return sum(counter.count(m.content) + MESSAGE_OVERHEAD_TOKENS for m in messages)
 
 
+def bare_prompt_tokens(counter: TokenCounter) -> int:
+    """The prompt with no question, history or passages: what any answer's budget must leave."""
+    return count_tokens(_render("", [], []), counter)
+
+
 def build_prompt(
     question: str,
     history: list[Turn],
@@ -107,8 +113,40 @@ def build_prompt(
     )
 
 
-class PromptTooLargeError(ValueError):
+class PromptTooLargeError(AppError):
+    """Even without history or passages the prompt does not fit: a 422 naming both numbers."""
+
+    status = 422
+    code = "question_too_long"
+    title = "Question too long"
+
     def __init__(self, tokens: int, budget: int) -> None:
-        super().__init__(f"the question alone needs {tokens} tokens; the budget is {budget}")
+        super().__init__(
+            f"the question needs {tokens} prompt tokens; the budget leaves {budget} "
+            "(PROMPT_BUDGET_TOKENS minus the answer's max_tokens)",
+            extra={"tokens": tokens, "budget": budget},
+        )
         self.tokens = tokens
         self.budget = budget
+
+
+class AnswerBudgetError(AppError):
+    """``max_tokens`` leaves no room for the prompt itself."""
+
+    status = 422
+    code = "invalid_max_tokens"
+    title = "max_tokens too large"
+
+
+def prompt_budget(prompt_budget_tokens: int, answer_tokens: int, minimum: int) -> int:
+    """Tokens left for the prompt once the answer's share is set aside; refuses an answer share
+    that leaves less than ``minimum`` (the bare prompt) as an ``AnswerBudgetError``."""
+    budget = prompt_budget_tokens - answer_tokens
+    if budget < minimum:
+        raise AnswerBudgetError(
+            f"max_tokens {answer_tokens} leaves {budget} of PROMPT_BUDGET_TOKENS {prompt_budget_tokens} "
+            f"for the prompt, which needs at least {minimum}; ask for at most "
+            f"{max(0, prompt_budget_tokens - minimum)}",
+            extra={"max_tokens": answer_tokens, "prompt_budget_tokens": prompt_budget_tokens},
+        )
+    return budget

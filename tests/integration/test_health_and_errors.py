@@ -10,6 +10,7 @@ from asgi_lifespan import LifespanManager
 from app.embedded.redis import EmbeddedRedis
 from app.main import create_app
 from app.settings import Settings
+from tests.support.callers import MakeCaller
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +55,26 @@ async def test_unknown_route_is_problem_json(client: httpx.AsyncClient) -> None:
 
 async def test_wrong_method_is_problem_json(client: httpx.AsyncClient) -> None:
     assert_problem(await client.post("/healthz"), 405, "method_not_allowed")
+
+
+async def test_allow_names_every_method_of_a_path_served_by_several_routes(client: httpx.AsyncClient) -> None:
+    options = await client.options("/api/v1/docs")
+    assert options.status_code == 204
+    assert options.headers["Allow"] == "GET, OPTIONS, POST"
+    wrong = await client.delete("/api/v1/docs")
+    assert_problem(wrong, 405, "method_not_allowed")
+    assert wrong.headers["Allow"] == "GET, OPTIONS, POST"
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [("offset=9223372036854775808", "invalid_offset"), ("limit=99999999999999999999", "invalid_limit")],
+)
+async def test_out_of_range_query_integers_are_a_422(
+    client: httpx.AsyncClient, make_caller: MakeCaller, query: str, code: str
+) -> None:
+    caller = await make_caller()
+    assert_problem(await client.get(f"/api/v1/docs?{query}", headers=caller.headers), 422, code)
 
 
 @pytest.fixture

@@ -70,6 +70,39 @@ async def test_bad_chat_input_is_a_4xx_problem_with_its_code(
     assert response.json()["trace_id"]
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        # 4,000 characters, one token each: more than the default 3,500-token budget leaves
+        ({"question": "?" * 4000}, "question_too_long"),
+        ({"question": "How long is the refund window?", "max_tokens": 4096}, "invalid_max_tokens"),
+    ],
+    ids=["question", "max_tokens"],
+)
+async def test_a_prompt_that_cannot_fit_the_budget_is_a_422_naming_the_numbers(
+    http: httpx.AsyncClient,
+    editor: Caller,
+    fake: FakeLLMServer,
+    body: dict[str, object],
+    code: str,
+    stream: bool,
+) -> None:
+    """Before any retrieval or provider call, in both modes (never a 500, never an empty 200)."""
+    fake.reset()
+    response = await http.post("/api/v1/chat", json={**body, "stream": stream}, headers=editor.headers)
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["code"] == code
+    if code == "question_too_long":
+        assert problem["tokens"] > problem["budget"] > 0
+        named = (str(problem["tokens"]), str(problem["budget"]))
+    else:
+        named = ("4096", "3500")  # the max_tokens asked for and PROMPT_BUDGET_TOKENS
+    assert all(number in problem["detail"] for number in named), problem["detail"]
+    assert fake.stats()["openai"]["requests"] == 0
+
+
 async def test_malformed_json_is_a_4xx_problem(http: httpx.AsyncClient, editor: Caller) -> None:
     response = await http.post(
         "/api/v1/chat",

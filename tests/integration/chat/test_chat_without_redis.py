@@ -65,3 +65,8 @@ async def test_chat_keeps_answering_while_redis_is_down_and_recovers(
             assert "X-RateLimit-Limit" in up.headers  # enforcing again, no restart
             history = await http.get(f"/api/v1/sessions/{session}/messages", headers=editor.headers)
             assert [m["role"] for m in history.json()["messages"]] == ["user", "assistant"] * 2
+            # the answer cache is back too: what the request after Redis returned stored, is served
+            stateless = {"question": "When does the night shift start?"}
+            assert up.json()["cached"] is False
+            cached = await http.post("/api/v1/chat", json=stateless, headers=editor.headers)
+            assert cached.json()["cached"] is True

@@ -239,3 +239,25 @@ async def test_fail_closed_refuses_with_503_while_redis_is_down(
         stoppable_redis.start()
         clock.advance(STORAGE_RETRY_S)
         assert (await client.post("/probe/chat", headers=caller.headers)).status_code == 200
+
+
+async def test_a_redis_restart_between_requests_is_not_an_outage(
+    settings: Settings, stoppable_redis: EmbeddedRedis
+) -> None:
+    """The pooled connection is stale after a restart: it is retried once, not counted as an
+    outage, and the limits keep counting."""
+    async with running_app(
+        settings, routers=[probe], redis_url=stoppable_redis.url, rate_limit_per_principal="5/minute"
+    ) as (app, client, make):
+        caller = await make(tenant="acme", role=Role.reader)
+        assert (await client.post("/probe/chat", headers=caller.headers)).headers[
+            "X-RateLimit-Remaining"
+        ] == "4"
+        stoppable_redis.stop()
+        stoppable_redis.start()
+        response = await client.post("/probe/chat", headers=caller.headers)
+        assert response.status_code == 200
+        assert "X-RateLimit-Remaining" in response.headers  # counted in Redis, first try
+        assert app.state.resources.limiter.storage_failures == 0
+        status = (await client.get("/api/v1/rate-limit/status", headers=caller.headers)).json()
+        assert status["storage_available"] is True
