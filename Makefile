@@ -154,6 +154,10 @@ benchmark-chat: $(STAMP) ## /api/v1/chat p50/p99, uncached vs cached, against th
 
 benchmark: benchmark-vectors benchmark-router benchmark-chat ## every benchmark, each printing a table
 
+.PHONY: chaos
+chaos: $(STAMP) ## fault injection under load (Redis kill, PostgreSQL restart, worker and server SIGKILL): a table
+	$(PY) -m scripts.chaos
+
 .PHONY: up down logs
 COMPOSE ?= docker compose
 up: ## docker compose: PostgreSQL+pgvector, Redis, migrations, API and worker (needs a Docker engine)

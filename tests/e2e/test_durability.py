@@ -3,41 +3,17 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
+from tests.support.faults import slow_commits
 from tests.support.server import create_api_key, start_server
-from tests.support.services import RedisForTests, libpq
+from tests.support.services import RedisForTests
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@contextmanager
-def slow_commits(database_url: str, seconds: float) -> Iterator[None]:
-    """Every transaction that stores a document takes ``seconds`` longer to commit (a deferred
-    constraint trigger sleeps at COMMIT), like a busy disk: a response sent before the commit
-    ends is then reliably sent for something that a crash can still lose."""
-    with psycopg.connect(libpq(database_url), autocommit=True) as conn:
-        conn.execute(
-            "CREATE FUNCTION test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS "
-            f"$$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$"
-        )
-        conn.execute(
-            "CREATE CONSTRAINT TRIGGER test_slow_commit AFTER INSERT ON documents "
-            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_slow_commit()"
-        )
-    try:
-        yield
-    finally:
-        with psycopg.connect(libpq(database_url), autocommit=True) as conn:
-            conn.execute("DROP TRIGGER IF EXISTS test_slow_commit ON documents")
-            conn.execute("DROP FUNCTION IF EXISTS test_slow_commit()")
 
 
 def test_uploads_acknowledged_just_before_a_sigkill_are_ingested_after_restart(
