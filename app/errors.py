@@ -6,6 +6,7 @@ turns it into ``application/problem+json`` carrying the request's ``trace_id``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import structlog
@@ -220,11 +221,31 @@ async def _handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+# Every expected failure and its problem response, most specific first (DataError is a DBAPIError
+# like OperationalError, so it comes before the "database unavailable" group).
+DATABASE_UNAVAILABLE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+
+_HANDLERS: tuple[tuple[type[Exception], Handler], ...] = (
+    (AppError, _handle_app_error),
+    (RequestValidationError, _handle_validation_error),
+    (StarletteHTTPException, _handle_http_error),
+    (sa_exc.DataError, _handle_data_error),
+    *((kind, _handle_database_unavailable) for kind in DATABASE_UNAVAILABLE_ERRORS),
+)
+
+
+async def problem_for_exception(request: Request, exc: Exception) -> Response | None:
+    """The problem response for an expected failure raised outside the endpoint (middleware);
+    None for anything unexpected, which the caller re-raises."""
+    for kind, handler in _HANDLERS:
+        if isinstance(exc, kind):
+            return await handler(request, exc)
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(AppError, _handle_app_error)
-    app.add_exception_handler(RequestValidationError, _handle_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _handle_http_error)
-    app.add_exception_handler(sa_exc.DataError, _handle_data_error)
-    for unavailable in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError):
-        app.add_exception_handler(unavailable, _handle_database_unavailable)
+    for kind, handler in _HANDLERS:
+        app.add_exception_handler(kind, handler)
     app.add_exception_handler(Exception, _handle_unexpected)

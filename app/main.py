@@ -16,6 +16,7 @@ from app.api import metrics as metrics_api
 from app.api import providers as providers_api
 from app.api.middleware import CorrelationMiddleware
 from app.auth.jwt import JwtVerifier
+from app.auth.middleware import AuthenticateFirstMiddleware
 from app.cache.answers import AnswerCache
 from app.db.engine import create_engine, create_session_factory
 from app.db.migrations import head_revision
@@ -36,6 +37,7 @@ from app.resources import Resources, create_redis
 from app.security.body_limit import BodySizeLimitMiddleware
 from app.security.headers import SecurityHeadersMiddleware
 from app.security.proxies import TrustedProxies
+from app.security.request_limits import RequestSizeLimitMiddleware
 from app.settings import Settings
 
 logger = structlog.get_logger(__name__)
@@ -125,6 +127,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         description="Chat with your documents: retrieval over pgvector and a fail-over LLM router.",
     )
     install_error_handlers(app)
+    # Innermost: authenticates /api/ requests from their headers before any body is read.
+    app.add_middleware(AuthenticateFirstMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -141,6 +145,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     )
     app.add_middleware(SecurityHeadersMiddleware, proxies=TrustedProxies(tuple(settings.trusted_proxies)))
     install_http_metrics(app, metrics)
+    # Oversized URLs and headers are refused (414/431) before any other layer works on them,
+    # inside the correlation layer so that the problem carries a trace id and is logged.
+    app.add_middleware(RequestSizeLimitMiddleware)
     app.add_middleware(CorrelationMiddleware)
     app.include_router(health.router)
     app.include_router(metrics_api.router)

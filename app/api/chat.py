@@ -11,13 +11,16 @@ from dataclasses import asdict
 from typing import Annotated, Any, cast
 
 import anyio
+import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import Receive, Scope, Send
 
 from app.api.deps import ResourcesDep
+from app.errors import DATABASE_UNAVAILABLE_ERRORS, AppError
 from app.limits.dependencies import ChatRateLimit
+from app.observability.context import current_trace_id
 from app.rag.chat import (
     ChatAnswer,
     ChatEvent,
@@ -29,6 +32,9 @@ from app.rag.chat import (
     Source,
 )
 from app.rag.retrieval import RetrievalFilters, RetrievalMode
+from app.security.text import PlainText
+
+logger = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/api/v1", tags=["chat"])
 
@@ -38,7 +44,7 @@ MAX_QUESTION_CHARS = 4000
 class ChatFilters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+    tags: list[Annotated[PlainText, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=20
     )
     document_ids: list[uuid.UUID] = Field(default_factory=list, max_length=50)
@@ -47,9 +53,9 @@ class ChatFilters(BaseModel):
 class ChatBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    question: PlainText = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
     session_id: uuid.UUID | None = None
-    model: str | None = Field(default=None, max_length=200)
+    model: PlainText | None = Field(default=None, max_length=200)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
     top_k: int = Field(default=5, ge=1, le=20)
@@ -119,6 +125,21 @@ def _render(event: ChatEvent) -> bytes:
     return _sse("sources", {"sources": [asdict(s) for s in event.sources]})
 
 
+def _error_event(exc: Exception) -> ErrorEvent:
+    """What a client is told when the pipeline fails after the stream has started: the same
+    stable code a JSON request would get (``database_unavailable``, an ``AppError``'s code), or
+    ``internal_error`` with the trace id to quote."""
+    trace_id = current_trace_id() or ""
+    if isinstance(exc, AppError):
+        return ErrorEvent(code=exc.code, message=exc.detail, trace_id=trace_id)
+    if isinstance(exc, DATABASE_UNAVAILABLE_ERRORS):
+        message = "The database is unreachable or restarting; retry shortly."
+        return ErrorEvent(code="database_unavailable", message=message, trace_id=trace_id)
+    logger.exception("chat_stream_failed", error_type=type(exc).__name__)
+    message = "An unexpected error occurred; quote the trace_id when reporting it."
+    return ErrorEvent(code="internal_error", message=message, trace_id=trace_id)
+
+
 async def _with_heartbeats(events: AsyncIterator[ChatEvent], every_s: float) -> AsyncIterator[bytes]:
     """SSE bytes, with a comment line whenever nothing happened for ``every_s`` seconds (keeps
     proxies from closing an idle connection while the model thinks)."""
@@ -135,6 +156,9 @@ async def _with_heartbeats(events: AsyncIterator[ChatEvent], every_s: float) -> 
             try:
                 event = pending.result()
             except StopAsyncIteration:
+                return
+            except Exception as exc:  # the 200 is sent: end with an error event, never silently
+                yield _render(_error_event(exc))
                 return
             finally:
                 pending = None

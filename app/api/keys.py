@@ -13,13 +13,14 @@ from app.auth.dependencies import AdminPrincipal
 from app.auth.key_service import create_key, list_keys, revoke_key
 from app.auth.principal import Role
 from app.security.audit import record_audit
+from app.security.text import PlainText
 
 router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 
 
 class CreateKeyRequest(BaseModel):
     role: Role
-    name: str = Field(default="", max_length=200)
+    name: PlainText = Field(default="", max_length=200)
 
 
 class CreatedKey(BaseModel):

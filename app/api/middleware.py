@@ -13,6 +13,14 @@ from app.observability.http import record_http_request
 
 logger = structlog.get_logger("app.access")
 
+LOGGED_PATH_CHARS = 512  # a hostile 8 KB path is refused (414), and logged only this far
+
+
+def _loggable_path(path: object) -> object:
+    if isinstance(path, str) and len(path) > LOGGED_PATH_CHARS:
+        return f"{path[:LOGGED_PATH_CHARS]}…[{len(path)} chars]"
+    return path
+
 
 class CorrelationMiddleware:
     """Gives every request a request id (the client's X-Request-ID when safe) and a trace id,
@@ -50,7 +58,7 @@ class CorrelationMiddleware:
             logger.info(
                 "request",
                 method=scope.get("method"),
-                path=scope.get("path"),
+                path=_loggable_path(scope.get("path")),
                 route=getattr(route, "path", None),
                 status=status_holder["status"],
                 duration_ms=round(duration_s * 1000, 2),

@@ -14,7 +14,7 @@ from app.auth.errors import AuthenticationError, PermissionDeniedError
 from app.auth.jwt import looks_like_jwt, principal_for_claims
 from app.auth.principal import Principal, Role
 from app.limits.enforcement import charge_ip
-from app.resources import redis_key
+from app.resources import Resources, redis_key
 
 LAST_USED_RESOLUTION_S = 300
 
@@ -30,7 +30,7 @@ def _presented_credential(request: Request) -> str | None:
     return None
 
 
-async def _record_use(resources: ResourcesDep, principal: Principal) -> None:
+async def _record_use(resources: Resources, principal: Principal) -> None:
     """Update ``last_used_at`` at most once per key and 5 minutes, not on every request."""
     key_id = principal.id.removeprefix("key:")
     try:
@@ -44,7 +44,7 @@ async def _record_use(resources: ResourcesDep, principal: Principal) -> None:
             await mark_used(session, uuid.UUID(key_id))
 
 
-async def _principal_for_jwt(resources: ResourcesDep, token: str) -> Principal:
+async def _principal_for_jwt(resources: Resources, token: str) -> Principal:
     if resources.jwt_verifier is None:  # JWTs are not accepted unless AUTH_JWKS_URL is set
         raise AuthenticationError(code="invalid_credentials")
     claims = await resources.jwt_verifier.verify(token)
@@ -52,12 +52,19 @@ async def _principal_for_jwt(resources: ResourcesDep, token: str) -> Principal:
         return await principal_for_claims(session, claims)
 
 
-async def get_current_principal(request: Request, resources: ResourcesDep) -> Principal:
+PRINCIPAL_STATE_KEY = "principal"
+
+
+async def authenticate(request: Request, resources: Resources) -> Principal:
+    """Charge the per-IP budget, then verify the presented credential; reads headers only.
+
+    ``AuthenticateFirstMiddleware`` calls this before the endpoint, so no body is read or parsed
+    for a request without valid credentials. Charged before anything else, so anonymous requests
+    and guessed credentials cost the per-IP budget too."""
+    await charge_ip(request, resources.limiter)
     credential = _presented_credential(request)
     if credential is None:
         raise AuthenticationError("send an API key in X-API-Key or a bearer token in Authorization")
-    # Charged before verification, so guessing credentials costs the per-IP budget too.
-    await charge_ip(request, resources.limiter)
     if looks_like_jwt(credential):
         principal = await _principal_for_jwt(resources, credential)
     else:
@@ -67,8 +74,18 @@ async def get_current_principal(request: Request, resources: ResourcesDep) -> Pr
             raise AuthenticationError(code="invalid_credentials")
         principal = key_principal
         await _record_use(resources, principal)
-    request.scope.setdefault("state", {})["principal_id"] = principal.id
+    state = request.scope.setdefault("state", {})
+    state["principal_id"] = principal.id
+    state[PRINCIPAL_STATE_KEY] = principal
     return principal
+
+
+async def get_current_principal(request: Request, resources: ResourcesDep) -> Principal:
+    """The principal the middleware authenticated (or, outside it, authenticate now)."""
+    principal = request.scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
+    if isinstance(principal, Principal):
+        return principal
+    return await authenticate(request, resources)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_current_principal)]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.models import Document, DocumentVersion, IngestionJob
 from app.documents.service import DocumentDetail, UploadOutcome, VersionEntry
+from app.security.text import PlainText
 
 
 def status_url(job_id: uuid.UUID) -> str:
@@ -132,9 +133,9 @@ class DocumentListOut(BaseModel):
 class DocumentPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: str | None = Field(default=None, min_length=1, max_length=500)
-    tags: list[str] | None = None
-    author: str | None = Field(default=None, max_length=200)
+    title: PlainText | None = Field(default=None, min_length=1, max_length=500)
+    tags: list[PlainText] | None = None
+    author: PlainText | None = Field(default=None, max_length=200)
 
 
 class JobOut(BaseModel):

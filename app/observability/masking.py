@@ -14,6 +14,7 @@ from typing import Any, Final
 
 REDACTED: Final = "[REDACTED]"
 EMAIL_MASK: Final = "[EMAIL]"
+TRUNCATED: Final = "[TRUNCATED]"
 
 _MAX_DEPTH = 8
 
@@ -25,40 +26,97 @@ _SENSITIVE_KEY = re.compile(
 # Keys that end like a sensitive key but are safe to show.
 _SAFE_KEYS = frozenset({"key_id", "prefix", "token_count", "tokens", "max_tokens", "usage"})
 
+# Every pattern here sees client text (access-log paths, headers, questions), so each runs in
+# linear time: a repeated quantifier is possessive (``++``, ``*+``) wherever the next token cannot
+# match the characters it consumed, and a pattern whose token may begin anywhere inside a long
+# run of its own characters (``a.a.a.…``) starts only at the beginning of such a run and skips,
+# lazily and once (an atomic group), to the first place the original pattern could start. All
+# starting points in one run share what follows the run, so only that first one can match, and
+# no run is rescanned from every position (which made ``"a." * 16384`` take seconds).
+_JWT_CHARS = r"[A-Za-z0-9_\-]"
+_SCHEME_CHARS = r"[a-z0-9+.\-]"
+_LOCAL_CHARS = r"[A-Za-z0-9._%+\-]"
+
 # Order matters: specific credential shapes first, generic key=value last.
-_PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
+_SUBSTITUTIONS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
     # Our API keys: rk_<12 hex prefix>_<secret>. The prefix is a lookup handle, not a secret.
-    (re.compile(r"\b(rk_[0-9a-f]{12})_[A-Za-z0-9_\-]+"), r"\1_" + REDACTED),
-    # JSON Web Tokens (three base64url segments, header starting with {" → eyJ).
-    (re.compile(r"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), "[JWT]"),
+    (re.compile(r"\b(rk_[0-9a-f]{12})_[A-Za-z0-9_\-]++"), r"\1_" + REDACTED),
+    # JSON Web Tokens (three base64url segments, header starting with {" → eyJ). ``lead`` is the
+    # part of the run before the token, put back unchanged.
+    (
+        re.compile(
+            rf"(?<!{_JWT_CHARS})(?>(?P<lead>{_JWT_CHARS}*?)\beyJ)"
+            rf"{_JWT_CHARS}++\.{_JWT_CHARS}++\.{_JWT_CHARS}*+"
+        ),
+        r"\g<lead>[JWT]",
+    ),
     # Authorization headers: Bearer / Basic credentials.
-    (re.compile(r"\b(Bearer)\s+[A-Za-z0-9._~+/=\-]{8,}", re.IGNORECASE), r"\1 " + REDACTED),
-    (re.compile(r"\b(Basic)\s+[A-Za-z0-9+/]{16,}={0,2}", re.IGNORECASE), r"\1 " + REDACTED),
+    (re.compile(r"\b(Bearer)\s++[A-Za-z0-9._~+/=\-]{8,}", re.IGNORECASE), r"\1 " + REDACTED),
+    (re.compile(r"\b(Basic)\s++[A-Za-z0-9+/]{16,}={0,2}", re.IGNORECASE), r"\1 " + REDACTED),
     # Provider keys: OpenAI / Langfuse (sk-…, pk-lf-…), Groq (gsk_…), Google (AIza…).
     (re.compile(r"\b(sk|pk)-[A-Za-z0-9_\-]{16,}"), REDACTED),
     (re.compile(r"\bgsk_[A-Za-z0-9]{16,}"), REDACTED),
     (re.compile(r"\bAIza[0-9A-Za-z_\-]{30,}"), REDACTED),
-    # Credentials inside URLs: scheme://user:password@host.
-    (re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^/\s:@]+):[^@\s/]+@", re.IGNORECASE), r"\1:" + REDACTED + "@"),
-    # E-mail addresses.
-    (re.compile(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b"), EMAIL_MASK),
-    # password=…, "api_key": "…", token: … inside free text.
+    # Credentials inside URLs: scheme://user:password@host, the user possibly empty
+    # (redis://:password@host). Group 1 (run start to the end of the user) is put back.
     (
         re.compile(
-            r"""(?P<key>\b(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|client[_-]?secret)\b"""
-            r"""["']?\s*[:=]\s*["']?)(?P<value>[^\s"',;&}]+)""",
+            rf"(?<!{_SCHEME_CHARS})((?>{_SCHEME_CHARS}*?\b[a-z]){_SCHEME_CHARS}*+://[^/\s:@]*+)"
+            r":[^@\s/]++@",
             re.IGNORECASE,
         ),
-        r"\g<key>" + REDACTED,
+        r"\1:" + REDACTED + "@",
     ),
 )
+
+# E-mail addresses: what ``\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b`` matches, found
+# without that pattern's quadratic search (see ``_mask_emails``).
+_EMAIL_LOCAL_RUN = re.compile(rf"(?<!{_LOCAL_CHARS}){_LOCAL_CHARS}++@")
+_EMAIL_LOCAL_START = re.compile(rf"\b{_LOCAL_CHARS}")
+_EMAIL_DOMAIN = re.compile(r"[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b")
+
+# password=…, "api_key": "…", token: … inside free text.
+_KEY_VALUE = re.compile(
+    r"""(?P<key>\b(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|client[_-]?secret)\b"""
+    r"""["']?\s*+[:=]\s*+["']?)(?P<value>[^\s"',;&}]++)""",
+    re.IGNORECASE,
+)
+
+
+def _mask_emails(text: str) -> str:
+    """E-mail addresses replaced by ``EMAIL_MASK``, exactly where ``re.sub`` with the e-mail
+    pattern above would replace them, in linear time.
+
+    Each ``@`` ends at most one run of local-part characters; the leftmost match for that ``@``
+    starts at the first word boundary in the run (not before the end of the previous match), and
+    it matches if and only if the domain after the ``@`` does: every start in the run shares it.
+    """
+    if "@" not in text:
+        return text
+    parts: list[str] = []
+    done = 0
+    for local in _EMAIL_LOCAL_RUN.finditer(text):
+        at = local.end() - 1
+        start = _EMAIL_LOCAL_START.search(text, max(local.start(), done), at)
+        if start is None:
+            continue
+        domain = _EMAIL_DOMAIN.match(text, at + 1)
+        if domain is None:
+            continue
+        parts += (text[done : start.start()], EMAIL_MASK)
+        done = domain.end()
+    if not parts:
+        return text
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 def mask_text(text: str) -> str:
     """``text`` with credentials, tokens and e-mail addresses replaced by placeholders."""
-    for pattern, replacement in _PATTERNS:
+    for pattern, replacement in _SUBSTITUTIONS:
         text = pattern.sub(replacement, text)
-    return text
+    text = _mask_emails(text)
+    return _KEY_VALUE.sub(r"\g<key>" + REDACTED, text)
 
 
 def is_sensitive_key(key: str) -> bool:
@@ -71,12 +129,16 @@ def mask_value(value: Any, *, _depth: int = 0) -> Any:
 
     Mappings keep their keys; a sensitive key's value is replaced whole, whatever its type.
     Unknown objects are left alone unless they are strings (``repr`` is never called, so a
-    masked copy of an object is never built from its internals).
+    masked copy of an object is never built from its internals). Strings are masked at any depth;
+    a mapping, list or tuple nested deeper than ``_MAX_DEPTH`` becomes ``TRUNCATED``.
     """
     if isinstance(value, str):
         return mask_text(value)
+    if isinstance(value, bytes):
+        return mask_text(value.decode("utf-8", errors="replace"))
     if _depth >= _MAX_DEPTH:
-        return value
+        # Never hand back a subtree unmasked: below the depth limit, containers are cut off.
+        return TRUNCATED if isinstance(value, Mapping | list | tuple) else value
     if isinstance(value, Mapping):
         return {
             key: (
@@ -89,8 +151,6 @@ def mask_value(value: Any, *, _depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         masked = [mask_value(item, _depth=_depth + 1) for item in value]
         return masked if isinstance(value, list) else tuple(masked)
-    if isinstance(value, bytes):
-        return mask_text(value.decode("utf-8", errors="replace"))
     return value
 
 

@@ -34,6 +34,7 @@ from app.llm.types import (
 )
 from app.memory.service import ConversationMemory
 from app.observability.context import current_trace_id, new_trace_id
+from app.observability.metrics.domain import DomainMetrics
 from app.observability.telemetry import Telemetry
 from app.rag.citations import cited_numbers
 from app.rag.embeddings import Embedder
@@ -180,15 +181,18 @@ def _mark_cited(sources: list[Source], answer: str) -> tuple[list[Source], list[
     return marked, cited
 
 
-def _flag_injection(question: str, chunks: list[RetrievedChunk]) -> None:
-    """Log suspected prompt injection. Nothing is blocked: the question is the user's own, and
-    retrieved text reaches the model only as quoted data under instructions that say so."""
+def _flag_injection(question: str, chunks: list[RetrievedChunk], metrics: DomainMetrics) -> None:
+    """Log and count suspected prompt injection. Nothing is blocked: the question is the user's
+    own, and retrieved text reaches the model only as escaped, quoted data under instructions that
+    say so (``app.rag.prompt.quote_data``)."""
     question_flags = detect_injection(question)
     if question_flags:
         logger.warning("prompt_injection_suspected", source="question", flags=question_flags)
+        metrics.prompt_injection("question", question_flags)
     for chunk in chunks:
         flags = detect_injection(chunk.text)
         if flags:
+            metrics.prompt_injection("retrieved_chunk", flags)
             logger.warning(
                 "prompt_injection_suspected",
                 source="retrieved_chunk",
@@ -293,7 +297,7 @@ class ChatService:
             with metrics.vector_search_timer(chat.mode.value):
                 chunks = await self._retrieve(principal, chat, vector)
             span.update(output={"chunks": [c.chunk_id for c in chunks]})
-        _flag_injection(chat.question, chunks)
+        _flag_injection(chat.question, chunks, metrics)
         if not chunks:
             return _Prepared(trace_id, started, cache_key, None, history, None, [])
         budget = self._prompt_budget(chat)

@@ -74,6 +74,11 @@ class DomainMetrics:
             "cache_misses_total", "Cache misses", ("layer",), known=[{"layer": "answer"}]
         )
         self._rate_limited = b.counter("rate_limited_total", "Requests refused by a rate limit", ("scope",))
+        self._injection_flags = b.counter(
+            "prompt_injection_flags_total",
+            "Suspected prompt injection seen (kept as quoted data, never obeyed)",
+            ("source", "flag"),
+        )
         self._ingestion_jobs = b.counter("ingestion_jobs_total", "Finished ingestion jobs", ("outcome",))
         self._ingestion_duration = b.histogram(
             "ingestion_job_duration_seconds", "Ingestion job duration", ("outcome",), INGESTION_BUCKETS
@@ -149,6 +154,11 @@ class DomainMetrics:
     # Cache and limits
     def cache_lookup(self, hit: bool, layer: str = "answer") -> None:
         (self._cache_hits if hit else self._cache_misses).inc(layer=layer)
+
+    def prompt_injection(self, source: str, flags: list[str]) -> None:
+        """``source`` is ``question`` or ``retrieved_chunk``; one increment per flag raised."""
+        for flag in flags:
+            self._injection_flags.inc(source=source, flag=flag)
 
     def rate_limited(self, scope: str) -> None:
         """``scope``: ``principal``, ``ip``, ``upload`` …"""

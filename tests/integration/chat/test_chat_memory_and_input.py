@@ -58,6 +58,9 @@ async def test_a_session_remembers_its_turns_and_belongs_to_its_creator(
         ({"question": "q", "mode": "telepathy"}, "invalid_mode"),
         ({"question": "q", "surprise": 1}, "invalid_surprise"),
         ({"question": "q", "model": "skynet-9000"}, "unknown_model"),
+        ({"question": "where\u0000is it?"}, "invalid_question"),
+        ({"question": "bell \u0007 rings"}, "invalid_question"),
+        ({"question": "q", "model": "openai/gpt\u0000"}, "invalid_model"),
     ],
 )
 async def test_bad_chat_input_is_a_4xx_problem_with_its_code(

@@ -4,7 +4,9 @@ import json
 
 import httpx
 import pytest
+from sqlalchemy import exc as sa_exc
 
+from app.rag.chat import ChatService
 from tests.fakes.fake_llm_server import FakeLLMServer
 from tests.integration.chat.conftest import Library, new_session
 from tests.support.callers import Caller
@@ -91,3 +93,42 @@ async def test_a_failure_after_the_first_token_is_an_error_event_and_a_failed_tu
     ]
     assert messages[-1]["status"] == "failed"
     assert messages[-1]["content"] == partial
+
+
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        (
+            sa_exc.OperationalError("SELECT", {}, OSError("server closed the connection")),
+            "database_unavailable",
+        ),
+        (RuntimeError("a bug"), "internal_error"),
+    ],
+    ids=["database", "bug"],
+)
+async def test_a_stream_that_fails_after_its_200_ends_with_an_error_event(
+    http: httpx.AsyncClient,
+    library: Library,
+    editor: Caller,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+    code: str,
+) -> None:
+    await library.add("The quarterly review happens in the Blue Room.", filename="review.txt")
+
+    async def retrieval_fails(*args: object, **kwargs: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(ChatService, "_retrieve", retrieval_fails)
+    response = await http.post(
+        "/api/v1/chat",
+        json={"question": "Where is the quarterly review?", "stream": True},
+        headers=editor.headers,
+    )
+    assert response.status_code == 200  # the stream had started
+    events = parse_sse(response.text)
+    assert events, "the stream ended without a single event"
+    name, data = events[-1]
+    assert name == "error", events
+    assert data["code"] == code
+    assert data["trace_id"] == response.headers["X-Trace-ID"]

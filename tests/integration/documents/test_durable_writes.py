@@ -18,7 +18,7 @@ from tests.support.callers import MakeCaller
 pytestmark = pytest.mark.integration
 
 
-async def test_a_title_the_database_refuses_is_a_422_and_the_old_title_stays(
+async def test_a_title_with_a_nul_is_a_422_and_the_old_title_stays(
     client: httpx.AsyncClient, make_caller: MakeCaller
 ) -> None:
     caller = await make_caller()
@@ -27,8 +27,30 @@ async def test_a_title_the_database_refuses_is_a_422_and_the_old_title_stays(
     patched = await client.patch(url, json={"title": "bad\u0000title"}, headers=caller.headers)
     assert patched.status_code == 422, patched.text
     assert patched.headers["content-type"].startswith("application/problem+json")
-    assert patched.json()["code"] == "invalid_value"
+    assert patched.json()["code"] == "invalid_title"
     assert "NUL" in patched.json()["detail"]
+    assert (await client.get(url, headers=caller.headers)).json()["title"] == "Notes"
+
+
+async def test_a_value_the_database_refuses_at_commit_is_a_422_not_a_200(
+    client: httpx.AsyncClient, make_caller: MakeCaller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever slips past validation and is refused by PostgreSQL at commit (here: a forced
+    ``DataError``) is a 422 problem, and the write is not shown as done."""
+    caller = await make_caller()
+    doc = (await upload(client, caller.headers, b"Plain notes.", filename="notes.txt", title="Notes")).json()
+    url = f"/api/v1/docs/{doc['document_id']}"
+    real_commit = AsyncSession.commit
+
+    async def commit_refused(self: AsyncSession, *args: Any, **kwargs: Any) -> None:
+        raise sa_exc.DataError("COMMIT", {}, ValueError("integer out of range"))
+
+    monkeypatch.setattr(AsyncSession, "commit", commit_refused)
+    patched = await client.patch(url, json={"title": "New title"}, headers=caller.headers)
+    monkeypatch.setattr(AsyncSession, "commit", real_commit)
+    assert patched.status_code == 422, patched.text
+    assert patched.json()["code"] == "invalid_value"
+    assert "out of range" in patched.json()["detail"]
     assert (await client.get(url, headers=caller.headers)).json()["title"] == "Notes"
 
 

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from app.observability.masking import EMAIL_MASK, REDACTED, mask_text, mask_value
+from app.observability.masking import EMAIL_MASK, REDACTED, TRUNCATED, mask_text, mask_value
 
 pytestmark = [pytest.mark.unit, pytest.mark.metrics]
 
@@ -73,3 +75,37 @@ def test_sensitive_keys_lose_their_value_whatever_its_type() -> None:
 def test_tuples_stay_tuples_and_other_objects_pass_through() -> None:
     marker = object()
     assert mask_value(("a@b.io", 3, marker)) == (EMAIL_MASK, 3, marker)
+
+
+def test_url_password_with_an_empty_user_is_masked() -> None:
+    masked = mask_text("cache at redis://:s3cret@host:6379/0 is down")
+    assert "s3cret" not in masked
+    assert masked == f"cache at redis://:{REDACTED}@host:6379/0 is down"
+
+
+def test_url_credentials_keep_the_scheme_and_user() -> None:
+    assert mask_text("see http://alice:pw@h/x") == f"see http://alice:{REDACTED}@h/x"
+
+
+def test_addresses_one_after_another_are_all_masked() -> None:
+    assert mask_text("a@b.com-x@c.org, dev.ops@example.io") == f"{EMAIL_MASK}{EMAIL_MASK}, {EMAIL_MASK}"
+
+
+def test_secrets_nested_deeper_than_the_limit_never_come_back() -> None:
+    secret = "Bearer abcdefghijklmnop123"
+    value: Any = {"note": secret, "password": "hunter2", "raw": b"mail bob@example.com"}
+    for level in range(20):
+        value = {"level": level, "child": [value]} if level % 2 else ({"child": value},)
+    masked = repr(mask_value(value))
+    for leaked in ("abcdefghijklmnop123", "hunter2", "bob@example.com"):
+        assert leaked not in masked
+    assert TRUNCATED in masked
+
+
+def test_strings_and_bytes_are_masked_at_the_depth_limit() -> None:
+    value: Any = ["write to bob@example.com", b"password=hunter2"]
+    for _ in range(7):
+        value = [value]
+    masked = repr(mask_value(value))
+    assert "bob@example.com" not in masked and "hunter2" not in masked
+    assert TRUNCATED not in masked
