@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     chunk_max_tokens: int = Field(default=200, ge=16, le=4000)
     chunk_overlap_tokens: int = Field(default=40, ge=0, le=1000)
     docx_max_uncompressed_mb: int = Field(default=100, ge=1)
+    doc_max_pages: int = Field(default=2000, ge=1)
+    doc_max_chars: int = Field(default=5_000_000, ge=1)
+    doc_page_parse_timeout_s: float = Field(default=10.0, gt=0, le=3600)
     run_worker_in_process: bool = False
     worker_concurrency: int = Field(default=1, ge=1, le=32)
     job_max_attempts: int = Field(default=3, ge=1, le=20)
@@ -103,6 +106,11 @@ class Settings(BaseSettings):
     router_backoff_base_s: float = Field(default=0.25, ge=0)
     router_backoff_max_s: float = Field(default=4.0, ge=0)
     router_stream_idle_timeout_s: float = Field(default=15.0, gt=0)
+    # Models a request may pin as "<provider>/<model>" besides *_MODEL (always allowed); empty:
+    # only *_MODEL, so no caller picks a pricier model on the operator's bill.
+    gemini_allowed_models: Annotated[list[str], NoDecode] = []
+    groq_allowed_models: Annotated[list[str], NoDecode] = []
+    openai_allowed_models: Annotated[list[str], NoDecode] = []
 
     # Limits, cache, memory, uploads
     rate_limit_per_principal: str = "60/minute"
@@ -177,6 +185,11 @@ class Settings(BaseSettings):
     @field_validator("llm_providers", "allow_origins", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("gemini_allowed_models", "groq_allowed_models", "openai_allowed_models", mode="before")
+    @classmethod
+    def _csv_models(cls, value: object) -> object:
         return _split_csv(value)
 
     @field_validator("trusted_proxies", "auth_jwt_algorithms", mode="before")

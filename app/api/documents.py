@@ -11,9 +11,10 @@ from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile,
 
 from app.api.deps import ResourcesDep, SessionDep, SettingsDep
 from app.auth.dependencies import EditorPrincipal, ReaderPrincipal
-from app.auth.principal import Principal
+from app.auth.errors import PermissionDeniedError
+from app.auth.principal import Principal, Role
 from app.documents import repository as repo
-from app.documents.errors import MissingFileError, UploadTooLargeError
+from app.documents.errors import InvalidFilenameError, MissingFileError, UploadTooLargeError
 from app.documents.schemas import (
     DocumentDetailOut,
     DocumentListOut,
@@ -24,17 +25,24 @@ from app.documents.schemas import (
 )
 from app.documents.service import DocumentMetadata, DocumentService, UploadedFile
 from app.limits.dependencies import UploadRateLimit
+from app.security.text import PlainText, has_control_characters
 from app.settings import Settings
 
 router = APIRouter(prefix="/api/v1/docs", tags=["documents"])
 
 READ_CHUNK = 1024 * 1024
+MAX_FILENAME_CHARS = 500  # document_versions.filename
 
 
 async def read_limited(file: UploadFile | None, settings: Settings) -> UploadedFile:
     """Read the file part in 1 MiB pieces and stop at MAX_UPLOAD_MB."""
     if file is None:
         raise MissingFileError("send the document as the multipart field 'file'")
+    if file.filename and (has_control_characters(file.filename) or len(file.filename) > MAX_FILENAME_CHARS):
+        raise InvalidFilenameError(
+            f"the file name must be at most {MAX_FILENAME_CHARS} characters, without NUL or other "
+            "control characters"
+        )
     limit = settings.max_upload_bytes
     buffer = bytearray()
     digest = hashlib.sha256()
@@ -62,6 +70,14 @@ def reader_service(
     session: SessionDep, settings: SettingsDep, resources: ResourcesDep, principal: ReaderPrincipal
 ) -> DocumentService:
     return _service(session, settings, resources, principal)
+
+
+def _check_include_deleted(principal: Principal, include_deleted: bool) -> None:
+    """Deleted documents are the editors' to see (and restore); readers see live ones only."""
+    if include_deleted and not principal.role.allows(Role.editor):
+        raise PermissionDeniedError(
+            "include_deleted=true needs the editor role; readers see live documents only"
+        )
 
 
 MAX_LIST_OFFSET = 1_000_000  # far past any real listing, far below PostgreSQL's bigint
@@ -92,10 +108,12 @@ async def upload_document(
     principal: UploadRateLimit,
     settings: SettingsDep,
     file: FilePart = None,
-    title: Annotated[str | None, Form()] = None,
-    tags: Annotated[list[str] | None, Form(description="repeat the field or separate with commas")] = None,
-    author: Annotated[str | None, Form()] = None,
-    path: Annotated[str | None, Form()] = None,
+    title: Annotated[PlainText | None, Form(max_length=500)] = None,
+    tags: Annotated[
+        list[PlainText] | None, Form(description="repeat the field or separate with commas")
+    ] = None,
+    author: Annotated[PlainText | None, Form(max_length=200)] = None,
+    path: Annotated[PlainText | None, Form(max_length=1000)] = None,
 ) -> UploadAccepted:
     upload = await read_limited(file, settings)
     meta = DocumentMetadata(title=title, tags=tags, author=author, path=path or None)
@@ -129,12 +147,15 @@ async def upload_version(
 async def list_documents(
     session: SessionDep,
     principal: ReaderPrincipal,
-    tag: str | None = None,
-    q: Annotated[str | None, Query(max_length=200, description="text in title or path")] = None,
-    include_deleted: bool = False,
+    tag: Annotated[PlainText | None, Query(max_length=64)] = None,
+    q: Annotated[PlainText | None, Query(max_length=200, description="text in title or path")] = None,
+    include_deleted: Annotated[
+        bool, Query(description="editors only: list soft-deleted documents too")
+    ] = False,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET)] = 0,
 ) -> DocumentListOut:
+    _check_include_deleted(principal, include_deleted)
     page = await repo.list_documents(
         session,
         principal.tenant_id,
@@ -151,8 +172,12 @@ async def list_documents(
 
 @router.get("/{document_id}", response_model=DocumentDetailOut, summary="A document and its current version")
 async def get_document(
-    document_id: uuid.UUID, service: ReaderService, principal: ReaderPrincipal, include_deleted: bool = False
+    document_id: uuid.UUID,
+    service: ReaderService,
+    principal: ReaderPrincipal,
+    include_deleted: Annotated[bool, Query(description="editors only: a soft-deleted document too")] = False,
 ) -> DocumentDetailOut:
+    _check_include_deleted(principal, include_deleted)
     detail = await service.detail(principal.tenant_id, document_id, include_deleted=include_deleted)
     return DocumentDetailOut.of_detail(detail)
 

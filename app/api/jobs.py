@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from app.api.deps import SessionDep, SettingsDep
 from app.auth.dependencies import ReaderPrincipal
+from app.documents.errors import public_job_error
 from app.documents.schemas import JobOut
 from app.documents.service import DocumentService
 
@@ -18,5 +19,8 @@ router = APIRouter(prefix="/api/v1/jobs", tags=["documents"])
 async def get_job(
     job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, principal: ReaderPrincipal
 ) -> JobOut:
+    """``error`` is readable: a known problem's message, or a generic one quoting the job id (the
+    raw failure is only in the logs); ``error_code`` is stable."""
     job, version = await DocumentService(session, settings).job(principal.tenant_id, job_id)
-    return JobOut.of(job, version)
+    out = JobOut.of(job, version)
+    return out.model_copy(update={"error": public_job_error(job.id, job.error_code, job.error)})

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from app.api.deps import ResourcesDep
 from app.auth.dependencies import ReaderPrincipal
+from app.auth.principal import Role
 
 router = APIRouter(prefix="/api/v1", tags=["providers"])
 
@@ -30,8 +31,11 @@ class ProvidersOut(BaseModel):
 
 
 @router.get("/providers", response_model=ProvidersOut, summary="LLM router state per provider")
-async def list_providers(_: ReaderPrincipal, resources: ResourcesDep) -> ProvidersOut:
+async def list_providers(principal: ReaderPrincipal, resources: ResourcesDep) -> ProvidersOut:
+    """Every caller sees each provider's state; only admins see ``last_error``, which comes from
+    any tenant's request (an error text can quote another tenant's prompt or model choice)."""
     statuses = await resources.provider_chain.status()
+    show_errors = principal.role.allows(Role.admin)
     return ProvidersOut(
         providers=[
             ProviderOut(
@@ -41,7 +45,7 @@ async def list_providers(_: ReaderPrincipal, resources: ResourcesDep) -> Provide
                 healthy=s.healthy,
                 state=s.state,
                 cooling_down_until=s.cooling_down_until,
-                last_error=s.last_error,
+                last_error=s.last_error if show_errors else None,
                 recent_latency_ms=s.recent_latency_ms,
                 detail=s.detail,
             )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import uuid
+
 from app.errors import AppError, ConflictError, NotFoundError
 
 
@@ -9,6 +12,12 @@ class MissingFileError(AppError):
     status = 400
     code = "missing_file"
     title = "The request has no file part"
+
+
+class InvalidFilenameError(AppError):
+    status = 422
+    code = "invalid_filename"
+    title = "The file name cannot be stored"
 
 
 class UploadTooLargeError(AppError):
@@ -47,6 +56,24 @@ class ArchiveBombError(AppError):
     title = "The document expands to an unsafe size"
 
 
+class TooManyPagesError(AppError):
+    status = 422
+    code = "too_many_pages"
+    title = "The document has more pages than DOC_MAX_PAGES"
+
+
+class DocumentTooLargeError(AppError):
+    status = 422
+    code = "document_too_large"
+    title = "The document has more text than DOC_MAX_CHARS"
+
+
+class PageParseTimeoutError(AppError):
+    status = 422
+    code = "page_parse_timeout"
+    title = "A page took longer than DOC_PAGE_PARSE_TIMEOUT_S to parse"
+
+
 class InvalidMetadataError(AppError):
     status = 422
     code = "invalid_document_metadata"
@@ -74,4 +101,44 @@ DocumentInputError = (
     CorruptDocumentError,
     EmptyDocumentError,
     ArchiveBombError,
+    TooManyPagesError,
+    DocumentTooLargeError,
+    PageParseTimeoutError,
 )
+
+# --- job errors as clients see them ----------------------------------------------------------
+
+WORKER_STOPPED = "worker_stopped"
+SUPERSEDED = "superseded"
+INGESTION_ERROR = "ingestion_error"
+
+# Codes whose stored ``error`` is a message written for people (the document's problem, or the
+# job's fate); any other code's stored text may be an internal failure and is never shown.
+_READABLE_JOB_ERRORS: dict[str, str] = {
+    **{error.code: error.title for error in DocumentInputError},
+    SUPERSEDED: "A newer version of the document replaced this one",
+    WORKER_STOPPED: "The worker processing this document stopped",
+}
+# Signs of internals in a stored message (rows written before messages were cleaned up, or a
+# message that quotes a library): exception class names, tracebacks, file paths, SQL.
+_INTERNALS = re.compile(
+    r"Traceback|File \"|\b[A-Za-z_]\w*(?:Error|Exception|Warning)\b|(?:^|[\s(\"'])/\w+/"
+    r"|\b(?:SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM)\b|\bpsycopg\b|\bsqlalchemy\b",
+)
+
+
+def generic_job_error(job_id: uuid.UUID) -> str:
+    return f"ingestion failed; quote the job id {job_id} when reporting it"
+
+
+def public_job_error(job_id: uuid.UUID, code: str | None, error: str | None) -> str | None:
+    """The job's ``error`` as an API client may see it: a known problem's own readable message
+    (its title if the stored text shows internals), anything else the generic message with the
+    job id. The raw text of unexpected failures goes only to the logs."""
+    if error is None and code is None:
+        return None
+    if code in _READABLE_JOB_ERRORS:
+        if error and not _INTERNALS.search(error):
+            return error
+        return _READABLE_JOB_ERRORS[code]
+    return generic_job_error(job_id)

@@ -6,6 +6,10 @@ Everything the job writes to ``chunks`` happens in the one storing transaction, 
 the job succeeded, so a worker killed at any point leaves either nothing or the finished result;
 the storing step also deletes rows the same version introduced before, so a re-run can never
 duplicate chunks.
+
+What a job records in ``error`` is meant for the people who uploaded the document: a document's
+own problem (its ``DocumentInputError`` message), the job's fate (superseded, the worker stopped),
+or, for anything unexpected, a generic message with the job id; the raw failure goes to the logs.
 """
 
 from __future__ import annotations
@@ -22,8 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db.models import Document
 from app.documents import repository as repo
 from app.documents.chunking import ChunkDraft, chunk_pages
-from app.documents.errors import DocumentInputError
-from app.documents.parsing import DocumentType, Page, parse_document
+from app.documents.errors import (
+    INGESTION_ERROR,
+    WORKER_STOPPED,
+    DocumentInputError,
+    generic_job_error,
+)
+from app.documents.parsing import DocumentType, Page, ParseLimits, parse_document
 from app.rag.embeddings import Embedder
 from app.settings import Settings
 
@@ -110,6 +119,36 @@ async def _finish_failed(
         await repo.update_job(session, job_id, **values)
 
 
+async def record_worker_stopped(
+    session: AsyncSession, job_id: uuid.UUID, *, attempt: int, max_attempts: int, final: bool
+) -> bool:
+    """The stalled-job reaper's record, in its transaction, that the worker running ``job_id``
+    stopped (no heartbeat: killed, out of memory, lost) during its ``attempt``-th run: queued
+    again with the reason or, after the last attempt, failed for good. False when the job had
+    already finished (nothing to record)."""
+    job = await repo.get_job_for_update(session, job_id)
+    if job is None or job.status in FINISHED:
+        return False
+    job.attempts = max(job.attempts, attempt)  # a run that died before its claim still counts
+    job.error_code = WORKER_STOPPED
+    if final:
+        job.status = "failed"
+        job.finished_at = repo.utcnow()
+        job.error = (
+            f"the worker processing this document stopped during attempt {attempt} of "
+            f"{max_attempts} (JOB_MAX_ATTEMPTS); giving up"
+        )
+        await repo.set_version_status(session, job.version_id, "failed")
+    else:
+        job.status = "queued"
+        job.error = (
+            f"the worker processing this document stopped (attempt {attempt} of {max_attempts}); "
+            "it will be retried"
+        )
+        await repo.set_version_status(session, job.version_id, "queued")
+    return True
+
+
 async def ingest_document_version(
     ctx: IngestionContext, job_id: uuid.UUID, *, final_attempt: bool = True
 ) -> IngestionResult:
@@ -124,14 +163,21 @@ async def ingest_document_version(
         result = await _run(ctx, job_id, claim, log)
     except DocumentInputError as exc:
         await _finish_failed(ctx, job_id, claim.version_id, error=exc.detail, code=exc.code, final=True)
-        log.warning("ingestion_rejected", code=exc.code, error=exc.detail)
+        cause = repr(exc.__cause__)[:500] if exc.__cause__ is not None else None
+        log.warning("ingestion_rejected", code=exc.code, error=exc.detail, cause=cause)
         return IngestionResult(job_id=job_id, status="failed", error=exc.detail)
     except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}"[:2000]
+        # Readers see the generic message (exception text can hold paths, SQL, internals);
+        # the raw text and traceback go to the log, found by the job id the message quotes.
         await _finish_failed(
-            ctx, job_id, claim.version_id, error=message, code="ingestion_error", final=final_attempt
+            ctx,
+            job_id,
+            claim.version_id,
+            error=generic_job_error(job_id),
+            code=INGESTION_ERROR,
+            final=final_attempt,
         )
-        log.exception("ingestion_failed", final=final_attempt)
+        log.exception("ingestion_failed", final=final_attempt, error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
     elapsed = time.perf_counter() - started
     log.info(
@@ -154,6 +200,7 @@ async def _run(
         claim.content,
         doc_type=DocumentType.from_mime(claim.mime_type),
         max_uncompressed_bytes=settings.docx_max_uncompressed_mb * 1024 * 1024,
+        limits=ParseLimits.from_settings(settings),
     )
     await _progress(ctx, job_id, "chunking", 15)
 

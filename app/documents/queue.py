@@ -5,7 +5,9 @@ transaction that stores the upload, so the upload and its job commit (or vanish)
 Workers (``python -m app worker``, or in-process in the embedded default) run
 ``ingest_document_version`` with a per-document lock, so one document is ingested by one job at a
 time; jobs whose worker died (no heartbeat for ``WORKER_STALLED_AFTER_S``) are put back in the
-queue by any live worker.
+queue by any live worker, and such a run counts toward ``JOB_MAX_ATTEMPTS`` like one that raised:
+after the last one the job is failed, so a document that kills every worker that opens it (memory,
+a crash in a parser) cannot cycle forever at the head of the FIFO queue.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from typing import Any
 
 import procrastinate
 import structlog
-from procrastinate import JobContext, RetryStrategy
+from procrastinate import JobContext, RetryStrategy, sql
+from procrastinate.jobs import Job, Status
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.documents.ingestion import IngestionContext, ingest_document_version
+from app.documents import repository as repo
+from app.documents.ingestion import IngestionContext, ingest_document_version, record_worker_stopped
 from app.settings import Settings
 
 logger = structlog.get_logger(__name__)
@@ -68,23 +73,81 @@ class JobQueue:
         )
         return int(await deferrer.defer_async(job_id=str(job_id)))
 
-    async def retry_stalled_jobs(self) -> int:
-        """Put jobs of workers that stopped sending heartbeats back in the queue."""
+    async def retry_stalled_jobs(self, context: IngestionContext) -> int:
+        """Settle the jobs of workers that stopped sending heartbeats: back in the queue while
+        they have attempts left, failed after the ``JOB_MAX_ATTEMPTS``-th (procrastinate's
+        ``attempts`` counts every earlier run, stalled or raised). Returns how many were put back."""
         stalled = await self.app.job_manager.get_stalled_jobs(
             seconds_since_heartbeat=self.settings.worker_stalled_after_s
         )
         count = 0
         for job in stalled:
-            await self.app.job_manager.retry_job(job)
-            logger.warning("stalled_job_retried", queue_job_id=job.id, task=job.task_name)
-            count += 1
+            if await self._settle_stalled(context, job) == "retried":
+                count += 1
         return count
+
+    async def _settle_stalled(self, context: IngestionContext, job: Job) -> str:
+        """One stalled job, in one transaction: procrastinate's row (locked, and only if it is
+        still the stalled run we listed: another worker's reaper may have been first) and the
+        ingestion job's record of it change together. Returns "retried", "failed", "done" (the
+        ingestion job had already finished: nothing left to run) or "skipped"."""
+        assert job.id is not None
+        attempt = job.attempts + 1  # the runs so far, the stalled one included
+        max_attempts = self.settings.job_max_attempts
+        final = attempt >= max_attempts
+        ingestion_job_id = _ingestion_job_id(job)
+        async with context.session_factory() as session, session.begin():
+            still_stalled = await session.execute(
+                text(
+                    "SELECT 1 FROM procrastinate_jobs WHERE id = :id AND status = 'doing' "
+                    "AND attempts = :attempts AND worker_id IS NOT DISTINCT FROM :worker_id FOR UPDATE"
+                ),
+                {"id": job.id, "attempts": job.attempts, "worker_id": job.worker_id},
+            )
+            if still_stalled.first() is None:
+                return "skipped"
+            outcome = "failed" if final else "retried"
+            if ingestion_job_id is not None and not await record_worker_stopped(
+                session, ingestion_job_id, attempt=attempt, max_attempts=max_attempts, final=final
+            ):
+                outcome = "done"  # stored (or superseded, purged) before the worker stopped
+            connection = await session.connection()
+            if outcome == "retried":
+                await connection.exec_driver_sql(
+                    sql.queries["retry_job"],
+                    {
+                        "job_id": job.id,
+                        "retry_at": repo.utcnow(),
+                        "new_priority": None,
+                        "new_queue_name": None,
+                        "new_lock": None,
+                    },
+                )
+            else:
+                status = Status.FAILED if outcome == "failed" else Status.SUCCEEDED
+                await connection.exec_driver_sql(
+                    sql.queries["finish_job"],
+                    # like the worker's delete_jobs="successful"
+                    {"job_id": job.id, "status": status.value, "delete_job": outcome == "done"},
+                )
+        log = logger.bind(
+            queue_job_id=job.id,
+            task=job.task_name,
+            ingestion_job_id=str(ingestion_job_id),
+            attempt=attempt,
+            max_attempts=max_attempts,
+        )
+        if outcome == "failed":
+            log.error("stalled_job_failed")
+        else:
+            log.warning(f"stalled_job_{outcome}")
+        return outcome
 
     async def run_worker(
         self, context: IngestionContext, *, burst: bool = False, name: str | None = None
     ) -> None:
         """Process jobs until cancelled, or (``burst``) until the queue is empty."""
-        await self._prune_and_retry()
+        await self._prune_and_retry(context)
         options: dict[str, Any] = {
             "queues": [INGESTION_QUEUE],
             "concurrency": self.settings.worker_concurrency,
@@ -101,20 +164,20 @@ class JobQueue:
         if burst:
             await self.app.run_worker_async(**options)
             return
-        async with self._reaper():
+        async with self._reaper(context):
             await self.app.run_worker_async(**options)
 
-    async def _prune_and_retry(self) -> None:
+    async def _prune_and_retry(self, context: IngestionContext) -> None:
         await self.app.job_manager.prune_stalled_workers(self.settings.worker_stalled_after_s)
-        await self.retry_stalled_jobs()
+        await self.retry_stalled_jobs(context)
 
     @contextlib.asynccontextmanager
-    async def _reaper(self) -> AsyncIterator[None]:
+    async def _reaper(self, context: IngestionContext) -> AsyncIterator[None]:
         async def loop() -> None:
             while True:
                 await asyncio.sleep(self.settings.worker_stalled_after_s / 2)
                 try:
-                    await self._prune_and_retry()
+                    await self._prune_and_retry(context)
                 except Exception:
                     logger.exception("stalled_job_check_failed")
 
@@ -125,6 +188,15 @@ class JobQueue:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _ingestion_job_id(job: Job) -> uuid.UUID | None:
+    if job.task_name != INGEST_TASK:
+        return None
+    try:
+        return uuid.UUID(str(job.task_kwargs.get("job_id")))
+    except ValueError:
+        return None
 
 
 def create_job_queue(settings: Settings, *, pool_max_size: int = 4) -> JobQueue:

@@ -1,5 +1,7 @@
 """What the documents capability adds to a process: the embedder, the job queue and, when
-``RUN_WORKER_IN_PROCESS`` is set (the embedded default of ``python -m app serve``), a worker."""
+``RUN_WORKER_IN_PROCESS`` is set (the embedded default of ``python -m app serve``), a worker; and
+the document limits (``DOC_MAX_PAGES``, ``DOC_MAX_CHARS``, ``DOC_PAGE_PARSE_TIMEOUT_S``) for the
+parsing that uploads do before they are accepted."""
 
 from __future__ import annotations
 

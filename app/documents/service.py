@@ -23,7 +23,7 @@ from app.documents.errors import (
     InvalidMetadataError,
     JobNotFoundError,
 )
-from app.documents.parsing import ParsedDocument, parse_document
+from app.documents.parsing import ParsedDocument, ParseLimits, parse_document
 from app.observability.context import current_request_id, current_trace_id
 from app.settings import Settings
 
@@ -125,6 +125,7 @@ class DocumentService:
             upload.data,
             filename=upload.filename,
             max_uncompressed_bytes=self.settings.docx_max_uncompressed_mb * 1024 * 1024,
+            limits=ParseLimits.from_settings(self.settings),
         )
 
     async def upload(

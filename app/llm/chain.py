@@ -1,6 +1,10 @@
 """The provider chain: walks the links in priority order, skipping unconfigured and cooling
 providers, falls back on any error, benches failing providers in Redis, and ends in the fixed
-apology when nothing could answer."""
+apology when nothing could answer.
+
+One caller cannot hurt the others: a request may pin only the models the operator allowed
+(``routes``), and only failures that say something about the provider for everyone bench it
+(``ProviderPolicy.cooldown_for``, told whether the request was an ordinary one)."""
 
 from __future__ import annotations
 
@@ -48,6 +52,17 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """A route as this request meets it: the provider's cooldown phase, and whether the request
+    is an ordinary one (whose failures may bench the provider for everyone)."""
+
+    link: ProviderLink
+    model: str
+    state: CooldownState
+    ordinary: bool
+
+
+@dataclass(frozen=True)
 class ProviderStatus:
     name: str
     model: str
@@ -74,13 +89,15 @@ class ProviderChain:
         return list(self._links)
 
     def routes(self, pin: str | None) -> list[Route]:
-        """Every link in order, or only the one ``pin`` names ("groq", "groq/<model>", a model)."""
+        """Every link in order, or only the one ``pin`` names: "groq", "groq/<model>" or a model
+        alone. A model must be the provider's own or on its allow-list (*_ALLOWED_MODELS), so
+        nobody picks a pricier model on the operator's bill; raises ``UnknownModelError``."""
         if not pin:
             return [Route(link, link.provider.default_model) for link in self._links]
         name, _, model = pin.partition("/")
         link = self._by_name.get(name)
         if link is None:
-            matches = [lk for lk in self._links if lk.provider.default_model == pin]
+            matches = [lk for lk in self._links if lk.allows(pin)]
             if not matches:
                 raise UnknownModelError(
                     f"model {pin!r} names no configured provider; use one of "
@@ -90,7 +107,14 @@ class ProviderChain:
             link, model = matches[0], pin
         if not link.provider.availability().configured:
             raise UnknownModelError(f"provider {link.name!r} is not configured")
-        return [Route(link, model or link.provider.default_model)]
+        model = model or link.provider.default_model
+        if not link.allows(model):
+            raise UnknownModelError(
+                f"model {model!r} is not offered by {link.name!r}; use one of "
+                + ", ".join(repr(m) for m in link.models),
+                extra={"provider": link.name, "allowed_models": link.models},
+            )
+        return [Route(link, model)]
 
     async def _admit(self, link: ProviderLink, state: CooldownState) -> bool:
         """Whether this request may call ``link`` now (half-open: only the probe winner may)."""
@@ -114,35 +138,51 @@ class ProviderChain:
             await self.cooldowns.clear(link.name)
             logger.info("provider_recovered", provider=link.name)
 
-    async def _failed(self, link: ProviderLink, model: str, error: ProviderError) -> None:
+    async def _failed(self, attempt: Attempt, error: ProviderError) -> None:
+        link = attempt.link
         link.health.record_failure(error.describe())
-        seconds = link.policy.cooldown_for(error)
+        seconds = link.policy.cooldown_for(error, ordinary=attempt.ordinary)
         logger.warning(
-            "provider_failed", provider=link.name, model=model, code=error.code, error=error.message
+            "provider_failed",
+            provider=link.name,
+            model=attempt.model,
+            code=error.code,
+            error=error.message,
+            benched=seconds is not None,
         )
         if seconds is None:
+            if attempt.state.phase == "half_open" and link.policy.cooldown_enabled:
+                await self.cooldowns.release_probe(link.name)  # no verdict: the next request probes
             return
         until = await self.cooldowns.bench(link.name, seconds, error.describe())
         self._observer.on_cooldown(provider=link.name, until=until, error_code=error.code)
 
-    async def _candidates(self, request: ChatRequest) -> list[tuple[Route, CooldownState]]:
+    async def _candidates(self, request: ChatRequest) -> list[Attempt]:
         routes = self.routes(request.model)
         states = await self.cooldowns.states([r.link.name for r in routes if r.link.policy.cooldown_enabled])
-        return [(route, states.get(route.link.name, CooldownState(phase="closed"))) for route in routes]
+        return [
+            Attempt(
+                route.link,
+                route.model,
+                states.get(route.link.name, CooldownState(phase="closed")),
+                route.link.policy.ordinary(request, route.model, route.link.provider.default_model),
+            )
+            for route in routes
+        ]
 
     async def complete(self, request: ChatRequest) -> Completion:
         trace_id = current_trace_id() or new_trace_id()
-        for route, state in await self._candidates(request):
-            link = route.link
-            if not await self._admit(link, state):
+        for attempt in await self._candidates(request):
+            link = attempt.link
+            if not await self._admit(link, attempt.state):
                 continue
             started = time.monotonic()
             try:
-                generation = await link.complete(request, route.model)
+                generation = await link.complete(request, attempt.model)
             except ProviderError as error:
-                await self._failed(link, route.model, error)
+                await self._failed(attempt, error)
                 continue
-            await self._succeeded(link, state, time.monotonic() - started)
+            await self._succeeded(link, attempt.state, time.monotonic() - started)
             return Completion(
                 text=generation.text,
                 provider=link.name,
@@ -164,16 +204,16 @@ class ProviderChain:
         """``StreamStart`` only after a provider's first real token; then deltas and ``StreamEnd``,
         or ``StreamFailed`` if that provider breaks later (the text so far is incomplete)."""
         trace_id = current_trace_id() or new_trace_id()
-        for route, state in await self._candidates(request):
-            link = route.link
-            if not await self._admit(link, state):
+        for attempt in await self._candidates(request):
+            link = attempt.link
+            if not await self._admit(link, attempt.state):
                 continue
             try:
-                opened = await link.open_stream(request, route.model)
+                opened = await link.open_stream(request, attempt.model)
             except ProviderError as error:
-                await self._failed(link, route.model, error)
+                await self._failed(attempt, error)
                 continue
-            relay = self._relay(opened, state, trace_id)
+            relay = self._relay(attempt, opened, trace_id)
             try:
                 async for event in relay:
                     yield event
@@ -186,7 +226,7 @@ class ProviderChain:
         yield StreamEnd(provider=NO_PROVIDER, model=NO_PROVIDER, usage=None, trace_id=trace_id, degraded=True)
 
     async def _relay(
-        self, opened: OpenStream, state: CooldownState, trace_id: str
+        self, attempt: Attempt, opened: OpenStream, trace_id: str
     ) -> AsyncGenerator[StreamEvent, None]:
         link = opened.link
         try:
@@ -203,7 +243,7 @@ class ProviderChain:
                     latency_s=opened.elapsed_s,
                     usage=None,
                 )
-                await self._failed(link, opened.model, error)
+                await self._failed(attempt, error)
                 yield StreamFailed(
                     provider=link.name,
                     model=opened.model,
@@ -219,7 +259,7 @@ class ProviderChain:
                 latency_s=opened.elapsed_s,
                 usage=opened.usage,
             )
-            await self._succeeded(link, state, opened.elapsed_s)
+            await self._succeeded(link, attempt.state, opened.elapsed_s)
             yield StreamEnd(provider=link.name, model=opened.model, usage=opened.usage, trace_id=trace_id)
         finally:
             await opened.aclose()

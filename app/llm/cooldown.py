@@ -99,6 +99,13 @@ class CooldownStore:
             return True
         return bool(won)
 
+    async def release_probe(self, provider: str) -> None:
+        """The probe ended without a verdict on the provider: the next request may probe."""
+        try:
+            await self._redis.delete(self._probe_key(provider))
+        except (RedisError, OSError) as exc:
+            logger.warning("cooldown_probe_release_failed", provider=provider, error=str(exc))
+
     async def clear(self, provider: str) -> None:
         """The provider answered: no cooldown, no probe."""
         try:

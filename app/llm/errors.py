@@ -1,18 +1,25 @@
 """Typed provider errors. Adapters translate every SDK and transport failure into one of these;
-the policy decides from the class whether to retry, and the chain whether to cool down."""
+the policy decides from the class whether to retry, and from its ``cause`` whether the chain
+benches the provider (``ProviderPolicy.cooldown_for``)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from app.errors import AppError
+
+# What a failure is evidence against:
+#   "provider": the provider's health (5xx, 429, timeouts, broken or truncated answers);
+#   "account":  the operator's key or account (401/403): every request would fail alike;
+#   "request":  this request alone (its body, its prompt, what the model made of it);
+#   "capacity": this worker's own concurrency limit, not the provider.
+Cause = Literal["provider", "account", "request", "capacity"]
 
 
 class ProviderError(Exception):
     code: ClassVar[str] = "provider_error"
     retryable: ClassVar[bool] = False
-    # A request-specific failure (a prompt too long) says nothing about the provider's health.
-    cools_down: ClassVar[bool] = True
+    cause: ClassVar[Cause] = "provider"
 
     def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -37,11 +44,14 @@ class RateLimited(ProviderError):
 
 class AuthFailed(ProviderError):
     code = "auth_failed"
+    cause = "account"
 
 
 class BadRequest(ProviderError):
+    """4xx the request's body caused (400/404/413/422)."""
+
     code = "bad_request"
-    cools_down = False
+    cause = "request"
 
 
 class ContextTooLong(BadRequest):
@@ -65,11 +75,20 @@ class TruncatedStream(MalformedResponse):
     code = "truncated_stream"
 
 
+class EmptyResponse(MalformedResponse):
+    """The provider finished without any text (or only whitespace): not an answer, so the next
+    provider gets the request. Not the provider's fault as far as anyone can tell: a model's output
+    follows the prompt, and any caller can ask for nothing or trip a content filter."""
+
+    code = "empty_response"
+    cause = "request"
+
+
 class ProviderBusy(ProviderError):
     """Every concurrency slot of this provider stayed taken; try the next one, no cooldown."""
 
     code = "busy"
-    cools_down = False
+    cause = "capacity"
 
 
 class NothingToAnswer(BadRequest):

@@ -27,6 +27,7 @@ def policy_for(settings: Settings, name: str) -> ProviderPolicy:
         "backoff_max_s": settings.router_backoff_max_s,
         "stream_idle_timeout_s": settings.router_stream_idle_timeout_s,
         "cooldown_s": settings.router_cooldown_s,
+        "ordinary_max_tokens": settings.answer_max_tokens,
     }
     if name == "extractive":
         return ProviderPolicy(
@@ -85,6 +86,13 @@ def provider_for(settings: Settings, name: str) -> Provider:
     raise ValueError(f"unknown provider {name!r}")
 
 
+def allowed_models(settings: Settings, name: str) -> frozenset[str]:
+    """GEMINI_/GROQ_/OPENAI_ALLOWED_MODELS: what a request may pin besides *_MODEL."""
+    if name not in _SDK_PROVIDERS:
+        return frozenset()  # the local model and the extractive answerer have one model each
+    return frozenset(getattr(settings, f"{name}_allowed_models"))
+
+
 def build_provider_chain(
     settings: Settings, redis: Redis, observer: RouterObserver | None = None
 ) -> ProviderChain:
@@ -94,5 +102,13 @@ def build_provider_chain(
         provider_for(settings, name) for name in dict.fromkeys(settings.llm_providers)
     ]
     providers.append(ExtractiveAnswerer())
-    links = [ProviderLink(provider=p, policy=policy_for(settings, p.name), observer=safe) for p in providers]
+    links = [
+        ProviderLink(
+            provider=p,
+            policy=policy_for(settings, p.name),
+            observer=safe,
+            allowed_models=allowed_models(settings, p.name),
+        )
+        for p in providers
+    ]
     return ProviderChain(links, CooldownStore(redis, settings), safe)

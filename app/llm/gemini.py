@@ -15,7 +15,7 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
 from app.llm.classify import body_message, from_status, from_unexpected, headers_of
-from app.llm.errors import MalformedResponse, ProviderError, TruncatedStream
+from app.llm.errors import EmptyResponse, MalformedResponse, ProviderError, TruncatedStream
 from app.llm.provider import Availability
 from app.llm.types import ChatRequest, Generation, ProviderChunk, Usage
 
@@ -59,6 +59,15 @@ def usage_of(response: Any) -> Usage | None:
         prompt_tokens=int(metadata.prompt_token_count or 0),
         completion_tokens=int(metadata.candidates_token_count or 0),
     )
+
+
+def blocked_reason(response: Any) -> str | None:
+    """Why Gemini refused the prompt itself (``promptFeedback.blockReason``), if it did."""
+    feedback = getattr(response, "prompt_feedback", None)
+    reason = getattr(feedback, "block_reason", None) if feedback is not None else None
+    if reason is None:
+        return None
+    return str(getattr(reason, "value", reason))
 
 
 def text_of(response: Any) -> str:
@@ -127,8 +136,13 @@ class GeminiProvider:
             raise translate(exc) from exc
         text = text_of(response)
         candidates = response.candidates or []
+        blocked = blocked_reason(response)
+        if blocked is not None:
+            raise EmptyResponse(f"Gemini blocked the prompt ({blocked})")
         if not candidates or candidates[0].finish_reason is None:
             raise MalformedResponse("the response has no finished candidate")
+        if not text.strip():
+            raise EmptyResponse(f"the answer has no text (finish reason {candidates[0].finish_reason})")
         return Generation(text=text, model=response.model_version or model, usage=usage_of(response))
 
     async def stream(self, request: ChatRequest, model: str) -> AsyncIterator[ProviderChunk]:
@@ -144,6 +158,9 @@ class GeminiProvider:
             usage: Usage | None = None
             try:
                 async for chunk in stream:
+                    blocked = blocked_reason(chunk)
+                    if blocked is not None:  # the prompt's doing, not a broken stream
+                        raise EmptyResponse(f"Gemini blocked the prompt ({blocked})")
                     usage = usage_of(chunk) or usage
                     text = text_of(chunk)
                     if text:

@@ -1,6 +1,11 @@
 """One provider under its policy: bounded concurrency, retries with backoff, and asyncio
 deadlines for the first token, the silence between tokens and the whole budget. The SDKs'
-own timeouts are only a backstop; these deadlines are the ones that hold."""
+own timeouts are only a backstop; these deadlines are the ones that hold.
+
+Both modes stream from the provider: a JSON answer is collected from a stream, so a provider slow
+to start is abandoned at the first-token timeout there too, not at the end of the budget. An
+answer counts only from its first real (non-whitespace) token; one that ends before any is an
+``EmptyResponse``, never an empty success."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 
-from app.llm.errors import ProviderBusy, ProviderError, ProviderTimeout, TruncatedStream
+from app.llm.errors import EmptyResponse, ProviderBusy, ProviderError, ProviderTimeout
 from app.llm.health import ProviderHealth
 from app.llm.observer import SUCCESS, RouterObserver
 from app.llm.policy import ProviderPolicy
@@ -69,11 +74,7 @@ class OpenStream:
         if self._closed:
             return
         self._closed = True
-        aclose = getattr(self._iterator, "aclose", None)
-        if aclose is not None:
-            with suppress(Exception):
-                await aclose()
-        self.link.release()
+        await self.link.abandon(self._iterator)
 
 
 @dataclass
@@ -84,6 +85,8 @@ class ProviderLink:
     health: ProviderHealth = field(default_factory=ProviderHealth)
     sleep: Sleep = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
+    # Models a request may pin besides the provider's default (*_ALLOWED_MODELS).
+    allowed_models: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.policy.max_concurrency)
@@ -91,6 +94,15 @@ class ProviderLink:
     @property
     def name(self) -> str:
         return self.provider.name
+
+    @property
+    def models(self) -> list[str]:
+        """The models requests may ask this provider for, its default first."""
+        default = self.provider.default_model
+        return [default, *sorted(self.allowed_models - {default})]
+
+    def allows(self, model: str) -> bool:
+        return model == self.provider.default_model or model in self.allowed_models
 
     async def _acquire(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -103,6 +115,17 @@ class ProviderLink:
 
     def release(self) -> None:
         self._slots.release()
+
+    async def abandon(self, iterator: AsyncIterator[ProviderChunk]) -> None:
+        """Close a provider stream and give its slot back; the slot even when closing is itself
+        cancelled (a caller that went away must not keep a slot from everyone else)."""
+        try:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                with suppress(Exception):
+                    await aclose()
+        finally:
+            self.release()
 
     def _report(self, model: str, outcome: str, latency_s: float, usage: Usage | None = None) -> None:
         self.observer.on_attempt(
@@ -117,63 +140,78 @@ class ProviderLink:
         await self.sleep(delay)
 
     async def complete(self, request: ChatRequest, model: str) -> Generation:
-        """The provider's answer within ``total_timeout_s``, retrying what is worth retrying."""
+        """The provider's whole answer within ``total_timeout_s``, retrying what is worth retrying.
+
+        Collected from a stream: the first-token and idle timeouts hold as for ``open_stream``,
+        and a stream that breaks part-way is a failure like any other (nothing has reached the
+        caller yet), never a shorter answer."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.policy.total_timeout_s
         attempt = 0
         while True:
             started = time.monotonic()
             try:
-                await self._acquire(deadline)
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        generation = await self.provider.complete(request, model)
-                finally:
-                    self.release()
-            except TimeoutError:
-                error: ProviderError = ProviderTimeout(f"no answer within {self.policy.total_timeout_s:g}s")
-            except ProviderError as exc:
-                error = exc
-            else:
-                self._report(model, SUCCESS, time.monotonic() - started, generation.usage)
-                return generation
-            self._report(model, error.code, time.monotonic() - started)
-            if isinstance(error, ProviderBusy):
-                raise error
-            await self._retry_or_raise(attempt, error, deadline)
-            attempt += 1
+                generation = await self._collect(request, model, deadline)
+            except ProviderError as error:
+                self._report(model, error.code, time.monotonic() - started)
+                await self._retry_or_raise(attempt, error, deadline)
+                attempt += 1
+                continue
+            self._report(model, SUCCESS, time.monotonic() - started, generation.usage)
+            return generation
+
+    async def _collect(self, request: ChatRequest, model: str, deadline: float) -> Generation:
+        opened = await self._open(request, model, deadline)
+        try:
+            parts = [opened.first]
+            async for text in opened.rest():
+                parts.append(text)
+        finally:
+            await opened.aclose()
+        return Generation(text="".join(parts), model=model, usage=opened.usage)
 
     async def open_stream(self, request: ChatRequest, model: str) -> OpenStream:
         """A stream whose first real token has arrived. Failures before that point (including a
         first token later than ``first_token_timeout_s``) are retried or raised, never emitted."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.policy.total_timeout_s
+        deadline = asyncio.get_running_loop().time() + self.policy.total_timeout_s
         attempt = 0
         while True:
             started = time.monotonic()
-            await self._acquire(deadline)
-            iterator = self.provider.stream(request, model)
-            first_deadline = min(deadline, loop.time() + self.policy.first_token_timeout_s)
             try:
-                async with asyncio.timeout_at(first_deadline):
-                    first = await self._first_text(iterator)
-            except TimeoutError:
-                limit = "first-token timeout" if first_deadline < deadline else "budget"
-                error: ProviderError = ProviderTimeout(f"no first token within the {limit}")
-            except ProviderError as exc:
-                error = exc
-            else:
-                return OpenStream(self, model, iterator, first, deadline, started)
-            with suppress(Exception):
-                await iterator.aclose()  # type: ignore[attr-defined]
-            self.release()
-            self._report(model, error.code, time.monotonic() - started)
-            await self._retry_or_raise(attempt, error, deadline)
+                return await self._open(request, model, deadline)
+            except ProviderError as error:
+                self._report(model, error.code, time.monotonic() - started)
+                await self._retry_or_raise(attempt, error, deadline)
             attempt += 1
+
+    async def _open(self, request: ChatRequest, model: str, deadline: float) -> OpenStream:
+        """One attempt: a slot, the provider's stream and its first real token in time, or a
+        ``ProviderError``. Whatever ends the attempt early (cancellation included) gives the slot
+        and the connection back."""
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        await self._acquire(deadline)
+        iterator = self.provider.stream(request, model)
+        first_deadline = min(deadline, loop.time() + self.policy.first_token_timeout_s)
+        try:
+            async with asyncio.timeout_at(first_deadline):
+                first = await self._first_text(iterator)
+        except TimeoutError as exc:
+            await self.abandon(iterator)
+            limit = "first-token timeout" if first_deadline < deadline else "budget"
+            raise ProviderTimeout(f"no first token within the {limit}") from exc
+        except BaseException:
+            await self.abandon(iterator)
+            raise
+        return OpenStream(self, model, iterator, first, deadline, started)
 
     @staticmethod
     async def _first_text(iterator: AsyncIterator[ProviderChunk]) -> str:
+        """Everything up to and including the first chunk with non-whitespace text."""
+        blank = ""
         async for chunk in iterator:
-            if isinstance(chunk, str) and chunk:
-                return chunk
-        raise TruncatedStream("the stream ended before any text")
+            if isinstance(chunk, str):
+                if chunk.strip():
+                    return blank + chunk
+                blank += chunk
+        raise EmptyResponse("the answer was only whitespace" if blank else "the answer ended before any text")

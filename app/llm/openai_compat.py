@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from app.llm.classify import body_message, from_status, from_unexpected, headers_of
-from app.llm.errors import MalformedResponse, ProviderError, TruncatedStream
+from app.llm.errors import EmptyResponse, MalformedResponse, ProviderError, TruncatedStream
 from app.llm.provider import Availability
 from app.llm.types import ChatRequest, Generation, ProviderChunk, Usage
 
@@ -38,6 +38,9 @@ def generation_of(response: Any, model: str) -> Generation:
     if not choices:
         raise MalformedResponse("the completion has no choices")
     content = choices[0].message.content
+    if content is None or (isinstance(content, str) and not content.strip()):
+        reason = getattr(choices[0], "finish_reason", None)
+        raise EmptyResponse(f"the completion has no text (finish_reason {reason})")
     if not isinstance(content, str):
         raise MalformedResponse("the completion has no text content")
     return Generation(

@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass
 
 from app.llm.errors import ProviderError
+from app.llm.types import ChatRequest
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class ProviderPolicy:
     max_concurrency: int = 32
     cooldown_s: float = 300.0
     cooldown_enabled: bool = True
+    # Longest answer an ordinary request asks for (ANSWER_MAX_TOKENS); None: any length is ordinary.
+    ordinary_max_tokens: int | None = None
 
     def retry_delay(
         self,
@@ -43,8 +46,33 @@ class ProviderPolicy:
             return None
         return delay
 
-    def cooldown_for(self, error: ProviderError) -> float | None:
-        """How long a failure benches the provider, or None when it must not."""
-        if not self.cooldown_enabled or not error.cools_down:
+    def ordinary(self, request: ChatRequest, model: str, default_model: str) -> bool:
+        """Whether ``request`` asks what every other caller asks: the provider's configured model,
+        for an answer no longer than the operator's usual one. Only such a request's failure says
+        something about the provider for everyone (see ``cooldown_for``)."""
+        if model != default_model:
+            return False
+        limit = self.ordinary_max_tokens
+        return request.max_tokens is None or limit is None or request.max_tokens <= limit
+
+    def cooldown_for(self, error: ProviderError, *, ordinary: bool = True) -> float | None:
+        """How long a failure benches the provider for every caller, or None when it must not.
+
+        The one rule for "may this failure cost the other callers this provider?":
+
+        - the operator's key or account was refused (``cause == "account"``, 401/403): bench,
+          whoever sent the request;
+        - the provider's health (``"provider"``: 5xx, 429, timeouts, broken streams): bench only
+          after an ``ordinary`` request. A model only this request pinned (its own rate limits
+          and outages), or an answer far longer than usual running out of budget, is this
+          request's doing;
+        - the request's own (``"request"``: 400/404/413/422, prompt too long, an empty or
+          filtered answer) and this worker's capacity (``"capacity"``: busy): never;
+        - a cancelled request (the client went away) never gets here: cancellation is not a
+          ``ProviderError``, so it is neither reported nor benched.
+        """
+        if not self.cooldown_enabled:
             return None
-        return max(self.cooldown_s, error.retry_after or 0.0)
+        if error.cause == "account" or (error.cause == "provider" and ordinary):
+            return max(self.cooldown_s, error.retry_after or 0.0)
+        return None

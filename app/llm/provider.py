@@ -26,6 +26,9 @@ class Availability:
 class Provider(Protocol):
     """``complete`` and ``stream`` raise only ``app.llm.errors.ProviderError`` subclasses.
 
+    The router calls ``stream`` in both of its modes (``ProviderLink.complete`` collects one, so
+    the first-token timeout holds for JSON answers too); ``complete`` is the adapter's plain call.
+
     ``stream`` yields text chunks (``str``) and at most one ``Usage``; it must raise
     ``TruncatedStream`` when the provider stops without its end-of-answer marker.
     """

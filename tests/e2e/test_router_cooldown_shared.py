@@ -77,7 +77,7 @@ def served_router(
 
 def reader_key(database_url: str, redis_url: str, tmp_path: Path) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "app", "keys", "create", "--tenant", "e2e", "--role", "reader", "--json"],
+        [sys.executable, "-m", "app", "keys", "create", "--tenant", "e2e", "--role", "admin", "--json"],
         cwd=ROOT,
         env={
             "PATH": "/usr/bin:/bin",

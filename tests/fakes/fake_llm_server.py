@@ -11,12 +11,18 @@ Endpoints (the SDKs reach them through their base URL settings):
 Behaviour per provider is switched at run time:
 
 - ``POST /_control/{provider}`` with a JSON ``Behaviour`` (``mode`` is one of ``ok``, ``slow``,
-  ``error``, ``hang``, ``cut``, ``stall``, ``malformed``, ``context_too_long``; ``fail_times``
-  limits a failure mode to the first N requests),
+  ``error``, ``hang``, ``cut``, ``stall``, ``malformed``, ``context_too_long``, ``empty``,
+  ``blocked``; ``fail_times`` limits a failure mode to the first N requests),
 - ``POST /_control/{provider}/release`` lets streams held by ``hold_first_token`` go on (tests
   order events by what they have seen, not by how fast the machine is),
 - ``POST /_control/reset`` back to ``ok`` with zeroed counters,
-- ``GET /_control/stats`` the requests seen per provider and endpoint.
+- ``GET /_control/stats`` the requests seen per provider and endpoint (``chat_requests`` counts
+  chat completions of either kind, ``json_requests`` and ``stream_requests`` each kind).
+
+``empty`` answers 200 with no text (JSON: empty content; SSE: only the end-of-answer chunk);
+``blocked`` is the same refusal the provider's content filter gives (OpenAI wire:
+``finish_reason: content_filter`` and no text; Gemini: ``promptFeedback.blockReason`` and no
+candidates).
 
 Standalone: ``python -m tests.fakes.fake_llm_server --port 8099`` (or ``make fake-llm``).
 """
@@ -46,7 +52,7 @@ from starlette.routing import Route
 
 ProviderName = Literal["openai", "groq", "gemini"]
 PROVIDERS: tuple[ProviderName, ...] = ("openai", "groq", "gemini")
-MODES = ("ok", "slow", "error", "hang", "cut", "stall", "malformed", "context_too_long")
+MODES = ("ok", "slow", "error", "hang", "cut", "stall", "malformed", "context_too_long", "empty", "blocked")
 DEFAULT_TEXT = "The fake provider answers from its own wire protocol."
 
 
@@ -81,7 +87,7 @@ class Behaviour:
 @dataclass
 class ProviderState:
     behaviour: Behaviour = field(default_factory=Behaviour)
-    chat_requests: int = 0
+    json_requests: int = 0
     stream_requests: int = 0
     embedding_requests: int = 0
     failures_served: int = 0
@@ -183,8 +189,10 @@ def gemini_error(status: int, message: str) -> dict[str, Any]:
     return {"error": {"code": status, "message": message, "status": names.get(status, "UNKNOWN")}}
 
 
-def openai_completion(provider: str, model: str, text: str, prompt_tokens: int) -> dict[str, Any]:
-    completion_tokens = len(tokens_of(text))
+def openai_completion(
+    provider: str, model: str, text: str, prompt_tokens: int, finish: str = "stop"
+) -> dict[str, Any]:
+    completion_tokens = len(tokens_of(text)) if text else 0
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -194,7 +202,7 @@ def openai_completion(provider: str, model: str, text: str, prompt_tokens: int) 
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop",
+                "finish_reason": finish,
                 "logprobs": None,
             }
         ],
@@ -235,6 +243,26 @@ def gemini_response(
             "candidatesTokenCount": completion_tokens,
             "totalTokenCount": prompt_tokens + completion_tokens,
         },
+        "modelVersion": model,
+        "responseId": "fake-response",
+    }
+
+
+def gemini_empty_response(model: str, prompt_tokens: int) -> dict[str, Any]:
+    """A finished candidate without parts: Gemini's shape for an answer with no text."""
+    return {
+        "candidates": [{"content": {"role": "model"}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens},
+        "modelVersion": model,
+        "responseId": "fake-response",
+    }
+
+
+def gemini_blocked_response(model: str, prompt_tokens: int) -> dict[str, Any]:
+    """The prompt refused by Gemini's safety filter: feedback, no candidates."""
+    return {
+        "promptFeedback": {"blockReason": "SAFETY"},
+        "usageMetadata": {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens},
         "modelVersion": model,
         "responseId": "fake-response",
     }
@@ -351,7 +379,7 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         if stream:
             state.stream_requests += 1
         else:
-            state.chat_requests += 1
+            state.json_requests += 1
 
     async def read_json(request: Request) -> dict[str, Any]:
         try:
@@ -373,20 +401,22 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
             return failed
         model = str(body.get("model", "fake-model"))
         prompt_tokens = count_prompt_tokens(body)
+        text = "" if mode in ("empty", "blocked") else behaviour.text
+        finish = "content_filter" if mode == "blocked" else "stop"
         if not stream:
             if mode == "malformed":
                 return Response(
                     b'{"id": "chatcmpl-fake", "choices": [{"message": ', media_type="application/json"
                 )
-            return JSONResponse(openai_completion(provider, model, behaviour.text, prompt_tokens))
-        pieces = tokens_of(behaviour.text)
+            return JSONResponse(openai_completion(provider, model, text, prompt_tokens, finish))
+        pieces = tokens_of(text) if text else []
         events = [openai_chunk(model, piece, None) for piece in pieces]
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": len(pieces),
             "total_tokens": prompt_tokens + len(pieces),
         }
-        final = openai_chunk(model, None, "stop")
+        final = openai_chunk(model, None, finish)
         if provider == "groq":
             final["x_groq"] = {"id": "req_fake", "usage": usage}
         events.append(final)
@@ -450,6 +480,13 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         if failed is not None:
             return failed
         prompt_tokens = count_prompt_tokens(body)
+        if mode in ("empty", "blocked"):
+            make = gemini_empty_response if mode == "empty" else gemini_blocked_response
+            if not stream:
+                return JSONResponse(make(model, prompt_tokens))
+            return StreamingResponse(
+                sse(request, "gemini", mode, [make(model, prompt_tokens)], []), media_type="text/event-stream"
+            )
         if not stream:
             if mode == "malformed":
                 return Response(b'{"candidates": [{"content": ', media_type="application/json")
@@ -506,9 +543,11 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         return JSONResponse(
             {
                 name: {
-                    "chat_requests": state.chat_requests,
+                    # every chat completion, JSON or streamed (the router streams in both modes)
+                    "chat_requests": state.json_requests + state.stream_requests,
+                    "json_requests": state.json_requests,
                     "stream_requests": state.stream_requests,
-                    "requests": state.chat_requests + state.stream_requests,
+                    "requests": state.json_requests + state.stream_requests,
                     "embedding_requests": state.embedding_requests,
                     "streams_completed": state.streams_completed,
                     "streams_abandoned": state.streams_abandoned,

@@ -50,6 +50,15 @@ async def test_unknown_role_is_422(client: httpx.AsyncClient, make_caller: MakeC
     assert response.status_code == 422
 
 
+async def test_a_key_name_with_a_nul_is_422(client: httpx.AsyncClient, make_caller: MakeCaller) -> None:
+    admin = await make_caller(role=Role.admin)
+    response = await client.post(
+        "/api/v1/keys", json={"role": "reader", "name": "ci\u0000"}, headers=admin.headers
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_name"
+
+
 async def test_key_writes_leave_audit_rows_with_who_what_and_request_id(
     app: FastAPI, client: httpx.AsyncClient, make_caller: MakeCaller
 ) -> None:

@@ -126,3 +126,62 @@ async def test_new_version_of_a_deleted_document_is_a_conflict(
         client, caller.headers, b"New body.", filename="a.txt", document_id=doc["document_id"]
     )
     assert (response.status_code, response.json()["code"]) == (409, "document_deleted")
+
+
+NUL = "\u0000"
+
+
+@pytest.mark.parametrize(
+    ("fields", "filename", "code"),
+    [
+        ({"title": f"bad{NUL}title"}, "notes.txt", "invalid_title"),
+        ({"tags": f"ok,bad{NUL}"}, "notes.txt", "invalid_tags"),
+        ({"author": f"Ann{NUL}"}, "notes.txt", "invalid_author"),
+        ({"path": f"docs/{NUL}notes"}, "notes.txt", "invalid_path"),
+        ({}, "notes\u001b[31m.txt", "invalid_filename"),
+    ],
+    ids=["title", "tags", "author", "path", "filename-escape"],
+)
+async def test_control_characters_in_upload_fields_are_a_422_naming_the_field(
+    client: httpx.AsyncClient,
+    make_caller: MakeCaller,
+    resources: Resources,
+    fields: dict[str, str],
+    filename: str,
+    code: str,
+) -> None:
+    caller = await make_caller()
+    response = await upload(client, caller.headers, b"Plain notes.", filename=filename, **fields)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == code
+    for model in (Document, DocumentVersion, IngestionJob):
+        assert await count_rows(resources, model) == 0
+
+
+@pytest.mark.parametrize(("query", "code"), [(f"tag=a{NUL}", "invalid_tag"), (f"q=x{NUL}", "invalid_q")])
+async def test_control_characters_in_list_queries_are_a_422(
+    client: httpx.AsyncClient, make_caller: MakeCaller, query: str, code: str
+) -> None:
+    caller = await make_caller()
+    response = await client.get("/api/v1/docs", params=dict([query.split("=", 1)]), headers=caller.headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == code
+
+
+async def test_a_raw_nul_in_the_multipart_filename_is_a_422(
+    client: httpx.AsyncClient, make_caller: MakeCaller, resources: Resources
+) -> None:
+    """Written by hand: HTTP clients escape such a name, a hostile one does not."""
+    caller = await make_caller()
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="notes\x00.txt"\r\n'
+        b"Content-Type: text/plain\r\n\r\nPlain notes.\r\n--b--\r\n"
+    )
+    response = await client.post(
+        "/api/v1/docs",
+        content=body,
+        headers={**caller.headers, "Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_filename"
+    assert await count_rows(resources, Document) == 0

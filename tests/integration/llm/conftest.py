@@ -3,6 +3,7 @@ whose chain talks to the fake through the real SDKs, and a second process on the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -20,6 +21,10 @@ from pydantic import SecretStr
 
 from app.auth.principal import Role
 from app.llm.chain import ProviderChain
+from app.llm.gemini import GeminiProvider
+from app.llm.groq_provider import GroqProvider
+from app.llm.openai_provider import OpenAIProvider
+from app.llm.types import ChatRequest, Message
 from app.main import create_app
 from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
@@ -33,7 +38,9 @@ SDK_PROVIDERS = ("gemini", "groq", "openai")
 TOTAL_S = 1.5
 FIRST_TOKEN_S = 0.5
 IDLE_S = 0.5
-COOLDOWN_S = 2.0  # long enough to inspect on a busy machine, short enough to wait out
+# Long: no test waits a cooldown out; they jump the cooldown store's clock (SteppedClock), so a
+# slow, loaded machine can never end one mid-assertion.
+COOLDOWN_S = 60.0
 
 
 def router_overrides(fake: FakeLLMServer) -> dict[str, Any]:
@@ -63,9 +70,35 @@ def database_url(postgres_server: PostgresForTests, worker_name: str) -> str:
     return postgres_server.create_database(f"ragchat_test_llm_{worker_name}_{os.getpid()}")
 
 
+async def _warm_up_sdks(fake: FakeLLMServer) -> None:
+    """One JSON and one streamed answer per SDK, so the first test of a process does not pay for
+    the SDKs' lazy set-up inside its half-second first-token budget."""
+    request = ChatRequest(messages=(Message("user", "warm up"),))
+    adapters: dict[str, type[GeminiProvider | GroqProvider | OpenAIProvider]] = {
+        "gemini": GeminiProvider,
+        "groq": GroqProvider,
+        "openai": OpenAIProvider,
+    }
+    for name in SDK_PROVIDERS:
+        provider = adapters[name](
+            api_key="warm-up",
+            model="warm-up",
+            base_url=getattr(fake, f"{name}_base_url"),
+            connect_timeout_s=5.0,
+            total_timeout_s=30.0,
+        )
+        try:
+            await provider.complete(request, "warm-up")
+            _ = [chunk async for chunk in provider.stream(request, "warm-up")]
+        finally:
+            await provider.aclose()
+
+
 @pytest.fixture(scope="session")
 def fake_llm_server() -> Iterator[FakeLLMServer]:
     server = FakeLLMServer().start()
+    asyncio.run(_warm_up_sdks(server))
+    server.reset()
     yield server
     server.stop()
 
@@ -133,7 +166,8 @@ def start_router_app(settings: Settings, fake: FakeLLMServer) -> StartRouterApp:
         application = create_app(configured)
         async with LifespanManager(application):
             resources = application.state.resources
-            caller = await caller_factory(resources.session_factory)(role=Role.reader)
+            # an admin: the router state it reads includes last_error (admins only)
+            caller = await caller_factory(resources.session_factory)(role=Role.admin)
             transport = httpx.ASGITransport(app=application)
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://testserver", headers=caller.headers

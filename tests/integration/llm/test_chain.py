@@ -15,7 +15,7 @@ from app.llm.factory import build_provider_chain
 from app.llm.types import ChatRequest, Message, StreamEnd, StreamStart, TextDelta, Usage
 from app.settings import Settings
 from tests.fakes.fake_llm_server import DEFAULT_TEXT, FakeLLMServer
-from tests.integration.llm.conftest import StartRouterApp, router_overrides
+from tests.integration.llm.conftest import SDK_PROVIDERS, StartRouterApp, router_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -24,20 +24,34 @@ def ask(model: str | None = None) -> ChatRequest:
     return ChatRequest(messages=(Message("user", "hello?"),), model=model)
 
 
-@pytest.mark.parametrize("pin", ["groq", "groq/llama-3.1-8b-instant", "llama-3.3-70b-versatile"])
-async def test_model_pins_a_provider_and_model(pin: str, chain: ProviderChain, fake: FakeLLMServer) -> None:
-    completion = await chain.complete(ask(pin))
+@pytest.mark.parametrize(
+    ("pin", "expected_model"),
+    [
+        ("groq", "llama-3.3-70b-versatile"),
+        ("groq/llama-3.3-70b-versatile", "llama-3.3-70b-versatile"),
+        ("llama-3.3-70b-versatile", "llama-3.3-70b-versatile"),
+        ("groq/llama-3.1-8b-instant", "llama-3.1-8b-instant"),  # in GROQ_ALLOWED_MODELS
+        ("llama-3.1-8b-instant", "llama-3.1-8b-instant"),
+    ],
+)
+async def test_model_pins_a_provider_and_an_allowed_model(
+    pin: str, expected_model: str, start_router_app: StartRouterApp, fake: FakeLLMServer
+) -> None:
+    async with start_router_app(groq_allowed_models=["llama-3.1-8b-instant"]) as router:
+        completion = await router.chain.complete(ask(pin))
     assert completion.provider == "groq"
-    expected_model = pin.partition("/")[2] or "llama-3.3-70b-versatile"
     assert fake.stats()["groq"]["last_request"]["model"] == expected_model
     assert fake.requests("gemini") == 0
 
 
-@pytest.mark.parametrize("pin", ["mistral", "mistral/large", "gpt-9000"])
-async def test_unknown_model_is_a_422(pin: str, chain: ProviderChain) -> None:
+@pytest.mark.parametrize(
+    "pin", ["mistral", "mistral/large", "gpt-9000", "groq/llama-3.1-405b-reasoning", "openai/gpt-4o"]
+)
+async def test_unknown_model_is_a_422(pin: str, chain: ProviderChain, fake: FakeLLMServer) -> None:
     with pytest.raises(UnknownModelError) as raised:
         await chain.complete(ask(pin))
     assert raised.value.status == 422 and raised.value.code == "unknown_model"
+    assert sum(fake.requests(name) for name in SDK_PROVIDERS) == 0
 
 
 async def test_pinned_provider_that_fails_gets_the_apology_not_another_provider(
@@ -64,7 +78,9 @@ async def test_gemini_429_before_the_first_token_falls_back_with_nothing_emitted
 async def test_busy_provider_overflows_to_the_next_without_cooldown(
     start_router_app: StartRouterApp, fake: FakeLLMServer
 ) -> None:
-    fake.configure("gemini", mode="slow", latency_s=0.8)
+    # The first token comes at once and the answer takes ~0.9 s: the one slot stays taken longer
+    # than the second request waits for it (FIRST_TOKEN_S), without tripping any timeout.
+    fake.configure("gemini", mode="ok", token_delay_s=0.1)
     async with start_router_app(gemini_max_concurrency=1) as router:
         first, second = await asyncio.gather(router.chain.complete(ask()), router.chain.complete(ask()))
         assert sorted([first.provider, second.provider]) == ["gemini", "groq"]

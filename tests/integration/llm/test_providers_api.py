@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.auth.principal import Role
 from app.llm.chain import ProviderChain
 from app.llm.types import ChatRequest, Message
-from tests.support.callers import MakeCaller
+from tests.fakes.fake_llm_server import FakeLLMServer
+from tests.support.callers import MakeCaller, caller_factory
 
 pytestmark = pytest.mark.integration
 
@@ -51,3 +53,20 @@ async def test_configured_providers_report_latency_after_answering(
     assert providers["gemini"]["healthy"] is True
     assert providers["gemini"]["recent_latency_ms"] > 0
     assert providers["groq"]["recent_latency_ms"] is None
+
+
+async def test_only_admins_see_last_error_which_may_come_from_another_tenant(
+    llm_app: FastAPI, chain: ProviderChain, fake: FakeLLMServer
+) -> None:
+    fake.configure("gemini", mode="error", status=500)
+    await chain.complete(ChatRequest(messages=(Message("user", "hi"),)))
+    make = caller_factory(llm_app.state.resources.session_factory)
+    seen = {}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=llm_app), base_url="http://t") as http:
+        for role in (Role.reader, Role.admin):
+            caller = await make(role=role)
+            listed = (await http.get("/api/v1/providers", headers=caller.headers)).json()["providers"]
+            seen[role] = {p["name"]: p for p in listed}["gemini"]
+    assert "server_error" in seen[Role.admin]["last_error"]
+    assert seen[Role.reader]["last_error"] is None
+    assert seen[Role.reader]["state"] == seen[Role.admin]["state"] == "cooling_down"

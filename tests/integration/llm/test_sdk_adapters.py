@@ -10,7 +10,14 @@ import pytest
 from google import genai
 from google.genai import types as genai_types
 
-from app.llm.errors import AuthFailed, ContextTooLong, MalformedResponse, RateLimited, ServerError
+from app.llm.errors import (
+    AuthFailed,
+    ContextTooLong,
+    EmptyResponse,
+    MalformedResponse,
+    RateLimited,
+    ServerError,
+)
 from app.llm.factory import provider_for
 from app.llm.provider import Provider
 from app.llm.types import ChatRequest, Message, Usage
@@ -88,6 +95,24 @@ async def test_errors_are_typed_and_the_sdk_never_retries_on_its_own(
     with pytest.raises(error):
         _ = [chunk async for chunk in adapters[name].stream(REQUEST, "model-x")]
     assert fake.requests(name) == 2  # one per call: SDK retries are off, the policy owns them
+
+
+@pytest.mark.parametrize("name", SDK_PROVIDERS)
+@pytest.mark.parametrize("mode", ["empty", "blocked"])
+async def test_an_answer_without_text_is_never_an_empty_success(
+    name: str, mode: str, adapters: dict[str, Provider], fake: FakeLLMServer
+) -> None:
+    """JSON: ``EmptyResponse``. Streamed: no text at all (the router then raises it before anything
+    reaches the client), or ``EmptyResponse`` at once where the wire says the prompt was blocked."""
+    fake.configure(name, mode=mode)
+    with pytest.raises(EmptyResponse):
+        await adapters[name].complete(REQUEST, "model-x")
+    try:
+        chunks = [chunk async for chunk in adapters[name].stream(REQUEST, "model-x")]
+    except EmptyResponse:
+        assert (name, mode) == ("gemini", "blocked")
+        chunks = []
+    assert not [chunk for chunk in chunks if isinstance(chunk, str) and chunk.strip()]
 
 
 @pytest.mark.parametrize("name", SDK_PROVIDERS)

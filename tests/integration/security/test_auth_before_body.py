@@ -32,7 +32,11 @@ class CountingBody:
         yield b"\r\n--b--\r\n"
 
 
-@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "rk_0123456789ab_not-a-real-key"}], ids=["none", "bad"])
+BAD_KEY = {"X-API-Key": "rk_0123456789ab_not-a-real-key"}
+MULTIPART = {"Content-Type": "multipart/form-data; boundary=b", "Content-Length": str(11 * MB)}
+
+
+@pytest.mark.parametrize("headers", [{}, BAD_KEY], ids=["none", "bad"])
 async def test_an_upload_without_valid_credentials_is_refused_before_its_body_is_read(
     client: httpx.AsyncClient, headers: dict[str, str]
 ) -> None:
@@ -40,7 +44,7 @@ async def test_an_upload_without_valid_credentials_is_refused_before_its_body_is
     response = await client.post(
         "/api/v1/docs",
         content=body,  # type: ignore[arg-type]
-        headers={**headers, "Content-Type": "multipart/form-data; boundary=b", "Content-Length": str(11 * MB)},
+        headers={**headers, **MULTIPART},
     )
     assert response.status_code == 401, response.text
     assert response.headers["content-type"].startswith("application/problem+json")

@@ -59,15 +59,20 @@ class ScriptedProvider:
 
     async def stream(self, request: ChatRequest, model: str) -> AsyncIterator[ProviderChunk]:
         step = self._next(model)
-        await asyncio.sleep(step.delay_s)
-        if step.error:
-            raise step.error
-        for token in step.tokens:
-            yield token
-            await asyncio.sleep(step.token_delay_s)
-        if step.fail_after_tokens:
-            raise step.fail_after_tokens
-        yield Usage(1, len(step.tokens))
+        self.active += 1
+        self.peak_active = max(self.peak_active, self.active)
+        try:
+            await asyncio.sleep(step.delay_s)
+            if step.error:
+                raise step.error
+            for token in step.tokens:
+                yield token
+                await asyncio.sleep(step.token_delay_s)
+            if step.fail_after_tokens:
+                raise step.fail_after_tokens
+            yield Usage(1, len(step.tokens))
+        finally:
+            self.active -= 1
 
     async def aclose(self) -> None:
         return None

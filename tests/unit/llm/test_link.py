@@ -5,7 +5,14 @@ import time
 
 import pytest
 
-from app.llm.errors import AuthFailed, ProviderBusy, ProviderTimeout, RateLimited, ServerError
+from app.llm.errors import (
+    AuthFailed,
+    EmptyResponse,
+    ProviderBusy,
+    ProviderTimeout,
+    RateLimited,
+    ServerError,
+)
 from app.llm.link import ProviderLink
 from app.llm.observer import NoopObserver
 from app.llm.policy import ProviderPolicy
@@ -94,7 +101,8 @@ async def test_stream_that_goes_silent_after_the_first_token_fails_at_the_idle_t
 
 
 async def test_concurrency_is_bounded_and_a_full_provider_reports_busy() -> None:
-    link, provider = make_link([Step(delay_s=0.3)], max_concurrency=2, first_token_timeout_s=0.1)
+    # The first token at once, the answer ~0.3 s later: slots stay taken without any timeout.
+    link, provider = make_link([Step(token_delay_s=0.15)], max_concurrency=2, first_token_timeout_s=0.1)
     results = await asyncio.gather(*(link.complete(REQUEST, "m") for _ in range(3)), return_exceptions=True)
     assert provider.peak_active == 2
     assert sum(isinstance(r, ProviderBusy) for r in results) == 1
@@ -114,3 +122,71 @@ async def test_observer_sees_every_attempt() -> None:
     link.observer = Recorder()
     await link.complete(REQUEST, "m")
     assert seen == [("scripted", "server_error"), ("scripted", "success")]
+
+
+async def test_complete_abandons_a_slow_start_at_the_first_token_timeout() -> None:
+    """JSON answers are streamed from the provider too, so a slow start costs the first-token
+    timeout, not the whole budget."""
+    link, provider = make_link([Step(delay_s=5), Step()], first_token_timeout_s=0.1, total_timeout_s=5.0)
+    started = time.monotonic()
+    generation = await link.complete(REQUEST, "m")
+    assert generation.text == "hello world"
+    assert generation.usage == Usage(1, 2)
+    assert provider.calls == 2
+    assert time.monotonic() - started < 0.1 + 0.3
+
+
+async def test_complete_retries_a_stream_broken_part_way_and_never_returns_the_part() -> None:
+    link, provider = make_link(
+        [Step(tokens=("par", "tial"), fail_after_tokens=ServerError("connection reset")), Step()]
+    )
+    generation = await link.complete(REQUEST, "m")
+    assert generation.text == "hello world"
+    assert provider.calls == 2
+
+
+async def test_complete_holds_the_idle_timeout_between_tokens() -> None:
+    link, provider = make_link(
+        [Step(tokens=("a", "b"), token_delay_s=10)], stream_idle_timeout_s=0.1, max_retries=0
+    )
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout):
+        await link.complete(REQUEST, "m")
+    assert time.monotonic() - started < 0.1 + 0.2
+    assert provider.calls == 1
+
+
+@pytest.mark.parametrize("tokens", [(), ("",), (" ", "\n\t", "  ")], ids=["nothing", "empty", "whitespace"])
+async def test_an_answer_without_text_is_an_empty_response_in_both_modes(tokens: tuple[str, ...]) -> None:
+    link, provider = make_link([Step(tokens=tokens)])
+    with pytest.raises(EmptyResponse):
+        await link.complete(REQUEST, "m")
+    with pytest.raises(EmptyResponse):
+        await link.open_stream(REQUEST, "m")
+    assert provider.calls == 2  # one each: an empty answer is not retried
+    assert provider.active == 0
+
+
+async def test_whitespace_before_the_first_real_token_is_kept_with_it() -> None:
+    link, _ = make_link([Step(tokens=("\n", " ", "Hi", " there"))])
+    opened = await link.open_stream(REQUEST, "m")
+    assert opened.first == "\n Hi"
+    assert [text async for text in opened.rest()] == [" there"]
+    await opened.aclose()
+
+
+@pytest.mark.parametrize("mode", ["complete", "stream"])
+async def test_a_request_cancelled_before_its_first_token_gives_its_slot_back(mode: str) -> None:
+    link, provider = make_link(
+        [Step(delay_s=30), Step()], max_concurrency=1, first_token_timeout_s=10.0, total_timeout_s=20.0
+    )
+    call = link.complete(REQUEST, "m") if mode == "complete" else link.open_stream(REQUEST, "m")
+    leaving = asyncio.create_task(call)
+    while provider.calls == 0:
+        await asyncio.sleep(0.01)
+    leaving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    opened = await asyncio.wait_for(link.open_stream(REQUEST, "m"), timeout=1.0)  # not busy
+    await opened.aclose()
+    assert provider.active == 0

@@ -1,11 +1,25 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
-from app.llm.errors import AuthFailed, ContextTooLong, ProviderTimeout, RateLimited, ServerError
+from app.llm.errors import (
+    AuthFailed,
+    BadRequest,
+    ContextTooLong,
+    EmptyResponse,
+    MalformedResponse,
+    ProviderBusy,
+    ProviderTimeout,
+    RateLimited,
+    ServerError,
+    TruncatedStream,
+)
 from app.llm.policy import ProviderPolicy
+from app.llm.types import ChatRequest, Message
 
 pytestmark = pytest.mark.unit
 
@@ -58,3 +72,43 @@ def test_cooldown_covers_provider_faults_but_not_request_faults() -> None:
     assert p.cooldown_for(RateLimited("wait", retry_after=900.0)) == 900.0
     assert p.cooldown_for(ContextTooLong("too long")) is None
     assert policy(cooldown_enabled=False).cooldown_for(ServerError("boom")) is None
+
+
+ORDINARY, UNUSUAL = True, False
+
+
+@pytest.mark.parametrize(
+    ("error", "ordinary", "benches"),
+    [
+        # the provider's health: benched after an ordinary request only
+        (ServerError("500"), ORDINARY, True),
+        (ServerError("500"), UNUSUAL, False),
+        (ProviderTimeout("slow"), ORDINARY, True),
+        (ProviderTimeout("slow"), UNUSUAL, False),
+        (RateLimited("429"), ORDINARY, True),
+        (RateLimited("429"), UNUSUAL, False),
+        (MalformedResponse("not JSON"), ORDINARY, True),
+        (TruncatedStream("no end marker"), ORDINARY, True),
+        # the operator's key or account: benched whoever asked
+        (AuthFailed("401"), ORDINARY, True),
+        (AuthFailed("403"), UNUSUAL, True),
+        # the request's own: never benched
+        (BadRequest("400"), ORDINARY, False),
+        (ContextTooLong("long"), ORDINARY, False),
+        (EmptyResponse("no text"), ORDINARY, False),
+        # this worker's own concurrency limit: never benched
+        (ProviderBusy("full"), ORDINARY, False),
+    ],
+)
+def test_who_caused_a_failure_decides_whether_it_benches(error: Any, ordinary: bool, benches: bool) -> None:
+    assert (policy().cooldown_for(error, ordinary=ordinary) is not None) is benches
+
+
+def test_an_ordinary_request_asks_the_default_model_for_no_more_than_the_usual_answer() -> None:
+    p = policy(ordinary_max_tokens=512)
+    request = ChatRequest(messages=(Message("user", "hi"),))
+    assert p.ordinary(request, "default", "default")
+    assert p.ordinary(replace(request, max_tokens=512), "default", "default")
+    assert not p.ordinary(replace(request, max_tokens=513), "default", "default")
+    assert not p.ordinary(request, "pricier", "default")
+    assert policy(ordinary_max_tokens=None).ordinary(replace(request, max_tokens=10**6), "d", "d")
