@@ -87,7 +87,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         assert resolved.database_url is not None
         if settings.should_auto_migrate:
             _migrate(resolved.database_url)
-        if settings.uses_embedded_postgres:
+        if settings.uses_embedded_postgres and settings.debug:
+            # Only the developer default (`make run` sets DEBUG=true): an image or any production
+            # start never creates or prints an admin key; operators use `python -m app keys`.
             _bootstrap_dev_key(resolved)
         if settings.uses_embedded_postgres:
             # The embedded default runs an ingestion worker inside each server process.

@@ -24,6 +24,7 @@ from app.documents.runtime import start_documents_runtime
 from app.errors import install_error_handlers
 from app.limits.limiter import RequestLimiter
 from app.limits.middleware import RateLimitHeadersMiddleware
+from app.limits.streams import StreamSlots
 from app.llm.factory import build_provider_chain
 from app.memory.service import ConversationMemory
 from app.observability.http import install_http_metrics
@@ -33,7 +34,7 @@ from app.observability.telemetry import build_metrics, open_telemetry
 from app.rag.chat import ChatService
 from app.rag.embeddings import Embedder
 from app.rag.tokens import WordPieceTokenCounter
-from app.resources import Resources, create_redis
+from app.resources import Resources, create_redis, redis_key
 from app.security.body_limit import BodySizeLimitMiddleware
 from app.security.headers import SecurityHeadersMiddleware
 from app.security.proxies import TrustedProxies
@@ -108,6 +109,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 cache_redis=cache_redis,
                 migration_head=head_revision(),
                 limiter=limiter,
+                stream_slots=StreamSlots(
+                    redis, redis_key(settings, "streams", ""), settings.max_streams_per_principal
+                ),
                 jwt_verifier=JwtVerifier.from_settings(settings, jwks_http),
                 telemetry=telemetry,
                 embedder=docs_runtime.embedder,

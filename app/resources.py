@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from app.auth.jwt import JwtVerifier
     from app.documents.queue import JobQueue
     from app.limits.limiter import RequestLimiter
+    from app.limits.streams import StreamSlots
     from app.llm.chain import ProviderChain
     from app.memory.service import ConversationMemory
     from app.observability.telemetry import Telemetry
@@ -32,6 +33,7 @@ class Resources:
     cache_redis: Redis
     migration_head: str
     limiter: RequestLimiter
+    stream_slots: StreamSlots
     jwt_verifier: JwtVerifier | None
     telemetry: Telemetry
     embedder: Embedder

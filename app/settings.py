@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     rate_limit_per_principal: str = "60/minute"
     rate_limit_per_ip: str = "120/minute"
     rate_limit_uploads: str = "30/hour"
+    # Every principal of one tenant together: one tenant cannot take the providers for itself.
+    rate_limit_per_tenant: str = "600/minute"
+    max_streams_per_principal: int = Field(default=4, ge=1)
     rate_limit_fail_open: bool = True
     rate_limit_strategy: Literal["fixed", "sliding"] = "fixed"
     cache_ttl_s: int = Field(default=3600, ge=0)
@@ -215,7 +218,9 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("rate_limit_per_principal", "rate_limit_per_ip", "rate_limit_uploads")
+    @field_validator(
+        "rate_limit_per_principal", "rate_limit_per_ip", "rate_limit_uploads", "rate_limit_per_tenant"
+    )
     @classmethod
     def _limits_syntax(cls, value: str) -> str:
         from limits import parse_many

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import streamlit as st
+from render import safe_markdown  # demo/render.py: streamlit puts the script folder on sys.path
 
 API_URL = os.environ.get("API_URL", "http://127.0.0.1:8000")
 KEY_FILE = Path(os.environ.get("DATA_DIR", ".data")) / "dev-api-key"
@@ -43,8 +44,9 @@ def show_sources(sources: list[dict[str, Any]]) -> None:
         for source in sources:
             mark = "**cited**" if source.get("cited") else ""
             st.markdown(
-                f"[{source['number']}] **{source['title']}**, page {source['page']} "
-                f"(v{source['version']}, score {source['score']:.3f}) {mark}\n\n> {source['snippet']}"
+                f"\\[{source['number']}\\] **{safe_markdown(source['title'])}**, page {source['page']} "
+                f"(v{source['version']}, score {source['score']:.3f}) {mark}\n\n> "
+                + safe_markdown(source["snippet"])
             )
 
 
@@ -78,7 +80,7 @@ def main() -> None:
     history: list[dict[str, Any]] = st.session_state.setdefault("history", [])
     for turn in history:
         with st.chat_message(turn["role"]):
-            st.markdown(turn["content"])
+            st.markdown(safe_markdown(turn["content"]))
             show_sources(turn.get("sources", []))
 
     question = st.chat_input("Ask about your documents")
@@ -86,7 +88,7 @@ def main() -> None:
         return
     history.append({"role": "user", "content": question})
     with st.chat_message("user"):
-        st.markdown(question)
+        st.markdown(safe_markdown(question))
     with st.chat_message("assistant"):
         placeholder = st.empty()
         text, sources, meta = "", [], ""
@@ -106,14 +108,14 @@ def main() -> None:
                     sources = data["sources"]
                 elif event == "delta":
                     text += data["text"]
-                    placeholder.markdown(text + "▌")
+                    placeholder.markdown(safe_markdown(text) + "▌")
                 elif event == "done":
                     meta = f"{data['provider']} · {data['latency_ms']:.0f} ms" + (
                         " · cached" if data["cached"] else ""
                     )
                 elif event == "error":
                     meta = f"stopped: {data['message']} (trace {data['trace_id']})"
-        placeholder.markdown(text)
+        placeholder.markdown(safe_markdown(text))
         st.caption(meta)
         show_sources(sources)
     history.append({"role": "assistant", "content": text, "sources": sources})

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from typing import Annotated, Any, cast
 
@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from app.api.deps import ResourcesDep
 from app.errors import DATABASE_UNAVAILABLE_ERRORS, AppError
 from app.limits.dependencies import ChatRateLimit
+from app.limits.enforcement import principal_identity
 from app.observability.context import current_trace_id
 from app.rag.chat import (
     ChatAnswer,
@@ -173,6 +174,19 @@ async def _with_heartbeats(events: AsyncIterator[ChatEvent], every_s: float) -> 
             await cast(Any, iterator).aclose()
 
 
+async def _released_after(
+    body: AsyncIterator[bytes], release: Callable[[], Awaitable[None]]
+) -> AsyncIterator[bytes]:
+    """``body``, then ``release()`` however the stream ends (done, error or client gone)."""
+    try:
+        async for chunk in body:
+            yield chunk
+    finally:
+        with anyio.CancelScope(shield=True):
+            await cast(Any, body).aclose()
+            await release()
+
+
 class ClosingStreamingResponse(StreamingResponse):
     """Closes the body iterator however the response ends. When the client goes away, sending
     fails and Starlette abandons the iterator without closing it; closing it here cancels the
@@ -209,9 +223,14 @@ async def chat(
         answer: ChatAnswer = await service.answer(principal, chat_input)
         return ChatOut.model_validate(asdict(answer))
     service.validate(chat_input)  # bad input is a 4xx before the stream starts
+    identity = principal_identity(principal)
+    slot = await resources.stream_slots.acquire(identity)  # 429 too_many_streams at the cap
     events = service.stream(principal, chat_input)
     return ClosingStreamingResponse(
-        _with_heartbeats(events, resources.settings.sse_heartbeat_s),
+        _released_after(
+            _with_heartbeats(events, resources.settings.sse_heartbeat_s),
+            lambda: resources.stream_slots.release(identity, slot),
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"},
     )

@@ -35,7 +35,7 @@ class RateLimitStatus(BaseModel):
     budgets: list[BudgetStatus]
 
 
-Scope = Literal["principal", "ip"]
+Scope = Literal["principal", "tenant", "ip"]
 
 
 def _row(budget: Budget, scope: Scope, item: RateLimitItem, state: LimitState | None) -> BudgetStatus:
@@ -59,6 +59,7 @@ async def rate_limit_status(
     checks: list[tuple[Budget, Scope, str]] = [
         (Budget.chat, "principal", principal_identity(principal)),
         (Budget.uploads, "principal", principal_identity(principal)),
+        (Budget.tenant, "tenant", str(principal.tenant_id)),
         (Budget.ip, "ip", ip),
     ]
     budgets: list[BudgetStatus] = []

@@ -1,9 +1,10 @@
 """Rate-limit dependencies for endpoints.
 
-``ChatRateLimit`` resolves the calling principal (any role) and charges its chat budget
+``ChatRateLimit`` resolves the calling principal (any role) and charges its tenant's chat budget
+(``RATE_LIMIT_PER_TENANT``, shared by all of the tenant's principals) and its own
 (``RATE_LIMIT_PER_PRINCIPAL``); ``UploadRateLimit`` resolves an editor and charges its upload
 budget (``RATE_LIMIT_UPLOADS``). The per-IP budget (``RATE_LIMIT_PER_IP``) is already charged by
-the authentication dependency, once per request. Use them in place of the principal parameter::
+the authentication middleware, once per request. Use them in place of the principal parameter::
 
     async def ask(body: ChatRequest, principal: ChatRateLimit) -> ChatResponse: ...
 """
@@ -22,6 +23,7 @@ from app.limits.limiter import Budget
 
 
 async def chat_rate_limit(request: Request, principal: ReaderPrincipal, resources: ResourcesDep) -> Principal:
+    await charge(request, resources.limiter, Budget.tenant, str(principal.tenant_id))
     await charge(request, resources.limiter, Budget.chat, principal_identity(principal))
     return principal
 

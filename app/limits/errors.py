@@ -15,3 +15,11 @@ class RateLimitUnavailableError(AppError):
     status = 503
     code = "rate_limit_unavailable"
     title = "Rate limiting unavailable"
+
+
+class TooManyStreamsError(AppError):
+    """The principal already has ``MAX_STREAMS_PER_PRINCIPAL`` answers streaming."""
+
+    status = 429
+    code = "too_many_streams"
+    title = "Too many concurrent streams"

@@ -37,10 +37,12 @@ _STORAGE_ERRORS = (RedisError, StorageError, OSError, TimeoutError)
 
 
 class Budget(StrEnum):
-    """``chat`` and ``uploads`` are per principal; ``ip`` covers every authenticated request."""
+    """``chat`` and ``uploads`` are per principal, ``tenant`` is chat for a whole tenant; ``ip``
+    covers every ``/api/`` request, anonymous ones included."""
 
     chat = "chat"
     uploads = "uploads"
+    tenant = "tenant"
     ip = "ip"
 
 
@@ -123,6 +125,7 @@ class RequestLimiter:
         budgets = {
             Budget.chat: parse_many(settings.rate_limit_per_principal),
             Budget.uploads: parse_many(settings.rate_limit_uploads),
+            Budget.tenant: parse_many(settings.rate_limit_per_tenant),
             Budget.ip: parse_many(settings.rate_limit_per_ip),
         }
         return cls(

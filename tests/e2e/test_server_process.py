@@ -73,3 +73,23 @@ def test_embedded_default_starts_reuses_data_and_leaves_no_orphans(
             assert conn.execute("SELECT name FROM tenants WHERE slug = 'kept'").fetchone() == ("Kept",)
     finally:
         second.stop(signal.SIGINT)
+
+
+def test_only_the_developer_default_creates_a_dev_admin_key(tmp_path: Path, embedded_data_dir: Path) -> None:
+    """`make run` (DEBUG=true) prints a dev key; the same embedded start without DEBUG (an image,
+    any production start) creates none."""
+    data_dir = embedded_data_dir / "d"
+    env = {**embedded_env(data_dir), "DEBUG": "false"}
+    server = start_server(env, tmp_path / "prod.log", workers=1, ready_path="/readyz")
+    try:
+        with psycopg.connect(embedded_conninfo(data_dir)) as conn:
+            assert conn.execute("SELECT count(*) FROM api_keys").fetchone() == (0,)
+    finally:
+        server.stop(signal.SIGINT)
+    assert "first start" not in server.log()
+    assert not (data_dir / "dev-api-key").exists()
+
+    developer = start_server(embedded_env(data_dir), tmp_path / "dev.log", workers=1, ready_path="/readyz")
+    developer.stop(signal.SIGINT)
+    assert "first start: created tenant 'dev'" in developer.log()
+    assert (data_dir / "dev-api-key").exists()

@@ -11,6 +11,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI
 
 from app.main import create_app
+from app.rag.embeddings import Embedder
 from app.settings import Settings
 from tests.support.callers import MakeCaller, caller_factory
 
@@ -21,9 +22,10 @@ async def running_app(
     *,
     routers: Sequence[APIRouter] = (),
     client_addr: tuple[str, int] = ("127.0.0.1", 50000),
+    embedder: Embedder | None = None,
     **overrides: Any,
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, MakeCaller]]:
-    app = create_app(settings.model_copy(update=overrides) if overrides else settings)
+    app = create_app(settings.model_copy(update=overrides) if overrides else settings, embedder=embedder)
     for router in routers:
         app.include_router(router)
     async with LifespanManager(app, startup_timeout=60):

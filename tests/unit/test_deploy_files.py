@@ -57,3 +57,12 @@ def test_dockerfile_is_multi_stage_non_root_with_a_health_check_and_existing_pat
         for path in sources:
             assert (ROOT / path).exists(), f"COPY {path}: missing"
     assert "--require-hashes" in dockerfile
+
+
+def test_compose_takes_secrets_from_the_environment_only() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "${POSTGRES_PASSWORD:?" in text  # refuses to start without one
+    for line in text.splitlines():
+        if re.search(r"(PASSWORD|SECRET|_KEY)\s*:", line):
+            assert "${" in line, f"hard-coded secret: {line.strip()}"
+        assert not re.search(r"://[^:/\s]+:(?!\$\{)[^@\s]+@", line), f"password in a URL: {line.strip()}"

