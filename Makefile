@@ -96,6 +96,10 @@ test-metrics: $(STAMP) ## logging, metrics and tracing tests only
 test-cov: $(STAMP) ## all suites with the coverage gate and an HTML report in htmlcov/
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(COV_GATE) --cov-report=html
 
+.PHONY: fuzz
+fuzz: $(STAMP) ## schemathesis over every operation of the OpenAPI, long run (FUZZ_EXAMPLES=500)
+	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),500) $(VENV)/bin/pytest -m fuzz -p no:cacheprovider tests/fuzz
+
 lint: $(STAMP) ## ruff check + format check
 	$(VENV)/bin/ruff check app tests scripts demo alembic
 	$(VENV)/bin/ruff format --check app tests scripts demo alembic

@@ -11,9 +11,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import chat as chat_api
-from app.api import documents, health, jobs, keys, me, rate_limit, sessions
+from app.api import documents, health, jobs, keys, me, openai_compat, rate_limit, sessions
 from app.api import metrics as metrics_api
 from app.api import providers as providers_api
+from app.api.mcp_server import mount_mcp
 from app.api.middleware import CorrelationMiddleware
 from app.auth.jwt import JwtVerifier
 from app.auth.middleware import AuthenticateFirstMiddleware
@@ -120,6 +121,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 memory=memory,
                 chat=chat,
             )
+            # The MCP server at /mcp serves its requests in this task group; it stops first.
+            await stack.enter_async_context(mcp_server.session_manager.run())
             logger.info("app_started")
             yield
             logger.info("app_stopping")
@@ -163,4 +166,6 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(providers_api.router)
     app.include_router(chat_api.router)
     app.include_router(sessions.router)
+    app.include_router(openai_compat.router)
+    mcp_server = mount_mcp(app)
     return app

@@ -21,6 +21,7 @@ from app.api.deps import ResourcesDep
 from app.errors import DATABASE_UNAVAILABLE_ERRORS, AppError
 from app.limits.dependencies import ChatRateLimit
 from app.limits.enforcement import principal_identity
+from app.memory.service import SessionId
 from app.observability.context import current_trace_id
 from app.rag.chat import (
     ChatAnswer,
@@ -55,7 +56,7 @@ class ChatBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: PlainText = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
-    session_id: uuid.UUID | None = None
+    session_id: SessionId | None = None
     model: PlainText | None = Field(default=None, max_length=200)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=4096)

@@ -8,6 +8,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
+from pydantic import WithJsonSchema
 
 from app.api.deps import ResourcesDep, SessionDep, SettingsDep
 from app.auth.dependencies import EditorPrincipal, ReaderPrincipal
@@ -84,7 +85,18 @@ MAX_LIST_OFFSET = 1_000_000  # far past any real listing, far below PostgreSQL's
 
 WriterService = Annotated[DocumentService, Depends(writer_service)]
 ReaderService = Annotated[DocumentService, Depends(reader_service)]
-FilePart = Annotated[UploadFile | None, File(description="PDF, DOCX, TXT, Markdown or HTML")]
+FILE_DESCRIPTION = "PDF, DOCX, TXT, Markdown or HTML"
+# Optional in the signature so that a request without it gets our 400 `missing_file` problem, but
+# documented as what it is: a binary file part (OpenAPI 3.1's `format: binary`). Left to itself,
+# `UploadFile | None` becomes `anyOf: [binary string, null]`, which clients and generators (e.g.
+# Schemathesis) read as a plain text field, and a "null" part is never a document.
+FilePart = Annotated[
+    UploadFile | None,
+    File(description=FILE_DESCRIPTION),
+    WithJsonSchema(
+        {"type": "string", "contentMediaType": "application/octet-stream", "description": FILE_DESCRIPTION}
+    ),
+]
 
 
 def _respond(outcome_status: str, response: Response, body: UploadAccepted) -> UploadAccepted:

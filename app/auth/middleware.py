@@ -9,11 +9,12 @@ from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.openai_compat import OPENAI_PREFIX, openai_error_for_exception
 from app.auth.dependencies import authenticate
 from app.errors import problem_for_exception
 from app.resources import Resources
 
-PROTECTED_PREFIXES = ("/api/",)
+PROTECTED_PREFIXES = ("/api/", OPENAI_PREFIX, "/mcp")
 
 
 def _serves(scope: Scope) -> bool:
@@ -22,7 +23,9 @@ def _serves(scope: Scope) -> bool:
 
 
 class AuthenticateFirstMiddleware:
-    """For every request under ``/api/``: the per-IP budget, then the credential, then the app.
+    """For every request under ``/api/``, ``/v1/`` (the OpenAI-compatible surface) and ``/mcp``:
+    the per-IP budget, then the credential, then the app. Refusals are OpenAI's error shape under
+    ``/v1/`` and problem+json everywhere else.
 
     A refusal (401, 429, or 503 when the database is down) is answered from the headers alone,
     so an anonymous 11 MB upload costs its sender a per-IP hit and the server nothing more.
@@ -45,6 +48,9 @@ class AuthenticateFirstMiddleware:
         try:
             await authenticate(request, resources)
         except Exception as exc:
+            if str(scope["path"]).startswith(OPENAI_PREFIX):
+                await (await openai_error_for_exception(request, exc))(scope, receive, send)
+                return
             response = await problem_for_exception(request, exc)
             if response is None:
                 raise

@@ -185,12 +185,20 @@ class IngestionJob(Base):
 
 
 class Conversation(Base):
+    """``id`` is internal; clients name a conversation by ``client_id`` (their session id), which
+    is unique per tenant and principal. Conversations started before client ids existed have
+    ``client_id = id::text``."""
+
     __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_tenant_id_principal_id", "tenant_id", "principal_id"),)
+    __table_args__ = (
+        Index("ix_conversations_tenant_id_principal_id", "tenant_id", "principal_id"),
+        UniqueConstraint("tenant_id", "principal_id", "client_id"),
+    )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
     principal_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    client_id: Mapped[str] = mapped_column(String(128), nullable=False)
     created_at: Mapped[datetime] = _created_at()
     last_active_at: Mapped[datetime] = _created_at()
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -2,19 +2,28 @@
 
 PostgreSQL (`conversations`, `messages`) is the record; Redis keeps the last ``MEMORY_MAX_TURNS``
 answered turns of each session for speed. A Redis flush or outage loses nothing: the window is
-rebuilt from PostgreSQL on the next read. Sessions belong to the principal that created them; a
-session id owned by anyone else answers 404, so ids cannot be probed.
+rebuilt from PostgreSQL on the next read.
+
+Session ids are chosen by the client (``SessionId``: 1-128 characters of ``[A-Za-z0-9._:-]``, or a
+UUID) and scoped to the caller: a conversation is found by (tenant, principal, client id), so two
+principals using "test" have two conversations. Each conversation also has an internal UUID
+(``conversations.id``; equal to the session id for conversations started with a UUID). A UUID
+session id that is not one of the caller's own client ids names a conversation by that internal
+id: its owner may use it, an admin of the tenant may read or reset it, anyone else gets 404, so
+ids cannot be probed. Redis windows are keyed by the internal id, never by the client's string.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
+from pydantic import AfterValidator, StringConstraints
 from redis.asyncio import Redis
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -28,6 +37,41 @@ from app.resources import redis_key
 from app.settings import Settings
 
 logger = structlog.get_logger(__name__)
+
+SESSION_ID_MAX_CHARS = 128
+SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
+_UUID_FORMS = re.compile(
+    r"(?:urn:uuid:)?(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32})",
+    re.IGNORECASE,
+)
+
+
+_SESSION_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{SESSION_ID_MAX_CHARS}}}")
+
+
+def canonical_session_id(value: str) -> str:
+    """A UUID (in any form a UUID field accepted before: upper case, no hyphens, ``urn:uuid:``) as
+    its canonical text, so it keeps naming the same conversation; any other id unchanged."""
+    if not _SESSION_ID.fullmatch(value):  # also where a ``$`` pattern would let "id\n" through
+        raise ValueError("a session id is 1-128 characters of A-Z a-z 0-9 . _ : -")
+    if _UUID_FORMS.fullmatch(value):
+        return str(uuid.UUID(value))
+    return value
+
+
+def _as_uuid(session_id: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(session_id) if _UUID_FORMS.fullmatch(session_id) else None
+    except ValueError:
+        return None
+
+
+SessionId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=SESSION_ID_MAX_CHARS, pattern=SESSION_ID_PATTERN),
+    AfterValidator(canonical_session_id),
+]
+"""A client-chosen session id, for request bodies and paths (422 ``invalid_session_id`` else)."""
 
 
 class SessionNotFoundError(NotFoundError):
@@ -48,19 +92,44 @@ class StoredMessage:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class SessionHistory:
+    conversation_id: uuid.UUID
+    session_id: str
+    messages: list[StoredMessage]
+
+
 class ConversationMemory:
     def __init__(self, redis: Redis, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
         self._redis = redis
         self._sessions = sessions
         self._settings = settings
 
-    def _window_key(self, session_id: uuid.UUID) -> str:
-        return redis_key(self._settings, "memory", str(session_id))
+    def _window_key(self, conversation_id: uuid.UUID) -> str:
+        # The internal id: unique per (tenant, principal, client id), unlike the client's string.
+        return redis_key(self._settings, "memory", str(conversation_id))
 
     async def _owned(
-        self, db: AsyncSession, principal: Principal, session_id: uuid.UUID, *, admin_may_read: bool
+        self, db: AsyncSession, principal: Principal, session_id: str, *, admin_may_read: bool
     ) -> Conversation | None:
-        row = await db.get(Conversation, session_id)
+        """The caller's conversation with this client id; else, for a UUID, the conversation with
+        that internal id if the caller owns it (or may read it as the tenant's admin). None when
+        nothing answers to the id; 404 when it names a conversation the caller may not use."""
+        row = (
+            await db.execute(
+                select(Conversation).where(
+                    Conversation.tenant_id == principal.tenant_id,
+                    Conversation.principal_id == principal.id,
+                    Conversation.client_id == session_id,
+                )
+            )
+        ).scalar_one_or_none()
+        if row is not None:
+            return row
+        internal = _as_uuid(session_id)
+        if internal is None:
+            return None
+        row = await db.get(Conversation, internal)
         if row is None:
             return None
         same_tenant = row.tenant_id == principal.tenant_id
@@ -69,17 +138,18 @@ class ConversationMemory:
             return row
         raise SessionNotFoundError(f"no session {session_id}")
 
-    async def window(self, principal: Principal, session_id: uuid.UUID) -> list[Turn]:
+    async def window(self, principal: Principal, session_id: str) -> list[Turn]:
         """The last answered turns of a session the principal owns; [] for a new session id."""
         async with self._sessions() as db:
             row = await self._owned(db, principal, session_id, admin_may_read=False)
             if row is None or row.deleted_at is not None:
                 return []
-        cached = await self._read_window(session_id)
+            conversation_id = row.id
+        cached = await self._read_window(conversation_id)
         if cached is not None:
             return cached
-        turns = await self._load_window(session_id)
-        await self._write_window(session_id, turns)
+        turns = await self._load_window(conversation_id)
+        await self._write_window(conversation_id, turns)
         return turns
 
     async def _read_window(self, session_id: uuid.UUID) -> list[Turn] | None:
@@ -133,7 +203,7 @@ class ConversationMemory:
     async def record_turn(
         self,
         principal: Principal,
-        session_id: uuid.UUID,
+        session_id: str,
         *,
         question: str,
         answer: str,
@@ -147,18 +217,29 @@ class ConversationMemory:
         Redis window with answered turns only."""
         now = datetime.now(UTC)
         async with self._sessions() as db, db.begin():
-            await db.execute(
-                insert(Conversation)
-                .values(id=session_id, tenant_id=principal.tenant_id, principal_id=principal.id)
-                .on_conflict_do_nothing(index_elements=[Conversation.id])
-            )
             row = await self._owned(db, principal, session_id, admin_may_read=False)
-            assert row is not None
+            if row is None:
+                # A UUID session id becomes the internal id too (as before client ids existed);
+                # a concurrent first turn with the same id makes this insert a no-op.
+                await db.execute(
+                    insert(Conversation)
+                    .values(
+                        id=_as_uuid(session_id) or uuid.uuid4(),
+                        tenant_id=principal.tenant_id,
+                        principal_id=principal.id,
+                        client_id=session_id,
+                    )
+                    .on_conflict_do_nothing()
+                )
+                row = await self._owned(db, principal, session_id, admin_may_read=False)
+                if row is None:  # unreachable: whatever the insert collided with answers to the id
+                    raise SessionNotFoundError(f"no session {session_id}")
+            conversation_id = row.id
             row.deleted_at = None
             row.last_active_at = now
             db.add(
                 Message(
-                    conversation_id=session_id,
+                    conversation_id=conversation_id,
                     tenant_id=principal.tenant_id,
                     role="user",
                     content=question,
@@ -167,7 +248,7 @@ class ConversationMemory:
             )
             db.add(
                 Message(
-                    conversation_id=session_id,
+                    conversation_id=conversation_id,
                     tenant_id=principal.tenant_id,
                     role="assistant",
                     content=answer,
@@ -180,7 +261,7 @@ class ConversationMemory:
             )
         if status != "ok":
             return
-        key = self._window_key(session_id)
+        key = self._window_key(conversation_id)
         try:
             if not await self._redis.exists(key + ":built"):
                 return  # the next read rebuilds the window from PostgreSQL
@@ -192,7 +273,7 @@ class ConversationMemory:
         except Exception:
             logger.warning("memory_redis_unavailable")
 
-    async def messages(self, principal: Principal, session_id: uuid.UUID) -> list[StoredMessage]:
+    async def messages(self, principal: Principal, session_id: str) -> SessionHistory:
         async with self._sessions() as db:
             row = await self._owned(db, principal, session_id, admin_may_read=True)
             if row is None or row.deleted_at is not None:
@@ -200,11 +281,11 @@ class ConversationMemory:
             rows = (
                 await db.execute(
                     select(Message)
-                    .where(Message.conversation_id == session_id, Message.deleted_at.is_(None))
+                    .where(Message.conversation_id == row.id, Message.deleted_at.is_(None))
                     .order_by(Message.id)
                 )
             ).scalars()
-            return [
+            stored = [
                 StoredMessage(
                     id=m.id,
                     role=m.role,
@@ -218,8 +299,9 @@ class ConversationMemory:
                 )
                 for m in rows
             ]
+            return SessionHistory(conversation_id=row.id, session_id=row.client_id, messages=stored)
 
-    async def delete(self, principal: Principal, session_id: uuid.UUID) -> None:
+    async def delete(self, principal: Principal, session_id: str) -> None:
         """Soft-delete the session's history; the id may be used again and starts empty."""
         now = datetime.now(UTC)
         async with self._sessions() as db, db.begin():
@@ -227,13 +309,15 @@ class ConversationMemory:
             if row is None or row.deleted_at is not None:
                 raise SessionNotFoundError(f"no session {session_id}")
             row.deleted_at = now
+            conversation_id = row.id
             await db.execute(
                 update(Message)
-                .where(Message.conversation_id == session_id, Message.deleted_at.is_(None))
+                .where(Message.conversation_id == conversation_id, Message.deleted_at.is_(None))
                 .values(deleted_at=now)
             )
+        key = self._window_key(conversation_id)
         try:
-            await self._redis.delete(self._window_key(session_id), self._window_key(session_id) + ":built")
+            await self._redis.delete(key, key + ":built")
         except Exception:
             logger.warning("memory_redis_unavailable")
 

@@ -64,7 +64,8 @@ EXTRACTIVE = "extractive"
 @dataclass(frozen=True)
 class ChatInput:
     question: str
-    session_id: uuid.UUID | None = None
+    # The client's session id (``app.memory.service.SessionId``); a UUID is read as its text.
+    session_id: str | uuid.UUID | None = None
     model: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
@@ -73,6 +74,14 @@ class ChatInput:
     mode: RetrievalMode = RetrievalMode.hybrid
     vector_weight: float = 1.0
     text_weight: float = 1.0
+    # Earlier turns a stateless client sends itself (the OpenAI-compatible surface); a stored
+    # session's window replaces them when ``session_id`` is given.
+    history: tuple[Turn, ...] = ()
+
+    @property
+    def session(self) -> str | None:
+        """The session id as memory, responses and traces use it (scoped by memory, not here)."""
+        return None if self.session_id is None else str(self.session_id)
 
 
 @dataclass(frozen=True)
@@ -267,10 +276,10 @@ class ChatService:
         trace_id = current_trace_id() or new_trace_id()
         started = time.perf_counter()
         tracer, metrics = self._telemetry.tracer, self._telemetry.metrics
-        history: list[Turn] = []
-        if chat.session_id is not None:
+        history: list[Turn] = list(chat.history)
+        if chat.session is not None:
             async with tracer.span("memory") as span:
-                history = await self._memory.window(principal, chat.session_id)
+                history = await self._memory.window(principal, chat.session)
                 span.update(output={"turns": len(history)})
         context = ""
         if history:
@@ -358,11 +367,11 @@ class ChatService:
         model: str,
         trace_id: str,
     ) -> None:
-        if chat.session_id is None:
+        if chat.session is None:
             return
         await self._memory.record_turn(
             principal,
-            chat.session_id,
+            chat.session,
             question=chat.question,
             answer=answer,
             sources=[asdict(s) for s in sources],
@@ -383,7 +392,7 @@ class ChatService:
             input={"question": chat.question},
             metadata={"stream": stream, "top_k": chat.top_k, "mode": chat.mode.value, "model": chat.model},
             user_id=principal.id,
-            session_id=str(chat.session_id) if chat.session_id else None,
+            session_id=chat.session,
         )
 
     async def answer(self, principal: Principal, chat: ChatInput) -> ChatAnswer:
@@ -395,7 +404,7 @@ class ChatService:
 
     async def _answer(self, principal: Principal, chat: ChatInput) -> ChatAnswer:
         prepared = await self._prepare(principal, chat)
-        session = str(chat.session_id) if chat.session_id else None
+        session = chat.session
         if prepared.cached is not None:
             payload = prepared.cached
             result = ChatAnswer(
@@ -478,7 +487,7 @@ class ChatService:
         # trace covers the preparation and the generation is recorded once the stream ends.
         async with self._trace(principal, chat, stream=True):
             prepared = await self._prepare(principal, chat)
-        session = str(chat.session_id) if chat.session_id else None
+        session = chat.session
         if prepared.cached is not None or prepared.prompt is None:
             async for fixed in self._stream_fixed(principal, chat, prepared, session):
                 yield fixed

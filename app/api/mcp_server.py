@@ -1,0 +1,310 @@
+"""The MCP server at ``/mcp``: the service's documents and answers as tools for MCP clients.
+
+Streamable HTTP in stateless mode with JSON responses (no server-side MCP sessions, so any
+worker can answer any request). ``AuthenticateFirstMiddleware`` authenticates every request to
+``/mcp`` from its headers (``X-API-Key`` or ``Authorization: Bearer``) before the body is read and
+leaves the principal in the request's scope state; each tool reads it from there, so every query
+is scoped to ``principal.tenant_id`` exactly as the REST API's are.
+
+``mount_mcp(app)`` adds the route and returns the server; the app's lifespan runs
+``server.session_manager.run()`` (the task group the SDK serves requests in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, cast
+
+from fastapi import FastAPI
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.routing import Route
+
+from app.api.chat import MAX_QUESTION_CHARS
+from app.auth.dependencies import PRINCIPAL_STATE_KEY
+from app.auth.principal import Principal, Role
+from app.documents import repository as repo
+from app.errors import DATABASE_UNAVAILABLE_ERRORS, AppError
+from app.limits.enforcement import charge, principal_identity
+from app.limits.limiter import Budget
+from app.memory.service import SessionId
+from app.rag.chat import ChatInput
+from app.rag.retrieval import RetrievalFilters, RetrievalMode, RetrievalQuery, retrieve
+from app.resources import Resources
+from app.security.text import PlainText
+
+MCP_PATH = "/mcp"
+MAX_TOP_K = 20
+MAX_LISTED_DOCUMENTS = 200
+
+INSTRUCTIONS = (
+    "Search and ask questions about the documents of your tenant. `search_documents` returns "
+    "ranked passages; `ask` answers with numbered sources; `list_documents` lists documents."
+)
+
+Query = Annotated[PlainText, Field(min_length=1, max_length=MAX_QUESTION_CHARS)]
+Tag = Annotated[PlainText, Field(min_length=1, max_length=64)]
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+class Passage(BaseModel):
+    document_id: str
+    title: str
+    version: int
+    page: int
+    score: float
+    text: str
+    tags: list[str]
+
+
+class SearchResult(BaseModel):
+    passages: list[Passage]
+
+
+class AnswerSource(BaseModel):
+    number: int
+    document_id: str
+    title: str
+    version: int
+    page: int
+    score: float
+    snippet: str
+    cited: bool
+
+
+class AskResult(BaseModel):
+    answer: str
+    sources: list[AnswerSource]
+    session_id: str | None
+    provider: str
+    model: str
+    cached: bool
+    degraded: bool
+    trace_id: str
+
+
+class DocumentSummary(BaseModel):
+    id: str
+    title: str
+    path: str | None
+    author: str | None
+    tags: list[str]
+    current_version: int | None
+    updated_at: str
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentSummary]
+    total: int
+
+
+# --- the caller -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Call:
+    request: Request
+    principal: Principal
+    resources: Resources
+
+
+def _call(ctx: Context[Any, Any], app: FastAPI) -> _Call:
+    """The HTTP request this tool call arrived in, its authenticated principal, and the app's
+    resources (set by the lifespan, so read per call)."""
+    request = ctx.request_context.request
+    if not isinstance(request, Request):
+        raise ToolError("this server only serves tools over HTTP")
+    principal = request.scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
+    if not isinstance(principal, Principal):  # the middleware authenticates every /mcp request
+        raise ToolError("not authenticated")
+    if not principal.role.allows(Role.reader):
+        raise ToolError("this tool needs the reader role")
+    return _Call(request, principal, cast(Resources, app.state.resources))
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """An anticipated failure reaches the model as the REST API's problem code and detail.
+    Anything else propagates: the SDK answers "Error executing tool" and logs the traceback."""
+    try:
+        yield
+    except AppError as exc:
+        raise ToolError(f"{exc.code}: {exc.detail}") from exc
+    except DATABASE_UNAVAILABLE_ERRORS as exc:
+        raise ToolError(
+            "database_unavailable: the database is unreachable or restarting; retry shortly"
+        ) from exc
+
+
+# --- tools --------------------------------------------------------------------------------------
+
+
+async def _search(call: _Call, query: str, top_k: int, tags: list[str] | None) -> SearchResult:
+    resources = call.resources
+    settings = resources.settings
+    mode = RetrievalMode(settings.retrieval_mode)
+    vector = None
+    if mode is not RetrievalMode.text:
+        vector = await resources.embedder.embed_query(query)
+    chunks = await retrieve(
+        resources.session_factory,
+        RetrievalQuery(
+            tenant_id=call.principal.tenant_id,
+            text=query,
+            vector=vector,
+            top_k=top_k,
+            mode=mode,
+            filters=RetrievalFilters(tags=tuple(tags or ())),
+            vector_weight=settings.retrieval_vector_weight,
+            text_weight=settings.retrieval_text_weight,
+            ef_search=settings.hnsw_ef_search,
+            min_similarity=settings.retrieval_min_similarity,
+        ),
+    )
+    return SearchResult(
+        passages=[
+            Passage(
+                document_id=str(c.document_id),
+                title=c.title,
+                version=c.version,
+                page=c.page,
+                score=c.score,
+                text=c.text,
+                tags=list(c.tags),
+            )
+            for c in chunks
+        ]
+    )
+
+
+async def _ask(call: _Call, question: str, session_id: SessionId | None) -> AskResult:
+    resources = call.resources
+    settings = resources.settings
+    # The chat budgets the REST endpoint charges (tenant, then principal); per IP is charged by
+    # the authentication middleware.
+    await charge(call.request, resources.limiter, Budget.tenant, str(call.principal.tenant_id))
+    await charge(call.request, resources.limiter, Budget.chat, principal_identity(call.principal))
+    chat_input = ChatInput(  # as app.api.chat._to_input builds it for a body with defaults
+        question=question.strip(),
+        session_id=session_id,
+        mode=RetrievalMode(settings.retrieval_mode),
+        vector_weight=settings.retrieval_vector_weight,
+        text_weight=settings.retrieval_text_weight,
+    )
+    answer = await resources.chat.answer(call.principal, chat_input)
+    return AskResult(
+        answer=answer.answer,
+        sources=[
+            AnswerSource(
+                number=s.number,
+                document_id=s.document_id,
+                title=s.title,
+                version=s.version,
+                page=s.page,
+                score=s.score,
+                snippet=s.snippet,
+                cited=s.cited,
+            )
+            for s in answer.sources
+        ],
+        session_id=answer.session_id,
+        provider=answer.provider,
+        model=answer.model,
+        cached=answer.cached,
+        degraded=answer.degraded,
+        trace_id=answer.trace_id,
+    )
+
+
+async def _list(call: _Call, tag: str | None) -> DocumentList:
+    async with call.resources.session_factory() as session:
+        page = await repo.list_documents(
+            session,
+            call.principal.tenant_id,
+            tag=tag,
+            text_query=None,
+            include_deleted=False,
+            limit=MAX_LISTED_DOCUMENTS,
+            offset=0,
+        )
+    return DocumentList(
+        documents=[
+            DocumentSummary(
+                id=str(d.id),
+                title=d.title,
+                path=d.path,
+                author=d.author,
+                tags=list(d.tags),
+                current_version=d.current_version,
+                updated_at=d.updated_at.isoformat(),
+            )
+            for d in page.items
+        ],
+        total=page.total,
+    )
+
+
+def create_mcp_server(app: FastAPI) -> MCPServer:
+    """A fresh server whose tools serve ``app``'s resources (one per app: tests build many)."""
+    server: MCPServer = MCPServer(name="rag-chat", instructions=INSTRUCTIONS, version=app.version)
+
+    @server.tool(
+        description="Search the tenant's documents; returns the best-matching passages with "
+        "document id, title, version, page, score and text."
+    )
+    async def search_documents(
+        query: Query,
+        ctx: Context[Any, Any],
+        top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = 5,
+        tags: Annotated[list[Tag] | None, Field(max_length=20)] = None,
+    ) -> SearchResult:
+        if not query.strip():
+            raise ToolError("invalid_query: the query is empty")
+        with _reported():
+            return await _search(_call(ctx, app), query.strip(), top_k, tags)
+
+    @server.tool(
+        description="Ask a question about the tenant's documents; returns the answer with its "
+        "numbered sources. Pass the returned session_id again to continue a conversation."
+    )
+    async def ask(question: Query, ctx: Context[Any, Any], session_id: SessionId | None = None) -> AskResult:
+        if not question.strip():
+            raise ToolError("invalid_question: the question is empty")
+        with _reported():
+            return await _ask(_call(ctx, app), question, session_id)
+
+    @server.tool(description="List the tenant's documents (newest first, up to 200), optionally by tag.")
+    async def list_documents(ctx: Context[Any, Any], tag: Tag | None = None) -> DocumentList:
+        with _reported():
+            return await _list(_call(ctx, app), tag)
+
+    return server
+
+
+def mount_mcp(app: FastAPI) -> MCPServer:
+    """Serve a new MCP server at ``/mcp`` (exactly that path, any method: the SDK answers GET and
+    DELETE in stateless mode itself). The caller runs ``server.session_manager.run()`` in the
+    app's lifespan."""
+    server = create_mcp_server(app)
+    # Builds the session manager; the Starlette app it returns is not used (its lifespan would
+    # not run when mounted), only the ASGI handler of the manager.
+    server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        stateless_http=True,
+        json_response=True,
+        # API keys, not cookies or the network position, authenticate: a DNS-rebound browser has
+        # no key to send. Host/Origin checks would also refuse every deployment's public host.
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+    )
+    app.router.routes.append(
+        Route(MCP_PATH, endpoint=StreamableHTTPASGIApp(server.session_manager), include_in_schema=False)
+    )
+    return server

@@ -1,0 +1,564 @@
+"""OpenAI-compatible surface: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+
+Any OpenAI client (the official SDKs, LangChain, curl) talks to the RAG pipeline by pointing its
+base URL at ``<server>/v1`` and using an API key of this service as its bearer token. Requests run
+on exactly the pipeline of ``POST /api/v1/chat`` (``ChatService``: same authentication, rate limits,
+stream slots, answer cache, tracing and metrics); only the wire shapes differ.
+
+Models: ``rag`` answers with the provider fail-over chain; ``rag/<provider>`` and
+``rag/<provider>/<model>`` pin one provider (and model), like ``model`` on ``/api/v1/chat``.
+
+Messages: the last ``user`` message is the question. ``system``/``developer``/``tool`` messages are
+accepted and ignored (the pipeline has its own grounded system prompt). ``metadata.session_id`` (any
+session id ``/api/v1/chat`` accepts) or a UUID in ``user`` binds the request to a stored
+conversation, whose memory is used and which records the turn; without one, requests are stateless.
+
+The ``rag`` extension field: a non-streaming response, and the last chunk of a stream, carry
+``rag: {sources, provider, model, cached, degraded, trace_id, session_id, latency_ms}``; OpenAI SDKs
+keep unknown fields (``completion.model_extra["rag"]`` / ``completion.to_dict()["rag"]``).
+
+Errors use OpenAI's shape, ``{"error": {"message", "type", "code", "param", "trace_id"}}``, with
+OpenAI's statuses (401 ``invalid_api_key``, 404 ``model_not_found``, 400 for invalid input, 429
+with ``Retry-After``), so the SDKs raise their usual exception classes. A stream that fails after
+it started ends with ``data: {"error": {...}}`` and no ``[DONE]``: the SDKs raise ``APIError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import asdict
+from typing import Annotated, Any, Literal, cast
+
+import anyio
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from app.api.chat import (
+    MAX_QUESTION_CHARS,
+    ChatServiceDep,
+    ClosingStreamingResponse,
+    _error_event,
+    _released_after,
+)
+from app.api.deps import ResourcesDep
+from app.auth.dependencies import ReaderPrincipal
+from app.errors import problem_for_exception
+from app.limits.dependencies import ChatRateLimit
+from app.limits.enforcement import principal_identity
+from app.llm.errors import UnknownModelError
+from app.memory.service import SessionId
+from app.observability.context import current_trace_id
+from app.rag.chat import (
+    ChatEvent,
+    ChatInput,
+    DeltaEvent,
+    DoneEvent,
+    ErrorEvent,
+    Source,
+    SourcesEvent,
+)
+from app.rag.prompt import Turn
+from app.rag.retrieval import RetrievalMode
+from app.security.text import PlainText
+
+logger = structlog.get_logger(__name__)
+
+OPENAI_PREFIX = "/v1/"
+BASE_MODEL = "rag"
+OWNED_BY = "ragchat"
+MODELS_CREATED = int(time.time())
+
+# --- errors in OpenAI's shape ----------------------------------------------------------------------
+
+_TYPE_BY_STATUS = {429: "rate_limit_error"}
+_CODE_BY_STATUS = {401: "invalid_api_key", 403: "permission_denied"}
+
+
+def openai_error_body(
+    *, message: str, type_: str, code: str | None, param: str | None = None
+) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "type": type_,
+            "code": code,
+            "param": param,
+            "trace_id": current_trace_id(),
+        }
+    }
+
+
+def _error_type(status: int) -> str:
+    if status >= 500:
+        return "server_error"
+    return _TYPE_BY_STATUS.get(status, "invalid_request_error")
+
+
+def _param(problem: dict[str, Any]) -> str | None:
+    """The offending body field of a validation problem (``messages``, ``metadata.session_id``)."""
+    errors = problem.get("errors") or []
+    if not errors:
+        return None
+    location = [str(part) for part in errors[0].get("loc", [])]
+    if location and location[0] in ("body", "query", "path"):
+        location = location[1:]
+    return ".".join(location) or None
+
+
+def model_not_found(message: str) -> JSONResponse:
+    body = openai_error_body(
+        message=message, type_="invalid_request_error", code="model_not_found", param="model"
+    )
+    return JSONResponse(body, status_code=404)
+
+
+async def openai_error_for_exception(request: Request, exc: Exception) -> Response:
+    """The OpenAI-shaped response for any failure on this surface.
+
+    Classification (status, stable code, detail, headers such as ``Retry-After``) is the service's
+    own (``problem_for_exception``), so ``/v1`` and ``/api/v1`` always agree on what went wrong;
+    only the rendering differs. 422 becomes 400, as OpenAI reports invalid input."""
+    if isinstance(exc, UnknownModelError):
+        return model_not_found(exc.detail)
+    problem_response = await problem_for_exception(request, exc)
+    if problem_response is None:
+        logger.exception("unhandled_error", error_type=type(exc).__name__)
+        body = openai_error_body(
+            message="An unexpected error occurred; quote the trace_id when reporting it.",
+            type_="server_error",
+            code="internal_error",
+        )
+        return JSONResponse(body, status_code=500)
+    problem: dict[str, Any] = json.loads(bytes(problem_response.body))
+    status = problem_response.status_code
+    if status == 422:
+        status = 400
+    code = _CODE_BY_STATUS.get(status, str(problem.get("code") or "error"))
+    param = _param(problem) if isinstance(exc, RequestValidationError) else None
+    body = openai_error_body(
+        message=str(problem.get("detail") or problem.get("title") or "request failed"),
+        type_=_error_type(status),
+        code=code,
+        param=param,
+    )
+    headers = {
+        name: value
+        for name, value in problem_response.headers.items()
+        if name.lower() not in ("content-type", "content-length")
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class OpenAIRoute(APIRoute):
+    """Renders every failure of its endpoint, including body validation and the dependencies'
+    401/429, in OpenAI's error shape; the app's problem+json handlers never see them."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def openai_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:
+                return await openai_error_for_exception(request, exc)
+
+        return openai_handler
+
+
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
+
+# --- request ---------------------------------------------------------------------------------------
+
+
+class ContentPart(BaseModel):
+    type: str
+    text: str | None = None
+
+
+class Message(BaseModel):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content if part.type == "text")
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+_question: TypeAdapter[str] = TypeAdapter(
+    Annotated[PlainText, Field(min_length=1, max_length=MAX_QUESTION_CHARS)]
+)
+
+
+class ChatCompletionBody(BaseModel):
+    """OpenAI's request; fields this service has no use for (``top_p``, ``presence_penalty``,
+    ``tools``, ...) are accepted and ignored, as OpenAI-compatible servers customarily do."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[Message] = Field(min_length=1, max_length=200)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)
+    n: int = Field(default=1, ge=1, le=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(default=None, max_length=256)
+    metadata: dict[str, str] | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _has_question(cls, messages: list[Message]) -> list[Message]:
+        users = [m for m in messages if m.role == "user"]
+        if not users:
+            raise ValueError("at least one message must have the role 'user'")
+        try:
+            question = _question.validate_python(users[-1].text().strip())
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"]
+            raise ValueError(f"the last user message is invalid: {reason}") from None
+        if not question:
+            raise ValueError("the last user message is empty")
+        return messages
+
+    @field_validator("metadata")
+    @classmethod
+    def _session_id_is_valid(cls, metadata: dict[str, str] | None) -> dict[str, str] | None:
+        if metadata and "session_id" in metadata and _session_id(metadata["session_id"]) is None:
+            raise ValueError(
+                "metadata.session_id must be a session id: 1-128 characters of A-Z a-z 0-9 . _ : -"
+            )
+        return metadata
+
+    def question(self) -> str:
+        return next(m for m in reversed(self.messages) if m.role == "user").text().strip()
+
+    def session_id(self) -> str | None:
+        """``metadata.session_id``, else ``user`` when it is a UUID; None: stateless."""
+        if self.metadata and "session_id" in self.metadata:
+            return _session_id(self.metadata["session_id"])
+        return _uuid_session_id(self.user) if self.user else None
+
+
+_stored_session: TypeAdapter[str] = TypeAdapter(SessionId)
+
+
+def _session_id(value: str) -> str | None:
+    """A session id as ``/api/v1`` accepts it (``SessionId``, canonical form), else None."""
+    try:
+        return _stored_session.validate_python(value)
+    except ValidationError:
+        return None
+
+
+def _uuid_session_id(value: str) -> str | None:
+    """``user`` binds a session only when it is a UUID: OpenAI clients often send an end-user
+    label there (``"alice"``), which must not silently become a stored, ever-growing conversation."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def model_pin(model: str) -> str | None:
+    """``rag`` → None (the fallback chain); ``rag/<provider>[/<model>]`` → ``<provider>[/<model>]``.
+    Raises ``UnknownModelError`` for anything else."""
+    if model == BASE_MODEL:
+        return None
+    prefix = BASE_MODEL + "/"
+    if model.startswith(prefix) and len(model) > len(prefix):
+        return model[len(prefix) :]
+    raise UnknownModelError(
+        f"The model {model!r} does not exist; use 'rag', 'rag/<provider>' or 'rag/<provider>/<model>' "
+        "(GET /v1/models lists them)"
+    )
+
+
+def _history(messages: list[Message], max_turns: int) -> tuple[Turn, ...]:
+    """Earlier user turns paired with the assistant reply that follows each (stateless clients
+    send the conversation every time); the last user message is the question, not history."""
+    last_user = max(i for i, m in enumerate(messages) if m.role == "user")
+    turns: list[Turn] = []
+    question: str | None = None
+    for message in messages[:last_user]:
+        if message.role == "user":
+            question = message.text().strip()
+        elif message.role == "assistant" and question is not None:
+            turns.append(Turn(question=question, answer=message.text().strip()))
+            question = None
+    return tuple(turns[-max_turns:])
+
+
+def _to_input(body: ChatCompletionBody, resources: ResourcesDep) -> ChatInput:
+    settings = resources.settings
+    return ChatInput(
+        question=body.question(),
+        session_id=body.session_id(),
+        history=_history(body.messages, settings.memory_max_turns),
+        model=model_pin(body.model),
+        temperature=body.temperature,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        mode=RetrievalMode(settings.retrieval_mode),
+        vector_weight=settings.retrieval_vector_weight,
+        text_weight=settings.retrieval_text_weight,
+    )
+
+
+# --- responses -------------------------------------------------------------------------------------
+
+
+def _usage(usage: dict[str, int] | None) -> dict[str, int]:
+    usage = usage or {}
+    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": usage.get("total_tokens", prompt + completion),
+    }
+
+
+def _rag(
+    *,
+    sources: list[Source],
+    provider: str,
+    model: str,
+    cached: bool,
+    degraded: bool,
+    trace_id: str,
+    session_id: str | None,
+    latency_ms: float,
+) -> dict[str, Any]:
+    return {
+        "sources": [asdict(s) for s in sources],
+        "provider": provider,
+        "model": model,
+        "cached": cached,
+        "degraded": degraded,
+        "trace_id": trace_id,
+        "session_id": session_id,
+        "latency_ms": latency_ms,
+    }
+
+
+def _sse(data: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+class _ChunkRenderer:
+    """Turns the pipeline's events into ``chat.completion.chunk`` SSE events."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.created = int(time.time())
+        self.id = f"chatcmpl-{current_trace_id() or uuid.uuid4().hex}"
+        self.sources: list[Source] = []
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        return _sse(
+            {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **extra,
+            }
+        )
+
+    def render(self, event: ChatEvent) -> tuple[bytes, bool]:
+        """The bytes for ``event``, and whether the stream is over."""
+        if isinstance(event, SourcesEvent):
+            self.sources = event.sources
+            return self.chunk({"role": "assistant", "content": ""}), False
+        if isinstance(event, DeltaEvent):
+            return self.chunk({"content": event.text}), False
+        if isinstance(event, DoneEvent):
+            return self.done(event), True
+        return self.error(event), True
+
+    def done(self, event: DoneEvent) -> bytes:
+        cited = set(event.cited)
+        sources = [Source(**{**asdict(s), "cited": s.number in cited}) for s in self.sources]
+        rag = _rag(
+            sources=sources,
+            provider=event.provider,
+            model=event.model,
+            cached=event.cached,
+            degraded=event.degraded,
+            trace_id=event.trace_id,
+            session_id=event.session_id,
+            latency_ms=event.latency_ms,
+        )
+        out = self.chunk({}, "stop", rag=rag)
+        if self.include_usage:
+            out += _sse(
+                {
+                    "id": self.id,
+                    "object": "chat.completion.chunk",
+                    "created": self.created,
+                    "model": self.model,
+                    "choices": [],
+                    "usage": _usage(event.usage),
+                }
+            )
+        return out + DONE
+
+    @staticmethod
+    def error(event: ErrorEvent) -> bytes:
+        """No ``[DONE]`` after this: OpenAI's SDKs raise ``APIError`` on a data event carrying
+        an ``error`` object (legacy stream mode), so a broken answer never looks complete."""
+        return _sse(
+            {
+                "error": {
+                    "message": event.message,
+                    "type": "server_error",
+                    "code": event.code,
+                    "param": None,
+                    "trace_id": event.trace_id,
+                }
+            }
+        )
+
+
+async def _chunks(
+    events: AsyncIterator[ChatEvent], renderer: _ChunkRenderer, every_s: float
+) -> AsyncIterator[bytes]:
+    """SSE bytes with a keep-alive comment whenever nothing happened for ``every_s`` seconds
+    (the SDKs skip comments); a failure becomes the error event (``_error_event``)."""
+    iterator = aiter(events)
+    pending: asyncio.Task[ChatEvent] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait({pending}, timeout=every_s)
+            if not done:
+                yield b": keep-alive\n\n"
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                # The pipeline always ends in a done or error event; if not, say so.
+                yield renderer.error(
+                    ErrorEvent(
+                        code="internal_error",
+                        message="The answer stream ended unexpectedly.",
+                        trace_id=current_trace_id() or "",
+                    )
+                )
+                return
+            except Exception as exc:  # the 200 is sent: end with an error event, never silently
+                yield renderer.error(_error_event(exc))
+                return
+            finally:
+                pending = None
+            data, over = renderer.render(event)
+            yield data
+            if over:
+                return
+    finally:
+        with anyio.CancelScope(shield=True):
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
+            await cast(Any, iterator).aclose()
+
+
+# --- endpoints -------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/chat/completions",
+    summary="OpenAI-compatible chat completion over your documents",
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def chat_completions(
+    body: ChatCompletionBody,
+    principal: ChatRateLimit,
+    resources: ResourcesDep,
+    service: ChatServiceDep,
+) -> Response:
+    chat_input = _to_input(body, resources)
+    if not body.stream:
+        answer = await service.answer(principal, chat_input)
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{answer.trace_id}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": answer.answer},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": _usage(answer.usage),
+                "rag": _rag(
+                    sources=answer.sources,
+                    provider=answer.provider,
+                    model=answer.model,
+                    cached=answer.cached,
+                    degraded=answer.degraded,
+                    trace_id=answer.trace_id,
+                    session_id=answer.session_id,
+                    latency_ms=answer.latency_ms,
+                ),
+            }
+        )
+    service.validate(chat_input)  # bad input is a 4xx before the stream starts
+    identity = principal_identity(principal)
+    slot = await resources.stream_slots.acquire(identity)  # 429 too_many_streams at the cap
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    renderer = _ChunkRenderer(body.model, include_usage)
+    events = service.stream(principal, chat_input)
+
+    async def release() -> None:
+        await resources.stream_slots.release(identity, slot)
+
+    return ClosingStreamingResponse(
+        _released_after(_chunks(events, renderer, resources.settings.sse_heartbeat_s), release),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"},
+    )
+
+
+async def _model_ids(resources: ResourcesDep) -> list[str]:
+    statuses = await resources.provider_chain.status()
+    return [BASE_MODEL, *(f"{BASE_MODEL}/{s.name}" for s in statuses if s.configured)]
+
+
+def _model(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": MODELS_CREATED, "owned_by": OWNED_BY}
+
+
+@router.get("/models", summary="OpenAI-compatible list of models")
+async def list_models(_: ReaderPrincipal, resources: ResourcesDep) -> dict[str, Any]:
+    return {"object": "list", "data": [_model(m) for m in await _model_ids(resources)]}
+
+
+@router.get("/models/{model_id:path}", summary="OpenAI-compatible model lookup", response_model=None)
+async def retrieve_model(model_id: str, _: ReaderPrincipal, resources: ResourcesDep) -> Response:
+    if model_id not in await _model_ids(resources):
+        return model_not_found(f"The model {model_id!r} does not exist")
+    return JSONResponse(_model(model_id))

@@ -1,0 +1,191 @@
+"""The official MCP SDK client against the real server's /mcp over HTTP: initialize, list the
+tools, call each of them, and a bad key refused. One server for the module."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import httpx2
+import psycopg
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult
+
+from tests.conftest import APP_TABLES
+from tests.fakes.fake_llm_server import FakeLLMServer
+from tests.support.server import ServerProcess, create_api_key, start_server
+from tests.support.services import RedisForTests, libpq
+
+pytestmark = pytest.mark.e2e
+
+DOC = "# Kickoff\n\nThe project kickoff is on the fourth floor, in the Orchid room."
+
+
+class Served:
+    def __init__(self, server: ServerProcess, key: str, other_key: str, document_id: str) -> None:
+        self.server = server
+        self.key = key
+        self.other_key = other_key
+        self.document_id = document_id
+
+    @property
+    def url(self) -> str:
+        return self.server.base_url + "/mcp"
+
+
+@pytest.fixture(scope="module")
+def fake_llm() -> Iterator[FakeLLMServer]:
+    server = FakeLLMServer().start()
+    yield server
+    server.stop()
+
+
+def upload_and_wait(server: ServerProcess, key: str, text: str) -> str:
+    headers = {"X-API-Key": key}
+    accepted = httpx.post(
+        server.base_url + "/api/v1/docs",
+        files={"file": ("kickoff.md", text.encode(), "text/markdown")},
+        data={"title": "Kickoff", "tags": "events"},
+        headers=headers,
+        timeout=30,
+    )
+    assert accepted.status_code == 202, accepted.text
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = httpx.get(server.base_url + accepted.json()["status_url"], headers=headers, timeout=10).json()
+        if job["status"] in ("succeeded", "failed"):
+            assert job["status"] == "succeeded", job
+            return str(accepted.json()["document_id"])
+        time.sleep(0.3)
+    raise AssertionError("ingestion did not finish")
+
+
+@pytest.fixture(scope="module")
+def served(
+    database_url: str,
+    redis_server: RedisForTests,
+    worker_name: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    fake_llm: FakeLLMServer,
+) -> Iterator[Served]:
+    tmp_path = tmp_path_factory.mktemp("mcp_client")
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_server.url,
+        "REDIS_KEY_PREFIX": f"test:{worker_name}:mcp:{time.time_ns()}:",
+        "DATA_DIR": str(tmp_path / "data"),
+        "DEBUG": "true",
+        "LOG_JSON": "true",
+        "RUN_WORKER_IN_PROCESS": "true",
+        "LLM_PROVIDERS": "openai",
+        "OPENAI_API_KEY": "test-key-openai",
+        "OPENAI_BASE_URL": fake_llm.openai_base_url,
+        "OPENAI_FIRST_TOKEN_TIMEOUT_S": "10",
+        "OPENAI_TIMEOUT_S": "30",
+        "RATE_LIMIT_PER_IP": "10000/minute",
+    }
+    try:
+        key = create_api_key(env)
+        other_key = create_api_key(env, tenant="globex", role="reader")
+        server = start_server(env, tmp_path / "server.log", workers=1)
+        try:
+            document_id = upload_and_wait(server, key, DOC)
+            yield Served(server, key, other_key, document_id)
+        finally:
+            server.stop()
+    finally:
+        with psycopg.connect(libpq(database_url), autocommit=True) as conn:
+            conn.execute("TRUNCATE " + ", ".join(APP_TABLES) + " RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
+def fake(fake_llm: FakeLLMServer) -> FakeLLMServer:
+    fake_llm.reset()
+    return fake_llm
+
+
+@asynccontextmanager
+async def connect(url: str, headers: dict[str, str]) -> AsyncIterator[ClientSession]:
+    """What a user of the SDK writes: an httpx2 client carrying the key, the streamable HTTP
+    transport, a session."""
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=60) as client,
+        streamable_http_client(url, http_client=client) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        yield session
+
+
+def structured(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def test_initialize_and_list_tools(served: Served) -> None:
+    async with connect(served.url, {"X-API-Key": served.key}) as session:
+        initialized = await session.initialize()
+        tools = (await session.list_tools()).tools
+    assert initialized.server_info.name == "rag-chat"
+    assert initialized.capabilities.tools is not None
+    assert {tool.name for tool in tools} == {"search_documents", "ask", "list_documents"}
+
+
+async def test_each_tool_over_http(served: Served, fake: FakeLLMServer) -> None:
+    fake.configure("openai", text="In the Orchid room on the fourth floor [1].")
+    async with connect(served.url, {"Authorization": f"Bearer {served.key}"}) as session:
+        await session.initialize()
+        listed = structured(await session.call_tool("list_documents", {"tag": "events"}))
+        found = structured(await session.call_tool("search_documents", {"query": "Where is the kickoff?"}))
+        answered = structured(await session.call_tool("ask", {"question": "Where is the kickoff?"}))
+
+    assert [(d["id"], d["title"]) for d in listed["documents"]] == [(served.document_id, "Kickoff")]
+    top = found["passages"][0]
+    assert (top["document_id"], top["version"], top["page"]) == (served.document_id, 1, 1)
+    assert "Orchid room" in top["text"] and top["score"] > 0
+    assert answered["answer"] == "In the Orchid room on the fourth floor [1]."
+    assert answered["sources"][0]["document_id"] == served.document_id
+    assert answered["sources"][0]["cited"] is True
+
+
+async def test_another_tenant_sees_nothing(served: Served) -> None:
+    async with connect(served.url, {"X-API-Key": served.other_key}) as session:
+        await session.initialize()
+        listed = structured(await session.call_tool("list_documents", {}))
+        found = structured(await session.call_tool("search_documents", {"query": "Where is the kickoff?"}))
+    assert listed == {"documents": [], "total": 0}
+    assert found == {"passages": []}
+
+
+async def test_a_bad_key_is_refused(served: Served) -> None:
+    statuses: list[int] = []
+
+    async def record(response: httpx2.Response) -> None:
+        statuses.append(response.status_code)
+
+    with pytest.raises(BaseExceptionGroup) as refused:
+        async with (
+            httpx2.AsyncClient(
+                headers={"X-API-Key": "rk_wrong"}, event_hooks={"response": [record]}
+            ) as client,
+            streamable_http_client(served.url, http_client=client) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+    # the SDK reports a non-JSON-RPC error response as an internal error; the status was 401
+    assert refused.group_contains(MCPError)
+    assert statuses == [401]
+    raw = httpx.post(
+        served.url,
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={"X-API-Key": "rk_wrong", "Accept": "application/json, text/event-stream"},
+        timeout=10,
+    )
+    assert raw.status_code == 401
+    assert raw.headers["content-type"].startswith("application/problem+json")

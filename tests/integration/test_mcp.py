@@ -1,0 +1,231 @@
+"""The MCP server at /mcp in process: the SDK's own client (streamable HTTP over an ASGI transport)
+against the real app, real model, PostgreSQL and Redis; the LLM is the wire fake."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CallToolResult, TextContent
+from pydantic import SecretStr
+
+from app.auth.principal import Role
+from app.main import create_app
+from app.rag.embeddings import LocalEmbedder
+from app.resources import Resources
+from app.settings import Settings
+from tests.fakes.fake_llm_server import FakeLLMServer
+from tests.integration.chat.conftest import Library
+from tests.support.callers import Caller, caller_factory
+
+pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
+
+BASE = "http://testserver"
+RETENTION = (
+    "# Retention\n\nBackups of customer databases are kept for exactly 35 days before deletion. "
+    "Retention is enforced by a nightly purge job."
+)
+PARKING = "# Parking\n\nStaff parking is on level two of the garage. Bicycles go in the courtyard racks."
+
+
+@pytest.fixture(scope="module")
+def fake_llm() -> Iterator[FakeLLMServer]:
+    server = FakeLLMServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake(fake_llm: FakeLLMServer) -> Iterator[FakeLLMServer]:
+    fake_llm.reset()
+    yield fake_llm
+    fake_llm.reset()
+
+
+@pytest.fixture
+async def app(settings: Settings, fake: FakeLLMServer, embedder: LocalEmbedder) -> AsyncIterator[FastAPI]:
+    chat_settings = settings.model_copy(
+        update={
+            "llm_providers": ["openai"],
+            "openai_api_key": SecretStr("test-key-openai"),
+            "openai_base_url": fake.openai_base_url,
+            "openai_timeout_s": 5.0,
+            "run_worker_in_process": False,
+        }
+    )
+    application = create_app(chat_settings, embedder=embedder)
+    async with LifespanManager(application, startup_timeout=60):
+        yield application
+
+
+@pytest.fixture
+def resources(app: FastAPI) -> Resources:
+    resources: Resources = app.state.resources
+    return resources
+
+
+@pytest.fixture
+async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def editor(resources: Resources) -> Caller:
+    return await caller_factory(resources.session_factory)(tenant="acme", role=Role.editor)
+
+
+@pytest.fixture
+async def other(resources: Resources) -> Caller:
+    return await caller_factory(resources.session_factory)(tenant="globex", role=Role.reader)
+
+
+@pytest.fixture
+def library(http: httpx.AsyncClient, resources: Resources, editor: Caller) -> Library:
+    return Library(http, resources, editor)
+
+
+@asynccontextmanager
+async def mcp_session(app: FastAPI, headers: dict[str, str]) -> AsyncIterator[ClientSession]:
+    """The SDK's client over streamable HTTP, its httpx2 client talking to the app in process."""
+    transport = httpx2.ASGITransport(app=app)
+    async with (
+        httpx2.AsyncClient(transport=transport, base_url=BASE, headers=headers, timeout=30) as client,
+        streamable_http_client(f"{BASE}/mcp", http_client=client) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+def structured(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+def error_text(result: CallToolResult) -> str:
+    assert result.is_error
+    return " ".join(block.text for block in result.content if isinstance(block, TextContent))
+
+
+async def test_without_a_key_mcp_is_refused_before_the_body(http: httpx.AsyncClient) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    for headers in ({}, {"X-API-Key": "rk_not-a-real-key"}, {"Authorization": "Bearer nope"}):
+        response = await http.post(
+            "/mcp", json=body, headers={**headers, "Accept": "application/json, text/event-stream"}
+        )
+        assert response.status_code == 401, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_lists_the_tools(app: FastAPI, editor: Caller) -> None:
+    async with mcp_session(app, editor.headers) as session:
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+    assert set(tools) == {"search_documents", "ask", "list_documents"}
+    search = tools["search_documents"].input_schema
+    assert search["required"] == ["query"]
+    assert set(search["properties"]) == {"query", "top_k", "tags"}
+    assert set(tools["ask"].input_schema["properties"]) == {"question", "session_id"}
+
+
+async def test_bearer_credential_works_too(app: FastAPI, editor: Caller) -> None:
+    async with mcp_session(app, {"Authorization": f"Bearer {editor.key}"}) as session:
+        listed = structured(await session.call_tool("list_documents", {}))
+    assert listed == {"documents": [], "total": 0}
+
+
+async def test_list_documents_shows_only_the_callers_tenant(
+    app: FastAPI, library: Library, editor: Caller, other: Caller, resources: Resources
+) -> None:
+    retention = await library.add(RETENTION, filename="retention.md", title="Retention", tags="policy")
+    await library.add(PARKING, filename="parking.md", title="Parking", tags="facilities")
+    globex_editor = await caller_factory(resources.session_factory)(tenant="globex", role=Role.editor)
+    await library.add(
+        "# Globex\n\nGlobex secrets.", filename="g.md", title="Globex plan", caller=globex_editor
+    )
+
+    async with mcp_session(app, editor.headers) as session:
+        everything = structured(await session.call_tool("list_documents", {}))
+        by_tag = structured(await session.call_tool("list_documents", {"tag": "policy"}))
+    assert everything["total"] == 2
+    assert {d["title"] for d in everything["documents"]} == {"Retention", "Parking"}
+    assert [d["id"] for d in by_tag["documents"]] == [retention]
+    assert by_tag["documents"][0]["current_version"] == 1
+    assert by_tag["documents"][0]["tags"] == ["policy"]
+
+    async with mcp_session(app, other.headers) as session:
+        theirs = structured(await session.call_tool("list_documents", {}))
+        searched = structured(await session.call_tool("search_documents", {"query": "database backups"}))
+    assert [d["title"] for d in theirs["documents"]] == ["Globex plan"]
+    assert all(p["title"] == "Globex plan" for p in searched["passages"])
+
+
+async def test_search_documents_returns_the_planted_passage(
+    app: FastAPI, library: Library, editor: Caller
+) -> None:
+    retention = await library.add(RETENTION, filename="retention.md", title="Retention", tags="policy")
+    await library.add(PARKING, filename="parking.md", title="Parking", tags="facilities")
+
+    async with mcp_session(app, editor.headers) as session:
+        found = structured(
+            await session.call_tool("search_documents", {"query": "How long are database backups kept?"})
+        )
+        only_facilities = structured(
+            await session.call_tool(
+                "search_documents", {"query": "database backups", "top_k": 3, "tags": ["facilities"]}
+            )
+        )
+        too_many = await session.call_tool("search_documents", {"query": "backups", "top_k": 500})
+
+    top = found["passages"][0]
+    assert top["document_id"] == retention
+    assert top["title"] == "Retention"
+    assert top["version"] == 1
+    assert top["page"] == 1
+    assert top["score"] > 0
+    assert "35 days" in top["text"]
+    assert top["tags"] == ["policy"]
+    assert {p["title"] for p in only_facilities["passages"]} <= {"Parking"}
+    assert "top_k" in error_text(too_many)
+
+
+async def test_ask_answers_with_sources(
+    app: FastAPI, library: Library, editor: Caller, fake: FakeLLMServer
+) -> None:
+    retention = await library.add(RETENTION, filename="retention.md", title="Retention")
+    fake.configure("openai", text="Backups are kept for 35 days [1].")
+
+    async with mcp_session(app, editor.headers) as session:
+        result = structured(
+            await session.call_tool(
+                "ask", {"question": "How long are database backups kept?", "session_id": "mcp-chat-1"}
+            )
+        )
+        follow_up = structured(
+            await session.call_tool("ask", {"question": "And the purge?", "session_id": "mcp-chat-1"})
+        )
+        bad_session = await session.call_tool("ask", {"question": "Hi", "session_id": "no spaces allowed"})
+
+    assert result["answer"] == "Backups are kept for 35 days [1]."
+    assert result["provider"] == "openai"
+    assert result["session_id"] == "mcp-chat-1"
+    top = result["sources"][0]
+    assert top["document_id"] == retention
+    assert top["number"] == 1 and top["cited"] is True
+    assert top["version"] == 1 and top["page"] == 1
+    assert "35 days" in top["snippet"]
+    # the follow-up carried the first exchange as history
+    assert follow_up["session_id"] == "mcp-chat-1"
+    messages = fake.stats()["openai"]["last_request"]["messages"]
+    assert any("Backups are kept for 35 days" in m["content"] for m in messages)
+    assert "session_id" in error_text(bad_session)
