@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import asdict
 from typing import Annotated, Any, cast
 
@@ -142,9 +143,16 @@ def _error_event(exc: Exception) -> ErrorEvent:
     return ErrorEvent(code="internal_error", message=message, trace_id=trace_id)
 
 
-async def _with_heartbeats(events: AsyncIterator[ChatEvent], every_s: float) -> AsyncIterator[bytes]:
-    """SSE bytes, with a comment line whenever nothing happened for ``every_s`` seconds (keeps
-    proxies from closing an idle connection while the model thinks)."""
+KEEP_ALIVE = b": keep-alive\n\n"
+
+
+async def with_heartbeats(
+    events: AsyncIterator[ChatEvent], every_s: float
+) -> AsyncGenerator[ChatEvent | None, None]:
+    """The pipeline's events as they come, and ``None`` whenever nothing happened for ``every_s``
+    seconds (the surface sends a keep-alive, so proxies keep an idle connection while the model
+    thinks). Always ends with a ``DoneEvent`` or an ``ErrorEvent``: a failure after the 200 was
+    sent becomes an error event (``_error_event``), and so does a stream that just stops."""
     iterator = aiter(events)
     pending: asyncio.Task[ChatEvent] | None = None
     try:
@@ -153,18 +161,22 @@ async def _with_heartbeats(events: AsyncIterator[ChatEvent], every_s: float) -> 
                 pending = asyncio.ensure_future(anext(iterator))
             done, _ = await asyncio.wait({pending}, timeout=every_s)
             if not done:
-                yield b": keep-alive\n\n"
+                yield None
                 continue
             try:
                 event = pending.result()
             except StopAsyncIteration:
+                message = "The answer stream ended unexpectedly."
+                yield ErrorEvent(code="internal_error", message=message, trace_id=current_trace_id() or "")
                 return
-            except Exception as exc:  # the 200 is sent: end with an error event, never silently
-                yield _render(_error_event(exc))
+            except Exception as exc:
+                yield _error_event(exc)
                 return
             finally:
                 pending = None
-            yield _render(event)
+            yield event
+            if isinstance(event, DoneEvent | ErrorEvent):
+                return
     finally:
         # Client gone or stream over: stop the producer, which closes the provider's stream.
         # Shielded: when the response task is being cancelled, these awaits must still run.
@@ -173,6 +185,12 @@ async def _with_heartbeats(events: AsyncIterator[ChatEvent], every_s: float) -> 
                 pending.cancel()
                 await asyncio.gather(pending, return_exceptions=True)
             await cast(Any, iterator).aclose()
+
+
+async def _sse_stream(events: AsyncIterator[ChatEvent], every_s: float) -> AsyncIterator[bytes]:
+    async with aclosing(with_heartbeats(events, every_s)) as items:
+        async for item in items:
+            yield KEEP_ALIVE if item is None else _render(item)
 
 
 async def _released_after(
@@ -229,7 +247,7 @@ async def chat(
     events = service.stream(principal, chat_input)
     return ClosingStreamingResponse(
         _released_after(
-            _with_heartbeats(events, resources.settings.sse_heartbeat_s),
+            _sse_stream(events, resources.settings.sse_heartbeat_s),
             lambda: resources.stream_slots.release(identity, slot),
         ),
         media_type="text/event-stream",

@@ -25,15 +25,14 @@ it started ends with ``data: {"error": {...}}`` and no ``[DONE]``: the SDKs rais
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import aclosing
 from dataclasses import asdict
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 
-import anyio
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,11 +41,12 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from app.api.chat import (
+    KEEP_ALIVE,
     MAX_QUESTION_CHARS,
     ChatServiceDep,
     ClosingStreamingResponse,
-    _error_event,
     _released_after,
+    with_heartbeats,
 )
 from app.api.deps import ResourcesDep
 from app.auth.dependencies import ReaderPrincipal
@@ -442,45 +442,17 @@ class _ChunkRenderer:
 async def _chunks(
     events: AsyncIterator[ChatEvent], renderer: _ChunkRenderer, every_s: float
 ) -> AsyncIterator[bytes]:
-    """SSE bytes with a keep-alive comment whenever nothing happened for ``every_s`` seconds
-    (the SDKs skip comments); a failure becomes the error event (``_error_event``)."""
-    iterator = aiter(events)
-    pending: asyncio.Task[ChatEvent] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait({pending}, timeout=every_s)
-            if not done:
-                yield b": keep-alive\n\n"
+    """``chat.completion.chunk`` events with keep-alive comments (the SDKs skip them), ending
+    with ``[DONE]`` after a complete answer or with an error payload after a failed one."""
+    async with aclosing(with_heartbeats(events, every_s)) as items:
+        async for item in items:
+            if item is None:
+                yield KEEP_ALIVE
                 continue
-            try:
-                event = pending.result()
-            except StopAsyncIteration:
-                # The pipeline always ends in a done or error event; if not, say so.
-                yield renderer.error(
-                    ErrorEvent(
-                        code="internal_error",
-                        message="The answer stream ended unexpectedly.",
-                        trace_id=current_trace_id() or "",
-                    )
-                )
-                return
-            except Exception as exc:  # the 200 is sent: end with an error event, never silently
-                yield renderer.error(_error_event(exc))
-                return
-            finally:
-                pending = None
-            data, over = renderer.render(event)
+            data, over = renderer.render(item)
             yield data
             if over:
                 return
-    finally:
-        with anyio.CancelScope(shield=True):
-            if pending is not None:
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
-            await cast(Any, iterator).aclose()
 
 
 # --- endpoints -------------------------------------------------------------------------------------
