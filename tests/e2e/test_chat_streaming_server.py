@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.support.server import ServerProcess, create_api_key, start_server
+from tests.support.server import ServerProcess, create_api_key, fake_openai_env, start_server, upload_and_wait
 from tests.support.services import RedisForTests
 
 pytestmark = pytest.mark.e2e
@@ -46,11 +46,7 @@ def chat_server(
         "DEBUG": "true",
         "LOG_JSON": "true",
         "RUN_WORKER_IN_PROCESS": "true",
-        "LLM_PROVIDERS": "openai",
-        "OPENAI_API_KEY": "test-key-openai",
-        "OPENAI_BASE_URL": fake_llm.openai_base_url,
-        "OPENAI_FIRST_TOKEN_TIMEOUT_S": "10",
-        "OPENAI_TIMEOUT_S": "30",
+        **fake_openai_env(fake_llm.openai_base_url),
         "SSE_HEARTBEAT_S": "0.3",
     }
     key = create_api_key(env)
@@ -59,24 +55,6 @@ def chat_server(
         yield server, {"X-API-Key": key}
     finally:
         server.stop()
-
-
-def upload_and_wait(server: ServerProcess, headers: dict[str, str], text: str) -> None:
-    accepted = httpx.post(
-        server.base_url + "/api/v1/docs",
-        files={"file": ("notes.md", text.encode(), "text/markdown")},
-        headers=headers,
-        timeout=30,
-    )
-    assert accepted.status_code == 202, accepted.text
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        job = httpx.get(server.base_url + accepted.json()["status_url"], headers=headers, timeout=10).json()
-        if job["status"] in ("succeeded", "failed"):
-            assert job["status"] == "succeeded", job
-            return
-        time.sleep(0.2)
-    raise AssertionError("ingestion did not finish")
 
 
 def read_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
@@ -100,7 +78,7 @@ def test_stream_is_incremental_with_heartbeats_while_the_model_thinks(
     order asserted is the order of events, whatever the machine's speed. Heartbeats before the
     sources (a slow retrieval on a busy machine) are allowed: they are keep-alives too."""
     server, headers = chat_server
-    upload_and_wait(server, headers, "# Kickoff\n\nThe project kickoff is on the fourth floor.")
+    upload_and_wait(server.base_url, headers, "# Kickoff\n\nThe project kickoff is on the fourth floor.")
     fake_llm.configure("openai", text="On the fourth floor [1].", hold_first_token=True)
     events: list[tuple[str, Any]] = []
     with httpx.stream(
@@ -131,7 +109,7 @@ def test_a_client_that_disconnects_cancels_the_provider_stream(
     chat_server: tuple[ServerProcess, dict[str, str]], fake_llm: FakeLLMServer
 ) -> None:
     server, headers = chat_server
-    upload_and_wait(server, headers, "# Kickoff\n\nThe project kickoff is on the fourth floor.")
+    upload_and_wait(server.base_url, headers, "# Kickoff\n\nThe project kickoff is on the fourth floor.")
     fake_llm.configure("openai", text=LONG_ANSWER, token_delay_s=0.2)  # ~12 s if read to the end
     session = str(uuid.uuid4())
     with httpx.stream(

@@ -19,7 +19,7 @@ from mcp_types import CallToolResult
 
 from tests.conftest import APP_TABLES
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.support.server import ServerProcess, create_api_key, start_server
+from tests.support.server import ServerProcess, create_api_key, fake_openai_env, start_server, upload_and_wait
 from tests.support.services import RedisForTests, libpq
 
 pytestmark = pytest.mark.e2e
@@ -46,26 +46,6 @@ def fake_llm() -> Iterator[FakeLLMServer]:
     server.stop()
 
 
-def upload_and_wait(server: ServerProcess, key: str, text: str) -> str:
-    headers = {"X-API-Key": key}
-    accepted = httpx.post(
-        server.base_url + "/api/v1/docs",
-        files={"file": ("kickoff.md", text.encode(), "text/markdown")},
-        data={"title": "Kickoff", "tags": "events"},
-        headers=headers,
-        timeout=30,
-    )
-    assert accepted.status_code == 202, accepted.text
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        job = httpx.get(server.base_url + accepted.json()["status_url"], headers=headers, timeout=10).json()
-        if job["status"] in ("succeeded", "failed"):
-            assert job["status"] == "succeeded", job
-            return str(accepted.json()["document_id"])
-        time.sleep(0.3)
-    raise AssertionError("ingestion did not finish")
-
-
 @pytest.fixture(scope="module")
 def served(
     database_url: str,
@@ -83,11 +63,7 @@ def served(
         "DEBUG": "true",
         "LOG_JSON": "true",
         "RUN_WORKER_IN_PROCESS": "true",
-        "LLM_PROVIDERS": "openai",
-        "OPENAI_API_KEY": "test-key-openai",
-        "OPENAI_BASE_URL": fake_llm.openai_base_url,
-        "OPENAI_FIRST_TOKEN_TIMEOUT_S": "10",
-        "OPENAI_TIMEOUT_S": "30",
+        **fake_openai_env(fake_llm.openai_base_url),
         "RATE_LIMIT_PER_IP": "10000/minute",
     }
     try:
@@ -95,7 +71,15 @@ def served(
         other_key = create_api_key(env, tenant="globex", role="reader")
         server = start_server(env, tmp_path / "server.log", workers=1)
         try:
-            document_id = upload_and_wait(server, key, DOC)
+            document_id = str(
+                upload_and_wait(
+                    server.base_url,
+                    {"X-API-Key": key},
+                    DOC,
+                    filename="kickoff.md",
+                    fields={"title": "Kickoff", "tags": "events"},
+                )["document_id"]
+            )
             yield Served(server, key, other_key, document_id)
         finally:
             server.stop()

@@ -11,14 +11,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import openai
 import psycopg
 import pytest
 
 from tests.conftest import APP_TABLES
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.support.server import ServerProcess, create_api_key, start_server
+from tests.support.server import ServerProcess, create_api_key, fake_openai_env, start_server, upload_and_wait
 from tests.support.services import RedisForTests, libpq
 
 pytestmark = pytest.mark.e2e
@@ -48,25 +47,6 @@ def fake_llm() -> Iterator[FakeLLMServer]:
     server.stop()
 
 
-def upload_and_wait(server: ServerProcess, key: str, text: str) -> None:
-    headers = {"Authorization": f"Bearer {key}"}
-    accepted = httpx.post(
-        server.base_url + "/api/v1/docs",
-        files={"file": ("notes.md", text.encode(), "text/markdown")},
-        headers=headers,
-        timeout=30,
-    )
-    assert accepted.status_code == 202, accepted.text
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        job = httpx.get(server.base_url + accepted.json()["status_url"], headers=headers, timeout=10).json()
-        if job["status"] in ("succeeded", "failed"):
-            assert job["status"] == "succeeded", job
-            return
-        time.sleep(0.3)
-    raise AssertionError("ingestion did not finish")
-
-
 @pytest.fixture(scope="module")
 def served(
     database_url: str,
@@ -84,11 +64,7 @@ def served(
         "DEBUG": "true",
         "LOG_JSON": "true",
         "RUN_WORKER_IN_PROCESS": "true",
-        "LLM_PROVIDERS": "openai",
-        "OPENAI_API_KEY": "test-key-openai",
-        "OPENAI_BASE_URL": fake_llm.openai_base_url,
-        "OPENAI_FIRST_TOKEN_TIMEOUT_S": "10",
-        "OPENAI_TIMEOUT_S": "30",
+        **fake_openai_env(fake_llm.openai_base_url),
         "RATE_LIMIT_PER_PRINCIPAL": f"{PER_PRINCIPAL_LIMIT}/minute",
         "RATE_LIMIT_PER_IP": "10000/minute",
     }
@@ -97,7 +73,7 @@ def served(
         limited_key = create_api_key(env, tenant="limited", role="reader")
         server = start_server(env, tmp_path / "server.log", workers=1)
         try:
-            upload_and_wait(server, key, DOC)
+            upload_and_wait(server.base_url, {"Authorization": f"Bearer {key}"}, DOC)
             yield Served(server, key, limited_key)
         finally:
             server.stop()

@@ -34,7 +34,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.support.server import ServerProcess, create_api_key, start_server
+from tests.support.server import ServerProcess, create_api_key, fake_openai_env, start_server
 from tests.support.services import RedisForTests
 
 # Generated examples per operation in the fuzzing phase (the examples and coverage phases add the
@@ -135,9 +135,7 @@ def fuzz_target(
         "LOG_JSON": "true",
         # Uploads are ingested by the server itself, with the model that also embeds questions.
         "RUN_WORKER_IN_PROCESS": "true",
-        "LLM_PROVIDERS": "openai",
-        "OPENAI_API_KEY": "test-key-openai",
-        "OPENAI_BASE_URL": fake.openai_base_url,
+        **fake_openai_env(fake.openai_base_url),
         # Limits high enough that a 429 never stands in for the answer under test.
         "RATE_LIMIT_PER_PRINCIPAL": UNLIMITED,
         "RATE_LIMIT_PER_IP": UNLIMITED,

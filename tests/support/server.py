@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -40,6 +41,46 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait()
+
+
+def fake_openai_env(openai_base_url: str) -> dict[str, str]:
+    """Server settings for chat answered by the fake provider's OpenAI wire only."""
+    return {
+        "LLM_PROVIDERS": "openai",
+        "OPENAI_API_KEY": "test-key-openai",
+        "OPENAI_BASE_URL": openai_base_url,
+        "OPENAI_FIRST_TOKEN_TIMEOUT_S": "10",
+        "OPENAI_TIMEOUT_S": "30",
+    }
+
+
+def upload_and_wait(
+    base_url: str,
+    headers: dict[str, str],
+    text: str,
+    *,
+    filename: str = "notes.md",
+    fields: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> dict[str, Any]:
+    """Upload a Markdown document and poll its job until it succeeds; the 202's body."""
+    accepted = httpx.post(
+        base_url + "/api/v1/docs",
+        files={"file": (filename, text.encode(), "text/markdown")},
+        data=fields or {},
+        headers=headers,
+        timeout=30,
+    )
+    assert accepted.status_code == 202, accepted.text
+    body: dict[str, Any] = accepted.json()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(base_url + body["status_url"], headers=headers, timeout=10).json()
+        if job["status"] in ("succeeded", "failed"):
+            assert job["status"] == "succeeded", job
+            return body
+        time.sleep(0.2)
+    raise AssertionError("ingestion did not finish")
 
 
 def create_api_key(env: dict[str, str], *, tenant: str = "acme", role: str = "editor") -> str:
