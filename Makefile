@@ -108,8 +108,9 @@ format: $(STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix app tests scripts demo alembic
 	$(VENV)/bin/ruff format app tests scripts demo alembic
 
-quality-check: lint ## ruff + mypy (strict on app/)
+quality-check: lint ## ruff + mypy (strict on app/) + the import contracts of .importlinter
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 .PHONY: security-check
 security-check: $(STAMP) ## pip-audit of the lock files against PyPI's advisories + CycloneDX SBOM (sbom.json)

@@ -1,7 +1,21 @@
 """The service's error hierarchy and its rendering as RFC 9457 problem+json.
 
-Every error a client can cause is an ``AppError`` subclass with a stable ``code``; one handler
-turns it into ``application/problem+json`` carrying the request's ``trace_id``.
+Every error the service raises is an ``AppError`` with a stable ``code``, an HTTP ``status`` and a
+``title``; one handler turns it into ``application/problem+json`` carrying the request's
+``trace_id`` (``tests/unit/test_exception_tree.py`` keeps it so). The tree::
+
+    AppError                      status/code set per class; ``detail`` per instance
+    ├── NotFoundError             404: API keys, documents, jobs, sessions
+    ├── ConflictError             409: a deleted document
+    ├── ServiceUnavailableError   503
+    ├── InternalError             500 internal_error, generic detail; str() keeps the operator's text
+    │   ├── EmbeddingError        app.rag.embeddings: the embedding provider failed
+    │   └── StartupError          app.embedded.errors: the CLI prints it and exits with status 2
+    ├── ProviderError             app.llm.errors, 502 (timeout 504, busy 503): an LLM provider
+    │                             failed; the chain catches it and falls back, no client sees it
+    └── the client's errors, each in its capability's module: auth (401/403/503), limits (429/503),
+        documents (4xx), rag (PromptTooLargeError 422 ``question_too_long``, …),
+        llm (UnknownModelError 422 ``unknown_model``)
 """
 
 from __future__ import annotations
@@ -63,6 +77,26 @@ class ServiceUnavailableError(AppError):
     title = "Service unavailable"
 
 
+INTERNAL_ERROR_DETAIL = "An unexpected error occurred; quote the trace_id when reporting it."
+
+
+class InternalError(AppError):
+    """The service or a dependency it cannot answer without failed, not the request. A client
+    sees exactly what an unexpected exception shows (500 ``internal_error``, no internals);
+    ``str()`` and ``message`` keep the text for the operator (logs, the CLI)."""
+
+    status = 500
+    code = "internal_error"
+    title = "Internal server error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(INTERNAL_ERROR_DETAIL)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def problem_response(
     *,
     status: int,
@@ -86,6 +120,10 @@ def problem_response(
 
 async def _handle_app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
+    if exc.status >= 500:
+        # The service or a dependency failed, not the request: the operator must hear of it
+        # (``str()`` of an ``InternalError`` is its real message; the client never sees it).
+        logger.error("server_error", code=exc.code, error_type=type(exc).__name__, error=str(exc))
     return problem_response(
         status=exc.status,
         code=exc.code,
@@ -217,7 +255,7 @@ async def _handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
         status=500,
         code="internal_error",
         title="Internal server error",
-        detail="An unexpected error occurred; quote the trace_id when reporting it.",
+        detail=INTERNAL_ERROR_DETAIL,
     )
 
 

@@ -14,28 +14,35 @@ from app.api import chat as chat_api
 from app.api import documents, health, jobs, keys, me, openai_compat, rate_limit, sessions
 from app.api import metrics as metrics_api
 from app.api import providers as providers_api
+from app.api.auth import AuthenticateFirstMiddleware
 from app.api.mcp_server import mount_mcp
 from app.api.middleware import CorrelationMiddleware
+from app.auth.authenticator import Authenticator
 from app.auth.jwt import JwtVerifier
-from app.auth.middleware import AuthenticateFirstMiddleware
 from app.cache.answers import AnswerCache
+from app.cache.repository import corpus_version
+from app.chat.pipeline import Preparation
+from app.chat.service import ChatService
 from app.db.engine import create_engine, create_session_factory
 from app.db.migrations import head_revision
+from app.db.readiness import ReadinessProbe
+from app.db.redis import KeySpace, create_redis
 from app.documents.runtime import start_documents_runtime
 from app.errors import install_error_handlers
 from app.limits.limiter import RequestLimiter
 from app.limits.middleware import RateLimitHeadersMiddleware
 from app.limits.streams import StreamSlots
 from app.llm.factory import build_provider_chain
+from app.llm.telemetry_observer import TelemetryRouterObserver
 from app.memory.service import ConversationMemory
+from app.memory.window import WindowStore
 from app.observability.http import install_http_metrics
 from app.observability.logging import configure_logging
-from app.observability.router_observer import TelemetryRouterObserver
 from app.observability.telemetry import build_metrics, open_telemetry
-from app.rag.chat import ChatService
 from app.rag.embeddings import Embedder
+from app.rag.retrieval import retrieve
 from app.rag.tokens import WordPieceTokenCounter
-from app.resources import Resources, create_redis, redis_key
+from app.resources import Resources
 from app.security.body_limit import BodySizeLimitMiddleware
 from app.security.headers import SecurityHeadersMiddleware
 from app.security.proxies import TrustedProxies
@@ -73,7 +80,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             if cache_url != redis_url:
                 cache_redis = create_redis(cache_url)
                 stack.push_async_callback(cache_redis.aclose)
-            limiter = RequestLimiter.from_settings(settings, redis_url)
+            keys = KeySpace(settings.redis_key_prefix)
+            limiter = RequestLimiter.from_settings(
+                settings, redis_url, keys, on_refused=lambda budget: metrics.rate_limited(budget.value)
+            )
             stack.push_async_callback(limiter.aclose)
             jwks_http = httpx.AsyncClient(follow_redirects=False)
             stack.push_async_callback(jwks_http.aclose)
@@ -83,37 +93,58 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 )
             )
             session_factory = create_session_factory(engine)
-            docs_runtime = await start_documents_runtime(stack, settings, session_factory, embedder=embedder)
+            docs_runtime = await start_documents_runtime(
+                stack, settings, session_factory, embedder=embedder, metrics=telemetry.metrics
+            )
             provider_chain = build_provider_chain(
                 settings, redis, observer=TelemetryRouterObserver(telemetry)
             )
             stack.push_async_callback(provider_chain.aclose)
             await provider_chain.warm_up()
-            memory = ConversationMemory(redis, session_factory, settings)
-            chat = ChatService(
+            memory = ConversationMemory(
+                WindowStore(
+                    redis,
+                    keys,
+                    max_turns=settings.memory_max_turns,
+                    ttl_s=settings.memory_retention_days * 86400,
+                ),
+                max_turns=settings.memory_max_turns,
+            )
+            cache = AnswerCache(
+                cache_redis, keys, ttl_s=settings.cache_ttl_s, max_entries=settings.cache_max_entries
+            )
+            preparation = Preparation(
                 settings=settings,
-                sessions=session_factory,
-                embedder=docs_runtime.embedder,
-                chain=provider_chain,
+                unit_of_work=session_factory,
                 memory=memory,
-                cache=AnswerCache(session_factory, cache_redis, settings),
+                cache=cache,
+                corpus_versions=corpus_version,
+                retriever=retrieve,
+                embedder=docs_runtime.embedder,
                 counter=WordPieceTokenCounter(),
                 telemetry=telemetry,
             )
-            # Each capability adds its process-wide objects here (one field on Resources each),
-            # registering its cleanup on the stack so shutdown runs in reverse order.
+            chat = ChatService(
+                settings=settings,
+                preparation=preparation,
+                chain=provider_chain,
+                memory=memory,
+                cache=cache,
+                unit_of_work=session_factory,
+                telemetry=telemetry,
+            )
             app.state.resources = Resources(
                 settings=settings,
                 engine=engine,
                 session_factory=session_factory,
                 redis=redis,
                 cache_redis=cache_redis,
-                migration_head=head_revision(),
+                readiness=ReadinessProbe(engine, redis, head_revision()),
                 limiter=limiter,
-                stream_slots=StreamSlots(
-                    redis, redis_key(settings, "streams", ""), settings.max_streams_per_principal
+                stream_slots=StreamSlots(redis, keys.key("streams", ""), settings.max_streams_per_principal),
+                authenticator=Authenticator(
+                    session_factory, redis, keys, JwtVerifier.from_settings(settings, jwks_http)
                 ),
-                jwt_verifier=JwtVerifier.from_settings(settings, jwks_http),
                 telemetry=telemetry,
                 embedder=docs_runtime.embedder,
                 job_queue=docs_runtime.job_queue,

@@ -13,29 +13,21 @@ from typing import Annotated, Any, cast
 
 import anyio
 import structlog
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import Receive, Scope, Send
 
-from app.api.deps import ResourcesDep
+from app.api.deps import ChatServiceDep, SettingsDep, StreamSlotsDep
+from app.api.limits import ChatRateLimit
+from app.chat.types import ChatAnswer, ChatEvent, ChatInput, DeltaEvent, DoneEvent, ErrorEvent
 from app.errors import DATABASE_UNAVAILABLE_ERRORS, AppError
-from app.limits.dependencies import ChatRateLimit
 from app.limits.enforcement import principal_identity
 from app.memory.service import SessionId
 from app.observability.context import current_trace_id
-from app.rag.chat import (
-    ChatAnswer,
-    ChatEvent,
-    ChatInput,
-    ChatService,
-    DeltaEvent,
-    DoneEvent,
-    ErrorEvent,
-    Source,
-)
-from app.rag.retrieval import RetrievalFilters, RetrievalMode
+from app.rag.query import RetrievalFilters, RetrievalMode
 from app.security.text import PlainText
+from app.settings import Settings
 
 logger = structlog.get_logger(__name__)
 
@@ -76,28 +68,7 @@ class ChatBody(BaseModel):
         return value.strip()
 
 
-class ChatOut(BaseModel):
-    answer: str
-    sources: list[Source]
-    provider: str
-    model: str
-    cached: bool
-    degraded: bool
-    trace_id: str
-    usage: dict[str, int] | None
-    latency_ms: float
-    session_id: str | None
-
-
-def get_chat_service(resources: ResourcesDep) -> ChatService:
-    return resources.chat
-
-
-ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
-
-
-def _to_input(body: ChatBody, resources: ResourcesDep) -> ChatInput:
-    settings = resources.settings
+def _to_input(body: ChatBody, settings: Settings) -> ChatInput:
     return ChatInput(
         question=body.question,
         session_id=body.session_id,
@@ -134,6 +105,8 @@ def _error_event(exc: Exception) -> ErrorEvent:
     ``internal_error`` with the trace id to quote."""
     trace_id = current_trace_id() or ""
     if isinstance(exc, AppError):
+        if exc.status >= 500:
+            logger.error("server_error", code=exc.code, error_type=type(exc).__name__, error=str(exc))
         return ErrorEvent(code=exc.code, message=exc.detail, trace_id=trace_id)
     if isinstance(exc, DATABASE_UNAVAILABLE_ERRORS):
         message = "The database is unreachable or restarting; retry shortly."
@@ -226,7 +199,7 @@ def _wants_stream(body: ChatBody, request: Request) -> bool:
 
 @router.post(
     "/chat",
-    response_model=ChatOut,
+    response_model=ChatAnswer,
     summary="Ask a question about your documents",
     responses={200: {"content": {"text/event-stream": {}}}},
 )
@@ -234,21 +207,21 @@ async def chat(
     body: ChatBody,
     request: Request,
     principal: ChatRateLimit,
-    resources: ResourcesDep,
+    settings: SettingsDep,
+    slots: StreamSlotsDep,
     service: ChatServiceDep,
-) -> ChatOut | StreamingResponse:
-    chat_input = _to_input(body, resources)
+) -> ChatAnswer | StreamingResponse:
+    chat_input = _to_input(body, settings)
     if not _wants_stream(body, request):
-        answer: ChatAnswer = await service.answer(principal, chat_input)
-        return ChatOut.model_validate(asdict(answer))
+        return await service.answer(principal, chat_input)
     service.validate(chat_input)  # bad input is a 4xx before the stream starts
     identity = principal_identity(principal)
-    slot = await resources.stream_slots.acquire(identity)  # 429 too_many_streams at the cap
+    slot = await slots.acquire(identity)  # 429 too_many_streams at the cap
     events = service.stream(principal, chat_input)
     return ClosingStreamingResponse(
         _released_after(
-            _sse_stream(events, resources.settings.sse_heartbeat_s),
-            lambda: resources.stream_slots.release(identity, slot),
+            _sse_stream(events, settings.sse_heartbeat_s),
+            lambda: slots.release(identity, slot),
         ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"},

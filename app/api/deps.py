@@ -1,40 +1,48 @@
-"""Typed dependency aliases. The request's DB session commits when the endpoint returns normally
-and rolls back on any exception; services never commit themselves.
+"""Typed dependencies, one per capability (``MemoryDep``, ``ChainDep``, ``LimiterDep``, …):
+an endpoint names exactly what it uses. The lifespan (``app.main``) composes the capabilities.
 
-The session dependency has ``scope="function"``: its exit (the commit) runs when the endpoint
-returns, *before* the response is sent. A write is durable before the client hears "200/202",
-and a commit that fails becomes a problem response instead of a success the database never kept."""
+The request's DB session commits when the endpoint returns normally and rolls back on any
+exception; services never commit themselves. The session dependency has ``scope="function"``:
+its exit (the commit) runs when the endpoint returns, *before* the response is sent. A write is
+durable before the client hears "200/202", and a commit that fails becomes a problem response
+instead of a success the database never kept."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated, cast
 
-from fastapi import Depends, Request
-from redis.asyncio import Redis
+from fastapi import Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import ASGIApp
 
+from app.chat.service import ChatService
+from app.db.readiness import ReadinessProbe
+from app.documents.queue import JobQueue
+from app.limits.limiter import RequestLimiter
+from app.limits.streams import StreamSlots
+from app.llm.chain import ProviderChain
+from app.memory.service import ConversationMemory
+from app.observability.telemetry import Telemetry
 from app.resources import Resources
 from app.settings import Settings
 
 
-def get_resources(request: Request) -> Resources:
-    return cast(Resources, request.app.state.resources)
+def resources_of(app: ASGIApp | FastAPI) -> Resources:
+    """The composed capabilities, for the ASGI layers that run outside dependency injection."""
+    return cast(Resources, cast(FastAPI, app).state.resources)
 
 
-ResourcesDep = Annotated[Resources, Depends(get_resources)]
+def _resources(request: Request) -> Resources:
+    return resources_of(request.app)
 
 
-def get_settings_dep(resources: ResourcesDep) -> Settings:
-    return resources.settings
+def get_settings(request: Request) -> Settings:
+    return _resources(request).settings
 
 
-def get_redis(resources: ResourcesDep) -> Redis:
-    return resources.redis
-
-
-async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
-    async with resources.session_factory() as session:
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with _resources(request).session_factory() as session:
         try:
             yield session
             await session.commit()
@@ -43,6 +51,45 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
             raise
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-RedisDep = Annotated[Redis, Depends(get_redis)]
+def get_chat_service(request: Request) -> ChatService:
+    return _resources(request).chat
+
+
+def get_memory(request: Request) -> ConversationMemory:
+    return _resources(request).memory
+
+
+def get_chain(request: Request) -> ProviderChain:
+    return _resources(request).provider_chain
+
+
+def get_limiter(request: Request) -> RequestLimiter:
+    return _resources(request).limiter
+
+
+def get_stream_slots(request: Request) -> StreamSlots:
+    return _resources(request).stream_slots
+
+
+def get_job_queue(request: Request) -> JobQueue:
+    return _resources(request).job_queue
+
+
+def get_telemetry(request: Request) -> Telemetry:
+    return _resources(request).telemetry
+
+
+def get_readiness(request: Request) -> ReadinessProbe:
+    return _resources(request).readiness
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
+MemoryDep = Annotated[ConversationMemory, Depends(get_memory)]
+ChainDep = Annotated[ProviderChain, Depends(get_chain)]
+LimiterDep = Annotated[RequestLimiter, Depends(get_limiter)]
+StreamSlotsDep = Annotated[StreamSlots, Depends(get_stream_slots)]
+JobQueueDep = Annotated[JobQueue, Depends(get_job_queue)]
+TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]
+ReadinessDep = Annotated[ReadinessProbe, Depends(get_readiness)]

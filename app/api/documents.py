@@ -3,18 +3,17 @@ writes the editor role; every lookup is scoped to the caller's tenant (a foreign
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
 from pydantic import WithJsonSchema
 
-from app.api.deps import ResourcesDep, SessionDep, SettingsDep
-from app.auth.dependencies import EditorPrincipal, ReaderPrincipal
+from app.api.auth import EditorPrincipal, ReaderPrincipal
+from app.api.deps import JobQueueDep, SessionDep, SettingsDep
+from app.api.limits import UploadRateLimit
 from app.auth.errors import PermissionDeniedError
 from app.auth.principal import Principal, Role
-from app.documents import repository as repo
 from app.documents.errors import InvalidFilenameError, MissingFileError, UploadTooLargeError
 from app.documents.schemas import (
     DocumentDetailOut,
@@ -25,7 +24,6 @@ from app.documents.schemas import (
     VersionOut,
 )
 from app.documents.service import DocumentMetadata, DocumentService, UploadedFile
-from app.limits.dependencies import UploadRateLimit
 from app.security.text import PlainText, has_control_characters
 from app.settings import Settings
 
@@ -46,31 +44,29 @@ async def read_limited(file: UploadFile | None, settings: Settings) -> UploadedF
         )
     limit = settings.max_upload_bytes
     buffer = bytearray()
-    digest = hashlib.sha256()
     while piece := await file.read(READ_CHUNK):
         if len(buffer) + len(piece) > limit:
             raise UploadTooLargeError(f"uploads are limited to {settings.max_upload_mb} MB (MAX_UPLOAD_MB)")
         buffer.extend(piece)
-        digest.update(piece)
     return UploadedFile(data=bytes(buffer), filename=file.filename)
 
 
 def _service(
-    session: SessionDep, settings: SettingsDep, resources: ResourcesDep, principal: Principal
+    session: SessionDep, settings: SettingsDep, queue: JobQueueDep, principal: Principal
 ) -> DocumentService:
-    return DocumentService(session, settings, dispatcher=resources.job_queue, principal_id=principal.id)
+    return DocumentService(session, settings, dispatcher=queue, principal_id=principal.id)
 
 
 def writer_service(
-    session: SessionDep, settings: SettingsDep, resources: ResourcesDep, principal: EditorPrincipal
+    session: SessionDep, settings: SettingsDep, queue: JobQueueDep, principal: EditorPrincipal
 ) -> DocumentService:
-    return _service(session, settings, resources, principal)
+    return _service(session, settings, queue, principal)
 
 
 def reader_service(
-    session: SessionDep, settings: SettingsDep, resources: ResourcesDep, principal: ReaderPrincipal
+    session: SessionDep, settings: SettingsDep, queue: JobQueueDep, principal: ReaderPrincipal
 ) -> DocumentService:
-    return _service(session, settings, resources, principal)
+    return _service(session, settings, queue, principal)
 
 
 def _check_include_deleted(principal: Principal, include_deleted: bool) -> None:
@@ -157,7 +153,7 @@ async def upload_version(
 
 @router.get("", response_model=DocumentListOut, summary="List documents")
 async def list_documents(
-    session: SessionDep,
+    service: ReaderService,
     principal: ReaderPrincipal,
     tag: Annotated[PlainText | None, Query(max_length=64)] = None,
     q: Annotated[PlainText | None, Query(max_length=200, description="text in title or path")] = None,
@@ -168,8 +164,7 @@ async def list_documents(
     offset: Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET)] = 0,
 ) -> DocumentListOut:
     _check_include_deleted(principal, include_deleted)
-    page = await repo.list_documents(
-        session,
+    page = await service.list_documents(
         principal.tenant_id,
         tag=tag,
         text_query=q,

@@ -5,9 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.api.deps import ResourcesDep
+from app.api.deps import ReadinessDep
 from app.errors import problem_response
-from app.readiness import check_readiness
 
 router = APIRouter(tags=["health"])
 
@@ -18,8 +17,8 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Dependencies reachable and schema at head")
-async def readyz(resources: ResourcesDep) -> JSONResponse:
-    report = await check_readiness(resources)
+async def readyz(readiness: ReadinessDep) -> JSONResponse:
+    report = await readiness.check()
     if report.ready:
         return JSONResponse({"status": "ready", "checks": report.checks})
     return problem_response(

@@ -6,8 +6,8 @@ import uuid
 
 from fastapi import APIRouter
 
+from app.api.auth import ReaderPrincipal
 from app.api.deps import SessionDep, SettingsDep
-from app.auth.dependencies import ReaderPrincipal
 from app.documents.errors import public_job_error
 from app.documents.schemas import JobOut
 from app.documents.service import DocumentService

@@ -8,8 +8,8 @@ from datetime import datetime
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, Field
 
+from app.api.auth import AdminPrincipal
 from app.api.deps import SessionDep
-from app.auth.dependencies import AdminPrincipal
 from app.auth.key_service import create_key, list_keys, revoke_key
 from app.auth.principal import Role
 from app.security.audit import record_audit

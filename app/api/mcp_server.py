@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 from fastapi import FastAPI
 from mcp.server.mcpserver import Context, MCPServer
@@ -26,16 +26,18 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.routing import Route
 
+from app.api.auth import PRINCIPAL_STATE_KEY
 from app.api.chat import MAX_QUESTION_CHARS
-from app.auth.dependencies import PRINCIPAL_STATE_KEY
+from app.api.deps import resources_of
 from app.auth.principal import Principal, Role
+from app.chat.types import ChatInput
 from app.documents import repository as repo
 from app.errors import DATABASE_UNAVAILABLE_ERRORS, AppError
 from app.limits.enforcement import charge, principal_identity
 from app.limits.limiter import Budget
 from app.memory.service import SessionId
-from app.rag.chat import ChatInput
-from app.rag.retrieval import RetrievalFilters, RetrievalMode, RetrievalQuery, retrieve
+from app.rag.query import RetrievalFilters, RetrievalMode, RetrievalQuery
+from app.rag.retrieval import retrieve
 from app.resources import Resources
 from app.security.text import PlainText
 
@@ -127,7 +129,7 @@ def _call(ctx: Context[Any, Any], app: FastAPI) -> _Call:
         raise ToolError("not authenticated")
     if not principal.role.allows(Role.reader):
         raise ToolError("this tool needs the reader role")
-    return _Call(request, principal, cast(Resources, app.state.resources))
+    return _Call(request, principal, resources_of(app))
 
 
 @contextmanager
@@ -154,21 +156,22 @@ async def _search(call: _Call, query: str, top_k: int, tags: list[str] | None) -
     vector = None
     if mode is not RetrievalMode.text:
         vector = await resources.embedder.embed_query(query)
-    chunks = await retrieve(
-        resources.session_factory,
-        RetrievalQuery(
-            tenant_id=call.principal.tenant_id,
-            text=query,
-            vector=vector,
-            top_k=top_k,
-            mode=mode,
-            filters=RetrievalFilters(tags=tuple(tags or ())),
-            vector_weight=settings.retrieval_vector_weight,
-            text_weight=settings.retrieval_text_weight,
-            ef_search=settings.hnsw_ef_search,
-            min_similarity=settings.retrieval_min_similarity,
-        ),
-    )
+    async with resources.session_factory() as db:
+        chunks = await retrieve(
+            db,
+            RetrievalQuery(
+                tenant_id=call.principal.tenant_id,
+                text=query,
+                vector=vector,
+                top_k=top_k,
+                mode=mode,
+                filters=RetrievalFilters(tags=tuple(tags or ())),
+                vector_weight=settings.retrieval_vector_weight,
+                text_weight=settings.retrieval_text_weight,
+                ef_search=settings.hnsw_ef_search,
+                min_similarity=settings.retrieval_min_similarity,
+            ),
+        )
     return SearchResult(
         passages=[
             Passage(

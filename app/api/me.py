@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from app.auth.dependencies import CurrentPrincipal
+from app.api.auth import CurrentPrincipal
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from app.api.deps import ResourcesDep
+from app.api.deps import TelemetryDep
 from app.errors import NotFoundError
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/metrics", summary="Prometheus metrics of all workers", response_class=Response)
-async def metrics(resources: ResourcesDep) -> Response:
-    payload = resources.telemetry.metrics.backend.exposition()
+async def metrics(telemetry: TelemetryDep) -> Response:
+    payload = telemetry.metrics.backend.exposition()
     if payload is None:
-        raise NotFoundError(f"metrics are pushed to {resources.telemetry.metrics.backend.name}, not scraped")
+        raise NotFoundError(f"metrics are pushed to {telemetry.metrics.backend.name}, not scraped")
     body, content_type = payload
     return Response(content=body, media_type=content_type)

@@ -30,131 +30,50 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import aclosing
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from app.api.auth import ReaderPrincipal
 from app.api.chat import (
     KEEP_ALIVE,
     MAX_QUESTION_CHARS,
-    ChatServiceDep,
     ClosingStreamingResponse,
     _released_after,
     with_heartbeats,
 )
-from app.api.deps import ResourcesDep
-from app.auth.dependencies import ReaderPrincipal
-from app.errors import problem_for_exception
-from app.limits.dependencies import ChatRateLimit
-from app.limits.enforcement import principal_identity
-from app.llm.errors import UnknownModelError
-from app.memory.service import SessionId
-from app.observability.context import current_trace_id
-from app.rag.chat import (
+from app.api.deps import ChainDep, ChatServiceDep, SettingsDep, StreamSlotsDep
+from app.api.limits import ChatRateLimit
+from app.api.openai_errors import model_not_found, openai_error_for_exception
+from app.chat.types import (
     ChatEvent,
     ChatInput,
     DeltaEvent,
     DoneEvent,
     ErrorEvent,
-    Source,
     SourcesEvent,
 )
+from app.limits.enforcement import principal_identity
+from app.llm.chain import ProviderChain
+from app.llm.errors import UnknownModelError
+from app.memory.service import SessionId
+from app.observability.context import current_trace_id
 from app.rag.prompt import Turn
-from app.rag.retrieval import RetrievalMode
+from app.rag.query import RetrievalMode
+from app.rag.sources import Source
 from app.security.text import PlainText
+from app.settings import Settings
 
 logger = structlog.get_logger(__name__)
 
-OPENAI_PREFIX = "/v1/"
 BASE_MODEL = "rag"
 OWNED_BY = "ragchat"
 MODELS_CREATED = int(time.time())
-
-# --- errors in OpenAI's shape ----------------------------------------------------------------------
-
-_TYPE_BY_STATUS = {429: "rate_limit_error"}
-_CODE_BY_STATUS = {401: "invalid_api_key", 403: "permission_denied"}
-
-
-def openai_error_body(
-    *, message: str, type_: str, code: str | None, param: str | None = None
-) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": message,
-            "type": type_,
-            "code": code,
-            "param": param,
-            "trace_id": current_trace_id(),
-        }
-    }
-
-
-def _error_type(status: int) -> str:
-    if status >= 500:
-        return "server_error"
-    return _TYPE_BY_STATUS.get(status, "invalid_request_error")
-
-
-def _param(problem: dict[str, Any]) -> str | None:
-    """The offending body field of a validation problem (``messages``, ``metadata.session_id``)."""
-    errors = problem.get("errors") or []
-    if not errors:
-        return None
-    location = [str(part) for part in errors[0].get("loc", [])]
-    if location and location[0] in ("body", "query", "path"):
-        location = location[1:]
-    return ".".join(location) or None
-
-
-def model_not_found(message: str) -> JSONResponse:
-    body = openai_error_body(
-        message=message, type_="invalid_request_error", code="model_not_found", param="model"
-    )
-    return JSONResponse(body, status_code=404)
-
-
-async def openai_error_for_exception(request: Request, exc: Exception) -> Response:
-    """The OpenAI-shaped response for any failure on this surface.
-
-    Classification (status, stable code, detail, headers such as ``Retry-After``) is the service's
-    own (``problem_for_exception``), so ``/v1`` and ``/api/v1`` always agree on what went wrong;
-    only the rendering differs. 422 becomes 400, as OpenAI reports invalid input."""
-    if isinstance(exc, UnknownModelError):
-        return model_not_found(exc.detail)
-    problem_response = await problem_for_exception(request, exc)
-    if problem_response is None:
-        logger.exception("unhandled_error", error_type=type(exc).__name__)
-        body = openai_error_body(
-            message="An unexpected error occurred; quote the trace_id when reporting it.",
-            type_="server_error",
-            code="internal_error",
-        )
-        return JSONResponse(body, status_code=500)
-    problem: dict[str, Any] = json.loads(bytes(problem_response.body))
-    status = problem_response.status_code
-    if status == 422:
-        status = 400
-    code = _CODE_BY_STATUS.get(status, str(problem.get("code") or "error"))
-    param = _param(problem) if isinstance(exc, RequestValidationError) else None
-    body = openai_error_body(
-        message=str(problem.get("detail") or problem.get("title") or "request failed"),
-        type_=_error_type(status),
-        code=code,
-        param=param,
-    )
-    headers = {
-        name: value
-        for name, value in problem_response.headers.items()
-        if name.lower() not in ("content-type", "content-length")
-    }
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class OpenAIRoute(APIRoute):
@@ -304,8 +223,7 @@ def _history(messages: list[Message], max_turns: int) -> tuple[Turn, ...]:
     return tuple(turns[-max_turns:])
 
 
-def _to_input(body: ChatCompletionBody, resources: ResourcesDep) -> ChatInput:
-    settings = resources.settings
+def _to_input(body: ChatCompletionBody, settings: Settings) -> ChatInput:
     return ChatInput(
         question=body.question(),
         session_id=body.session_id(),
@@ -397,7 +315,7 @@ class _ChunkRenderer:
 
     def done(self, event: DoneEvent) -> bytes:
         cited = set(event.cited)
-        sources = [Source(**{**asdict(s), "cited": s.number in cited}) for s in self.sources]
+        sources = [replace(s, cited=s.number in cited) for s in self.sources]
         rag = _rag(
             sources=sources,
             provider=event.provider,
@@ -466,10 +384,11 @@ async def _chunks(
 async def chat_completions(
     body: ChatCompletionBody,
     principal: ChatRateLimit,
-    resources: ResourcesDep,
+    settings: SettingsDep,
+    slots: StreamSlotsDep,
     service: ChatServiceDep,
 ) -> Response:
-    chat_input = _to_input(body, resources)
+    chat_input = _to_input(body, settings)
     if not body.stream:
         answer = await service.answer(principal, chat_input)
         return JSONResponse(
@@ -500,23 +419,23 @@ async def chat_completions(
         )
     service.validate(chat_input)  # bad input is a 4xx before the stream starts
     identity = principal_identity(principal)
-    slot = await resources.stream_slots.acquire(identity)  # 429 too_many_streams at the cap
+    slot = await slots.acquire(identity)  # 429 too_many_streams at the cap
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     renderer = _ChunkRenderer(body.model, include_usage)
     events = service.stream(principal, chat_input)
 
     async def release() -> None:
-        await resources.stream_slots.release(identity, slot)
+        await slots.release(identity, slot)
 
     return ClosingStreamingResponse(
-        _released_after(_chunks(events, renderer, resources.settings.sse_heartbeat_s), release),
+        _released_after(_chunks(events, renderer, settings.sse_heartbeat_s), release),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"},
     )
 
 
-async def _model_ids(resources: ResourcesDep) -> list[str]:
-    statuses = await resources.provider_chain.status()
+async def _model_ids(chain: ProviderChain) -> list[str]:
+    statuses = await chain.status()
     return [BASE_MODEL, *(f"{BASE_MODEL}/{s.name}" for s in statuses if s.configured)]
 
 
@@ -525,12 +444,12 @@ def _model(model_id: str) -> dict[str, Any]:
 
 
 @router.get("/models", summary="OpenAI-compatible list of models")
-async def list_models(_: ReaderPrincipal, resources: ResourcesDep) -> dict[str, Any]:
-    return {"object": "list", "data": [_model(m) for m in await _model_ids(resources)]}
+async def list_models(_: ReaderPrincipal, chain: ChainDep) -> dict[str, Any]:
+    return {"object": "list", "data": [_model(m) for m in await _model_ids(chain)]}
 
 
 @router.get("/models/{model_id:path}", summary="OpenAI-compatible model lookup", response_model=None)
-async def retrieve_model(model_id: str, _: ReaderPrincipal, resources: ResourcesDep) -> Response:
-    if model_id not in await _model_ids(resources):
+async def retrieve_model(model_id: str, _: ReaderPrincipal, chain: ChainDep) -> Response:
+    if model_id not in await _model_ids(chain):
         return model_not_found(f"The model {model_id!r} does not exist")
     return JSONResponse(_model(model_id))

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from limits import RateLimitItem
 from pydantic import BaseModel
 
-from app.api.deps import ResourcesDep
-from app.auth.dependencies import CurrentPrincipal
+from app.api.auth import CurrentPrincipal
+from app.api.deps import LimiterDep
 from app.limits.enforcement import principal_identity
 from app.limits.limiter import Budget, LimitState
 
@@ -52,9 +52,8 @@ def _row(budget: Budget, scope: Scope, item: RateLimitItem, state: LimitState | 
 
 @router.get("/status", response_model=RateLimitStatus, summary="The caller's rate-limit budgets")
 async def rate_limit_status(
-    request: Request, principal: CurrentPrincipal, resources: ResourcesDep
+    request: Request, principal: CurrentPrincipal, limiter: LimiterDep
 ) -> RateLimitStatus:
-    limiter = resources.limiter
     ip = limiter.proxies.client_ip(request.scope)
     checks: list[tuple[Budget, Scope, str]] = [
         (Budget.chat, "principal", principal_identity(principal)),

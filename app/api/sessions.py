@@ -8,16 +8,14 @@ scoped to the caller. An admin reaches another principal's conversation of the t
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Any
 
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 from starlette.convertors import PathConvertor, register_url_convertor
 
-from app.api.deps import ResourcesDep
-from app.auth.dependencies import ReaderPrincipal
-from app.memory.service import ConversationMemory, SessionId
+from app.api.auth import ReaderPrincipal
+from app.api.deps import MemoryDep, SessionDep
+from app.memory.service import SessionId, StoredMessage
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 
@@ -34,39 +32,21 @@ class _RawSegmentConvertor(PathConvertor):
 register_url_convertor("raw_session_id", _RawSegmentConvertor())
 
 
-class MessageOut(BaseModel):
-    id: int
-    role: str
-    content: str
-    sources: list[dict[str, Any]]
-    status: str
-    provider: str | None
-    model: str | None
-    trace_id: str | None
-    created_at: datetime
-
-
 class SessionMessagesOut(BaseModel):
     session_id: str
     conversation_id: uuid.UUID
-    messages: list[MessageOut]
-
-
-def _memory(resources: ResourcesDep) -> ConversationMemory:
-    return resources.memory
+    messages: list[StoredMessage]
 
 
 @router.get(
     "/{session_id:raw_session_id}/messages", response_model=SessionMessagesOut, summary="Conversation history"
 )
 async def session_messages(
-    session_id: SessionId, principal: ReaderPrincipal, resources: ResourcesDep
+    session_id: SessionId, principal: ReaderPrincipal, memory: MemoryDep, db: SessionDep
 ) -> SessionMessagesOut:
-    stored = await _memory(resources).messages(principal, session_id)
+    stored = await memory.messages(db, principal, session_id)
     return SessionMessagesOut(
-        session_id=stored.session_id,
-        conversation_id=stored.conversation_id,
-        messages=[MessageOut.model_validate(m.__dict__) for m in stored.messages],
+        session_id=stored.session_id, conversation_id=stored.conversation_id, messages=stored.messages
     )
 
 
@@ -74,7 +54,7 @@ async def session_messages(
     "/{session_id:raw_session_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Reset a conversation"
 )
 async def reset_session(
-    session_id: SessionId, principal: ReaderPrincipal, resources: ResourcesDep
+    session_id: SessionId, principal: ReaderPrincipal, memory: MemoryDep, db: SessionDep
 ) -> Response:
-    await _memory(resources).delete(principal, session_id)
+    await memory.delete(db, principal, session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

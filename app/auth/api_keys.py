@@ -8,12 +8,11 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal, Role
+from app.auth.repository import ApiKeyRepository, TenantRepository
 from app.db.models import ApiKey, Tenant
 
 KEY_SCHEME = "rk"
@@ -47,19 +46,15 @@ def parse_prefix(key: str) -> str | None:
 
 
 async def get_or_create_tenant(session: AsyncSession, slug: str, name: str | None = None) -> Tenant:
-    tenant = (await session.execute(select(Tenant).where(Tenant.slug == slug))).scalar_one_or_none()
-    if tenant is None:
-        tenant = Tenant(slug=slug, name=name or slug)
-        session.add(tenant)
-        await session.flush()
-    return tenant
+    tenants = TenantRepository(session)
+    return await tenants.by_slug(slug) or await tenants.add(Tenant(slug=slug, name=name or slug))
 
 
 async def issue_key(session: AsyncSession, tenant: Tenant, role: Role, name: str = "") -> IssuedKey:
     prefix, key = generate_key()
-    row = ApiKey(tenant_id=tenant.id, name=name, prefix=prefix, secret_sha256=hash_key(key), role=role.value)
-    session.add(row)
-    await session.flush()
+    row = await ApiKeyRepository(session).add(
+        ApiKey(tenant_id=tenant.id, name=name, prefix=prefix, secret_sha256=hash_key(key), role=role.value)
+    )
     return IssuedKey(id=row.id, key=key, tenant=tenant.slug, role=role, name=name)
 
 
@@ -70,14 +65,10 @@ async def verify_key(session: AsyncSession, key: str) -> Principal | None:
     presented = hash_key(key)
     if prefix is None:
         return None
-    row = (await session.execute(select(ApiKey).where(ApiKey.prefix == prefix))).scalar_one_or_none()
+    row = await ApiKeyRepository(session).by_prefix(prefix)
     stored = row.secret_sha256 if row is not None else hash_key("absent")
     if not hmac.compare_digest(presented, stored) or row is None or row.revoked_at is not None:
         return None
     return Principal(
         id=f"key:{row.id}", tenant_id=row.tenant_id, role=Role(row.role), kind="api_key", name=row.name
     )
-
-
-async def mark_used(session: AsyncSession, key_id: uuid.UUID) -> None:
-    await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=datetime.now(UTC)))

@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.api_keys import IssuedKey, get_or_create_tenant, issue_key
 from app.auth.principal import Role
-from app.db.models import ApiKey, Tenant
+from app.auth.repository import ApiKeyRepository
 
 DEV_TENANT = "dev"
 DEV_KEY_FILE = "dev-api-key"
@@ -35,13 +34,7 @@ async def bootstrap_dev_admin(session: AsyncSession, data_dir: Path) -> IssuedKe
     """The new admin key when the ``dev`` tenant has no key yet, else None (never re-issued: a
     key is shown once). The tenant itself may already exist: ``seed`` creates it to hold the
     demo documents before the first ``serve``. The caller commits."""
-    existing = await session.execute(
-        select(ApiKey.id)
-        .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .where(Tenant.slug == DEV_TENANT)
-        .limit(1)
-    )
-    if existing.scalar_one_or_none() is not None:
+    if await ApiKeyRepository(session).tenant_has_any(DEV_TENANT):
         return None
     try:
         tenant = await get_or_create_tenant(session, DEV_TENANT, "Development")

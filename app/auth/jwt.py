@@ -18,12 +18,11 @@ from typing import Any
 import httpx
 import jwt
 import structlog
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.errors import AuthenticationError, PermissionDeniedError
 from app.auth.principal import Principal, Role
-from app.db.models import Tenant
+from app.auth.repository import TenantRepository
 from app.errors import AppError
 from app.settings import Settings
 
@@ -251,9 +250,7 @@ class JwtVerifier:
 
 async def principal_for_claims(session: AsyncSession, claims: TokenClaims) -> Principal:
     """The principal of a verified token; a token naming an unknown tenant is not a credential."""
-    tenant_id = (
-        await session.execute(select(Tenant.id).where(Tenant.slug == claims.tenant))
-    ).scalar_one_or_none()
+    tenant_id = await TenantRepository(session).id_by_slug(claims.tenant)
     if tenant_id is None:
         raise _invalid()
     return Principal(id=f"user:{claims.subject}", tenant_id=tenant_id, role=claims.role, kind="jwt")

@@ -2,9 +2,10 @@
 
 Keys hold everything that can change an answer: tenant, the normalised question, the tenant's
 corpus version, the model parameters and (with memory) a digest of the conversation window.
-The corpus version is ``tenants.corpus_version``, bumped by a database trigger in the same
-transaction as any document change, and read on every lookup: once a change commits, no worker
-builds the old key again, so no stale answer is served (and a Redis flush cannot resurrect one).
+The corpus version is ``tenants.corpus_version`` (``CorpusVersionRepository``), bumped by a
+database trigger in the same transaction as any document change, and read on every lookup: once a
+change commits, no worker builds the old key again, so no stale answer is served (and a Redis
+flush cannot resurrect one).
 
 Answers live in the cache Redis (``CACHE_REDIS_URL``, or the embedded LRU server). The L2 is
 bounded by ``CACHE_MAX_ENTRIES`` with least-recently-used eviction of our own keys only, so even
@@ -19,18 +20,15 @@ import json
 import re
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import structlog
 from cachetools import TTLCache
 from redis.asyncio import Redis
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.models import Tenant
-from app.resources import redis_key
-from app.settings import Settings
+from app.db.redis import KeySpace
+from app.rag.sources import Source
 
 logger = structlog.get_logger(__name__)
 
@@ -72,53 +70,75 @@ class CacheKey:
     corpus_version: str
     digest: str
 
-    def render(self, settings: Settings) -> str:
-        return redis_key(settings, "answer", str(self.tenant_id), self.corpus_version, self.digest)
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    """What a cache hit replays: the answer exactly as first sent, with its cited sources."""
+
+    answer: str
+    sources: tuple[Source, ...]
+    provider: str
+    model: str
+    usage: dict[str, int] | None
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "sources": [asdict(s) for s in self.sources]})
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> CachedAnswer:
+        data = json.loads(raw)
+        return cls(
+            answer=data["answer"],
+            sources=tuple(Source(**s) for s in data["sources"]),
+            provider=data["provider"],
+            model=data["model"],
+            usage=data.get("usage"),
+        )
 
 
 class AnswerCache:
+    """L1 (this process, TTL-bounded) over L2 (Redis, LRU-bounded); both keyed by ``CacheKey``.
+    ``ttl_s`` of 0 disables the cache: ``key_for`` returns None."""
+
     def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        cache_redis: Redis,
-        settings: Settings,
-        l1_size: int = 1024,
+        self, redis: Redis, keys: KeySpace, *, ttl_s: int, max_entries: int, l1_size: int = 1024
     ) -> None:
-        self._sessions = sessions
-        self._cache = cache_redis
-        self._settings = settings
-        self._l1: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=l1_size, ttl=max(settings.cache_ttl_s, 1))
-        self._put = cache_redis.register_script(_PUT_SCRIPT)
-        self._get = cache_redis.register_script(_GET_SCRIPT)
+        self._cache = redis
+        self._keys = keys
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._l1: TTLCache[str, CachedAnswer] = TTLCache(maxsize=l1_size, ttl=max(ttl_s, 1))
+        self._put = redis.register_script(_PUT_SCRIPT)
+        self._get = redis.register_script(_GET_SCRIPT)
 
     @property
     def enabled(self) -> bool:
-        return self._settings.cache_ttl_s > 0
+        return self._ttl_s > 0
+
+    def _render(self, key: CacheKey) -> str:
+        return self._keys.key("answer", str(key.tenant_id), key.corpus_version, key.digest)
 
     def _lru_keys(self) -> list[str]:
-        return [redis_key(self._settings, "answer-lru"), redis_key(self._settings, "answer-lru-clock")]
+        return [self._keys.key("answer-lru"), self._keys.key("answer-lru-clock")]
 
-    async def corpus_version(self, tenant_id: uuid.UUID) -> str:
-        async with self._sessions() as session:
-            version = (
-                await session.execute(select(Tenant.corpus_version).where(Tenant.id == tenant_id))
-            ).scalar_one_or_none()
-        return str(version or 0)
-
-    async def key_for(
-        self, tenant_id: uuid.UUID, question: str, parameters: dict[str, Any], context: str = ""
+    def key_for(
+        self,
+        tenant_id: uuid.UUID,
+        corpus_version: str,
+        question: str,
+        parameters: dict[str, Any],
+        context: str = "",
     ) -> CacheKey | None:
         if not self.enabled:
             return None
-        version = await self.corpus_version(tenant_id)
         material = json.dumps(
             {"q": normalise_question(question), "p": parameters, "c": context}, sort_keys=True, default=str
         )
-        return CacheKey(tenant_id, version, hashlib.sha256(material.encode()).hexdigest())
+        return CacheKey(tenant_id, corpus_version, hashlib.sha256(material.encode()).hexdigest())
 
-    async def get(self, key: CacheKey) -> tuple[dict[str, Any], str] | None:
-        """The cached payload and the layer that had it ("l1" or "redis")."""
-        rendered = key.render(self._settings)
+    async def get(self, key: CacheKey) -> tuple[CachedAnswer, str] | None:
+        """The cached answer and the layer that had it ("l1" or "redis")."""
+        rendered = self._render(key)
         local = self._l1.get(rendered)
         if local is not None:
             return local, "l1"
@@ -129,17 +149,16 @@ class AnswerCache:
         except Exception:
             logger.warning("answer_cache_unavailable")
             return None
-        payload: dict[str, Any] = json.loads(raw)
-        self._l1[rendered] = payload
-        return payload, "redis"
+        answer = CachedAnswer.from_json(raw)
+        self._l1[rendered] = answer
+        return answer, "redis"
 
-    async def put(self, key: CacheKey, payload: dict[str, Any]) -> None:
-        rendered = key.render(self._settings)
-        self._l1[rendered] = payload
+    async def put(self, key: CacheKey, answer: CachedAnswer) -> None:
+        rendered = self._render(key)
+        self._l1[rendered] = answer
         try:
             await self._put(
-                keys=[rendered, *self._lru_keys()],
-                args=[json.dumps(payload), self._settings.cache_ttl_s, self._settings.cache_max_entries],
+                keys=[rendered, *self._lru_keys()], args=[answer.to_json(), self._ttl_s, self._max_entries]
             )
         except Exception:
             logger.warning("answer_cache_unavailable")

@@ -1,4 +1,5 @@
-"""Errors a client can cause with a document; each has its own stable ``code``."""
+"""Errors of the documents capability, each an ``AppError`` with its own stable ``code``: the ones
+a client can cause with a document (4xx), and the one an ingestion worker meets and retries."""
 
 from __future__ import annotations
 
@@ -6,6 +7,15 @@ import re
 import uuid
 
 from app.errors import AppError, ConflictError, NotFoundError
+
+
+class DocumentInputError(AppError):
+    """A problem of the document itself, found at upload (4xx) or by the ingestion job (which
+    then fails for good, with the subclass's ``code`` and message: a retry cannot fix it)."""
+
+    status = 422
+    code = "invalid_document"
+    title = "The document cannot be ingested"
 
 
 class MissingFileError(AppError):
@@ -26,49 +36,49 @@ class UploadTooLargeError(AppError):
     title = "The upload is larger than MAX_UPLOAD_MB"
 
 
-class UnsupportedDocumentTypeError(AppError):
+class UnsupportedDocumentTypeError(DocumentInputError):
     status = 415
     code = "unsupported_document_type"
     title = "Unsupported document type"
 
 
-class EncryptedDocumentError(AppError):
+class EncryptedDocumentError(DocumentInputError):
     status = 422
     code = "encrypted_document"
     title = "The document is encrypted"
 
 
-class CorruptDocumentError(AppError):
+class CorruptDocumentError(DocumentInputError):
     status = 422
     code = "corrupt_document"
     title = "The document cannot be read"
 
 
-class EmptyDocumentError(AppError):
+class EmptyDocumentError(DocumentInputError):
     status = 422
     code = "empty_document"
     title = "The document has no text"
 
 
-class ArchiveBombError(AppError):
+class ArchiveBombError(DocumentInputError):
     status = 422
     code = "archive_bomb"
     title = "The document expands to an unsafe size"
 
 
-class TooManyPagesError(AppError):
+class TooManyPagesError(DocumentInputError):
     status = 422
     code = "too_many_pages"
     title = "The document has more pages than DOC_MAX_PAGES"
 
 
-class DocumentTooLargeError(AppError):
+class DocumentTooLargeError(DocumentInputError):
     status = 422
     code = "document_too_large"
     title = "The document has more text than DOC_MAX_CHARS"
 
 
-class PageParseTimeoutError(AppError):
+class PageParseTimeoutError(DocumentInputError):
     status = 422
     code = "page_parse_timeout"
     title = "A page took longer than DOC_PAGE_PARSE_TIMEOUT_S to parse"
@@ -95,7 +105,7 @@ class DocumentDeletedError(ConflictError):
     title = "The document is deleted"
 
 
-DocumentInputError = (
+DOCUMENT_INPUT_ERRORS: tuple[type[DocumentInputError], ...] = (
     UnsupportedDocumentTypeError,
     EncryptedDocumentError,
     CorruptDocumentError,
@@ -106,6 +116,15 @@ DocumentInputError = (
     PageParseTimeoutError,
 )
 
+
+class ConcurrentChangeError(ConflictError):
+    """The document's current chunks changed while an ingestion job embedded. Only a worker meets
+    it (the job is retried, and the retry recomputes); no client request can cause it."""
+
+    code = "concurrent_document_change"
+    title = "The document changed during ingestion"
+
+
 # --- job errors as clients see them ----------------------------------------------------------
 
 WORKER_STOPPED = "worker_stopped"
@@ -115,7 +134,7 @@ INGESTION_ERROR = "ingestion_error"
 # Codes whose stored ``error`` is a message written for people (the document's problem, or the
 # job's fate); any other code's stored text may be an internal failure and is never shown.
 _READABLE_JOB_ERRORS: dict[str, str] = {
-    **{error.code: error.title for error in DocumentInputError},
+    **{error.code: error.title for error in DOCUMENT_INPUT_ERRORS},
     SUPERSEDED: "A newer version of the document replaced this one",
     WORKER_STOPPED: "The worker processing this document stopped",
 }

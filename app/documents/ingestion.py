@@ -18,7 +18,9 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,10 +31,14 @@ from app.documents.chunking import ChunkDraft, chunk_pages
 from app.documents.errors import (
     INGESTION_ERROR,
     WORKER_STOPPED,
+    ConcurrentChangeError,
     DocumentInputError,
     generic_job_error,
 )
 from app.documents.parsing import DocumentType, Page, ParseLimits, parse_document
+from app.observability.context import bind_job_context
+from app.observability.metrics import DomainMetrics
+from app.observability.metrics.noop import NoopBackend
 from app.rag.embeddings import Embedder
 from app.settings import Settings
 
@@ -41,15 +47,16 @@ logger = structlog.get_logger(__name__)
 FINISHED = frozenset({"succeeded", "failed"})
 
 
-class ConcurrentChangeError(RuntimeError):
-    """The document's current chunks changed while this job embedded; retrying recomputes."""
-
-
 @dataclass(frozen=True)
 class IngestionContext:
+    """What a worker's jobs need. ``metrics`` is the process's (the server's in-process worker
+    shares its app's); ``clock`` is "now" for the periodic jobs (conversation retention)."""
+
     session_factory: async_sessionmaker[AsyncSession]
     embedder: Embedder
     settings: Settings
+    metrics: DomainMetrics = field(default_factory=lambda: DomainMetrics(NoopBackend()))
+    clock: Callable[[], datetime] = repo.utcnow
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,8 @@ class _Claim:
     version: int
     content: bytes
     mime_type: str
+    request_id: str | None  # of the upload that queued the job
+    trace_id: str | None
 
 
 async def _progress(ctx: IngestionContext, job_id: uuid.UUID, stage: str, progress: int) -> None:
@@ -102,7 +111,26 @@ async def _claim(ctx: IngestionContext, job_id: uuid.UUID) -> _Claim | None:
         job.error_code = None
         job.started_at = repo.utcnow()
         version.status = "running"
-        return _Claim(job.document_id, version.id, version.version, version.content, version.mime_type)
+        return _Claim(
+            job.document_id,
+            version.id,
+            version.version,
+            version.content,
+            version.mime_type,
+            job.request_id,
+            job.trace_id,
+        )
+
+
+async def sample_queue_depth(ctx: IngestionContext) -> None:
+    """Record how many ingestion jobs wait and run now; a failure costs a sample, never a job."""
+    try:
+        async with ctx.session_factory() as session:
+            depth = await repo.ingestion_queue_depth(session)
+    except Exception as exc:
+        logger.warning("queue_depth_sampling_failed", error_type=type(exc).__name__)
+        return
+    ctx.metrics.ingestion_queue_depth(depth.queued, running=depth.running)
 
 
 async def _finish_failed(
@@ -153,11 +181,32 @@ async def ingest_document_version(
     ctx: IngestionContext, job_id: uuid.UUID, *, final_attempt: bool = True
 ) -> IngestionResult:
     """Run one ingestion job. Client-caused problems end it as failed without raising; anything
-    else is recorded and re-raised so the queue retries it (unless this was the last attempt)."""
+    else is recorded and re-raised so the queue retries it (unless this was the last attempt).
+    Its log lines carry the request and trace id of the upload that queued it."""
     started = time.perf_counter()
     claim = await _claim(ctx, job_id)
     if claim is None:
         return IngestionResult(job_id=job_id, status="skipped")
+    await sample_queue_depth(ctx)
+    outcome = "cancelled"  # the worker stopped it (shutdown); anything else sets its own
+    with bind_job_context(claim.request_id, claim.trace_id):
+        try:
+            result = await _ingest_claimed(ctx, job_id, claim, final_attempt=final_attempt)
+            outcome = "superseded" if result.error == "superseded" else result.status
+        except Exception:
+            outcome = "failed" if final_attempt else "retried"
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            ctx.metrics.ingestion_job(outcome, elapsed)
+            await sample_queue_depth(ctx)
+    return IngestionResult(**{**result.__dict__, "seconds": elapsed})
+
+
+async def _ingest_claimed(
+    ctx: IngestionContext, job_id: uuid.UUID, claim: _Claim, *, final_attempt: bool
+) -> IngestionResult:
+    started = time.perf_counter()
     log = logger.bind(job_id=str(job_id), document_id=str(claim.document_id), version=claim.version)
     try:
         result = await _run(ctx, job_id, claim, log)
@@ -179,16 +228,16 @@ async def ingest_document_version(
         )
         log.exception("ingestion_failed", final=final_attempt, error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
-    elapsed = time.perf_counter() - started
-    log.info(
-        "ingestion_succeeded",
-        pages=result.pages,
-        pages_reused=result.pages_reused,
-        chunks=result.chunks,
-        chunks_embedded=result.chunks_embedded,
-        seconds=round(elapsed, 3),
-    )
-    return IngestionResult(**{**result.__dict__, "seconds": elapsed})
+    if result.status == "succeeded":
+        log.info(
+            "ingestion_succeeded",
+            pages=result.pages,
+            pages_reused=result.pages_reused,
+            chunks=result.chunks,
+            chunks_embedded=result.chunks_embedded,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+    return result
 
 
 async def _run(

@@ -8,6 +8,10 @@ time; jobs whose worker died (no heartbeat for ``WORKER_STALLED_AFTER_S``) are p
 queue by any live worker, and such a run counts toward ``JOB_MAX_ATTEMPTS`` like one that raised:
 after the last one the job is failed, so a document that kills every worker that opens it (memory,
 a crash in a parser) cannot cycle forever at the head of the FIFO queue.
+
+Every worker also runs the periodic maintenance jobs (procrastinate's periodic deferrer: one job
+per tick however many workers run): ``expire_conversations`` hourly enforces
+``MEMORY_RETENTION_DAYS``.
 """
 
 from __future__ import annotations
@@ -26,19 +30,25 @@ from procrastinate.jobs import Job, Status
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.urls import libpq_url
 from app.documents import repository as repo
-from app.documents.ingestion import IngestionContext, ingest_document_version, record_worker_stopped
+from app.documents.ingestion import (
+    IngestionContext,
+    ingest_document_version,
+    record_worker_stopped,
+    sample_queue_depth,
+)
+from app.memory.retention import expire_conversations
 from app.settings import Settings
 
 logger = structlog.get_logger(__name__)
 
 INGEST_TASK = "ingest_document_version"
 INGESTION_QUEUE = "ingestion"
+RETENTION_TASK = "expire_conversations"
+RETENTION_CRON = "17 * * * *"  # hourly, off the top of the hour
+MAINTENANCE_QUEUE = "maintenance"
 CONTEXT_KEY = "ingestion"
-
-
-def libpq_url(database_url: str) -> str:
-    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 async def _ingest_task(context: JobContext, job_id: str) -> None:
@@ -46,6 +56,15 @@ async def _ingest_task(context: JobContext, job_id: str) -> None:
     retries = ingestion.settings.job_max_attempts - 1
     final = context.job.attempts >= retries
     await ingest_document_version(ingestion, uuid.UUID(job_id), final_attempt=final)
+
+
+async def _retention_task(context: JobContext, timestamp: int) -> None:
+    """``timestamp`` is the tick procrastinate deferred the job for; "now" is the worker's clock."""
+    worker: IngestionContext = context.additional_context[CONTEXT_KEY]
+    expired = await expire_conversations(
+        worker.session_factory, worker.settings.memory_retention_days, now=worker.clock()
+    )
+    logger.info("conversations_expired", count=expired, tick=timestamp)
 
 
 @dataclass
@@ -149,7 +168,7 @@ class JobQueue:
         """Process jobs until cancelled, or (``burst``) until the queue is empty."""
         await self._prune_and_retry(context)
         options: dict[str, Any] = {
-            "queues": [INGESTION_QUEUE],
+            "queues": [INGESTION_QUEUE, MAINTENANCE_QUEUE],
             "concurrency": self.settings.worker_concurrency,
             "wait": not burst,
             "install_signal_handlers": False,
@@ -170,6 +189,7 @@ class JobQueue:
     async def _prune_and_retry(self, context: IngestionContext) -> None:
         await self.app.job_manager.prune_stalled_workers(self.settings.worker_stalled_after_s)
         await self.retry_stalled_jobs(context)
+        await sample_queue_depth(context)  # also while no job starts or ends (a long one runs)
 
     @contextlib.asynccontextmanager
     async def _reaper(self, context: IngestionContext) -> AsyncIterator[None]:
@@ -212,6 +232,9 @@ def create_job_queue(settings: Settings, *, pool_max_size: int = 4) -> JobQueue:
         pass_context=True,
         retry=RetryStrategy(max_attempts=max(0, settings.job_max_attempts - 1), wait=2, exponential_wait=2),
     )(_ingest_task)
+    app.periodic(cron=RETENTION_CRON)(
+        app.task(name=RETENTION_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)(_retention_task)
+    )
     return JobQueue(app=app, settings=settings)
 
 

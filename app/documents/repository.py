@@ -170,6 +170,23 @@ async def update_job(session: AsyncSession, job_id: uuid.UUID, **values: Any) ->
     await session.execute(update(IngestionJob).where(IngestionJob.id == job_id).values(**values))
 
 
+@dataclass(frozen=True)
+class QueueDepth:
+    queued: int
+    running: int
+
+
+async def ingestion_queue_depth(session: AsyncSession) -> QueueDepth:
+    """Operator view (all tenants): jobs waiting for a worker and jobs a worker is running."""
+    rows = await session.execute(
+        select(IngestionJob.status, func.count().label("jobs"))
+        .where(IngestionJob.status.in_(("queued", "running")))
+        .group_by(IngestionJob.status)
+    )
+    counts = {row.status: int(row.jobs) for row in rows}
+    return QueueDepth(queued=counts.get("queued", 0), running=counts.get("running", 0))
+
+
 # --- chunks -----------------------------------------------------------------------------------
 
 
@@ -231,58 +248,6 @@ async def close_current_chunks(
 async def insert_chunks(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         await session.execute(insert(Chunk), list(rows))
-
-
-@dataclass(frozen=True)
-class RetrievedChunk:
-    chunk_id: int
-    document_id: uuid.UUID
-    version: int
-    title: str
-    page: int
-    text: str
-    distance: float
-
-
-async def search_current_chunks(
-    session: AsyncSession, tenant_id: uuid.UUID, embedding: Sequence[float], *, limit: int = 5
-) -> list[RetrievedChunk]:
-    """Nearest current chunks of the tenant's non-deleted documents (cosine distance). The chat
-    pipeline has its own retrieval; this is the minimal visibility contract ingestion guarantees."""
-    distance = Chunk.embedding.cosine_distance(list(embedding)).label("distance")
-    query = (
-        select(
-            Chunk.id,
-            Chunk.document_id,
-            Document.current_version,
-            Document.title,
-            Chunk.page,
-            Chunk.text,
-            distance,
-        )
-        .join(Document, Document.id == Chunk.document_id)
-        .where(
-            Chunk.tenant_id == tenant_id,
-            Document.tenant_id == tenant_id,
-            Document.deleted_at.is_(None),
-            Chunk.valid_to_version.is_(None),
-        )
-        .order_by(distance)
-        .limit(limit)
-    )
-    rows = await session.execute(query)
-    return [
-        RetrievedChunk(
-            chunk_id=r.id,
-            document_id=r.document_id,
-            version=r.current_version or 0,
-            title=r.title,
-            page=r.page,
-            text=r.text,
-            distance=float(r.distance),
-        )
-        for r in rows
-    ]
 
 
 # --- embedding model bookkeeping --------------------------------------------------------------

@@ -14,12 +14,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.documents import repository as repo
 from app.documents.ingestion import IngestionContext
 from app.documents.queue import JobQueue, create_job_queue, in_process_worker
+from app.errors import InternalError
+from app.observability.metrics import DomainMetrics
+from app.observability.metrics.noop import NoopBackend
 from app.rag.embeddings import Embedder, LocalEmbedder, create_embedder
 from app.settings import Settings
 
 
-class EmbeddingModelMismatchError(RuntimeError):
+class EmbeddingModelMismatchError(InternalError):
     """The stored vectors were made by another model (or have another dimension) than configured."""
+
+    code = "embedding_model_mismatch"
+    title = "Embedding model mismatch"
 
 
 @dataclass(frozen=True)
@@ -55,8 +61,10 @@ async def start_documents_runtime(
     session_factory: async_sessionmaker[AsyncSession],
     *,
     embedder: Embedder | None = None,
+    metrics: DomainMetrics | None = None,
 ) -> DocumentsRuntime:
-    """``embedder`` lets the caller share an already-loaded model (it then stays the caller's to close)."""
+    """``embedder`` lets the caller share an already-loaded model (it then stays the caller's to
+    close); ``metrics`` are the process's, where the in-process worker records its jobs."""
     if embedder is None:
         embedder = create_embedder(settings)
         stack.push_async_callback(embedder.aclose)
@@ -68,6 +76,8 @@ async def start_documents_runtime(
     await queue.open()
     stack.push_async_callback(queue.close)
     if settings.run_worker_in_process:
-        context = IngestionContext(session_factory=session_factory, embedder=embedder, settings=settings)
+        context = IngestionContext(
+            session_factory, embedder, settings, metrics=metrics or DomainMetrics(NoopBackend())
+        )
         await stack.enter_async_context(in_process_worker(queue, context))
     return DocumentsRuntime(embedder=embedder, job_queue=queue)

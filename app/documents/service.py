@@ -11,11 +11,12 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import AuditLog, Document, DocumentVersion, IngestionJob
+from app.db.models import Document, DocumentVersion, IngestionJob
 from app.documents import repository as repo
 from app.documents.errors import (
     DocumentDeletedError,
@@ -25,6 +26,7 @@ from app.documents.errors import (
 )
 from app.documents.parsing import ParsedDocument, ParseLimits, parse_document
 from app.observability.context import current_request_id, current_trace_id
+from app.security.audit import record_audit_entry
 from app.settings import Settings
 
 MAX_TAGS = 50
@@ -43,7 +45,7 @@ class UploadedFile:
     data: bytes
     filename: str | None
 
-    @property
+    @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
@@ -152,7 +154,7 @@ class DocumentService:
             )
             self.session.add(document)
             await self.session.flush()
-            self._record(document, "document.create", {"title": document.title})
+            await self._record(document, "document.create", {"title": document.title})
         else:
             self._apply_metadata(document, DocumentMetadata(title=meta.title, tags=tags, author=meta.author))
         return await self._add_version(document, upload, parsed)
@@ -160,11 +162,7 @@ class DocumentService:
     async def upload_version(
         self, tenant_id: uuid.UUID, document_id: uuid.UUID, upload: UploadedFile
     ) -> UploadOutcome:
-        document = await repo.get_document(
-            self.session, tenant_id, document_id, include_deleted=True, for_update=True
-        )
-        if document is None:
-            raise DocumentNotFoundError()
+        document = await self._document(tenant_id, document_id, include_deleted=True, for_update=True)
         if document.deleted_at is not None:
             raise DocumentDeletedError("restore the document before uploading a new version")
         parsed = await self.parse(upload)
@@ -214,7 +212,7 @@ class DocumentService:
         if self.dispatcher is not None:
             job.queue_job_id = await self.dispatcher.enqueue_ingestion(self.session, job.id, document.id)
         document.updated_at = repo.utcnow()
-        self._record(
+        await self._record(
             document,
             "document.upload",
             {"version": number, "sha256": upload.sha256, "size": upload.size, "mime": parsed.mime_type},
@@ -238,46 +236,71 @@ class DocumentService:
     ) -> Document:
         _check_lengths(meta)
         tags = normalise_tags(meta.tags)
-        document = await repo.get_document(self.session, tenant_id, document_id, for_update=True)
-        if document is None:
-            raise DocumentNotFoundError()
+        document = await self._document(tenant_id, document_id, for_update=True)
         self._apply_metadata(document, DocumentMetadata(title=meta.title, tags=tags, author=meta.author))
         document.updated_at = repo.utcnow()
-        self._record(document, "document.update", {"title": meta.title, "tags": tags, "author": meta.author})
+        await self._record(
+            document, "document.update", {"title": meta.title, "tags": tags, "author": meta.author}
+        )
         return document
 
     async def soft_delete(self, tenant_id: uuid.UUID, document_id: uuid.UUID) -> None:
-        document = await repo.get_document(
-            self.session, tenant_id, document_id, include_deleted=True, for_update=True
-        )
-        if document is None:
-            raise DocumentNotFoundError()
+        document = await self._document(tenant_id, document_id, include_deleted=True, for_update=True)
         if document.deleted_at is None:
             document.deleted_at = repo.utcnow()
-            self._record(document, "document.delete", {})
+            await self._record(document, "document.delete", {})
 
     async def restore(self, tenant_id: uuid.UUID, document_id: uuid.UUID) -> Document:
-        document = await repo.get_document(
-            self.session, tenant_id, document_id, include_deleted=True, for_update=True
-        )
-        if document is None:
-            raise DocumentNotFoundError()
+        document = await self._document(tenant_id, document_id, include_deleted=True, for_update=True)
         if document.deleted_at is not None:
             document.deleted_at = None
             document.updated_at = repo.utcnow()
-            self._record(document, "document.restore", {})
+            await self._record(document, "document.restore", {})
         return document
 
     # --- reads --------------------------------------------------------------------------------
 
-    async def detail(
-        self, tenant_id: uuid.UUID, document_id: uuid.UUID, *, include_deleted: bool = False
-    ) -> DocumentDetail:
+    async def _document(
+        self,
+        tenant_id: uuid.UUID,
+        document_id: uuid.UUID,
+        *,
+        include_deleted: bool = False,
+        for_update: bool = False,
+    ) -> Document:
+        """The tenant's document, or 404 (another tenant's id is as unknown as a made-up one)."""
         document = await repo.get_document(
-            self.session, tenant_id, document_id, include_deleted=include_deleted
+            self.session, tenant_id, document_id, include_deleted=include_deleted, for_update=for_update
         )
         if document is None:
             raise DocumentNotFoundError()
+        return document
+
+    async def list_documents(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        tag: str | None = None,
+        text_query: str | None = None,
+        include_deleted: bool = False,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> repo.DocumentPage:
+        """Newest change first; ``text_query`` matches title or path."""
+        return await repo.list_documents(
+            self.session,
+            tenant_id,
+            tag=tag,
+            text_query=text_query,
+            include_deleted=include_deleted,
+            limit=limit,
+            offset=offset,
+        )
+
+    async def detail(
+        self, tenant_id: uuid.UUID, document_id: uuid.UUID, *, include_deleted: bool = False
+    ) -> DocumentDetail:
+        document = await self._document(tenant_id, document_id, include_deleted=include_deleted)
         latest = await repo.latest_version(self.session, document.id)
         current = None
         if document.current_version is not None:
@@ -287,9 +310,7 @@ class DocumentService:
         return DocumentDetail(document, current, latest, job, chunks)
 
     async def versions(self, tenant_id: uuid.UUID, document_id: uuid.UUID) -> list[VersionEntry]:
-        document = await repo.get_document(self.session, tenant_id, document_id, include_deleted=True)
-        if document is None:
-            raise DocumentNotFoundError()
+        document = await self._document(tenant_id, document_id, include_deleted=True)
         entries = []
         for version in await repo.list_versions(self.session, document.id):
             job = await repo.latest_job_for_version(self.session, version.id)
@@ -305,16 +326,15 @@ class DocumentService:
 
     # --- audit --------------------------------------------------------------------------------
 
-    def _record(self, document: Document, action: str, details: dict[str, object]) -> None:
-        self.session.add(
-            AuditLog(
-                tenant_id=document.tenant_id,
-                principal_id=self.principal_id,
-                action=action,
-                target_type="document",
-                target_id=str(document.id),
-                request_id=current_request_id(),
-                trace_id=current_trace_id(),
-                details={key: value for key, value in details.items() if value is not None},
-            )
+    async def _record(self, document: Document, action: str, details: dict[str, object]) -> None:
+        """The audit row of a write, scrubbed like every audit row (titles, tags and authors are
+        client text: a secret pasted into one must not end up in the audit log)."""
+        await record_audit_entry(
+            self.session,
+            tenant_id=document.tenant_id,
+            principal_id=self.principal_id,
+            action=action,
+            target_type="document",
+            target_id=document.id,
+            details={key: value for key, value in details.items() if value is not None},
         )

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from app.errors import InternalError
 
-class StartupError(RuntimeError):
-    """Raised when the service cannot start; its message is shown to the operator verbatim."""
+
+class StartupError(InternalError):
+    """Raised when the service cannot start; its message (``str()``) is shown to the operator
+    verbatim. Raised before any request is served, so no client ever sees it."""
+
+    code = "startup_failed"

@@ -15,8 +15,8 @@ from enum import StrEnum
 import structlog
 from redis.exceptions import RedisError
 
+from app.db.redis import KeySpace, redis_retry
 from app.limits.errors import RateLimitUnavailableError
-from app.resources import redis_key, redis_retry
 from app.security.proxies import TrustedProxies
 from app.settings import Settings
 from limits import RateLimitItem, parse_many
@@ -98,8 +98,10 @@ class RequestLimiter:
         retry_after_failure_s: float = STORAGE_RETRY_S,
         proxies: TrustedProxies | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_refused: Callable[[Budget], None] | None = None,
     ) -> None:
         self._storage = storage
+        self._on_refused = on_refused
         self.proxies = proxies or TrustedProxies()
         self._strategy: RateLimiter = (
             SlidingWindowCounterRateLimiter(storage) if sliding else FixedWindowRateLimiter(storage)
@@ -113,11 +115,20 @@ class RequestLimiter:
         self.storage_failures = 0  # requests decided without Redis since start
 
     @classmethod
-    def from_settings(cls, settings: Settings, redis_url: str) -> RequestLimiter:
+    def from_settings(
+        cls,
+        settings: Settings,
+        redis_url: str,
+        keys: KeySpace,
+        *,
+        on_refused: Callable[[Budget], None] | None = None,
+    ) -> RequestLimiter:
+        """``on_refused`` is told of every request a budget refuses (the ``rate_limited_total``
+        metric)."""
         storage = RedisStorage(
             storage_uri(redis_url),
             implementation="redispy",
-            key_prefix=redis_key(settings, "limits"),
+            key_prefix=keys.key("limits"),
             socket_connect_timeout=1.0,
             socket_timeout=2.0,
             retry=redis_retry(),  # type: ignore[arg-type]  # passed through to redis-py
@@ -134,6 +145,7 @@ class RequestLimiter:
             sliding=settings.rate_limit_strategy == "sliding",
             fail_open=settings.rate_limit_fail_open,
             proxies=TrustedProxies(tuple(settings.trusted_proxies)),
+            on_refused=on_refused,
         )
 
     @property
@@ -157,7 +169,10 @@ class RequestLimiter:
             self._mark_down(exc)
             self._decide_without_storage(budget)
             return None
-        return most_restrictive(states)
+        state = most_restrictive(states)
+        if not state.allowed and self._on_refused is not None:
+            self._on_refused(budget)
+        return state
 
     async def peek(self, budget: Budget, identity: str) -> list[LimitState] | None:
         """The budget's current state without charging it; None when Redis is unavailable."""

@@ -4,7 +4,10 @@ apology when nothing could answer.
 
 One caller cannot hurt the others: a request may pin only the models the operator allowed
 (``routes``), and only failures that say something about the provider for everyone bench it
-(``ProviderPolicy.cooldown_for``, told whether the request was an ordinary one)."""
+(``ProviderPolicy.cooldown_for``, told whether the request was an ordinary one).
+
+The chain also says whether an answer may be cached (``cacheable`` on ``Completion`` and
+``StreamEnd``): it alone knows which providers stood in for which."""
 
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ import structlog
 
 from app.llm.cooldown import CooldownState, CooldownStore
 from app.llm.errors import ProviderError, UnknownModelError
+from app.llm.extractive import EXTRACTIVE
 from app.llm.link import OpenStream, ProviderLink
-from app.llm.observer import RouterObserver
+from app.llm.observer import SUCCESS, RouterObserver
 from app.llm.types import (
     ChatRequest,
     Completion,
@@ -116,6 +120,19 @@ class ProviderChain:
             )
         return [Route(link, model)]
 
+    def _cacheable(self, provider: str) -> bool:
+        """Whether an answer ``provider`` gave may be cached. Never the apology (provider "none",
+        degraded); the extractive answerer's quotes only when no generating provider is configured
+        at all: while one is, quoting passages is a stop-gap for generators that are down, and a
+        cached stop-gap would outlive their recovery."""
+        if provider == NO_PROVIDER:
+            return False
+        if provider != EXTRACTIVE:
+            return True
+        return not any(
+            link.provider.availability().configured for link in self._links if link.name != EXTRACTIVE
+        )
+
     async def _admit(self, link: ProviderLink, state: CooldownState) -> bool:
         """Whether this request may call ``link`` now (half-open: only the probe winner may)."""
         if not link.provider.availability().configured:
@@ -189,6 +206,7 @@ class ProviderChain:
                 model=generation.model,
                 usage=generation.usage,
                 trace_id=trace_id,
+                cacheable=self._cacheable(link.name),
             )
         logger.error("all_providers_failed", trace_id=trace_id)
         return Completion(
@@ -255,12 +273,18 @@ class ProviderChain:
             link.observer.on_attempt(
                 provider=link.name,
                 model=opened.model,
-                outcome="success",
+                outcome=SUCCESS,
                 latency_s=opened.elapsed_s,
                 usage=opened.usage,
             )
             await self._succeeded(link, attempt.state, opened.elapsed_s)
-            yield StreamEnd(provider=link.name, model=opened.model, usage=opened.usage, trace_id=trace_id)
+            yield StreamEnd(
+                provider=link.name,
+                model=opened.model,
+                usage=opened.usage,
+                trace_id=trace_id,
+                cacheable=self._cacheable(link.name),
+            )
         finally:
             await opened.aclose()
 

@@ -62,16 +62,16 @@ def from_status(status: int, message: str, headers: Mapping[str, str] | None = N
     """The typed error for an HTTP error status and the provider's error message."""
     lowered = message.lower()
     if status == 429:
-        return RateLimited(message, status=status, retry_after=parse_retry_after(headers))
+        return RateLimited(message, upstream_status=status, retry_after=parse_retry_after(headers))
     if status in (401, 403):
-        return AuthFailed(message, status=status)
+        return AuthFailed(message, upstream_status=status)
     if status == 408:
-        return ProviderTimeout(message, status=status)
+        return ProviderTimeout(message, upstream_status=status)
     if status >= 500:
-        return ServerError(message, status=status, retry_after=parse_retry_after(headers))
+        return ServerError(message, upstream_status=status, retry_after=parse_retry_after(headers))
     if status in (400, 413, 422) and any(marker in lowered for marker in _CONTEXT_MARKERS):
-        return ContextTooLong(message, status=status)
-    return BadRequest(message, status=status)
+        return ContextTooLong(message, upstream_status=status)
+    return BadRequest(message, upstream_status=status)
 
 
 def body_message(body: object, fallback: str) -> str:

@@ -4,6 +4,9 @@ One key per benched provider holds ``{"until": epoch, "error": "..."}``. Before 
 provider is skipped. After it the key lingers (half-open): one request, the one that wins a short
 ``SET NX`` probe lock, tries the provider; success deletes the key, failure benches it again.
 A Redis outage never blocks a request: cooldowns then read as "not cooling".
+
+Keys are ``<prefix>cooldown:<provider>`` and ``<prefix>probe:<provider>``; whoever builds the store
+names the prefix (``app.llm.factory``: ``REDIS_KEY_PREFIX`` + ``"llm:"``).
 """
 
 from __future__ import annotations
@@ -17,9 +20,6 @@ from typing import Literal
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-
-from app.resources import redis_key
-from app.settings import Settings
 
 logger = structlog.get_logger(__name__)
 
@@ -39,16 +39,16 @@ CLOSED = CooldownState(phase="closed")
 
 
 class CooldownStore:
-    def __init__(self, redis: Redis, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, redis: Redis, *, prefix: str, clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
-        self._settings = settings
+        self._prefix = prefix
         self.clock = clock
 
     def _key(self, provider: str) -> str:
-        return redis_key(self._settings, "llm", "cooldown", provider)
+        return f"{self._prefix}cooldown:{provider}"
 
     def _probe_key(self, provider: str) -> str:
-        return redis_key(self._settings, "llm", "probe", provider)
+        return f"{self._prefix}probe:{provider}"
 
     async def states(self, providers: Sequence[str]) -> dict[str, CooldownState]:
         """Every provider's phase in one round trip."""

@@ -1,6 +1,11 @@
 """Typed provider errors. Adapters translate every SDK and transport failure into one of these;
 the policy decides from the class whether to retry, and from its ``cause`` whether the chain
-benches the provider (``ProviderPolicy.cooldown_for``)."""
+benches the provider (``ProviderPolicy.cooldown_for``).
+
+They are ``AppError``s like every other error of the service, but the chain catches each one and
+falls back to the next provider, so none reaches a client: ``code`` names the failure in metrics,
+logs and a stream's ``StreamFailed``. The provider's own HTTP status is ``upstream_status``
+(``status`` is the one a client would get, as for any ``AppError``)."""
 
 from __future__ import annotations
 
@@ -16,23 +21,28 @@ from app.errors import AppError
 Cause = Literal["provider", "account", "request", "capacity"]
 
 
-class ProviderError(Exception):
-    code: ClassVar[str] = "provider_error"
+class ProviderError(AppError):
+    status = 502
+    code = "provider_error"
+    title = "Language model provider failed"
     retryable: ClassVar[bool] = False
     cause: ClassVar[Cause] = "provider"
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, upstream_status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
-        self.status = status
+        self.upstream_status = upstream_status
         self.retry_after = retry_after
 
     def describe(self) -> str:
-        status = f" (HTTP {self.status})" if self.status else ""
+        status = f" (HTTP {self.upstream_status})" if self.upstream_status else ""
         return f"{self.code}{status}: {self.message}"[:300]
 
 
 class ProviderTimeout(ProviderError):
+    status = 504
     code = "timeout"
     retryable = True
 
@@ -87,6 +97,7 @@ class EmptyResponse(MalformedResponse):
 class ProviderBusy(ProviderError):
     """Every concurrency slot of this provider stayed taken; try the next one, no cooldown."""
 
+    status = 503
     code = "busy"
     cause = "capacity"
 

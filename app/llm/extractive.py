@@ -13,6 +13,7 @@ from app.llm.errors import NothingToAnswer
 from app.llm.provider import Availability
 from app.llm.types import ChatRequest, Generation, Passage, ProviderChunk, Usage
 
+EXTRACTIVE = "extractive"
 MODEL = "extractive-v1"
 MAX_QUOTES = 3
 MAX_QUOTE_CHARS = 400
@@ -124,7 +125,7 @@ def extractive_answer(request: ChatRequest) -> str:
 class ExtractiveAnswerer:
     @property
     def name(self) -> str:
-        return "extractive"
+        return EXTRACTIVE
 
     @property
     def default_model(self) -> str:

@@ -1,6 +1,10 @@
-"""Builds the provider chain from settings: adapters, their policies, the Redis cooldown store."""
+"""Builds the provider chain from settings: adapters, their policies, the Redis cooldown store.
+
+The one place in ``app.llm`` that reads settings; everything it builds gets its values injected."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -14,7 +18,7 @@ from app.llm.local import LocalProvider
 from app.llm.observer import NoopObserver, RouterObserver, SafeObserver
 from app.llm.openai_provider import OpenAIProvider
 from app.llm.policy import ProviderPolicy
-from app.llm.provider import Provider
+from app.llm.provider import Provider, SDKProvider
 from app.settings import Settings
 
 EXTRACTIVE_CONCURRENCY = 1024
@@ -60,7 +64,7 @@ def _secret(settings: Settings, name: str) -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
-_SDK_PROVIDERS: dict[str, type[GeminiProvider] | type[GroqProvider] | type[OpenAIProvider]] = {
+_SDK_PROVIDERS: dict[str, type[SDKProvider[Any]]] = {
     "gemini": GeminiProvider,
     "groq": GroqProvider,
     "openai": OpenAIProvider,
@@ -93,6 +97,11 @@ def allowed_models(settings: Settings, name: str) -> frozenset[str]:
     return frozenset(getattr(settings, f"{name}_allowed_models"))
 
 
+def cooldown_store(settings: Settings, redis: Redis) -> CooldownStore:
+    """The cooldown store on ``redis``; its keys are ``REDIS_KEY_PREFIX`` + ``"llm:…"``."""
+    return CooldownStore(redis, prefix=settings.redis_key_prefix + "llm:")
+
+
 def build_provider_chain(
     settings: Settings, redis: Redis, observer: RouterObserver | None = None
 ) -> ProviderChain:
@@ -111,4 +120,4 @@ def build_provider_chain(
         )
         for p in providers
     ]
-    return ProviderChain(links, CooldownStore(redis, settings), safe)
+    return ProviderChain(links, cooldown_store(settings, redis), safe)

@@ -6,7 +6,8 @@ the chain can still fall back (nothing has reached the client yet).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -16,20 +17,51 @@ from google.genai import types as genai_types
 
 from app.llm.classify import body_message, from_status, from_unexpected, headers_of
 from app.llm.errors import EmptyResponse, MalformedResponse, ProviderError, TruncatedStream
-from app.llm.provider import Availability
+from app.llm.provider import SDKProvider
 from app.llm.types import ChatRequest, Generation, ProviderChunk, Usage
 
 API_VERSION = "v1beta"
 
 
-def translate(exc: BaseException) -> ProviderError:
-    if isinstance(exc, genai_errors.APIError) and isinstance(exc.code, int) and exc.code >= 400:
-        message = body_message(exc.details, exc.message or str(exc))
-        return from_status(exc.code, message, headers_of(exc.response))
-    return from_unexpected(exc)
+@dataclass(frozen=True)
+class GeminiClient:
+    """A ``google-genai`` client on an httpx client of our own: the SDK would otherwise pick
+    aiohttp when it is installed, and this is where the connect timeout can be set. Built here
+    for every Gemini caller (chat and embeddings), closed with ``aclose``."""
+
+    sdk: genai.Client
+    http: httpx.AsyncClient
+
+    @classmethod
+    def build(
+        cls,
+        api_key: str,
+        base_url: str | None,
+        *,
+        connect_timeout_s: float,
+        total_timeout_s: float,
+        attempts: int = 1,  # 1: the SDK never retries on its own
+    ) -> GeminiClient:
+        http = httpx.AsyncClient(timeout=httpx.Timeout(total_timeout_s, connect=connect_timeout_s))
+        options = genai_types.HttpOptions(
+            base_url=base_url,
+            api_version=API_VERSION,
+            timeout=int(total_timeout_s * 1000),
+            retry_options=genai_types.HttpRetryOptions(attempts=attempts),
+            httpx_async_client=http,
+        )
+        return cls(sdk=genai.Client(api_key=api_key, http_options=options), http=http)
+
+    async def aclose(self) -> None:
+        await self.sdk.aio.aclose()
+        await self.http.aclose()
 
 
-def contents_of(request: ChatRequest) -> tuple[list[genai_types.Content], str | None]:
+def contents_and_config(
+    request: ChatRequest,
+) -> tuple[list[genai_types.Content], genai_types.GenerateContentConfig]:
+    """The request in Gemini's terms: system messages become the system instruction, the
+    assistant's turns the "model" role."""
     system = "\n\n".join(m.content for m in request.messages if m.role == "system") or None
     contents = [
         genai_types.Content(
@@ -39,16 +71,13 @@ def contents_of(request: ChatRequest) -> tuple[list[genai_types.Content], str | 
         for message in request.messages
         if message.role != "system"
     ]
-    return contents, system
-
-
-def config_of(request: ChatRequest, system: str | None) -> genai_types.GenerateContentConfig:
-    return genai_types.GenerateContentConfig(
+    config = genai_types.GenerateContentConfig(
         system_instruction=system,
         temperature=request.temperature,
         max_output_tokens=request.max_tokens,
         automatic_continuation=False,
     )
+    return contents, config
 
 
 def usage_of(response: Any) -> Usage | None:
@@ -77,63 +106,27 @@ def text_of(response: Any) -> str:
     return "".join(part.text or "" for part in candidates[0].content.parts or [])
 
 
-class GeminiProvider:
-    def __init__(
-        self,
-        *,
-        api_key: str | None,
-        model: str,
-        base_url: str | None,
-        connect_timeout_s: float,
-        total_timeout_s: float,
-    ) -> None:
-        self._model = model
-        self._client: genai.Client | None = None
-        self._http: httpx.AsyncClient | None = None
-        if api_key:
-            # Our own httpx client: the SDK would otherwise pick aiohttp when it is installed,
-            # and this is where the connect timeout can be set.
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(total_timeout_s, connect=connect_timeout_s))
-            self._client = genai.Client(
-                api_key=api_key,
-                http_options=genai_types.HttpOptions(
-                    base_url=base_url,
-                    api_version=API_VERSION,
-                    timeout=int(total_timeout_s * 1000),
-                    retry_options=genai_types.HttpRetryOptions(attempts=1),
-                    httpx_async_client=self._http,
-                ),
-            )
+class GeminiProvider(SDKProvider[GeminiClient]):
+    provider_name = "gemini"
+    key_variable = "GEMINI_API_KEY"
 
-    @property
-    def name(self) -> str:
-        return "gemini"
+    def make_client(
+        self, api_key: str, base_url: str | None, connect_s: float, total_s: float
+    ) -> GeminiClient:
+        return GeminiClient.build(api_key, base_url, connect_timeout_s=connect_s, total_timeout_s=total_s)
 
-    @property
-    def default_model(self) -> str:
-        return self._model
+    async def close_client(self, client: GeminiClient) -> None:
+        await client.aclose()
 
-    async def warm_up(self) -> None:
-        return None
+    def translate(self, exc: Exception) -> ProviderError:
+        if isinstance(exc, genai_errors.APIError) and isinstance(exc.code, int) and exc.code >= 400:
+            message = body_message(exc.details, exc.message or str(exc))
+            return from_status(exc.code, message, headers_of(exc.response))
+        return from_unexpected(exc)
 
-    def availability(self) -> Availability:
-        return Availability.ready() if self._client else Availability.missing("GEMINI_API_KEY is not set")
-
-    def _require_client(self) -> genai.Client:
-        assert self._client is not None, "the chain never calls an unconfigured provider"
-        return self._client
-
-    async def complete(self, request: ChatRequest, model: str) -> Generation:
-        client = self._require_client()
-        contents, system = contents_of(request)
-        try:
-            response = await client.aio.models.generate_content(
-                model=model,
-                contents=contents,
-                config=config_of(request, system),
-            )
-        except Exception as exc:
-            raise translate(exc) from exc
+    async def generate(self, client: GeminiClient, request: ChatRequest, model: str) -> Generation:
+        contents, config = contents_and_config(request)
+        response = await client.sdk.aio.models.generate_content(model=model, contents=contents, config=config)
         text = text_of(response)
         candidates = response.candidates or []
         blocked = blocked_reason(response)
@@ -145,42 +138,32 @@ class GeminiProvider:
             raise EmptyResponse(f"the answer has no text (finish reason {candidates[0].finish_reason})")
         return Generation(text=text, model=response.model_version or model, usage=usage_of(response))
 
-    async def stream(self, request: ChatRequest, model: str) -> AsyncIterator[ProviderChunk]:
-        client = self._require_client()
-        contents, system = contents_of(request)
+    async def generate_stream(
+        self, client: GeminiClient, request: ChatRequest, model: str
+    ) -> AsyncGenerator[ProviderChunk, None]:
+        contents, config = contents_and_config(request)
+        stream = await client.sdk.aio.models.generate_content_stream(
+            model=model, contents=contents, config=config
+        )
+        finished = False
+        usage: Usage | None = None
         try:
-            stream = await client.aio.models.generate_content_stream(
-                model=model,
-                contents=contents,
-                config=config_of(request, system),
-            )
-            finished = False
-            usage: Usage | None = None
-            try:
-                async for chunk in stream:
-                    blocked = blocked_reason(chunk)
-                    if blocked is not None:  # the prompt's doing, not a broken stream
-                        raise EmptyResponse(f"Gemini blocked the prompt ({blocked})")
-                    usage = usage_of(chunk) or usage
-                    text = text_of(chunk)
-                    if text:
-                        yield text
-                    candidates = chunk.candidates or []
-                    if candidates and candidates[0].finish_reason is not None:
-                        finished = True
-            finally:
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-            if not finished:
-                raise TruncatedStream("the stream ended without a finishReason")
-            if usage is not None:
-                yield usage
-        except Exception as exc:
-            raise translate(exc) from exc
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aio.aclose()
-        if self._http is not None:
-            await self._http.aclose()
+            async for chunk in stream:
+                blocked = blocked_reason(chunk)
+                if blocked is not None:  # the prompt's doing, not a broken stream
+                    raise EmptyResponse(f"Gemini blocked the prompt ({blocked})")
+                usage = usage_of(chunk) or usage
+                text = text_of(chunk)
+                if text:
+                    yield text
+                candidates = chunk.candidates or []
+                if candidates and candidates[0].finish_reason is not None:
+                    finished = True
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if not finished:
+            raise TruncatedStream("the stream ended without a finishReason")
+        if usage is not None:
+            yield usage

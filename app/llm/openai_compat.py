@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, ClassVar
 
 from app.llm.classify import body_message, from_status, from_unexpected, headers_of
 from app.llm.errors import EmptyResponse, MalformedResponse, ProviderError, TruncatedStream
-from app.llm.provider import Availability
+from app.llm.provider import SDKProvider
 from app.llm.types import ChatRequest, Generation, ProviderChunk, Usage
 
 
-def chat_messages(request: ChatRequest) -> list[Any]:
-    return [{"role": message.role, "content": message.content} for message in request.messages]
-
-
-def translate(exc: BaseException) -> ProviderError:
-    """An SDK exception as a typed provider error (duck-typed: the two SDKs mirror each other)."""
-    status = getattr(exc, "status_code", None)
-    if isinstance(status, int) and status >= 400:
-        message = body_message(getattr(exc, "body", None), str(exc))
-        return from_status(status, message, headers_of(getattr(exc, "response", None)))
-    return from_unexpected(exc)
+def chat_options(request: ChatRequest) -> dict[str, Any]:
+    """The request's part of ``chat.completions.create``; unset sampling options are left out
+    (the SDK then omits them from the body)."""
+    options: dict[str, Any] = {"messages": [{"role": m.role, "content": m.content} for m in request.messages]}
+    if request.temperature is not None:
+        options["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        options["max_tokens"] = request.max_tokens
+    return options
 
 
 def usage_of(raw: Any) -> Usage | None:
@@ -69,88 +67,45 @@ async def stream_chunks(stream: Any) -> AsyncIterator[ProviderChunk]:
         yield usage
 
 
-class OpenAICompatibleProvider:
-    """The adapter both SDKs share; subclasses name the provider and build the SDK client.
+class OpenAICompatibleProvider(SDKProvider[Any]):
+    """The adapter both SDKs share; subclasses name the provider and its SDK's client and timeout
+    classes (the two SDKs mirror each other but do not share types).
 
     ``stream_options`` carries what one SDK needs that the other does not (OpenAI reports usage in
     a stream only when asked; Groq always sends it in ``x_groq``)."""
 
-    provider_name: str = ""
-    key_variable: str = ""
-    stream_options: dict[str, Any] | None = None
-
-    def __init__(
-        self,
-        *,
-        api_key: str | None,
-        model: str,
-        base_url: str | None,
-        connect_timeout_s: float,
-        total_timeout_s: float,
-    ) -> None:
-        self._model = model
-        self._client: Any = None
-        if api_key:
-            self._client = self.make_client(api_key, base_url, connect_timeout_s, total_timeout_s)
+    client_class: ClassVar[Callable[..., Any]]
+    timeout_class: ClassVar[Callable[..., Any]]
+    stream_options: ClassVar[dict[str, Any] | None] = None
 
     def make_client(self, api_key: str, base_url: str | None, connect_s: float, total_s: float) -> Any:
-        raise NotImplementedError
+        timeout = self.timeout_class(total_s, connect=connect_s)
+        return self.client_class(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
 
-    def omitted(self) -> Any:
-        """The SDK's "not given" sentinel."""
-        raise NotImplementedError
+    async def close_client(self, client: Any) -> None:
+        await client.close()
 
-    @property
-    def name(self) -> str:
-        return self.provider_name
+    def translate(self, exc: Exception) -> ProviderError:
+        """Duck-typed: both SDKs' status errors carry ``status_code``, ``body`` and ``response``."""
+        status = getattr(exc, "status_code", None)
+        if isinstance(status, int) and status >= 400:
+            message = body_message(getattr(exc, "body", None), str(exc))
+            return from_status(status, message, headers_of(getattr(exc, "response", None)))
+        return from_unexpected(exc)
 
-    @property
-    def default_model(self) -> str:
-        return self._model
+    async def generate(self, client: Any, request: ChatRequest, model: str) -> Generation:
+        response = await client.chat.completions.create(model=model, **chat_options(request))
+        return generation_of(response, model)
 
-    async def warm_up(self) -> None:
-        return None
-
-    def availability(self) -> Availability:
-        if self._client is not None:
-            return Availability.ready()
-        return Availability.missing(f"{self.key_variable} is not set")
-
-    def _require_client(self) -> Any:
-        assert self._client is not None, "the chain never calls an unconfigured provider"
-        return self._client
-
-    def _options(self, request: ChatRequest) -> dict[str, Any]:
-        omit = self.omitted()
-        return {
-            "messages": chat_messages(request),
-            "temperature": omit if request.temperature is None else request.temperature,
-            "max_tokens": omit if request.max_tokens is None else request.max_tokens,
-        }
-
-    async def complete(self, request: ChatRequest, model: str) -> Generation:
-        client = self._require_client()
-        try:
-            response = await client.chat.completions.create(model=model, **self._options(request))
-            return generation_of(response, model)
-        except Exception as exc:
-            raise translate(exc) from exc
-
-    async def stream(self, request: ChatRequest, model: str) -> AsyncIterator[ProviderChunk]:
-        client = self._require_client()
+    async def generate_stream(
+        self, client: Any, request: ChatRequest, model: str
+    ) -> AsyncGenerator[ProviderChunk, None]:
         extra = {"stream_options": self.stream_options} if self.stream_options else {}
+        stream = await client.chat.completions.create(
+            model=model, stream=True, **extra, **chat_options(request)
+        )
         try:
-            stream = await client.chat.completions.create(
-                model=model, stream=True, **extra, **self._options(request)
-            )
-            try:
-                async for chunk in stream_chunks(stream):
-                    yield chunk
-            finally:
-                await stream.close()
-        except Exception as exc:
-            raise translate(exc) from exc
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+            async for chunk in stream_chunks(stream):
+                yield chunk
+        finally:
+            await stream.close()

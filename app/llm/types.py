@@ -62,16 +62,25 @@ class Generation:
     usage: Usage | None = None
 
 
-@dataclass(frozen=True)
-class Completion:
-    """The chain's answer: which provider produced it, or the degraded apology (provider "none")."""
+@dataclass(frozen=True, kw_only=True)
+class AnswerMetadata:
+    """What the chain says about a finished answer: the provider and model that produced it (or
+    "none" and the degraded apology), and whether it may be served again from a cache
+    (``ProviderChain._cacheable``)."""
 
-    text: str
     provider: str
     model: str
     usage: Usage | None
     trace_id: str
     degraded: bool = False
+    cacheable: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Completion(AnswerMetadata):
+    """The chain's whole answer."""
+
+    text: str
 
 
 # --- streaming ----------------------------------------------------------------------------------
@@ -91,13 +100,9 @@ class TextDelta:
     text: str
 
 
-@dataclass(frozen=True)
-class StreamEnd:
-    provider: str
-    model: str
-    usage: Usage | None
-    trace_id: str
-    degraded: bool = False
+@dataclass(frozen=True, kw_only=True)
+class StreamEnd(AnswerMetadata):
+    """The streamed answer is complete."""
 
 
 @dataclass(frozen=True)

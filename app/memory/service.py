@@ -15,28 +15,21 @@ ids cannot be probed. Redis windows are keyed by the internal id, never by the c
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import structlog
 from pydantic import AfterValidator, StringConstraints
-from redis.asyncio import Redis
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal, Role
 from app.db.models import Conversation, Message
 from app.errors import NotFoundError
+from app.memory.repository import ConversationRepository
+from app.memory.window import WindowStore
 from app.rag.prompt import Turn
-from app.resources import redis_key
-from app.settings import Settings
-
-logger = structlog.get_logger(__name__)
 
 SESSION_ID_MAX_CHARS = 128
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
@@ -99,15 +92,35 @@ class SessionHistory:
     messages: list[StoredMessage]
 
 
-class ConversationMemory:
-    def __init__(self, redis: Redis, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
-        self._redis = redis
-        self._sessions = sessions
-        self._settings = settings
+@dataclass(frozen=True)
+class TurnRecord:
+    """A question and the answer the client received, with how it ended ("ok", "failed" or
+    "cancelled")."""
 
-    def _window_key(self, conversation_id: uuid.UUID) -> str:
-        # The internal id: unique per (tenant, principal, client id), unlike the client's string.
-        return redis_key(self._settings, "memory", str(conversation_id))
+    question: str
+    answer: str
+    sources: list[dict[str, Any]]
+    status: str
+    provider: str | None
+    model: str | None
+    trace_id: str | None
+
+
+@dataclass(frozen=True)
+class RecordedTurn:
+    """A turn written in a unit of work; ``ConversationMemory.publish`` it once that commits."""
+
+    conversation_id: uuid.UUID
+    turn: TurnRecord
+
+
+class ConversationMemory:
+    """Every method that reads or writes PostgreSQL takes the caller's session (its unit of work)
+    and never commits; Redis is touched only for the window, and never before a write commits."""
+
+    def __init__(self, window: WindowStore, *, max_turns: int) -> None:
+        self._window = window
+        self._max_turns = max_turns
 
     async def _owned(
         self, db: AsyncSession, principal: Principal, session_id: str, *, admin_may_read: bool
@@ -115,21 +128,14 @@ class ConversationMemory:
         """The caller's conversation with this client id; else, for a UUID, the conversation with
         that internal id if the caller owns it (or may read it as the tenant's admin). None when
         nothing answers to the id; 404 when it names a conversation the caller may not use."""
-        row = (
-            await db.execute(
-                select(Conversation).where(
-                    Conversation.tenant_id == principal.tenant_id,
-                    Conversation.principal_id == principal.id,
-                    Conversation.client_id == session_id,
-                )
-            )
-        ).scalar_one_or_none()
+        conversations = ConversationRepository(db)
+        row = await conversations.by_client_id(principal.tenant_id, principal.id, session_id)
         if row is not None:
             return row
         internal = _as_uuid(session_id)
         if internal is None:
             return None
-        row = await db.get(Conversation, internal)
+        row = await conversations.by_id(internal)
         if row is None:
             return None
         same_tenant = row.tenant_id == principal.tenant_id
@@ -138,57 +144,20 @@ class ConversationMemory:
             return row
         raise SessionNotFoundError(f"no session {session_id}")
 
-    async def window(self, principal: Principal, session_id: str) -> list[Turn]:
+    async def window(self, db: AsyncSession, principal: Principal, session_id: str) -> list[Turn]:
         """The last answered turns of a session the principal owns; [] for a new session id."""
-        async with self._sessions() as db:
-            row = await self._owned(db, principal, session_id, admin_may_read=False)
-            if row is None or row.deleted_at is not None:
-                return []
-            conversation_id = row.id
-        cached = await self._read_window(conversation_id)
+        row = await self._owned(db, principal, session_id, admin_may_read=False)
+        if row is None or row.deleted_at is not None:
+            return []
+        cached = await self._window.read(row.id)
         if cached is not None:
             return cached
-        turns = await self._load_window(conversation_id)
-        await self._write_window(conversation_id, turns)
+        turns = await self._load_window(db, row.id)
+        await self._window.write(row.id, turns)
         return turns
 
-    async def _read_window(self, session_id: uuid.UUID) -> list[Turn] | None:
-        try:
-            raw = await self._redis.lrange(self._window_key(session_id), 0, -1)
-            exists = bool(raw) or bool(await self._redis.exists(self._window_key(session_id) + ":built"))
-        except Exception:
-            logger.warning("memory_redis_unavailable")
-            return None
-        if not exists:
-            return None
-        return [Turn(**json.loads(item)) for item in raw]
-
-    async def _write_window(self, session_id: uuid.UUID, turns: list[Turn]) -> None:
-        key = self._window_key(session_id)
-        ttl = self._settings.memory_retention_days * 86400
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(key)
-                if turns:
-                    pipe.rpush(key, *[json.dumps(turn.__dict__) for turn in turns])
-                    pipe.expire(key, ttl)
-                pipe.set(key + ":built", 1, ex=ttl)
-                await pipe.execute()
-        except Exception:
-            logger.warning("memory_redis_unavailable")
-
-    async def _load_window(self, session_id: uuid.UUID) -> list[Turn]:
-        limit = self._settings.memory_max_turns * 2
-        async with self._sessions() as db:
-            rows = (
-                await db.execute(
-                    select(Message)
-                    .where(Message.conversation_id == session_id, Message.deleted_at.is_(None))
-                    .order_by(Message.id.desc())
-                    .limit(limit * 2)
-                )
-            ).scalars()
-            messages = list(reversed(list(rows)))
+    async def _load_window(self, db: AsyncSession, conversation_id: uuid.UUID) -> list[Turn]:
+        messages = await ConversationRepository(db).latest_messages(conversation_id, self._max_turns * 4)
         turns: list[Turn] = []
         pending_question: str | None = None
         for message in messages:
@@ -198,150 +167,87 @@ class ConversationMemory:
                 if message.status == "ok":
                     turns.append(Turn(pending_question, message.content))
                 pending_question = None
-        return turns[-self._settings.memory_max_turns :]
+        return turns[-self._max_turns :]
 
     async def record_turn(
-        self,
-        principal: Principal,
-        session_id: str,
-        *,
-        question: str,
-        answer: str,
-        sources: list[dict[str, Any]],
-        status: str,
-        provider: str | None,
-        model: str | None,
-        trace_id: str | None,
-    ) -> None:
-        """Store a question and its answer (``status`` "ok" or "failed") durably, then extend the
-        Redis window with answered turns only."""
-        now = datetime.now(UTC)
-        async with self._sessions() as db, db.begin():
+        self, db: AsyncSession, principal: Principal, session_id: str, turn: TurnRecord
+    ) -> RecordedTurn:
+        """Write a question and its answer in ``db``'s transaction; ``publish`` the result after
+        the commit to extend the Redis window."""
+        conversations = ConversationRepository(db)
+        row = await self._owned(db, principal, session_id, admin_may_read=False)
+        if row is None:
+            # A UUID session id becomes the internal id too (as before client ids existed);
+            # a concurrent first turn with the same id makes this insert a no-op.
+            await conversations.create_if_absent(
+                _as_uuid(session_id) or uuid.uuid4(), principal.tenant_id, principal.id, session_id
+            )
             row = await self._owned(db, principal, session_id, admin_may_read=False)
-            if row is None:
-                # A UUID session id becomes the internal id too (as before client ids existed);
-                # a concurrent first turn with the same id makes this insert a no-op.
-                await db.execute(
-                    insert(Conversation)
-                    .values(
-                        id=_as_uuid(session_id) or uuid.uuid4(),
-                        tenant_id=principal.tenant_id,
-                        principal_id=principal.id,
-                        client_id=session_id,
-                    )
-                    .on_conflict_do_nothing()
-                )
-                row = await self._owned(db, principal, session_id, admin_may_read=False)
-                if row is None:  # unreachable: whatever the insert collided with answers to the id
-                    raise SessionNotFoundError(f"no session {session_id}")
-            conversation_id = row.id
-            row.deleted_at = None
-            row.last_active_at = now
-            db.add(
+            if row is None:  # unreachable: whatever the insert collided with answers to the id
+                raise SessionNotFoundError(f"no session {session_id}")
+        row.deleted_at = None
+        row.last_active_at = datetime.now(UTC)
+        conversations.add_messages(
+            [
                 Message(
-                    conversation_id=conversation_id,
+                    conversation_id=row.id,
                     tenant_id=principal.tenant_id,
                     role="user",
-                    content=question,
-                    trace_id=trace_id,
-                )
-            )
-            db.add(
+                    content=turn.question,
+                    trace_id=turn.trace_id,
+                ),
                 Message(
-                    conversation_id=conversation_id,
+                    conversation_id=row.id,
                     tenant_id=principal.tenant_id,
                     role="assistant",
-                    content=answer,
-                    sources=sources,
-                    status=status,
-                    provider=provider,
-                    model=model,
-                    trace_id=trace_id,
-                )
-            )
-        if status != "ok":
-            return
-        key = self._window_key(conversation_id)
-        try:
-            if not await self._redis.exists(key + ":built"):
-                return  # the next read rebuilds the window from PostgreSQL
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(key, json.dumps(Turn(question, answer).__dict__))
-                pipe.ltrim(key, -self._settings.memory_max_turns, -1)
-                pipe.expire(key, self._settings.memory_retention_days * 86400)
-                await pipe.execute()
-        except Exception:
-            logger.warning("memory_redis_unavailable")
-
-    async def messages(self, principal: Principal, session_id: str) -> SessionHistory:
-        async with self._sessions() as db:
-            row = await self._owned(db, principal, session_id, admin_may_read=True)
-            if row is None or row.deleted_at is not None:
-                raise SessionNotFoundError(f"no session {session_id}")
-            rows = (
-                await db.execute(
-                    select(Message)
-                    .where(Message.conversation_id == row.id, Message.deleted_at.is_(None))
-                    .order_by(Message.id)
-                )
-            ).scalars()
-            stored = [
-                StoredMessage(
-                    id=m.id,
-                    role=m.role,
-                    content=m.content,
-                    sources=m.sources,
-                    status=m.status,
-                    provider=m.provider,
-                    model=m.model,
-                    trace_id=m.trace_id,
-                    created_at=m.created_at,
-                )
-                for m in rows
+                    content=turn.answer,
+                    sources=turn.sources,
+                    status=turn.status,
+                    provider=turn.provider,
+                    model=turn.model,
+                    trace_id=turn.trace_id,
+                ),
             ]
-            return SessionHistory(conversation_id=row.id, session_id=row.client_id, messages=stored)
+        )
+        await db.flush()
+        return RecordedTurn(row.id, turn)
 
-    async def delete(self, principal: Principal, session_id: str) -> None:
+    async def publish(self, recorded: RecordedTurn) -> None:
+        """Extend the Redis window with an answered turn that has committed."""
+        if recorded.turn.status == "ok":
+            await self._window.append(
+                recorded.conversation_id, Turn(recorded.turn.question, recorded.turn.answer)
+            )
+
+    async def messages(self, db: AsyncSession, principal: Principal, session_id: str) -> SessionHistory:
+        row = await self._owned(db, principal, session_id, admin_may_read=True)
+        if row is None or row.deleted_at is not None:
+            raise SessionNotFoundError(f"no session {session_id}")
+        stored = [
+            StoredMessage(
+                id=m.id,
+                role=m.role,
+                content=m.content,
+                sources=m.sources,
+                status=m.status,
+                provider=m.provider,
+                model=m.model,
+                trace_id=m.trace_id,
+                created_at=m.created_at,
+            )
+            for m in await ConversationRepository(db).live_messages(row.id)
+        ]
+        return SessionHistory(conversation_id=row.id, session_id=row.client_id, messages=stored)
+
+    async def delete(self, db: AsyncSession, principal: Principal, session_id: str) -> None:
         """Soft-delete the session's history; the id may be used again and starts empty."""
         now = datetime.now(UTC)
-        async with self._sessions() as db, db.begin():
-            row = await self._owned(db, principal, session_id, admin_may_read=True)
-            if row is None or row.deleted_at is not None:
-                raise SessionNotFoundError(f"no session {session_id}")
-            row.deleted_at = now
-            conversation_id = row.id
-            await db.execute(
-                update(Message)
-                .where(Message.conversation_id == conversation_id, Message.deleted_at.is_(None))
-                .values(deleted_at=now)
-            )
-        key = self._window_key(conversation_id)
-        try:
-            await self._redis.delete(key, key + ":built")
-        except Exception:
-            logger.warning("memory_redis_unavailable")
-
-
-async def expire_conversations(sessions: async_sessionmaker[AsyncSession], retention_days: int) -> int:
-    """Soft-delete conversations idle for longer than the retention period; returns how many."""
-    cutoff = datetime.now(UTC) - timedelta(days=retention_days)
-    async with sessions() as db, db.begin():
-        expired = (
-            (
-                await db.execute(
-                    update(Conversation)
-                    .where(Conversation.deleted_at.is_(None), Conversation.last_active_at < cutoff)
-                    .values(deleted_at=datetime.now(UTC))
-                    .returning(Conversation.id)
-                )
-            )
-            .scalars()
-            .all()
-        )
-        if expired:
-            await db.execute(
-                update(Message)
-                .where(Message.conversation_id.in_(expired), Message.deleted_at.is_(None))
-                .values(deleted_at=datetime.now(UTC))
-            )
-    return len(expired)
+        row = await self._owned(db, principal, session_id, admin_may_read=True)
+        if row is None or row.deleted_at is not None:
+            raise SessionNotFoundError(f"no session {session_id}")
+        row.deleted_at = now
+        await ConversationRepository(db).soft_delete_messages([row.id], now)
+        await db.flush()
+        # Dropped before the commit: a commit that then fails leaves a window the next read
+        # rebuilds from PostgreSQL, never one that outlives the deletion.
+        await self._window.drop(row.id)

@@ -47,7 +47,7 @@ class JobCorrelation:
 
     def __init__(self, request_id: str | None, trace_id: str | None) -> None:
         self.request_id = request_id or "job-" + secrets.token_hex(8)
-        self.trace_id = trace_id if trace_id and _W3C_TRACE_ID.match(trace_id) else new_trace_id()
+        self.trace_id = trace_id if is_valid_trace_id(trace_id) else new_trace_id()
         self._tokens = (_request_id.set(self.request_id), _trace_id.set(self.trace_id))
 
     def __enter__(self) -> JobCorrelation:
@@ -59,7 +59,12 @@ class JobCorrelation:
         _request_id.reset(request_token)
 
 
-_W3C_TRACE_ID = re.compile(r"^(?!0{32})[0-9a-f]{32}$")
+_W3C_TRACE_ID = re.compile(r"(?!0{32})[0-9a-f]{32}")
+
+
+def is_valid_trace_id(value: str | None) -> bool:
+    """A W3C trace id: 32 lower-case hex digits, not all zero."""
+    return value is not None and _W3C_TRACE_ID.fullmatch(value) is not None
 
 
 def bind_job_context(request_id: str | None, trace_id: str | None) -> JobCorrelation:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 from opentelemetry import trace as otel_trace
 
-from app.observability.context import current_trace_id
+from app.observability.context import current_trace_id, is_valid_trace_id
 from app.observability.masking import mask_for_export, mask_text
 from app.settings import Settings
 
@@ -45,11 +45,6 @@ logger = structlog.get_logger(__name__)
 SpanKind = Literal["span", "chain", "retriever", "embedding", "tool", "agent", "guardrail", "evaluator"]
 Level = Literal["DEBUG", "DEFAULT", "WARNING", "ERROR"]
 _GENERATION_LIKE = frozenset({"generation", "embedding"})
-_HEX32 = frozenset("0123456789abcdef")
-
-
-def _valid_trace_id(value: str | None) -> bool:
-    return value is not None and len(value) == 32 and set(value) <= _HEX32 and value != "0" * 32
 
 
 class SpanHandle:
@@ -152,7 +147,7 @@ class SpanScope:
             options["model"] = self._model
             options["model_parameters"] = self._model_parameters
         request_trace_id = current_trace_id()
-        if not otel_trace.get_current_span().get_span_context().is_valid and _valid_trace_id(
+        if not otel_trace.get_current_span().get_span_context().is_valid and is_valid_trace_id(
             request_trace_id
         ):
             options["trace_context"] = {"trace_id": request_trace_id}

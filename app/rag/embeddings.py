@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from app.errors import InternalError
+
 if TYPE_CHECKING:
     from app.settings import Settings
 
@@ -27,11 +29,9 @@ BUNDLED_MODEL_NAMES = frozenset(
 )
 
 
-GEMINI_API_VERSION = "v1beta"
-
-
-class EmbeddingError(RuntimeError):
-    """A provider failed to embed (network, quota, malformed answer, wrong dimension)."""
+class EmbeddingError(InternalError):
+    """A provider failed to embed (network, quota, malformed answer, wrong dimension), or a cloud
+    provider has no key. Not the request's fault: a client sees the generic 500."""
 
 
 @runtime_checkable
@@ -217,21 +217,12 @@ class GeminiEmbedder(_EmbedderBase):
         timeout_s: float = 30.0,
         batch_size: int = 100,
     ) -> None:
-        import httpx
-        from google import genai
-        from google.genai import types
+        from app.llm.gemini import GeminiClient  # the one place a Gemini client is built
 
         super().__init__(model_name, dimension, batch_size)
-        # Our own httpx client: the SDK would otherwise pick aiohttp when it is installed.
-        self._http = httpx.AsyncClient(timeout=timeout_s)
-        options = types.HttpOptions(
-            base_url=base_url,
-            api_version=GEMINI_API_VERSION,
-            timeout=int(timeout_s * 1000),
-            retry_options=types.HttpRetryOptions(attempts=2),
-            httpx_async_client=self._http,
+        self._gemini = GeminiClient.build(
+            api_key, base_url, connect_timeout_s=timeout_s, total_timeout_s=timeout_s, attempts=2
         )
-        self._client = genai.Client(api_key=api_key, http_options=options)
 
     async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         from google.genai import errors, types
@@ -240,7 +231,7 @@ class GeminiEmbedder(_EmbedderBase):
         config = types.EmbedContentConfig(output_dimensionality=self._dimension)
         for batch in _batches(texts, self._batch_size):
             try:
-                response = await self._client.aio.models.embed_content(
+                response = await self._gemini.sdk.aio.models.embed_content(
                     model=self._name, contents=list[types.ContentUnion](batch), config=config
                 )
             except errors.APIError as exc:
@@ -252,8 +243,7 @@ class GeminiEmbedder(_EmbedderBase):
         return _check_dimension(vectors, self._dimension, self._name)
 
     async def aclose(self) -> None:
-        await self._client.aio.aclose()
-        await self._http.aclose()
+        await self._gemini.aclose()
 
 
 def create_embedder(settings: Settings) -> Embedder:

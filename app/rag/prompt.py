@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from app.errors import AppError
-from app.rag.retrieval import RetrievedChunk
+from app.rag.query import RetrievedChunk
 from app.rag.tokens import TokenCounter
 
 SYSTEM_INSTRUCTIONS = (

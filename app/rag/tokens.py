@@ -36,10 +36,3 @@ class WordPieceTokenCounter:
         if not text:
             return 0
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
-
-
-class WhitespaceTokenCounter:
-    """Deterministic stand-in for pure unit tests: one token per whitespace-separated word."""
-
-    def count(self, text: str) -> int:
-        return len(text.split())

@@ -7,17 +7,23 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import problem_response
+from app.errors import AppError, problem_response
 
 MULTIPART_OVERHEAD_BYTES = 1024 * 1024
 
 
-class PayloadTooLargeError(HTTPException):
-    """Raised from ``receive``; an ``HTTPException`` so that FastAPI's body parsing lets it through
-    to the problem+json handler (it turns other exceptions into a generic 400)."""
+class PayloadTooLargeError(AppError, HTTPException):  # type: ignore[misc]  # both set headers (a dict)
+    """Raised from ``receive``. Also an ``HTTPException``, so that FastAPI's body parsing lets it
+    through to the problem+json handler (it turns other exceptions into a generic 400)."""
+
+    status = 413
+    code = "payload_too_large"
+    title = "Payload too large"
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the request body exceeds the limit of {limit} bytes")
+        detail = f"the request body exceeds the limit of {limit} bytes"
+        HTTPException.__init__(self, 413, detail)
+        AppError.__init__(self, detail)
         self.limit = limit
 
 

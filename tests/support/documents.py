@@ -1,9 +1,18 @@
-"""Real documents made at test time: PDFs (fpdf2), DOCX (python-docx), encrypted, corrupt, bombs."""
+"""Real documents made at test time: PDFs (fpdf2), DOCX (python-docx), encrypted, corrupt, bombs;
+and ``search_current_chunks``, the plainest query of what ingestion made visible."""
 
 from __future__ import annotations
 
 import io
+import uuid
 import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Chunk, Document
 
 PARAGRAPH = (
     "The ingestion pipeline parses each page, splits its text into overlapping chunks and embeds "
@@ -120,3 +129,54 @@ def make_raw_pdf(contents: list[bytes]) -> bytes:
 def text_operators(count: int, operator: bytes = b"[(ab) -10 (cd)] TJ\n") -> bytes:
     """A content stream of ``count`` text-showing operators: cheap to write, slow to extract."""
     return b"BT /F1 12 Tf 72 720 Td\n" + operator * count + b"ET\n"
+
+
+@dataclass(frozen=True)
+class NearestChunk:
+    chunk_id: int
+    document_id: uuid.UUID
+    version: int
+    title: str
+    page: int
+    text: str
+    distance: float
+
+
+async def search_current_chunks(
+    session: AsyncSession, tenant_id: uuid.UUID, embedding: Sequence[float], *, limit: int = 5
+) -> list[NearestChunk]:
+    """Nearest current chunks of the tenant's non-deleted documents (cosine distance): the
+    visibility contract ingestion guarantees, checked without the chat pipeline's retrieval."""
+    distance = Chunk.embedding.cosine_distance(list(embedding)).label("distance")
+    query = (
+        select(
+            Chunk.id,
+            Chunk.document_id,
+            Document.current_version,
+            Document.title,
+            Chunk.page,
+            Chunk.text,
+            distance,
+        )
+        .join(Document, Document.id == Chunk.document_id)
+        .where(
+            Chunk.tenant_id == tenant_id,
+            Document.tenant_id == tenant_id,
+            Document.deleted_at.is_(None),
+            Chunk.valid_to_version.is_(None),
+        )
+        .order_by(distance)
+        .limit(limit)
+    )
+    return [
+        NearestChunk(
+            chunk_id=r.id,
+            document_id=r.document_id,
+            version=r.current_version or 0,
+            title=r.title,
+            page=r.page,
+            text=r.text,
+            distance=float(r.distance),
+        )
+        for r in await session.execute(query)
+    ]

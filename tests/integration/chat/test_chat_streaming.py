@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from app.auth.principal import Role
-from app.rag.chat import ChatService
+from app.chat.pipeline import Preparation
 from app.rag.embeddings import LocalEmbedder
 from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
@@ -120,10 +120,10 @@ async def test_a_stream_that_fails_after_its_200_ends_with_an_error_event(
 ) -> None:
     await library.add("The quarterly review happens in the Blue Room.", filename="review.txt")
 
-    async def retrieval_fails(*args: object, **kwargs: object) -> None:
+    async def preparation_fails(*args: object, **kwargs: object) -> None:
         raise failure
 
-    monkeypatch.setattr(ChatService, "_retrieve", retrieval_fails)
+    monkeypatch.setattr(Preparation, "prepare", preparation_fails)
     response = await http.post(
         "/api/v1/chat",
         json={"question": "Where is the quarterly review?", "stream": True},

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from app.db.models import Chunk
 from app.documents.ingestion import IngestionContext
 from app.main import create_app
-from app.rag.embeddings import LocalEmbedder
+from app.rag.embeddings import Embedder, LocalEmbedder
 from app.resources import Resources
 from app.settings import Settings
 from tests.support.embedders import CountingEmbedder
@@ -44,9 +44,16 @@ def resources(app: FastAPI) -> Resources:
     return resources
 
 
-async def run_jobs(resources: Resources) -> None:
+async def run_jobs(
+    resources: Resources, *, embedder: Embedder | None = None, settings: Settings | None = None
+) -> None:
     """Run a worker until the queue is empty (what `python -m app worker --burst` does)."""
-    context = IngestionContext(resources.session_factory, resources.embedder, resources.settings)
+    context = IngestionContext(
+        resources.session_factory,
+        embedder or resources.embedder,
+        settings or resources.settings,
+        metrics=resources.telemetry.metrics,
+    )
     await resources.job_queue.run_worker(context, burst=True)
 
 

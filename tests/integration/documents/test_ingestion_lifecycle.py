@@ -9,11 +9,10 @@ import pytest
 from fastapi import FastAPI
 
 from app.auth.principal import Role
-from app.documents import repository as repo
 from app.resources import Resources
 from tests.integration.documents.conftest import chunk_rows, run_jobs, upload
 from tests.support.callers import MakeCaller
-from tests.support.documents import make_docx, make_pdf, page_text
+from tests.support.documents import make_docx, make_pdf, page_text, search_current_chunks
 from tests.support.embedders import CountingEmbedder
 
 pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
@@ -154,7 +153,7 @@ async def test_soft_delete_hides_from_listing_and_retrieval_and_restore_brings_i
 
     async def retrieved() -> set[uuid.UUID]:
         async with resources.session_factory() as session:
-            hits = await repo.search_current_chunks(session, caller.tenant_id, query, limit=5)
+            hits = await search_current_chunks(session, caller.tenant_id, query, limit=5)
         return {hit.document_id for hit in hits}
 
     assert retrieved_ids(await retrieved()) == {doc["document_id"]}

@@ -8,9 +8,9 @@ import pytest
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
+from app.api.limits import ChatRateLimit, UploadRateLimit
 from app.auth.principal import Role
 from app.embedded.redis import EmbeddedRedis
-from app.limits.dependencies import ChatRateLimit, UploadRateLimit
 from app.limits.limiter import STORAGE_RETRY_S
 from app.settings import Settings
 from tests.support.apps import running_app

@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from app.llm.cooldown import CooldownStore
+from app.llm.factory import cooldown_store
 from app.settings import Settings
 
 
@@ -27,7 +27,7 @@ async def read_states(request: dict[str, Any]) -> dict[str, Any]:
     )
     redis = Redis.from_url(request["redis_url"])
     try:
-        states = await CooldownStore(redis, settings).states(request["providers"])
+        states = await cooldown_store(settings, redis).states(request["providers"])
     finally:
         await redis.aclose()
     return {"pid": os.getpid(), "states": {name: asdict(state) for name, state in states.items()}}

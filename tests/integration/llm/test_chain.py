@@ -9,9 +9,8 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from app.llm.chain import ProviderChain
-from app.llm.cooldown import CooldownStore
 from app.llm.errors import UnknownModelError
-from app.llm.factory import build_provider_chain
+from app.llm.factory import build_provider_chain, cooldown_store
 from app.llm.types import ChatRequest, Message, StreamEnd, StreamStart, TextDelta, Usage
 from app.settings import Settings
 from tests.fakes.fake_llm_server import DEFAULT_TEXT, FakeLLMServer
@@ -126,7 +125,7 @@ async def test_half_open_provider_is_probed_by_one_request_at_a_time(
     llm_app: FastAPI, fake: FakeLLMServer
 ) -> None:
     resources = llm_app.state.resources
-    store = CooldownStore(resources.redis, resources.settings)
+    store = cooldown_store(resources.settings, resources.redis)
     await store.bench("gemini", 0.0, "server_error: test")  # cooled down until now: half-open
     assert await store.claim_probe("gemini", 5.0)  # someone else is probing right now
     completion = await resources.provider_chain.complete(ask())

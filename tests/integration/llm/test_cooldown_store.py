@@ -7,6 +7,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.llm.cooldown import CooldownStore
+from app.llm.factory import cooldown_store
 from app.settings import Settings
 from tests.support.clock import SteppedClock
 from tests.support.server import free_port
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[CooldownStore]:
     redis = Redis.from_url(settings.redis_url or "")
-    yield CooldownStore(redis, settings)
+    yield cooldown_store(settings, redis)
     await redis.aclose()
 
 
@@ -48,7 +49,7 @@ async def test_keys_use_the_service_prefix(store: CooldownStore, settings: Setti
 
 async def test_redis_outage_reads_as_not_cooling(settings: Settings) -> None:
     dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
-    store = CooldownStore(dead, settings)
+    store = cooldown_store(settings, dead)
     try:
         assert (await store.states(["gemini"]))["gemini"].phase == "closed"
         await store.bench("gemini", 5, "timeout")  # logged, not raised

@@ -13,10 +13,12 @@ from sqlalchemy import update
 from app.auth.principal import Principal, Role
 from app.db.models import Conversation
 from app.embedded.redis import EmbeddedRedis
-from app.memory.service import ConversationMemory, SessionNotFoundError, expire_conversations
+from app.memory.retention import expire_conversations
+from app.memory.service import SessionNotFoundError, TurnRecord
 from app.rag.prompt import Turn
 from app.settings import Settings
 from tests.support.callers import Caller, MakeCaller
+from tests.support.memory import MemoryCalls, memory_calls
 
 pytestmark = pytest.mark.integration
 
@@ -35,19 +37,19 @@ async def own_redis(tmp_path: Path) -> AsyncIterator[Redis]:
     server.stop()
 
 
-async def record(
-    memory: ConversationMemory, who: Principal, session_id: str, n: int, status: str = "ok"
-) -> None:
+async def record(memory: MemoryCalls, who: Principal, session_id: str, n: int, status: str = "ok") -> None:
     await memory.record_turn(
         who,
         session_id,
-        question=f"q{n}",
-        answer=f"a{n}",
-        sources=[],
-        status=status,
-        provider="fake",
-        model="m",
-        trace_id="t",
+        TurnRecord(
+            question=f"q{n}",
+            answer=f"a{n}",
+            sources=[],
+            status=status,
+            provider="fake",
+            model="m",
+            trace_id="t",
+        ),
     )
 
 
@@ -55,7 +57,7 @@ async def test_memory_survives_redis_flushall(
     app: FastAPI, own_redis: Redis, make_caller: MakeCaller
 ) -> None:
     resources = app.state.resources
-    memory = ConversationMemory(own_redis, resources.session_factory, resources.settings)
+    memory = memory_calls(own_redis, resources.session_factory, resources.settings)
     who = principal_of(await make_caller())
     session_id = str(uuid.uuid4())
     for n in range(3):
@@ -71,7 +73,7 @@ async def test_window_keeps_the_last_max_turns_and_skips_failed_answers(
     app: FastAPI, settings: Settings, make_caller: MakeCaller
 ) -> None:
     resources = app.state.resources
-    memory = ConversationMemory(
+    memory = memory_calls(
         resources.redis, resources.session_factory, settings.model_copy(update={"memory_max_turns": 3})
     )
     who = principal_of(await make_caller())
@@ -88,7 +90,7 @@ async def test_window_keeps_the_last_max_turns_and_skips_failed_answers(
 
 async def test_sessions_belong_to_their_creator(app: FastAPI, make_caller: MakeCaller) -> None:
     resources = app.state.resources
-    memory = ConversationMemory(resources.redis, resources.session_factory, resources.settings)
+    memory = memory_calls(resources.redis, resources.session_factory, resources.settings)
     owner = principal_of(await make_caller(tenant="acme", role=Role.reader))
     colleague = principal_of(await make_caller(tenant="acme", role=Role.editor))
     admin = principal_of(await make_caller(tenant="acme", role=Role.admin))
@@ -110,7 +112,7 @@ async def test_reset_empties_the_session_and_the_id_can_start_again(
     app: FastAPI, make_caller: MakeCaller
 ) -> None:
     resources = app.state.resources
-    memory = ConversationMemory(resources.redis, resources.session_factory, resources.settings)
+    memory = memory_calls(resources.redis, resources.session_factory, resources.settings)
     who = principal_of(await make_caller())
     session_id = str(uuid.uuid4())
     await record(memory, who, session_id, 1)
@@ -124,7 +126,7 @@ async def test_reset_empties_the_session_and_the_id_can_start_again(
 
 async def test_retention_soft_deletes_idle_sessions(app: FastAPI, make_caller: MakeCaller) -> None:
     resources = app.state.resources
-    memory = ConversationMemory(resources.redis, resources.session_factory, resources.settings)
+    memory = memory_calls(resources.redis, resources.session_factory, resources.settings)
     who = principal_of(await make_caller())
     idle, active = "idle-session", str(uuid.uuid4())
     await record(memory, who, idle, 1)
@@ -145,7 +147,7 @@ async def test_the_same_client_id_is_a_separate_conversation_per_principal(
     app: FastAPI, make_caller: MakeCaller
 ) -> None:
     resources = app.state.resources
-    memory = ConversationMemory(resources.redis, resources.session_factory, resources.settings)
+    memory = memory_calls(resources.redis, resources.session_factory, resources.settings)
     alice = principal_of(await make_caller(tenant="acme", role=Role.reader))
     bob = principal_of(await make_caller(tenant="acme", role=Role.reader))
     carol = principal_of(await make_caller(tenant="globex", role=Role.reader))
@@ -173,7 +175,7 @@ async def test_a_conversation_from_before_client_ids_answers_to_its_uuid(
 ) -> None:
     """Migration 0004 gives existing rows ``client_id = id::text``."""
     resources = app.state.resources
-    memory = ConversationMemory(resources.redis, resources.session_factory, resources.settings)
+    memory = memory_calls(resources.redis, resources.session_factory, resources.settings)
     who = principal_of(await make_caller())
     legacy = uuid.uuid4()
     async with resources.session_factory() as db, db.begin():
@@ -188,7 +190,7 @@ async def test_an_admin_reaches_an_opaque_session_by_its_internal_id_only(
     app: FastAPI, make_caller: MakeCaller
 ) -> None:
     resources = app.state.resources
-    memory = ConversationMemory(resources.redis, resources.session_factory, resources.settings)
+    memory = memory_calls(resources.redis, resources.session_factory, resources.settings)
     owner = principal_of(await make_caller(tenant="acme", role=Role.reader))
     admin = principal_of(await make_caller(tenant="acme", role=Role.admin))
     await record(memory, owner, "ticket-7", 1)

@@ -10,10 +10,10 @@ import pytest
 from fastapi import APIRouter
 from pydantic import SecretStr
 
-from app.api.deps import ResourcesDep
+from app.api.deps import TelemetryDep
+from app.llm.telemetry_observer import TelemetryRouterObserver
 from app.llm.types import Usage
 from app.observability.context import current_trace_id
-from app.observability.router_observer import TelemetryRouterObserver
 from app.observability.tracing import NOOP_SPAN, create_tracer
 from app.settings import Settings
 from tests.integration.observability.harness import running_app
@@ -28,10 +28,10 @@ chat_like = APIRouter()
 
 
 @chat_like.post("/test/chat")
-async def chat_like_endpoint(resources: ResourcesDep) -> dict[str, Any]:
+async def chat_like_endpoint(telemetry: TelemetryDep) -> dict[str, Any]:
     """The chat pipeline's shape: a trace with cache, retrieval and two router attempts."""
-    tracer = resources.telemetry.tracer
-    observer = TelemetryRouterObserver(resources.telemetry)
+    tracer = telemetry.tracer
+    observer = TelemetryRouterObserver(telemetry)
     async with tracer.trace("chat", input={"question": INPUT}, user_id="key:42", session_id="conv-1"):
         async with tracer.span("cache_lookup") as span:
             span.update(output={"hit": False})

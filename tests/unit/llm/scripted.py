@@ -24,6 +24,7 @@ class Step:
 class ScriptedProvider:
     steps: list[Step]
     provider_name: str = "scripted"
+    configured: bool = True
     calls: int = 0
     active: int = 0
     peak_active: int = 0
@@ -38,7 +39,7 @@ class ScriptedProvider:
         return "script-1"
 
     def availability(self) -> Availability:
-        return Availability.ready()
+        return Availability.ready() if self.configured else Availability.missing("no key")
 
     def _next(self, model: str) -> Step:
         self.calls += 1

@@ -6,9 +6,8 @@ import pytest
 from redis.asyncio import Redis
 
 from app.llm.chain import ProviderChain
-from app.llm.cooldown import CooldownStore
 from app.llm.errors import UnknownModelError
-from app.llm.factory import build_provider_chain
+from app.llm.factory import build_provider_chain, cooldown_store
 from app.llm.link import ProviderLink
 from app.llm.observer import NoopObserver
 from app.llm.policy import ProviderPolicy
@@ -21,7 +20,7 @@ POLICY = ProviderPolicy(total_timeout_s=1.0, first_token_timeout_s=1.0, stream_i
 
 
 def chain_of(*links: ProviderLink) -> ProviderChain:
-    return ProviderChain(list(links), CooldownStore(Redis(), Settings(_env_file=None)), NoopObserver())
+    return ProviderChain(list(links), cooldown_store(Settings(_env_file=None), Redis()), NoopObserver())
 
 
 def link(name: str, allowed: tuple[str, ...] = ()) -> ProviderLink:

@@ -47,7 +47,7 @@ def test_retry_after_in_seconds_milliseconds_and_http_date() -> None:
 def test_http_statuses_map_to_typed_errors(status: int, message: str, expected: type) -> None:
     error = from_status(status, message, {"Retry-After": "1"})
     assert type(error) is expected
-    assert error.status == status
+    assert error.upstream_status == status
 
 
 def test_rate_limit_keeps_the_retry_after() -> None:

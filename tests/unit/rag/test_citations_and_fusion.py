@@ -5,7 +5,8 @@ import uuid
 import pytest
 
 from app.rag.citations import cited_numbers
-from app.rag.retrieval import RetrievedChunk, reciprocal_rank_fusion
+from app.rag.query import RetrievedChunk
+from app.rag.retrieval import reciprocal_rank_fusion
 
 pytestmark = [pytest.mark.unit, pytest.mark.pgvector]
 

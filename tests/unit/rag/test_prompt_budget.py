@@ -14,8 +14,9 @@ from app.rag.prompt import (
     build_prompt,
     count_tokens,
 )
-from app.rag.retrieval import RetrievedChunk
-from app.rag.tokens import WhitespaceTokenCounter, WordPieceTokenCounter
+from app.rag.query import RetrievedChunk
+from app.rag.tokens import WordPieceTokenCounter
+from tests.support.tokens import WhitespaceTokenCounter
 
 pytestmark = [pytest.mark.unit, pytest.mark.pgvector]
 

@@ -15,23 +15,21 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.api.deps import ResourcesDep
-from app.auth.dependencies import EditorPrincipal, ReaderPrincipal
+from app.api.auth import EditorPrincipal, ReaderPrincipal
+from app.api.deps import LimiterDep
 from app.auth.principal import Principal
 from app.limits.enforcement import charge, principal_identity
 from app.limits.limiter import Budget
 
 
-async def chat_rate_limit(request: Request, principal: ReaderPrincipal, resources: ResourcesDep) -> Principal:
-    await charge(request, resources.limiter, Budget.tenant, str(principal.tenant_id))
-    await charge(request, resources.limiter, Budget.chat, principal_identity(principal))
+async def chat_rate_limit(request: Request, principal: ReaderPrincipal, limiter: LimiterDep) -> Principal:
+    await charge(request, limiter, Budget.tenant, str(principal.tenant_id))
+    await charge(request, limiter, Budget.chat, principal_identity(principal))
     return principal
 
 
-async def upload_rate_limit(
-    request: Request, principal: EditorPrincipal, resources: ResourcesDep
-) -> Principal:
-    await charge(request, resources.limiter, Budget.uploads, principal_identity(principal))
+async def upload_rate_limit(request: Request, principal: EditorPrincipal, limiter: LimiterDep) -> Principal:
+    await charge(request, limiter, Budget.uploads, principal_identity(principal))
     return principal
 
 

@@ -1,4 +1,4 @@
-"""Operator commands of the documents capability: ``worker``, ``ingest``, ``seed``, ``reembed``.
+"""``worker``, ``ingest``, ``seed`` and ``reembed``: the documents capability at a terminal.
 
 They talk to the database directly with the same services as the server (no HTTP); with no
 ``DATABASE_URL`` they join (or start) the embedded PostgreSQL under ``DATA_DIR``.
@@ -12,20 +12,32 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.auth.bootstrap import DEV_TENANT
+from app.cli.bootstrap import Attached, Migrations, Servers, attach, database_sessions, load_settings
 from app.embedded.errors import StartupError
 from app.settings import Settings
 
-SEED_DIR = Path(__file__).resolve().parent / "seed"
-DEV_TENANT = "dev"
+if TYPE_CHECKING:
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from app.cli.bootstrap import Subcommands
+    from app.documents.ingestion import IngestionContext
+    from app.observability.metrics import DomainMetrics
+    from app.rag.embeddings import Embedder
+
+SEED_DIR = Path(__file__).resolve().parents[1] / "documents" / "seed"
 SEED_TAGS = ("demo", "product")
 
 
-def add_document_commands(commands: Any) -> None:
+def add_document_commands(commands: Subcommands) -> None:
     worker = commands.add_parser("worker", help="run ingestion job workers (python -m app worker)")
     worker.add_argument("--concurrency", type=int, help="jobs at once (default: WORKER_CONCURRENCY)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
@@ -51,45 +63,25 @@ def add_document_commands(commands: Any) -> None:
 # --- shared plumbing --------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _database(settings: Settings) -> Iterator[Settings]:
-    """Settings whose DATABASE_URL points at a migrated database (embedded if unset)."""
-    from app.cli import _migrate
-
-    postgres = None
-    if settings.database_url is None:
-        from app.embedded.postgres import EmbeddedPostgres
-
-        postgres = EmbeddedPostgres(settings.data_dir)
-        settings = settings.model_copy(update={"database_url": postgres.start()})
-    try:
-        assert settings.database_url is not None
-        if settings.should_auto_migrate or postgres is not None:
-            _migrate(settings.database_url)
-        yield settings
-    finally:
-        if postgres is not None:
-            postgres.stop()
-
-
-@dataclass
-class _Services:
+@dataclass(frozen=True)
+class IngestionServices:
     settings: Settings
-    session_factory: Any
-    embedder: Any
-    context: Any
+    session_factory: async_sessionmaker[AsyncSession]
+    embedder: Embedder
+    context: IngestionContext
 
 
 @contextlib.asynccontextmanager
-async def _services(settings: Settings, *, check_model: bool = True) -> AsyncIterator[_Services]:
-    from app.db.engine import create_engine, create_session_factory
+async def ingestion_services(
+    settings: Settings, *, check_model: bool = True, metrics: DomainMetrics | None = None
+) -> AsyncIterator[IngestionServices]:
+    """The embedder and a session factory, refused when the stored chunks were embedded by
+    another model (``check_model``) so that one index never mixes two vector spaces."""
     from app.documents.ingestion import IngestionContext
     from app.documents.runtime import EmbeddingModelMismatchError, check_embedding_compatibility
     from app.rag.embeddings import EmbeddingError, create_embedder
 
-    engine = create_engine(settings)
-    try:
-        session_factory = create_session_factory(engine)
+    async with database_sessions(settings) as session_factory:
         try:
             embedder = create_embedder(settings)
         except EmbeddingError as exc:
@@ -97,40 +89,51 @@ async def _services(settings: Settings, *, check_model: bool = True) -> AsyncIte
         try:
             if check_model:
                 await check_embedding_compatibility(session_factory, embedder.model_name, embedder.dimension)
-            yield _Services(
-                settings, session_factory, embedder, IngestionContext(session_factory, embedder, settings)
-            )
+            context = IngestionContext(session_factory, embedder, settings)
+            if metrics is not None:
+                context = IngestionContext(session_factory, embedder, settings, metrics=metrics)
+            yield IngestionServices(settings, session_factory, embedder, context)
         except EmbeddingModelMismatchError as exc:
             raise StartupError(str(exc)) from exc
         finally:
             await embedder.aclose()
-    finally:
-        await engine.dispose()
 
 
-def _load() -> Settings:
-    from app.cli import _load_settings
-
-    return _load_settings()
+def _attach_database(settings: Settings) -> contextlib.AbstractContextManager[Attached]:
+    return attach(settings, servers=Servers.POSTGRES, migrations=Migrations.AUTO_OR_EMBEDDED)
 
 
 # --- worker -----------------------------------------------------------------------------------
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    settings = _load()
+    settings = load_settings()
     if args.concurrency:
         settings = settings.model_copy(update={"worker_concurrency": args.concurrency})
-    with _database(settings) as resolved:
-        return asyncio.run(_run_worker(resolved, burst=args.burst, name=args.name))
+    with _attach_database(settings) as attached:
+        return asyncio.run(_run_worker(attached.settings, burst=args.burst, name=args.name))
 
 
 async def _run_worker(settings: Settings, *, burst: bool, name: str | None) -> int:
-    from app.documents.queue import create_job_queue
     from app.observability.logging import configure_logging
+    from app.observability.telemetry import build_metrics
 
     configure_logging(settings)
-    async with _services(settings) as services:
+    # The worker records its jobs on the configured metrics backend (with Prometheus in
+    # multiprocess mode, the API's /metrics aggregates them from the shared directory).
+    metrics = build_metrics(settings)
+    await asyncio.to_thread(metrics.backend.start)
+    try:
+        await _work(settings, metrics, burst=burst, name=name)
+    finally:
+        await asyncio.to_thread(metrics.backend.close)
+    return 0
+
+
+async def _work(settings: Settings, metrics: DomainMetrics, *, burst: bool, name: str | None) -> None:
+    from app.documents.queue import create_job_queue
+
+    async with ingestion_services(settings, metrics=metrics) as services:
         load = getattr(services.embedder, "load", None)
         if callable(load):
             await asyncio.to_thread(load)  # load the model before taking jobs
@@ -148,7 +151,6 @@ async def _run_worker(settings: Settings, *, burst: bool, name: str | None) -> i
             pass
         finally:
             await queue.close()
-    return 0
 
 
 # --- ingest -----------------------------------------------------------------------------------
@@ -190,7 +192,12 @@ def _files(directory: Path) -> list[Path]:
 
 
 async def ingest_directory(
-    services: _Services, directory: Path, *, tenant_slug: str, tags: list[str], progress: Any = None
+    services: IngestionServices,
+    directory: Path,
+    *,
+    tenant_slug: str,
+    tags: list[str],
+    progress: Progress | None = None,
 ) -> IngestSummary:
     from app.auth.api_keys import get_or_create_tenant
     from app.documents.ingestion import ingest_document_version
@@ -203,7 +210,7 @@ async def ingest_directory(
     task = progress.add_task("ingesting", total=len(files)) if progress is not None else None
     for path in files:
         relative = f"{directory.name}/{path.relative_to(directory).as_posix()}"
-        if progress is not None:
+        if progress is not None and task is not None:
             progress.update(task, description=relative[-40:])
         outcome = FileOutcome(path=relative, status="failed")
         try:
@@ -232,13 +239,13 @@ async def ingest_directory(
         except (OSError, ValueError) as exc:
             outcome.reason = str(exc)
         summary.outcomes.append(outcome)
-        if progress is not None:
+        if progress is not None and task is not None:
             progress.advance(task)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def render_summary(summary: IngestSummary) -> Any:
+def render_summary(summary: IngestSummary) -> Table:
     from rich.table import Table
 
     table = Table(title="Ingestion summary")
@@ -269,12 +276,12 @@ def _run_ingest(directory: Path, tenant: str, tags: list[str]) -> int:
 
     if not directory.is_dir():
         raise StartupError(f"{directory} is not a directory")
-    settings = _load()
+    settings = load_settings()
     console = Console()
-    with _database(settings) as resolved:
+    with _attach_database(settings) as attached:
 
         async def run() -> IngestSummary:
-            async with _services(resolved) as services:
+            async with ingestion_services(attached.settings) as services:
                 columns = (
                     TextColumn("{task.description}"),
                     BarColumn(),
@@ -313,9 +320,10 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_reembed(args: argparse.Namespace) -> int:
-    settings = _load()
-    with _database(settings) as resolved:
-        return asyncio.run(_reembed(resolved, include_current_model=args.all, batch_size=args.batch_size))
+    with _attach_database(load_settings()) as attached:
+        return asyncio.run(
+            _reembed(attached.settings, include_current_model=args.all, batch_size=args.batch_size)
+        )
 
 
 async def _reembed(settings: Settings, *, include_current_model: bool, batch_size: int) -> int:
@@ -325,7 +333,7 @@ async def _reembed(settings: Settings, *, include_current_model: bool, batch_siz
     from app.documents import repository as repo
 
     console = Console()
-    async with _services(settings, check_model=False) as services:
+    async with ingestion_services(settings, check_model=False) as services:
         model = services.embedder.model_name
         async with services.session_factory() as session:
             column_dim = await repo.vector_column_dimension(session)

@@ -1,4 +1,4 @@
-"""``python -m app keys create|list|revoke``: key administration for operators."""
+"""``keys create|list|revoke``: key administration for operators."""
 
 from __future__ import annotations
 
@@ -7,30 +7,47 @@ import asyncio
 import json
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.api_keys import get_or_create_tenant
-from app.auth.bootstrap import bootstrap_dev_admin
 from app.auth.key_service import create_key, list_keys, revoke_key
 from app.auth.principal import Role
-from app.db.engine import create_engine, create_session_factory
+from app.cli.bootstrap import Migrations, attach, in_transaction, load_settings
 from app.errors import NotFoundError
 from app.settings import Settings
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from app.cli.bootstrap import Subcommands
+
+KeysAction = Callable[[Settings, argparse.Namespace], int]
 
 
-async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    engine = create_engine(settings)
-    try:
-        async with create_session_factory(engine)() as session, session.begin():
-            return await work(session)
-    finally:
-        await engine.dispose()
+def add_keys_command(commands: Subcommands) -> None:
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    keys.set_defaults(handler=cmd_keys)
+    actions = keys.add_subparsers(dest="keys_command", required=True)
+    create = actions.add_parser("create", help="issue a key (printed once)")
+    create.add_argument("--tenant", required=True, help="tenant slug (created if new)")
+    create.add_argument("--role", required=True, choices=[role.value for role in Role])
+    create.add_argument("--name", default="", help="a label for the key")
+    create.add_argument("--json", action="store_true", help='print {"id", "key", "tenant", "role"}')
+    create.set_defaults(keys_action=keys_create)
+    list_ = actions.add_parser("list", help="keys of every tenant (never the secrets)")
+    list_.add_argument("--tenant", help="only this tenant")
+    list_.add_argument("--json", action="store_true")
+    list_.set_defaults(keys_action=keys_list)
+    revoke = actions.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id")
+    revoke.set_defaults(keys_action=keys_revoke)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    action: KeysAction = args.keys_action
+    with attach(load_settings(), migrations=Migrations.AUTO) as attached:
+        return action(attached.settings, args)
 
 
 def keys_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -39,7 +56,7 @@ def keys_create(settings: Settings, args: argparse.Namespace) -> int:
         issued = await create_key(session, tenant.id, Role(args.role), args.name)
         return {"id": str(issued.id), "key": issued.key, "tenant": issued.tenant, "role": issued.role.value}
 
-    created = asyncio.run(_in_transaction(settings, work))
+    created = asyncio.run(in_transaction(settings, work))
     if args.json:
         print(json.dumps(created))
     else:
@@ -70,7 +87,7 @@ def keys_list(settings: Settings, args: argparse.Namespace) -> int:
             if args.tenant is None or slug == args.tenant
         ]
 
-    keys = asyncio.run(_in_transaction(settings, work))
+    keys = asyncio.run(in_transaction(settings, work))
     if args.json:
         print(json.dumps(keys))
         return 0
@@ -92,38 +109,9 @@ def keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
         await revoke_key(session, None, key_id)
 
     try:
-        asyncio.run(_in_transaction(settings, work))
+        asyncio.run(in_transaction(settings, work))
     except NotFoundError:
         print(f"error: no key with id {key_id}", file=sys.stderr)
         return 1
     print(f"revoked key {key_id}", file=sys.stderr)
     return 0
-
-
-def bootstrap_dev(settings: Settings, data_dir: Path) -> str | None:
-    """The dev admin key on the embedded database's first start, else None."""
-
-    async def work(session: AsyncSession) -> str | None:
-        issued = await bootstrap_dev_admin(session, data_dir)
-        return issued.key if issued else None
-
-    return asyncio.run(_in_transaction(settings, work))
-
-
-def add_keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    keys = commands.add_parser("keys", help="create, list and revoke API keys")
-    actions = keys.add_subparsers(dest="keys_command", required=True)
-    create = actions.add_parser("create", help="issue a key (printed once)")
-    create.add_argument("--tenant", required=True, help="tenant slug (created if new)")
-    create.add_argument("--role", required=True, choices=[role.value for role in Role])
-    create.add_argument("--name", default="", help="a label for the key")
-    create.add_argument("--json", action="store_true", help='print {"id", "key", "tenant", "role"}')
-    create.set_defaults(keys_handler=keys_create)
-    list_ = actions.add_parser("list", help="keys of every tenant (never the secrets)")
-    list_.add_argument("--tenant", help="only this tenant")
-    list_.add_argument("--json", action="store_true")
-    list_.set_defaults(keys_handler=keys_list)
-    revoke = actions.add_parser("revoke", help="revoke a key by id")
-    revoke.add_argument("id")
-    revoke.set_defaults(keys_handler=keys_revoke)
-    return keys

@@ -7,10 +7,9 @@ Wired in the lifespan: ``build_provider_chain(settings, redis, observer=Telemetr
 
 from __future__ import annotations
 
+from app.llm.observer import SUCCESS
 from app.llm.types import Usage
 from app.observability.telemetry import Telemetry
-
-SUCCESS = "success"
 
 
 class TelemetryRouterObserver:

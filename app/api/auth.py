@@ -1,0 +1,118 @@
+"""Authentication at the HTTP edge.
+
+``AuthenticateFirstMiddleware`` authenticates every protected request from its headers before any
+byte of its body is read (FastAPI reads and parses the body before any dependency runs).
+``CurrentPrincipal`` hands the endpoint that principal; ``require_role`` authorises."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.api.deps import resources_of
+from app.api.openai_errors import OPENAI_PREFIX, openai_error_for_exception
+from app.auth.errors import AuthenticationError, PermissionDeniedError
+from app.auth.principal import Principal, Role
+from app.errors import problem_for_exception
+from app.limits.enforcement import charge_ip
+from app.resources import Resources
+
+PROTECTED_PREFIXES = ("/api/", OPENAI_PREFIX, "/mcp")
+PRINCIPAL_STATE_KEY = "principal"
+
+
+def _presented_credential(request: Request) -> str | None:
+    header_key = request.headers.get("x-api-key")
+    if header_key:
+        return header_key.strip()
+    authorization = request.headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+async def authenticate(request: Request, services: Resources) -> Principal:
+    """Charge the per-IP budget, then verify the presented credential; reads headers only.
+
+    Charged before anything else, so anonymous requests and guessed credentials cost the per-IP
+    budget too."""
+    await charge_ip(request, services.limiter)
+    credential = _presented_credential(request)
+    if credential is None:
+        raise AuthenticationError("send an API key in X-API-Key or a bearer token in Authorization")
+    principal = await services.authenticator.principal_for(credential)
+    state = request.scope.setdefault("state", {})
+    state["principal_id"] = principal.id
+    state[PRINCIPAL_STATE_KEY] = principal
+    return principal
+
+
+async def get_current_principal(request: Request) -> Principal:
+    """The principal the middleware authenticated (or, outside it, authenticate now)."""
+    principal = request.scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
+    if isinstance(principal, Principal):
+        return principal
+    return await authenticate(request, resources_of(request.app))
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_current_principal)]
+
+
+def require_role(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        if not principal.role.allows(role):
+            raise PermissionDeniedError(f"this action needs the {role.value} role")
+        return principal
+
+    return dependency
+
+
+ReaderPrincipal = Annotated[Principal, Depends(require_role(Role.reader))]
+EditorPrincipal = Annotated[Principal, Depends(require_role(Role.editor))]
+AdminPrincipal = Annotated[Principal, Depends(require_role(Role.admin))]
+
+
+def _serves(scope: Scope) -> bool:
+    """Whether some endpoint takes this method at this path."""
+    return any(route.matches(scope)[0] is Match.FULL for route in scope["app"].router.routes)
+
+
+class AuthenticateFirstMiddleware:
+    """For every request under ``/api/``, ``/v1/`` (the OpenAI-compatible surface) and ``/mcp``:
+    the per-IP budget, then the credential, then the app. Refusals are OpenAI's error shape under
+    ``/v1/`` and problem+json everywhere else.
+
+    A refusal (401, 429, or 503 when the database is down) is answered from the headers alone,
+    so an anonymous 11 MB upload costs its sender a per-IP hit and the server nothing more.
+    CORS preflights (``OPTIONS``) pass through to the CORS middleware outside this one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] == "OPTIONS"
+            or not str(scope["path"]).startswith(PROTECTED_PREFIXES)
+            or not _serves(scope)  # the router answers 404/405 without reading a body
+        ):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)  # no receive: reading the body here is impossible by design
+        try:
+            await authenticate(request, resources_of(scope["app"]))
+        except Exception as exc:
+            if str(scope["path"]).startswith(OPENAI_PREFIX):
+                await (await openai_error_for_exception(request, exc))(scope, receive, send)
+                return
+            response = await problem_for_exception(request, exc)
+            if response is None:
+                raise
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,60 @@
+"""Credential → principal: an API key (``rk_…``) or, when ``AUTH_JWKS_URL`` is set, a JWT."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+
+from app.auth.api_keys import verify_key
+from app.auth.errors import AuthenticationError
+from app.auth.jwt import JwtVerifier, looks_like_jwt, principal_for_claims
+from app.auth.principal import Principal
+from app.auth.repository import ApiKeyRepository
+from app.db.redis import KeySpace
+from app.db.unit_of_work import UnitOfWork
+
+LAST_USED_RESOLUTION_S = 300
+
+
+class Authenticator:
+    """One database session per credential checked: the key lookup and, at most once per key and
+    ``LAST_USED_RESOLUTION_S``, its ``last_used_at`` update share it."""
+
+    def __init__(
+        self, unit_of_work: UnitOfWork, redis: Redis, keys: KeySpace, jwt_verifier: JwtVerifier | None
+    ) -> None:
+        self._unit_of_work = unit_of_work
+        self._redis = redis
+        self._keys = keys
+        self._jwt_verifier = jwt_verifier
+
+    async def principal_for(self, credential: str) -> Principal:
+        if looks_like_jwt(credential):
+            return await self._principal_for_jwt(credential)
+        async with self._unit_of_work() as db:
+            principal = await verify_key(db, credential)
+            if principal is None:
+                raise AuthenticationError(code="invalid_credentials")
+            key_id = principal.id.removeprefix("key:")
+            if await self._first_use_in_window(key_id):
+                await ApiKeyRepository(db).mark_used(uuid.UUID(key_id), datetime.now(UTC))
+                await db.commit()
+        return principal
+
+    async def _first_use_in_window(self, key_id: str) -> bool:
+        try:
+            first = await self._redis.set(
+                self._keys.key("auth", "used", key_id), 1, nx=True, ex=LAST_USED_RESOLUTION_S
+            )
+        except Exception:
+            return False  # bookkeeping never fails a request
+        return bool(first)
+
+    async def _principal_for_jwt(self, token: str) -> Principal:
+        if self._jwt_verifier is None:  # JWTs are not accepted unless AUTH_JWKS_URL is set
+            raise AuthenticationError(code="invalid_credentials")
+        claims = await self._jwt_verifier.verify(token)
+        async with self._unit_of_work() as db:
+            return await principal_for_claims(db, claims)

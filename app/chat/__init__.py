@@ -1,0 +1,1 @@
+"""The chat pipeline: memory → answer cache → query embedding → retrieval → prompt → router."""

@@ -1,0 +1,52 @@
+"""What the chat pipeline needs from the stores around it. ``ChatService`` depends on these
+protocols, so unit tests drive it with in-memory stand-ins and production wires the real stores
+(``app.memory.service.ConversationMemory``, ``app.cache.answers.AnswerCache``, …)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.principal import Principal
+from app.cache.answers import CachedAnswer, CacheKey
+from app.memory.service import RecordedTurn, TurnRecord
+from app.rag.prompt import Turn
+from app.rag.query import RetrievalQuery, RetrievedChunk
+
+
+class Memory(Protocol):
+    async def window(self, db: AsyncSession, principal: Principal, session_id: str) -> list[Turn]: ...
+
+    async def record_turn(
+        self, db: AsyncSession, principal: Principal, session_id: str, turn: TurnRecord
+    ) -> RecordedTurn: ...
+
+    async def publish(self, recorded: RecordedTurn) -> None: ...
+
+
+class AnswerStore(Protocol):
+    @property
+    def enabled(self) -> bool: ...
+
+    def key_for(
+        self,
+        tenant_id: uuid.UUID,
+        corpus_version: str,
+        question: str,
+        parameters: dict[str, Any],
+        context: str = "",
+    ) -> CacheKey | None: ...
+
+    async def get(self, key: CacheKey) -> tuple[CachedAnswer, str] | None: ...
+
+    async def put(self, key: CacheKey, answer: CachedAnswer) -> None: ...
+
+
+class Retriever(Protocol):
+    async def __call__(self, db: AsyncSession, query: RetrievalQuery) -> list[RetrievedChunk]: ...
+
+
+class CorpusVersions(Protocol):
+    async def __call__(self, db: AsyncSession, tenant_id: uuid.UUID) -> str: ...

@@ -1,0 +1,266 @@
+"""``ChatService.answer`` returns one ``ChatAnswer``; ``ChatService.stream`` yields the events the
+HTTP layer renders as SSE. Both prepare the turn the same way (``app.chat.pipeline``) and end it in
+one finishing step: mark the cited sources, cache the answer when the chain says it may be cached,
+and record the turn in memory with exactly the text and sources the client received."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from app.auth.principal import Principal
+from app.cache.answers import CachedAnswer
+from app.chat.pipeline import Preparation, Prepared, turn_record
+from app.chat.ports import AnswerStore, Memory
+from app.chat.types import ChatAnswer, ChatEvent, ChatInput, DeltaEvent, DoneEvent, ErrorEvent, SourcesEvent
+from app.db.unit_of_work import UnitOfWork
+from app.llm.chain import ProviderChain
+from app.llm.types import (
+    ChatRequest,
+    Message,
+    Passage,
+    StreamEnd,
+    StreamFailed,
+    StreamStart,
+    TextDelta,
+    Usage,
+)
+from app.observability.telemetry import Telemetry
+from app.rag.prompt import Prompt
+from app.rag.sources import Source, mark_cited
+from app.settings import Settings
+
+
+def _usage_dict(usage: Usage | None) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a routed answer ended: "ok", "failed" (degraded, or the stream broke) or "cancelled"
+    (the client went away)."""
+
+    text: str
+    provider: str
+    model: str
+    usage: dict[str, int] | None
+    status: str
+    cacheable: bool = False
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        preparation: Preparation,
+        chain: ProviderChain,
+        memory: Memory,
+        cache: AnswerStore,
+        unit_of_work: UnitOfWork,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self._settings = settings
+        self._preparation = preparation
+        self._chain = chain
+        self._memory = memory
+        self._cache = cache
+        self._unit_of_work = unit_of_work
+        self._telemetry = telemetry or Telemetry.disabled()
+
+    def validate(self, chat: ChatInput) -> None:
+        """Checks that must fail as a 4xx before any streaming starts (and before retrieval)."""
+        self._chain.routes(chat.model)  # raises UnknownModelError (422) for an unknown pin
+        self._preparation.validate(chat)
+
+    def _router_request(self, chat: ChatInput, prompt: Prompt) -> ChatRequest:
+        return ChatRequest(
+            messages=tuple(Message(m.role, m.content) for m in prompt.messages),
+            passages=tuple(
+                Passage(number=n, text=c.text, title=c.title, page=c.page)
+                for n, c in enumerate(prompt.passages, start=1)
+            ),
+            temperature=chat.temperature,
+            max_tokens=chat.max_tokens or self._settings.answer_max_tokens,
+            model=chat.model,
+        )
+
+    def _trace(self, principal: Principal, chat: ChatInput, *, stream: bool) -> Any:
+        return self._telemetry.tracer.trace(
+            "chat",
+            input={"question": chat.question},
+            metadata={"stream": stream, "top_k": chat.top_k, "mode": chat.mode.value, "model": chat.model},
+            user_id=principal.id,
+            session_id=chat.session,
+        )
+
+    async def _finish(
+        self, principal: Principal, chat: ChatInput, prepared: Prepared, outcome: Outcome, *, streamed: bool
+    ) -> tuple[list[Source], list[int]]:
+        """The one ending of a routed answer, streamed or not. Memory keeps the sources exactly as
+        the client got them: marked as cited in a JSON answer, as first sent in a stream (whose
+        ``sources`` event precedes the text; ``done`` carries the cited numbers)."""
+        sources, cited = mark_cited(prepared.sources, outcome.text)
+        if outcome.status == "ok" and outcome.cacheable and prepared.cache_key is not None:
+            answer = CachedAnswer(
+                outcome.text, tuple(sources), outcome.provider, outcome.model, outcome.usage
+            )
+            await self._cache.put(prepared.cache_key, answer)
+        if chat.session is not None:
+            record = turn_record(
+                chat,
+                outcome.text,
+                prepared.sources if streamed else sources,
+                status=outcome.status,
+                provider=outcome.provider,
+                model=outcome.model,
+                trace_id=prepared.trace_id,
+            )
+            async with self._unit_of_work() as db:
+                recorded = await self._memory.record_turn(db, principal, chat.session, record)
+                await db.commit()
+            await self._memory.publish(recorded)
+        return sources, cited
+
+    # --- one-shot answers ------------------------------------------------------------------------
+
+    async def answer(self, principal: Principal, chat: ChatInput) -> ChatAnswer:
+        self.validate(chat)
+        async with self._trace(principal, chat, stream=False) as trace:
+            result = await self._answer(principal, chat)
+            trace.update(output=result.answer)
+        return result
+
+    async def _answer(self, principal: Principal, chat: ChatInput) -> ChatAnswer:
+        prepared = await self._preparation.prepare(principal, chat)
+        if prepared.fixed is not None or prepared.prompt is None:
+            fixed = prepared.fixed
+            assert fixed is not None  # a prompt is only missing when the turn is answered
+            return ChatAnswer(
+                answer=fixed.text,
+                sources=prepared.sources,
+                provider=fixed.provider,
+                model=fixed.model,
+                cached=fixed.cached,
+                degraded=False,
+                trace_id=prepared.trace_id,
+                usage=fixed.usage,
+                latency_ms=prepared.elapsed_ms(),
+                session_id=chat.session,
+            )
+        request = self._router_request(chat, prepared.prompt)
+        async with self._telemetry.tracer.generation(
+            "generation", model=chat.model, input=[m.__dict__ for m in request.messages]
+        ) as generation:
+            completion = await self._chain.complete(request)
+            generation.update(output=completion.text, usage=_usage_dict(completion.usage))
+        outcome = Outcome(
+            text=completion.text,
+            provider=completion.provider,
+            model=completion.model,
+            usage=_usage_dict(completion.usage),
+            status="failed" if completion.degraded else "ok",
+            cacheable=completion.cacheable,
+        )
+        sources, _ = await self._finish(principal, chat, prepared, outcome, streamed=False)
+        return ChatAnswer(
+            answer=completion.text,
+            sources=sources,
+            provider=completion.provider,
+            model=completion.model,
+            cached=False,
+            degraded=completion.degraded,
+            trace_id=prepared.trace_id,
+            usage=outcome.usage,
+            latency_ms=prepared.elapsed_ms(),
+            session_id=chat.session,
+        )
+
+    # --- streaming -------------------------------------------------------------------------------
+
+    async def stream(self, principal: Principal, chat: ChatInput) -> AsyncIterator[ChatEvent]:
+        """Events: ``SourcesEvent`` first, ``DeltaEvent``s, then ``DoneEvent`` or ``ErrorEvent``.
+
+        Call ``validate`` before starting the HTTP response so bad input is still a 4xx.
+        """
+        # Spans cannot stay open across yields (each chunk is produced in its own task), so the
+        # trace covers the preparation and the generation is recorded once the stream ends.
+        async with self._trace(principal, chat, stream=True):
+            prepared = await self._preparation.prepare(principal, chat)
+        yield SourcesEvent(prepared.sources)
+        if prepared.fixed is not None or prepared.prompt is None:
+            fixed = prepared.fixed
+            assert fixed is not None
+            yield DeltaEvent(fixed.text)
+            yield DoneEvent(
+                provider=fixed.provider,
+                model=fixed.model,
+                usage=fixed.usage,
+                trace_id=prepared.trace_id,
+                cached=fixed.cached,
+                degraded=False,
+                cited=[s.number for s in prepared.sources if s.cited],
+                latency_ms=prepared.elapsed_ms(),
+                session_id=chat.session,
+            )
+            return
+        streamed: list[str] = []
+        provider, model, status = "none", "none", "cancelled"
+        try:
+            async for event in self._chain.stream(self._router_request(chat, prepared.prompt)):
+                if isinstance(event, StreamStart):
+                    provider, model = event.provider, event.model
+                elif isinstance(event, TextDelta):
+                    streamed.append(event.text)
+                    yield DeltaEvent(event.text)
+                elif isinstance(event, StreamEnd):
+                    outcome = Outcome(
+                        text="".join(streamed),
+                        provider=event.provider,
+                        model=event.model,
+                        usage=_usage_dict(event.usage),
+                        status="failed" if event.degraded else "ok",
+                        cacheable=event.cacheable,
+                    )
+                    with anyio.CancelScope(shield=True):
+                        _, cited = await self._finish(principal, chat, prepared, outcome, streamed=True)
+                    status = outcome.status
+                    yield DoneEvent(
+                        provider=event.provider,
+                        model=event.model,
+                        usage=outcome.usage,
+                        trace_id=prepared.trace_id,
+                        cached=False,
+                        degraded=event.degraded,
+                        cited=cited,
+                        latency_ms=prepared.elapsed_ms(),
+                        session_id=chat.session,
+                    )
+                elif isinstance(event, StreamFailed):
+                    failed = Outcome("".join(streamed), provider, model, None, status="failed")
+                    with anyio.CancelScope(shield=True):
+                        await self._finish(principal, chat, prepared, failed, streamed=True)
+                    status = failed.status
+                    yield ErrorEvent(code=event.code, message=event.message, trace_id=prepared.trace_id)
+        finally:
+            self._telemetry.tracer.record_generation(
+                "generation",
+                model=model,
+                output="".join(streamed),
+                metadata={"provider": provider, "status": status, "stream": True},
+            )
+            if status == "cancelled":
+                # The client went away (cancellation): shield the write so history holds exactly
+                # what the client was sent, and how it ended.
+                cancelled = Outcome("".join(streamed), provider, model, None, status="cancelled")
+                with anyio.CancelScope(shield=True):
+                    await self._finish(principal, chat, prepared, cancelled, streamed=True)

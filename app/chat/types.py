@@ -1,0 +1,89 @@
+"""What the chat pipeline takes and gives: a ``ChatInput``, then a ``ChatAnswer`` or a stream of
+``ChatEvent``s."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from app.rag.prompt import Turn
+from app.rag.query import RetrievalFilters, RetrievalMode
+from app.rag.sources import Source
+
+NO_CONTEXT_ANSWER = (
+    "I don't know from your documents: nothing in them matches this question. "
+    "Try rephrasing it, or upload a document that covers it."
+)
+
+
+@dataclass(frozen=True)
+class ChatInput:
+    question: str
+    # The client's session id (``app.memory.service.SessionId``); a UUID is read as its text.
+    session_id: str | uuid.UUID | None = None
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_k: int = 5
+    filters: RetrievalFilters = field(default_factory=RetrievalFilters)
+    mode: RetrievalMode = RetrievalMode.hybrid
+    vector_weight: float = 1.0
+    text_weight: float = 1.0
+    # Earlier turns a stateless client sends itself (the OpenAI-compatible surface); a stored
+    # session's window replaces them when ``session_id`` is given.
+    history: tuple[Turn, ...] = ()
+
+    @property
+    def session(self) -> str | None:
+        """The session id as memory, responses and traces use it (scoped by memory, not here)."""
+        return None if self.session_id is None else str(self.session_id)
+
+
+@dataclass(frozen=True)
+class ChatAnswer:
+    answer: str
+    sources: list[Source]
+    provider: str
+    model: str
+    cached: bool
+    degraded: bool
+    trace_id: str
+    usage: dict[str, int] | None
+    latency_ms: float
+    session_id: str | None
+
+
+# --- stream events (rendered as SSE by the API layer) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourcesEvent:
+    sources: list[Source]
+
+
+@dataclass(frozen=True)
+class DeltaEvent:
+    text: str
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    provider: str
+    model: str
+    usage: dict[str, int] | None
+    trace_id: str
+    cached: bool
+    degraded: bool
+    cited: list[int]
+    latency_ms: float
+    session_id: str | None
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    code: str
+    message: str
+    trace_id: str
+
+
+ChatEvent = SourcesEvent | DeltaEvent | DoneEvent | ErrorEvent

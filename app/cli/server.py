@@ -1,0 +1,123 @@
+"""``serve``: gunicorn with uvicorn workers, on the servers in use (embedded ones if no URLs)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.bootstrap import bootstrap_dev_admin, dev_key_path
+from app.cli.bootstrap import Migrations, attach, in_transaction, load_settings
+from app.embedded.errors import StartupError
+from app.observability.serving import GUNICORN_CONFIG, worker_environment
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.cli.bootstrap import Subcommands
+
+
+def add_serve_command(commands: Subcommands) -> None:
+    serve = commands.add_parser("serve", help="start the HTTP server (embedded services if no URLs)")
+    serve.add_argument("--host", help="bind address (default: HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: PORT or 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: WEB_CONCURRENCY or 1)")
+    serve.set_defaults(handler=cmd_serve)
+
+
+def _ensure_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); stop what uses it or pass --port"
+            ) from exc
+
+
+def _forward_signals(child: subprocess.Popen[bytes]) -> Callable[[int, FrameType | None], None]:
+    def handler(signum: int, _: FrameType | None) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    return handler
+
+
+def _gunicorn_command(host: str, port: int, workers: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "app.asgi:app",
+        "--worker-class",
+        "uvicorn_worker.UvicornWorker",
+        "--workers",
+        str(workers),
+        "--bind",
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "--graceful-timeout",
+        "10",
+        "--timeout",
+        "120",
+        "--control-socket",
+        os.path.join(tempfile.gettempdir(), f"ragchat-gunicorn-{os.getpid()}.ctl"),
+        "--config",
+        GUNICORN_CONFIG,
+    ]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    host: str = args.host or settings.host
+    port: int = args.port or settings.port
+    workers: int = args.workers or settings.web_concurrency
+    _ensure_port_free(host, port)
+    with attach(settings, migrations=Migrations.AUTO, export_env=True) as attached:
+        if settings.uses_embedded_postgres and settings.debug:
+            # Only the developer default (`make run` sets DEBUG=true): an image or any production
+            # start never creates or prints an admin key; operators use `python -m app keys`.
+            _bootstrap_dev_key(attached.settings)
+        if settings.uses_embedded_postgres:
+            # The embedded default runs an ingestion worker inside each server process.
+            os.environ.setdefault("RUN_WORKER_IN_PROCESS", "true")
+        command = _gunicorn_command(host, port, workers)
+        print(
+            f"serving on http://{host}:{port} with {workers} worker(s)"
+            + (" on embedded PostgreSQL" if attached.embedded_postgres else "")
+            + (" and embedded Redis" if attached.embedded_redis else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+        with worker_environment(settings):
+            child = subprocess.Popen(command, env=os.environ.copy())
+            forward = _forward_signals(child)
+            signal.signal(signal.SIGTERM, forward)
+            signal.signal(signal.SIGINT, forward)
+            code = child.wait()
+        # Ctrl-C reaches gunicorn directly; its orderly exit is not a failure.
+        return 0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code
+
+
+def _bootstrap_dev_key(settings: Settings) -> None:
+    async def work(session: AsyncSession) -> str | None:
+        issued = await bootstrap_dev_admin(session, settings.data_dir)
+        return issued.key if issued else None
+
+    key = asyncio.run(in_transaction(settings, work))
+    if key is not None:
+        print(
+            f"first start: created tenant 'dev' and its admin API key (shown once, also saved to "
+            f"{dev_key_path(settings.data_dir)}):\n  {key}",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -1,0 +1,46 @@
+"""What a retrieval asks for and what it returns."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class RetrievalMode(StrEnum):
+    vector = "vector"
+    text = "text"
+    hybrid = "hybrid"
+
+
+@dataclass(frozen=True)
+class RetrievalFilters:
+    tags: tuple[str, ...] = ()
+    document_ids: tuple[uuid.UUID, ...] = ()
+
+
+@dataclass(frozen=True)
+class RetrievalQuery:
+    tenant_id: uuid.UUID
+    text: str
+    vector: Sequence[float] | None
+    top_k: int = 5
+    mode: RetrievalMode = RetrievalMode.hybrid
+    filters: RetrievalFilters = field(default_factory=RetrievalFilters)
+    vector_weight: float = 1.0
+    text_weight: float = 1.0
+    ef_search: int = 100
+    min_similarity: float = 0.0  # vector hits below this cosine similarity are not evidence
+
+
+@dataclass(frozen=True)
+class RetrievedChunk:
+    chunk_id: int
+    document_id: uuid.UUID
+    version: int
+    title: str
+    page: int
+    text: str
+    tags: tuple[str, ...]
+    score: float

@@ -1,0 +1,69 @@
+"""How many database connections one chat request checks out: each is a pool round trip, and
+under load each is a wait for a free connection. One unit of work prepares the turn (memory window,
+corpus version, both searches), a cache hit is recorded in it too, and the connection goes back to
+the pool before the model is asked."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from app.resources import Resources
+from tests.fakes.fake_llm_server import FakeLLMServer
+from tests.integration.chat.conftest import Library, ask
+from tests.support.callers import Caller
+
+pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
+
+
+class Checkouts:
+    def __init__(self) -> None:
+        self.connections = 0
+        self.sessions: set[int] = set()
+
+
+@contextmanager
+def counting(resources: Resources) -> Iterator[Checkouts]:
+    counts = Checkouts()
+    pool = resources.engine.sync_engine.pool
+
+    def on_checkout(*_: Any) -> None:
+        counts.connections += 1
+
+    def on_begin(session: Session, *_: Any) -> None:
+        counts.sessions.add(id(session))
+
+    event.listen(pool, "checkout", on_checkout)
+    event.listen(Session, "after_begin", on_begin)
+    try:
+        yield counts
+    finally:
+        event.remove(pool, "checkout", on_checkout)
+        event.remove(Session, "after_begin", on_begin)
+
+
+async def test_a_full_answer_uses_three_connections_and_a_cache_hit_two(
+    http: httpx.AsyncClient, library: Library, editor: Caller, resources: Resources, fake: FakeLLMServer
+) -> None:
+    await library.add("The quarterly review happens in the Blue Room.", filename="review.txt")
+    fake.configure("openai", text="In the Blue Room [1].")
+    await ask(http, editor, "Which room hosts the standup?")  # the key's first use is behind us
+
+    with counting(resources) as full:
+        response = await ask(http, editor, "Where is the quarterly review?", session_id=str(uuid.uuid4()))
+    assert response.status_code == 200 and response.json()["cached"] is False, response.text
+    # authentication; preparation (window, corpus version, vector and text search); the turn
+    assert (full.connections, len(full.sessions)) == (3, 3)
+
+    with counting(resources) as hit:
+        response = await ask(http, editor, "Where is the quarterly review?", session_id=str(uuid.uuid4()))
+    assert response.status_code == 200 and response.json()["cached"] is True, response.text
+    # authentication; preparation, which answers from the cache and records the turn
+    assert (hit.connections, len(hit.sessions)) == (2, 2)

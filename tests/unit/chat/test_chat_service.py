@@ -1,0 +1,224 @@
+"""ChatService on in-memory stores (the ``app.chat.ports`` protocols) and scripted providers: the
+pipeline's decisions alone, without PostgreSQL, Redis or a model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from app.auth.principal import Principal, Role
+from app.cache.answers import CachedAnswer, CacheKey
+from app.chat.pipeline import Preparation
+from app.chat.service import ChatService
+from app.chat.types import NO_CONTEXT_ANSWER, ChatInput, DeltaEvent, DoneEvent, ErrorEvent, SourcesEvent
+from app.llm.errors import ServerError
+from app.memory.service import RecordedTurn, TurnRecord
+from app.observability.telemetry import Telemetry
+from app.rag.prompt import Turn
+from app.rag.query import RetrievalQuery, RetrievedChunk
+from app.settings import Settings
+from tests.support.chains import chain_of
+from tests.support.embedders import HashingEmbedder
+from tests.support.tokens import WhitespaceTokenCounter
+from tests.unit.llm.scripted import ScriptedProvider, Step
+
+pytestmark = pytest.mark.unit
+
+ALICE = Principal(id="key:alice", tenant_id=uuid.UUID(int=1), role=Role.reader, kind="api_key")
+CHUNK = RetrievedChunk(
+    chunk_id=7,
+    document_id=uuid.UUID(int=9),
+    version=1,
+    title="Returns policy",
+    page=2,
+    text="The refund window is 30 days from delivery.",
+    tags=("policy",),
+    score=0.9,
+)
+
+
+class FakeDb:
+    def __init__(self) -> None:
+        self.commits = 0
+
+    async def commit(self) -> None:
+        self.commits += 1
+
+
+@dataclass
+class InMemoryMemory:
+    turns: dict[tuple[str, str], list[TurnRecord]] = field(default_factory=dict)
+
+    async def window(self, db: Any, principal: Principal, session_id: str) -> list[Turn]:
+        return [
+            Turn(t.question, t.answer)
+            for t in self.turns.get((principal.id, session_id), [])
+            if t.status == "ok"
+        ]
+
+    async def record_turn(
+        self, db: Any, principal: Principal, session_id: str, turn: TurnRecord
+    ) -> RecordedTurn:
+        self.turns.setdefault((principal.id, session_id), []).append(turn)
+        return RecordedTurn(uuid.uuid4(), turn)
+
+    async def publish(self, recorded: RecordedTurn) -> None:
+        return None
+
+
+@dataclass
+class InMemoryCache:
+    entries: dict[CacheKey, CachedAnswer] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return True
+
+    def key_for(
+        self,
+        tenant_id: uuid.UUID,
+        corpus_version: str,
+        question: str,
+        parameters: dict[str, Any],
+        context: str = "",
+    ) -> CacheKey | None:
+        material = json.dumps(
+            [question.lower().rstrip("?"), parameters, context], sort_keys=True, default=str
+        )
+        return CacheKey(tenant_id, corpus_version, hashlib.sha256(material.encode()).hexdigest())
+
+    async def get(self, key: CacheKey) -> tuple[CachedAnswer, str] | None:
+        hit = self.entries.get(key)
+        return None if hit is None else (hit, "l1")
+
+    async def put(self, key: CacheKey, answer: CachedAnswer) -> None:
+        self.entries[key] = answer
+
+
+@dataclass
+class Harness:
+    service: ChatService
+    memory: InMemoryMemory
+    cache: InMemoryCache
+    db: FakeDb
+    retrieved: list[RetrievedChunk]
+
+
+def harness(*providers: ScriptedProvider, chunks: list[RetrievedChunk] | None = None) -> Harness:
+    settings = Settings(_env_file=None)
+    memory, cache, db = InMemoryMemory(), InMemoryCache(), FakeDb()
+    retrieved = [CHUNK] if chunks is None else chunks
+
+    @asynccontextmanager
+    async def unit_of_work() -> AsyncIterator[Any]:
+        yield db
+
+    async def retriever(_: Any, query: RetrievalQuery) -> list[RetrievedChunk]:
+        return retrieved
+
+    async def corpus_version(_: Any, tenant_id: uuid.UUID) -> str:
+        return "1"
+
+    preparation = Preparation(
+        settings=settings,
+        unit_of_work=unit_of_work,
+        memory=memory,
+        cache=cache,
+        corpus_versions=corpus_version,
+        retriever=retriever,
+        embedder=HashingEmbedder(),
+        counter=WhitespaceTokenCounter(),
+        telemetry=Telemetry.disabled(),
+    )
+    service = ChatService(
+        settings=settings,
+        preparation=preparation,
+        chain=chain_of(*providers),
+        memory=memory,
+        cache=cache,
+        unit_of_work=unit_of_work,
+    )
+    return Harness(service, memory, cache, db, retrieved)
+
+
+def generator(*steps: Step) -> ScriptedProvider:
+    return ScriptedProvider(list(steps) or [Step(tokens=("30 days", " [1]."))], provider_name="openai")
+
+
+async def test_a_routed_answer_is_cached_and_the_repeat_never_reaches_the_provider() -> None:
+    provider = generator()
+    h = harness(provider)
+    first = await h.service.answer(ALICE, ChatInput("How long is the refund window?", session_id="s1"))
+    again = await h.service.answer(ALICE, ChatInput("how long is the refund window", session_id="s2"))
+    assert (first.answer, first.cached, first.sources[0].cited) == ("30 days [1].", False, True)
+    assert (again.answer, again.cached, again.provider) == ("30 days [1].", True, "openai")
+    assert again.sources == first.sources
+    assert provider.calls == 1
+    # both turns are in memory, the cached one with the sources it was answered with
+    assert [t.status for t in h.memory.turns[(ALICE.id, "s2")]] == ["ok"]
+    assert h.memory.turns[(ALICE.id, "s2")][0].sources[0]["cited"] is True
+
+
+async def test_an_answer_after_earlier_turns_is_not_served_to_a_fresh_session() -> None:
+    provider = generator(Step(tokens=("first",)), Step(tokens=("second",)), Step(tokens=("third",)))
+    h = harness(provider)
+    await h.service.answer(ALICE, ChatInput("Hello there", session_id="long"))
+    in_context = await h.service.answer(ALICE, ChatInput("How long is the refund window?", session_id="long"))
+    fresh = await h.service.answer(ALICE, ChatInput("How long is the refund window?", session_id="new"))
+    assert (in_context.answer, fresh.answer, fresh.cached) == ("second", "third", False)
+
+
+async def test_a_degraded_answer_is_recorded_as_failed_and_never_cached() -> None:
+    h = harness(generator(Step(error=ServerError("503"))))
+    result = await h.service.answer(ALICE, ChatInput("How long is the refund window?", session_id="s"))
+    assert result.degraded and result.provider == "none"
+    assert h.cache.entries == {}
+    assert [t.status for t in h.memory.turns[(ALICE.id, "s")]] == ["failed"]
+
+
+async def test_nothing_retrieved_is_answered_without_the_router_in_one_unit_of_work() -> None:
+    provider = generator()
+    h = harness(provider, chunks=[])
+    result = await h.service.answer(ALICE, ChatInput("What is the meaning of life?", session_id="s"))
+    assert (result.answer, result.provider, result.sources) == (NO_CONTEXT_ANSWER, "none", [])
+    assert provider.calls == 0
+    assert len(h.memory.turns[(ALICE.id, "s")]) == 1
+    assert h.db.commits == 1  # preparation recorded the turn and committed once
+
+
+async def test_a_stream_sends_sources_deltas_and_done_and_records_what_was_sent() -> None:
+    h = harness(generator(Step(tokens=("30", " days", " [1]."))))
+    events = [e async for e in h.service.stream(ALICE, ChatInput("Refund window?", session_id="s"))]
+    assert isinstance(events[0], SourcesEvent) and isinstance(events[-1], DoneEvent)
+    text = "".join(e.text for e in events if isinstance(e, DeltaEvent))
+    assert text == "30 days [1]." and events[-1].cited == [1]
+    (turn,) = h.memory.turns[(ALICE.id, "s")]
+    assert (turn.answer, turn.status, turn.sources[0]["cited"]) == (text, "ok", False)
+    assert len(h.cache.entries) == 1
+
+
+async def test_a_stream_that_breaks_ends_with_an_error_and_records_the_partial_answer() -> None:
+    h = harness(generator(Step(tokens=("30", " days"), fail_after_tokens=ServerError("reset"))))
+    events = [e async for e in h.service.stream(ALICE, ChatInput("Refund window?", session_id="s"))]
+    assert isinstance(events[-1], ErrorEvent)
+    (turn,) = h.memory.turns[(ALICE.id, "s")]
+    assert (turn.answer, turn.status) == ("30 days", "failed")
+    assert h.cache.entries == {}
+
+
+async def test_a_client_that_leaves_mid_stream_leaves_a_cancelled_turn() -> None:
+    h = harness(generator(Step(tokens=("30", " days", " [1]."))))
+    stream = h.service.stream(ALICE, ChatInput("Refund window?", session_id="s"))
+    assert isinstance(await anext(stream), SourcesEvent)
+    assert await anext(stream) == DeltaEvent("30")
+    await stream.aclose()  # what the HTTP layer does when the client disconnects
+    (turn,) = h.memory.turns[(ALICE.id, "s")]
+    assert (turn.answer, turn.status) == ("30", "cancelled")
+    assert h.cache.entries == {}
