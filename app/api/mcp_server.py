@@ -31,7 +31,7 @@ from app.api.chat import MAX_QUESTION_CHARS
 from app.api.deps import resources_of
 from app.auth.principal import Principal, Role
 from app.chat.types import ChatInput
-from app.documents import repository as repo
+from app.documents.service import DocumentService
 from app.errors import DATABASE_UNAVAILABLE_ERRORS, AppError
 from app.limits.enforcement import charge, principal_identity
 from app.limits.limiter import Budget
@@ -228,9 +228,9 @@ async def _ask(call: _Call, question: str, session_id: SessionId | None) -> AskR
 
 
 async def _list(call: _Call, tag: str | None) -> DocumentList:
-    async with call.resources.session_factory() as session:
-        page = await repo.list_documents(
-            session,
+    resources = call.resources
+    async with resources.session_factory() as session:
+        page = await DocumentService(session, resources.settings).list_documents(
             call.principal.tenant_id,
             tag=tag,
             text_query=None,

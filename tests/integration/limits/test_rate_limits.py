@@ -280,3 +280,23 @@ async def test_a_tenant_shares_one_chat_budget_across_its_principals(settings: S
         status = (await client.get("/api/v1/rate-limit/status", headers=bob.headers)).json()
         tenant_row = next(row for row in status["budgets"] if row["budget"] == "tenant")
         assert tenant_row["scope"] == "tenant" and tenant_row["remaining"] == 0
+
+
+def rate_limited_count(exposition: str, scope: str) -> float:
+    for line in exposition.splitlines():
+        if line.startswith("rate_limited_total{") and f'scope="{scope}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_every_refusal_is_counted_on_metrics_by_budget(settings: Settings) -> None:
+    async with running_app(
+        settings, routers=[probe], rate_limit_per_principal="2/minute", rate_limit_per_ip="100/minute"
+    ) as (_, client, make):
+        alice = await make(tenant="acme", role=Role.reader)
+        before = (await client.get("/metrics")).text
+        for _ in range(5):
+            await client.post("/probe/chat", headers=alice.headers)
+        after = (await client.get("/metrics")).text
+    assert rate_limited_count(after, "chat") - rate_limited_count(before, "chat") == 3
+    assert rate_limited_count(after, "ip") == rate_limited_count(before, "ip")
