@@ -16,14 +16,17 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
-LOCKS := requirements-pip.txt requirements.txt requirements-dev.txt
+LOCKS := requirements-pip.txt requirements.txt requirements-local.txt requirements-dev.txt
 # Exact install: a hashed pip is bootstrapped first, then every lock is installed with --no-deps, so
 # nothing is resolved at install time and an upstream release cannot change what lands in .venv.
-# `pip check` fails the install if the locks are not a complete, consistent set.
+# `pip check` fails the install if the locks are not a complete, consistent set. requirements.txt is
+# what the default image runs (ONNX embeddings, no torch); requirements-local.txt adds torch
+# (EMBEDDING_BACKEND=torch) and gpt4all, so the test suite checks both embedding backends.
 $(STAMP): $(LOCKS)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-pip.txt
 	$(PIP) install --quiet --no-deps --require-hashes --only-binary :all: -r requirements.txt
+	$(PIP) install --quiet --no-deps --require-hashes --only-binary :all: -r requirements-local.txt
 	$(PIP) install --quiet --no-deps --require-hashes --only-binary :all: -r requirements-dev.txt
 	$(PIP) check
 	@touch $(STAMP)
@@ -37,11 +40,13 @@ PIP_COMPILE = $(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras -
 deps-compile: $(STAMP) ## re-lock requirements*.txt from requirements*.in (same versions where possible)
 	$(PIP_COMPILE) -o requirements-pip.txt requirements-pip.in
 	$(PIP_COMPILE) -o requirements.txt requirements.in
+	$(PIP_COMPILE) -o requirements-local.txt requirements-local.in
 	$(PIP_COMPILE) -o requirements-dev.txt requirements-dev.in
 
 deps-update: $(STAMP) ## re-lock with the newest versions the .in pins allow
 	$(PIP_COMPILE) --upgrade -o requirements-pip.txt requirements-pip.in
 	$(PIP_COMPILE) --upgrade -o requirements.txt requirements.in
+	$(PIP_COMPILE) --upgrade -o requirements-local.txt requirements-local.in
 	$(PIP_COMPILE) --upgrade -o requirements-dev.txt requirements-dev.in
 
 run: $(STAMP) ## start the service (embedded PostgreSQL + Redis unless URLs are set) on :8000
@@ -153,15 +158,31 @@ fake-llm: $(STAMP) ## fake OpenAI/Groq/Gemini server (real wire protocols) on :8
 benchmark-router: $(STAMP) ## LLM router overhead (ours vs LiteLLM Router) vs a direct SDK call: N=300
 	$(PY) -m scripts.benchmark_router --requests $(or $(N),300)
 
-.PHONY: benchmark benchmark-chat
+.PHONY: benchmark benchmark-chat benchmark-load benchmark-embeddings
+benchmark-embeddings: $(STAMP) ## local embeddings, ONNX vs torch: query p50/p95, ingestion chunks/s, agreement
+	$(PY) -m scripts.benchmark_embeddings
+benchmark-load: $(STAMP) ## ours vs the LiteLLM proxy under wrk: cache hit, uncached, SSE first token (1 and 2 workers)
+	$(PY) -m scripts.benchmark_load $(if $(DURATION),--seconds $(DURATION))
+
 benchmark-chat: $(STAMP) ## /api/v1/chat p50/p99, uncached vs cached, against the fake provider
 	$(PY) -m scripts.benchmark_chat
 
-benchmark: benchmark-vectors benchmark-router benchmark-chat ## every benchmark, each printing a table
+benchmark: benchmark-vectors benchmark-router benchmark-chat benchmark-embeddings ## every benchmark, each printing a table
 
 .PHONY: chaos
 chaos: $(STAMP) ## fault injection under load (Redis kill, PostgreSQL restart, worker and server SIGKILL): a table
 	$(PY) -m scripts.chaos
+
+.PHONY: image image-local test-image
+IMAGE_NAME ?= ragchat
+image: ## the default container image (ONNX embeddings, no torch, < 400 MB): ragchat:latest
+	docker build --target runtime -t $(IMAGE_NAME):latest .
+
+image-local: ## the `local` image: adds torch (EMBEDDING_BACKEND=torch) and gpt4all: ragchat:local
+	docker build --target local -t $(IMAGE_NAME):local .
+
+test-image: $(STAMP) ## build both images here (private dockerd, --network host) and check them running
+	$(PY) -m scripts.test_image
 
 .PHONY: up down logs
 COMPOSE ?= docker compose

@@ -15,7 +15,9 @@ Every error the service raises is an ``AppError`` with a stable ``code``, an HTT
     │                             failed; the chain catches it and falls back, no client sees it
     └── the client's errors, each in its capability's module: auth (401/403/503), limits (429/503),
         documents (4xx), rag (PromptTooLargeError 422 ``question_too_long``, …),
-        llm (UnknownModelError 422 ``unknown_model``)
+        llm (UnknownModelError 422 ``unknown_model``; a caller's own provider key:
+        ProviderKeyRejected 422 ``provider_key_rejected``, InvalidProviderKey 422
+        ``invalid_provider_key``)
 """
 
 from __future__ import annotations

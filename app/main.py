@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import chat as chat_api
-from app.api import documents, health, jobs, keys, me, openai_compat, rate_limit, sessions
+from app.api import documents, health, jobs, keys, me, openai_compat, rate_limit, service_limits, sessions
 from app.api import metrics as metrics_api
 from app.api import providers as providers_api
 from app.api.auth import AuthenticateFirstMiddleware
@@ -32,7 +32,7 @@ from app.errors import install_error_handlers
 from app.limits.limiter import RequestLimiter
 from app.limits.middleware import RateLimitHeadersMiddleware
 from app.limits.streams import StreamSlots
-from app.llm.factory import build_provider_chain
+from app.llm.factory import build_caller_chains, build_provider_chain
 from app.llm.telemetry_observer import TelemetryRouterObserver
 from app.memory.service import ConversationMemory
 from app.memory.window import WindowStore
@@ -121,7 +121,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 corpus_versions=corpus_version,
                 retriever=retrieve,
                 embedder=docs_runtime.embedder,
-                counter=WordPieceTokenCounter(),
+                counter=WordPieceTokenCounter(settings.embedding_tokenizer_path),
                 telemetry=telemetry,
             )
             chat = ChatService(
@@ -149,6 +149,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 embedder=docs_runtime.embedder,
                 job_queue=docs_runtime.job_queue,
                 provider_chain=provider_chain,
+                caller_chains=build_caller_chains(settings, provider_chain),
                 memory=memory,
                 chat=chat,
             )
@@ -192,6 +193,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(me.router)
     app.include_router(keys.router)
     app.include_router(rate_limit.router)
+    app.include_router(service_limits.router)
     app.include_router(documents.router)
     app.include_router(jobs.router)
     app.include_router(providers_api.router)

@@ -17,6 +17,7 @@ from app.db.readiness import ReadinessProbe
 from app.documents.queue import JobQueue
 from app.limits.limiter import RequestLimiter
 from app.limits.streams import StreamSlots
+from app.llm.caller_keys import CallerChains
 from app.llm.chain import ProviderChain
 from app.memory.service import ConversationMemory
 from app.observability.telemetry import Telemetry
@@ -39,5 +40,6 @@ class Resources:
     embedder: Embedder
     job_queue: JobQueue
     provider_chain: ProviderChain
+    caller_chains: CallerChains  # per-request chains with the callers' own provider keys
     memory: ConversationMemory
     chat: ChatService

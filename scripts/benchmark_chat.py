@@ -9,9 +9,7 @@ embedding + hybrid retrieval + prompt + provider call); cached requests repeat o
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,8 +17,9 @@ from pathlib import Path
 
 import httpx
 
+from scripts.benchmark_load import seed
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.support.server import ROOT, start_server
+from tests.support.server import start_server
 
 TOPICS = [
     "backups",
@@ -86,18 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         for unset in ("DATABASE_URL", "REDIS_URL", "CACHE_REDIS_URL"):
             env[unset] = ""
         print("seeding the demo documents …", file=sys.stderr)
-        subprocess.run(
-            [sys.executable, "-m", "app", "seed"],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        key = seed(env)
         server = start_server(
             env, Path(data_dir) / "server.log", workers=1, ready_path="/readyz", timeout=180
         )
         try:
-            key = (Path(data_dir) / "dev-api-key").read_text().strip()
             headers = {"X-API-Key": key}
             with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as client:
                 client.post("/api/v1/chat", json={"question": "warm-up: what is this service?"})

@@ -1,4 +1,5 @@
-"""Session-wide real services and per-test isolation (see tests/support/services.py)."""
+"""Session-wide real services and per-test isolation (see tests/support/services.py); the test's app
+and its client (tests/support/apps.py); the wire-level fake LLM provider."""
 
 from __future__ import annotations
 
@@ -10,43 +11,29 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 import redis as sync_redis
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from app.main import create_app
-from app.rag.embeddings import LocalEmbedder
+from app.auth.principal import Role
+from app.embedded.redis import EmbeddedRedis
+from app.rag.embeddings import Embedder, LocalEmbedder, OnnxEmbedder
+from app.resources import Resources
 from app.settings import Settings
-from tests.support.callers import MakeCaller, caller_factory
+from tests.fakes.fake_llm_server import FakeLLMServer
+from tests.support.apps import RunningApp, running_app
+from tests.support.callers import Caller, MakeCaller
 from tests.support.embedders import HashingEmbedder
+from tests.support.library import Library
 from tests.support.services import (
     PostgresForTests,
     RedisForTests,
-    libpq,
     start_postgres,
     start_redis,
+    truncate_app_tables,
 )
 
 pytest_plugins = ["tests.support.leaks"]
-
-APP_TABLES = (
-    "audit_log",
-    "messages",
-    "conversations",
-    "ingestion_jobs",
-    "chunks",
-    "document_versions",
-    "documents",
-    "api_keys",
-    "tenants",
-    # the job queue's tables (procrastinate): no job may leak into the next test's worker
-    "procrastinate_events",
-    "procrastinate_periodic_defers",
-    "procrastinate_jobs",
-    "procrastinate_workers",
-)
 
 
 @pytest.fixture(scope="session")
@@ -94,8 +81,7 @@ def redis_prefix(redis_server: RedisForTests, worker_name: str) -> Iterator[str]
 def clean_database(database_url: str) -> Iterator[str]:
     """Every table empty after the test, whatever it committed."""
     yield database_url
-    with psycopg.connect(libpq(database_url), autocommit=True) as conn:
-        conn.execute("TRUNCATE " + ", ".join(APP_TABLES) + " RESTART IDENTITY CASCADE")
+    truncate_app_tables(database_url)
 
 
 @pytest.fixture
@@ -114,23 +100,75 @@ def settings(clean_database: str, redis_server: RedisForTests, redis_prefix: str
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with LifespanManager(application):
-        yield application
+def app_embedder() -> Embedder | None:
+    """The embedder the ``app`` fixture shares; None: the app builds the one its settings name.
+    Folders whose tests embed override it with the session's model."""
+    return None
 
 
 @pytest.fixture
-def make_caller(app: FastAPI) -> MakeCaller:
+async def running(settings: Settings, app_embedder: Embedder | None) -> AsyncIterator[RunningApp]:
+    """The test's app (tests/support/apps.py), with the ``settings`` of its folder or module."""
+    async with running_app(settings, embedder=app_embedder) as running:
+        yield running
+
+
+@pytest.fixture
+def app(running: RunningApp) -> FastAPI:
+    return running.app
+
+
+@pytest.fixture
+def client(running: RunningApp) -> httpx.AsyncClient:
+    """The HTTP client of the test's app."""
+    return running.client
+
+
+@pytest.fixture
+def make_caller(running: RunningApp) -> MakeCaller:
     """Creates real tenants and API keys in this test's database."""
-    return caller_factory(app.state.resources.session_factory)
+    return running.make_caller
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        yield http
+def resources(running: RunningApp) -> Resources:
+    return running.resources
+
+
+@pytest.fixture
+async def editor(make_caller: MakeCaller) -> Caller:
+    return await make_caller(tenant="acme", role=Role.editor)
+
+
+@pytest.fixture
+def library(client: httpx.AsyncClient, resources: Resources, editor: Caller) -> Library:
+    """The editor's documents, uploaded over HTTP and ingested before ``add`` returns."""
+    return Library(client, resources, editor)
+
+
+@pytest.fixture(scope="session")
+def fake_llm_server() -> Iterator[FakeLLMServer]:
+    """The wire-level fake of OpenAI, Groq and Gemini, one per test process."""
+    server = FakeLLMServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake(fake_llm_server: FakeLLMServer) -> Iterator[FakeLLMServer]:
+    """The fake, every provider back to answering normally before and after the test."""
+    fake_llm_server.reset()
+    yield fake_llm_server
+    fake_llm_server.reset()
+
+
+@pytest.fixture
+def stoppable_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis of the test's own, to stop and start again mid-test."""
+    server = EmbeddedRedis(tmp_path, "stoppable")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -148,8 +186,9 @@ def embedded_data_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def embedder() -> LocalEmbedder:
-    """The real local embedding model, loaded once per test session (per xdist worker)."""
-    model = LocalEmbedder("all-MiniLM-L6-v2", 384, batch_size=32)
+    """The real local embedding model on the default (ONNX) backend, loaded once per test session
+    (per xdist worker)."""
+    model = OnnxEmbedder("all-MiniLM-L6-v2", 384, batch_size=32)
     model.load()
     return model
 

@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.deps import ChatServiceDep, SettingsDep, StreamSlotsDep
 from app.api.limits import ChatRateLimit
+from app.api.provider_keys import CallerChainDep, answering_with
 from app.chat.types import ChatAnswer, ChatEvent, ChatInput, DeltaEvent, DoneEvent, ErrorEvent
 from app.errors import DATABASE_UNAVAILABLE_ERRORS, AppError
 from app.limits.enforcement import principal_identity
@@ -210,8 +211,9 @@ async def chat(
     settings: SettingsDep,
     slots: StreamSlotsDep,
     service: ChatServiceDep,
+    caller: CallerChainDep,
 ) -> ChatAnswer | StreamingResponse:
-    chat_input = _to_input(body, settings)
+    service, chat_input = answering_with(caller, service, _to_input(body, settings))
     if not _wants_stream(body, request):
         return await service.answer(principal, chat_input)
     service.validate(chat_input)  # bad input is a 4xx before the stream starts

@@ -5,7 +5,10 @@ The request's DB session commits when the endpoint returns normally and rolls ba
 exception; services never commit themselves. The session dependency has ``scope="function"``:
 its exit (the commit) runs when the endpoint returns, *before* the response is sent. A write is
 durable before the client hears "200/202", and a commit that fails becomes a problem response
-instead of a success the database never kept."""
+instead of a success the database never kept.
+
+Every dependency here is ``async def``: FastAPI runs a plain ``def`` dependency in a worker
+thread, a thread hop per dependency per request for what is an attribute read."""
 
 from __future__ import annotations
 
@@ -16,11 +19,13 @@ from fastapi import Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp
 
+from app.auth.authenticator import Authenticator
 from app.chat.service import ChatService
 from app.db.readiness import ReadinessProbe
 from app.documents.queue import JobQueue
 from app.limits.limiter import RequestLimiter
 from app.limits.streams import StreamSlots
+from app.llm.caller_keys import CallerChains
 from app.llm.chain import ProviderChain
 from app.memory.service import ConversationMemory
 from app.observability.telemetry import Telemetry
@@ -37,7 +42,7 @@ def _resources(request: Request) -> Resources:
     return resources_of(request.app)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return _resources(request).settings
 
 
@@ -51,35 +56,43 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
 
 
-def get_chat_service(request: Request) -> ChatService:
+async def get_chat_service(request: Request) -> ChatService:
     return _resources(request).chat
 
 
-def get_memory(request: Request) -> ConversationMemory:
+async def get_memory(request: Request) -> ConversationMemory:
     return _resources(request).memory
 
 
-def get_chain(request: Request) -> ProviderChain:
+async def get_chain(request: Request) -> ProviderChain:
     return _resources(request).provider_chain
 
 
-def get_limiter(request: Request) -> RequestLimiter:
+async def get_caller_chains(request: Request) -> CallerChains:
+    return _resources(request).caller_chains
+
+
+async def get_limiter(request: Request) -> RequestLimiter:
     return _resources(request).limiter
 
 
-def get_stream_slots(request: Request) -> StreamSlots:
+async def get_stream_slots(request: Request) -> StreamSlots:
     return _resources(request).stream_slots
 
 
-def get_job_queue(request: Request) -> JobQueue:
+async def get_job_queue(request: Request) -> JobQueue:
     return _resources(request).job_queue
 
 
-def get_telemetry(request: Request) -> Telemetry:
+async def get_telemetry(request: Request) -> Telemetry:
     return _resources(request).telemetry
 
 
-def get_readiness(request: Request) -> ReadinessProbe:
+async def get_authenticator(request: Request) -> Authenticator:
+    return _resources(request).authenticator
+
+
+async def get_readiness(request: Request) -> ReadinessProbe:
     return _resources(request).readiness
 
 
@@ -88,8 +101,10 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
 MemoryDep = Annotated[ConversationMemory, Depends(get_memory)]
 ChainDep = Annotated[ProviderChain, Depends(get_chain)]
+CallerChainsDep = Annotated[CallerChains, Depends(get_caller_chains)]
 LimiterDep = Annotated[RequestLimiter, Depends(get_limiter)]
 StreamSlotsDep = Annotated[StreamSlots, Depends(get_stream_slots)]
 JobQueueDep = Annotated[JobQueue, Depends(get_job_queue)]
 TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]
 ReadinessDep = Annotated[ReadinessProbe, Depends(get_readiness)]
+AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]

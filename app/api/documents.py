@@ -57,13 +57,13 @@ def _service(
     return DocumentService(session, settings, dispatcher=queue, principal_id=principal.id)
 
 
-def writer_service(
+async def writer_service(
     session: SessionDep, settings: SettingsDep, queue: JobQueueDep, principal: EditorPrincipal
 ) -> DocumentService:
     return _service(session, settings, queue, principal)
 
 
-def reader_service(
+async def reader_service(
     session: SessionDep, settings: SettingsDep, queue: JobQueueDep, principal: ReaderPrincipal
 ) -> DocumentService:
     return _service(session, settings, queue, principal)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, Field
 
 from app.api.auth import AdminPrincipal
-from app.api.deps import SessionDep
+from app.api.deps import AuthenticatorDep, SessionDep
 from app.auth.key_service import create_key, list_keys, revoke_key
 from app.auth.principal import Role
 from app.security.audit import record_audit
@@ -65,7 +65,10 @@ async def list_(principal: AdminPrincipal, session: SessionDep) -> list[KeyInfo]
 
 
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke a key")
-async def revoke(key_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep) -> Response:
+async def revoke(
+    key_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, authenticator: AuthenticatorDep
+) -> Response:
     await revoke_key(session, principal.tenant_id, key_id)
+    authenticator.forget_key(key_id)
     await record_audit(session, principal, "api_key.revoke", "api_key", key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -33,7 +33,7 @@ from app.auth.principal import Principal, Role
 from app.chat.types import ChatInput
 from app.documents.service import DocumentService
 from app.errors import DATABASE_UNAVAILABLE_ERRORS, AppError
-from app.limits.enforcement import charge, principal_identity
+from app.limits.enforcement import charge_all, principal_identity
 from app.limits.limiter import Budget
 from app.memory.service import SessionId
 from app.rag.query import RetrievalFilters, RetrievalMode, RetrievalQuery
@@ -193,8 +193,11 @@ async def _ask(call: _Call, question: str, session_id: SessionId | None) -> AskR
     settings = resources.settings
     # The chat budgets the REST endpoint charges (tenant, then principal); per IP is charged by
     # the authentication middleware.
-    await charge(call.request, resources.limiter, Budget.tenant, str(call.principal.tenant_id))
-    await charge(call.request, resources.limiter, Budget.chat, principal_identity(call.principal))
+    charges = [
+        (Budget.tenant, str(call.principal.tenant_id)),
+        (Budget.chat, principal_identity(call.principal)),
+    ]
+    await charge_all(call.request, resources.limiter, charges)
     chat_input = ChatInput(  # as app.api.chat._to_input builds it for a body with defaults
         question=question.strip(),
         session_id=session_id,

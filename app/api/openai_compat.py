@@ -50,6 +50,7 @@ from app.api.chat import (
 from app.api.deps import ChainDep, ChatServiceDep, SettingsDep, StreamSlotsDep
 from app.api.limits import ChatRateLimit
 from app.api.openai_errors import model_not_found, openai_error_for_exception
+from app.api.provider_keys import CallerChainDep, answering_with
 from app.chat.types import (
     ChatEvent,
     ChatInput,
@@ -387,8 +388,9 @@ async def chat_completions(
     settings: SettingsDep,
     slots: StreamSlotsDep,
     service: ChatServiceDep,
+    caller: CallerChainDep,
 ) -> Response:
-    chat_input = _to_input(body, settings)
+    service, chat_input = answering_with(caller, service, _to_input(body, settings))
     if not body.stream:
         answer = await service.answer(principal, chat_input)
         return JSONResponse(

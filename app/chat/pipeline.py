@@ -175,7 +175,7 @@ class Preparation:
                     history = await self._memory.window(db, principal, chat.session)
                     span.update(output={"turns": len(history)})
             cache_key = None
-            if self._cache.enabled:
+            if self._cache.enabled and chat.shared_cache:
                 version = await self._corpus_versions(db, principal.tenant_id)
                 cache_key = self._cache.key_for(
                     principal.tenant_id,

@@ -5,6 +5,7 @@ and record the turn in memory with exactly the text and sources the client recei
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,13 @@ class ChatService:
         self._cache = cache
         self._unit_of_work = unit_of_work
         self._telemetry = telemetry or Telemetry.disabled()
+
+    def with_chain(self, chain: ProviderChain) -> ChatService:
+        """This service answering with ``chain`` instead: a request's own, such as the one with
+        the caller's provider keys (``app.llm.caller_keys``)."""
+        twin = copy.copy(self)
+        twin._chain = chain
+        return twin
 
     def validate(self, chat: ChatInput) -> None:
         """Checks that must fail as a 4xx before any streaming starts (and before retrieval)."""

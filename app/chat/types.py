@@ -32,6 +32,11 @@ class ChatInput:
     # Earlier turns a stateless client sends itself (the OpenAI-compatible surface); a stored
     # session's window replaces them when ``session_id`` is given.
     history: tuple[Turn, ...] = ()
+    # False when the answer is made with the caller's own provider keys (``app.llm.caller_keys``):
+    # the turn neither reads nor writes the shared answer cache. Another caller's cached answer
+    # would not be what this caller asked their own provider for, and an answer made on their key
+    # (with their model, quota and terms) is not the operator's to serve to anyone else.
+    shared_cache: bool = True
 
     @property
     def session(self) -> str | None:

@@ -17,7 +17,7 @@ from app.documents.queue import JobQueue, create_job_queue, in_process_worker
 from app.errors import InternalError
 from app.observability.metrics import DomainMetrics
 from app.observability.metrics.noop import NoopBackend
-from app.rag.embeddings import Embedder, LocalEmbedder, create_embedder
+from app.rag.embeddings import Embedder, LocalEmbedder, create_embedder, settings_for_vectors
 from app.settings import Settings
 
 
@@ -49,9 +49,9 @@ async def check_embedding_compatibility(
     foreign = sorted(set(models) - {model_name})
     if foreign:
         raise EmbeddingModelMismatchError(
-            f"stored vectors were made by {', '.join(foreign)} but EMBEDDING_MODEL is {model_name}; "
+            f"stored vectors were made by {', '.join(foreign)} but the configured model is {model_name}; "
             f"run `python -m app reembed` (make reembed) to re-embed with {model_name}, "
-            f"or set EMBEDDING_MODEL={foreign[0]}"
+            f"or set {settings_for_vectors(foreign[0])}"
         )
 
 

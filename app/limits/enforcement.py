@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -28,16 +29,25 @@ def _remember(request: Request, state: LimitState) -> None:
 
 async def charge(request: Request, limiter: RequestLimiter, budget: Budget, identity: str) -> None:
     """One hit on ``budget`` for ``identity``: 429 when exhausted; headers for the response."""
-    state = await limiter.hit(budget, identity)
-    if state is None:  # storage down, failing open
+    await charge_all(request, limiter, [(budget, identity)])
+
+
+async def charge_all(
+    request: Request, limiter: RequestLimiter, charges: Sequence[tuple[Budget, str]]
+) -> None:
+    """One hit on each budget, in one Redis round trip: 429 naming the first exhausted one."""
+    states = await limiter.hit_many(charges)
+    if states is None:  # storage down, failing open
         return
-    if not state.allowed:
-        raise RateLimitedError(
-            f"the {budget.value} rate limit of {state.window} is used up; retry after "
-            f"{max(1, state.reset_after_s)} s",
-            headers=state.headers(),
-        )
-    _remember(request, state)
+    for state in states:
+        if not state.allowed:
+            raise RateLimitedError(
+                f"the {state.budget.value} rate limit of {state.window} is used up; retry after "
+                f"{max(1, state.reset_after_s)} s",
+                headers=state.headers(),
+            )
+    for state in states:
+        _remember(request, state)
 
 
 def remembered(scope_state: dict[str, Any]) -> list[LimitState]:

@@ -1,7 +1,9 @@
 """``RequestLimiter``: named budgets over the ``limits`` library's async Redis storage.
 
-Counting is one Lua script per hit inside Redis (``INCRBY`` + ``EXPIRE`` for the fixed window), so
-every worker and replica sharing the Redis shares the counters atomically.
+Counting happens inside Redis, so every worker and replica sharing the Redis shares the counters
+atomically. With the fixed window (the default) one Lua script charges every limit of every budget
+a request spends and returns their counts and expiries: one round trip per ``hit_many``. The
+sliding window uses the ``limits`` library's own scripts, budget by budget.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import structlog
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.db.redis import KeySpace, redis_retry
@@ -34,6 +37,24 @@ logger = structlog.get_logger(__name__)
 # the first request after it tries again, so recovery needs no restart.
 STORAGE_RETRY_S = 1.0
 _STORAGE_ERRORS = (RedisError, StorageError, OSError, TimeoutError)
+
+
+# KEYS: the fixed-window counters; ARGV: each counter's window in seconds. The same counters as
+# `limits`' FixedWindowRateLimiter (INCRBY, EXPIRE on the first hit), so `peek` reads them back.
+_FIXED_WINDOW_HIT = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local count = redis.call('INCRBY', key, 1)
+  local ttl = redis.call('PTTL', key)
+  if ttl < 0 then
+    redis.call('EXPIRE', key, ARGV[i])
+    ttl = tonumber(ARGV[i]) * 1000
+  end
+  out[#out + 1] = count
+  out[#out + 1] = ttl
+end
+return out
+"""
 
 
 class Budget(StrEnum):
@@ -102,6 +123,8 @@ class RequestLimiter:
     ) -> None:
         self._storage = storage
         self._on_refused = on_refused
+        self._sliding = sliding
+        self._fixed_window_hit = None if sliding else self._client().register_script(_FIXED_WINDOW_HIT)
         self.proxies = proxies or TrustedProxies()
         self._strategy: RateLimiter = (
             SlidingWindowCounterRateLimiter(storage) if sliding else FixedWindowRateLimiter(storage)
@@ -152,27 +175,70 @@ class RequestLimiter:
     def storage_available(self) -> bool:
         return self.clock() >= self._down_until
 
+    def _client(self) -> Redis:
+        client: Redis = self._storage.bridge.storage  # type: ignore[attr-defined]
+        return client
+
     async def aclose(self) -> None:
-        client = getattr(self._storage.bridge, "storage", None)
-        if client is not None:
-            await client.aclose()
+        await self._client().aclose()
 
     async def hit(self, budget: Budget, identity: str) -> LimitState | None:
         """Charge one request; the most restrictive state of the budget's limits, or None when
         Redis is down and the limiter fails open (it raises ``RateLimitUnavailableError`` if not)."""
+        states = await self.hit_many([(budget, identity)])
+        return None if states is None else states[0]
+
+    async def hit_many(self, charges: Sequence[tuple[Budget, str]]) -> list[LimitState] | None:
+        """Charge one request to each (budget, identity): per budget, the most restrictive state of
+        its limits (in ``charges`` order); None when Redis is down and the limiter fails open."""
         if not self.storage_available:
-            self._decide_without_storage(budget)
+            self._decide_without_storage(charges[0][0])
             return None
         try:
-            states = [await self._hit_one(budget, item, identity) for item in self.budgets[budget]]
+            if self._fixed_window_hit is not None:
+                per_budget = await self._hit_fixed_windows(charges)
+            else:
+                per_budget = [
+                    [await self._hit_one(budget, item, identity) for item in self.budgets[budget]]
+                    for budget, identity in charges
+                ]
         except _STORAGE_ERRORS as exc:
             self._mark_down(exc)
-            self._decide_without_storage(budget)
+            self._decide_without_storage(charges[0][0])
             return None
-        state = most_restrictive(states)
-        if not state.allowed and self._on_refused is not None:
-            self._on_refused(budget)
-        return state
+        states = [most_restrictive(budget_states) for budget_states in per_budget]
+        for state in states:
+            if not state.allowed and self._on_refused is not None:
+                self._on_refused(state.budget)
+        return states
+
+    async def _hit_fixed_windows(self, charges: Sequence[tuple[Budget, str]]) -> list[list[LimitState]]:
+        assert self._fixed_window_hit is not None
+        items = [
+            (charge, budget, item, identity)
+            for charge, (budget, identity) in enumerate(charges)
+            for item in self.budgets[budget]
+        ]
+        bridge = self._storage.bridge
+        keys = [
+            bridge.prefixed_key(item.key_for(budget.value, identity)) for _, budget, item, identity in items
+        ]
+        raw = await self._fixed_window_hit(keys=keys, args=[item.get_expiry() for _, _, item, _ in items])
+        now = time.time()
+        per_charge: list[list[LimitState]] = [[] for _ in charges]
+        for index, (charge, budget, item, _) in enumerate(items):
+            count, ttl_ms = int(raw[2 * index]), int(raw[2 * index + 1])
+            per_charge[charge].append(
+                LimitState(
+                    budget,
+                    item.amount,
+                    max(0, item.amount - count),
+                    now + ttl_ms / 1000,
+                    str(item),
+                    allowed=count <= item.amount,
+                )
+            )
+        return per_charge
 
     async def peek(self, budget: Budget, identity: str) -> list[LimitState] | None:
         """The budget's current state without charging it; None when Redis is unavailable."""

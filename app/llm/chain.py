@@ -7,7 +7,11 @@ One caller cannot hurt the others: a request may pin only the models the operato
 (``ProviderPolicy.cooldown_for``, told whether the request was an ordinary one).
 
 The chain also says whether an answer may be cached (``cacheable`` on ``Completion`` and
-``StreamEnd``): it alone knows which providers stood in for which."""
+``StreamEnd``): it alone knows which providers stood in for which.
+
+A request may bring its own provider keys (``with_caller_links``, ``app.llm.caller_keys``): their
+links come first, are never benched, and a key the provider refuses ends the request with
+``ProviderKeyRejected`` instead of a fallback to the operator's keys."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from datetime import UTC, datetime
 import structlog
 
 from app.llm.cooldown import CooldownState, CooldownStore
-from app.llm.errors import ProviderError, UnknownModelError
+from app.llm.errors import ProviderError, ProviderKeyRejected, UnknownModelError
 from app.llm.extractive import EXTRACTIVE
 from app.llm.link import OpenStream, ProviderLink
 from app.llm.observer import SUCCESS, RouterObserver
@@ -91,6 +95,15 @@ class ProviderChain:
     @property
     def links(self) -> list[ProviderLink]:
         return list(self._links)
+
+    def with_caller_links(self, links: Sequence[ProviderLink]) -> ProviderChain:
+        """This chain for one request: ``links`` (around the caller's own keys) first, in place of
+        this chain's links to the same providers, then the rest of this chain. The links are
+        shared, not copied; closing the request's providers is the caller's business
+        (``app.llm.caller_keys.CallerChain``), never this chain's ``aclose``."""
+        names = {link.name for link in links}
+        rest = [link for link in self._links if link.name not in names]
+        return ProviderChain([*links, *rest], self.cooldowns, self._observer)
 
     def routes(self, pin: str | None) -> list[Route]:
         """Every link in order, or only the one ``pin`` names: "groq", "groq/<model>" or a model
@@ -166,7 +179,11 @@ class ProviderChain:
             code=error.code,
             error=error.message,
             benched=seconds is not None,
+            caller_key=link.caller_keyed,
         )
+        if link.caller_keyed and error.cause == "account":
+            # The caller's own key was refused: say so instead of quietly answering with ours.
+            raise ProviderKeyRejected.by(link.name, error.upstream_status) from None
         if seconds is None:
             if attempt.state.phase == "half_open" and link.policy.cooldown_enabled:
                 await self.cooldowns.release_probe(link.name)  # no verdict: the next request probes

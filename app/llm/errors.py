@@ -21,6 +21,11 @@ from app.errors import AppError
 Cause = Literal["provider", "account", "request", "capacity"]
 
 
+def provider_key_header(provider: str) -> str:
+    """The request header carrying a caller's own key for ``provider``: ``X-Provider-Key-Openai``."""
+    return "X-Provider-Key-" + provider.capitalize()
+
+
 class ProviderError(AppError):
     status = 502
     code = "provider_error"
@@ -112,3 +117,31 @@ class UnknownModelError(AppError):
     status = 422
     code = "unknown_model"
     title = "Unknown model"
+
+
+class ProviderKeyRejected(AppError):
+    """The provider refused the key the caller sent for this request (``X-Provider-Key-*``, a
+    401/403 upstream). Not a ``ProviderError``: the chain does not fall back to the operator's
+    providers, because the caller asked for their own key and must learn that it does not work.
+    The detail names the provider and the header, never the key or the provider's text."""
+
+    status = 422
+    code = "provider_key_rejected"
+    title = "Provider key rejected"
+
+    @classmethod
+    def by(cls, provider: str, upstream_status: int | None) -> ProviderKeyRejected:
+        status = f" (HTTP {upstream_status})" if upstream_status else ""
+        return cls(
+            f"{provider} refused the key sent in {provider_key_header(provider)}{status}; check the "
+            "key, or leave the header out to use this service's own providers"
+        )
+
+
+class InvalidProviderKey(AppError):
+    """An ``X-Provider-Key-*`` header this service cannot use: malformed, or for a provider it
+    does not route to (not in ``LLM_PROVIDERS``)."""
+
+    status = 422
+    code = "invalid_provider_key"
+    title = "Invalid provider key"

@@ -8,6 +8,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from app.llm.caller_keys import CallerChains
 from app.llm.chain import ProviderChain
 from app.llm.cooldown import CooldownStore
 from app.llm.extractive import ExtractiveAnswerer
@@ -71,11 +72,12 @@ _SDK_PROVIDERS: dict[str, type[SDKProvider[Any]]] = {
 }
 
 
-def provider_for(settings: Settings, name: str) -> Provider:
+def provider_for(settings: Settings, name: str, *, api_key: str | None = None) -> Provider:
+    """The adapter ``name`` with the operator's key, or with ``api_key`` (a caller's own)."""
     if name in _SDK_PROVIDERS:
         # GEMINI_* / GROQ_* / OPENAI_*: the same five settings configure each SDK adapter.
         return _SDK_PROVIDERS[name](
-            api_key=_secret(settings, name),
+            api_key=api_key or _secret(settings, name),
             model=getattr(settings, f"{name}_model"),
             base_url=getattr(settings, f"{name}_base_url"),
             connect_timeout_s=getattr(settings, f"{name}_connect_timeout_s"),
@@ -121,3 +123,13 @@ def build_provider_chain(
         for p in providers
     ]
     return ProviderChain(links, cooldown_store(settings, redis), safe)
+
+
+def build_caller_chains(settings: Settings, chain: ProviderChain) -> CallerChains:
+    """Per-request chains with the callers' own keys (``X-Provider-Key-*``), for the SDK
+    providers ``chain`` routes to; each caller key gets an adapter built like the operator's."""
+    return CallerChains(
+        chain,
+        lambda name, key: provider_for(settings, name, api_key=key),
+        accepts=frozenset(_SDK_PROVIDERS),
+    )

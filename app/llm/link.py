@@ -87,6 +87,9 @@ class ProviderLink:
     rng: random.Random = field(default_factory=random.Random)
     # Models a request may pin besides the provider's default (*_ALLOWED_MODELS).
     allowed_models: frozenset[str] = frozenset()
+    # Built for one request around the caller's own key (``app.llm.caller_keys``): its policy has
+    # cooldowns off, and the chain ends the request when the provider refuses the key.
+    caller_keyed: bool = False
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.policy.max_concurrency)

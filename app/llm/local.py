@@ -12,6 +12,7 @@ a throw-away subprocess; only a file that survives that is loaded here.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import subprocess
 import sys
 import threading
@@ -97,6 +98,10 @@ class LocalProvider:
             return Availability.missing("LOCAL_MODEL_PATH is not set")
         if not self._path.is_file():
             return Availability.missing(f"LOCAL_MODEL_PATH {self._path} is not a file")
+        if importlib.util.find_spec("gpt4all") is None:
+            return Availability.missing(
+                "gpt4all is not installed (requirements-local.txt, or the image's `local` target)"
+            )
         if self._load_error:
             return Availability.missing(self._load_error)
         return Availability.ready()

@@ -54,6 +54,7 @@ class Provider(Protocol):
 
 
 ClientT = TypeVar("ClientT")
+REDACTED_KEY = "[REDACTED]"
 
 
 class SDKProvider(ABC, Generic[ClientT]):
@@ -79,6 +80,7 @@ class SDKProvider(ABC, Generic[ClientT]):
     ) -> None:
         self._model = model
         self._client: ClientT | None = None
+        self._api_key = api_key or None
         if api_key:
             self._client = self.make_client(api_key, base_url, connect_timeout_s, total_timeout_s)
 
@@ -126,12 +128,25 @@ class SDKProvider(ABC, Generic[ClientT]):
         assert self._client is not None, "the chain never calls an unconfigured provider"
         return self._client
 
+    def _translated(self, exc: Exception) -> ProviderError:
+        """``translate``, with the key cut out of the message: providers quote the key they
+        refuse (OpenAI's 401 says "Incorrect API key provided: …"), and the message goes to logs,
+        traces and ``/providers``."""
+        error = self.translate(exc)
+        if self._api_key is None or self._api_key not in error.message:
+            return error
+        return type(error)(
+            error.message.replace(self._api_key, REDACTED_KEY),
+            upstream_status=error.upstream_status,
+            retry_after=error.retry_after,
+        )
+
     async def complete(self, request: ChatRequest, model: str) -> Generation:
         client = self._require_client()
         try:
             return await self.generate(client, request, model)
         except Exception as exc:
-            raise self.translate(exc) from exc
+            raise self._translated(exc) from exc
 
     async def stream(self, request: ChatRequest, model: str) -> AsyncIterator[ProviderChunk]:
         client = self._require_client()
@@ -143,7 +158,7 @@ class SDKProvider(ABC, Generic[ClientT]):
             finally:
                 await chunks.aclose()
         except Exception as exc:
-            raise self.translate(exc) from exc
+            raise self._translated(exc) from exc
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -8,6 +8,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
+from cachetools import LRUCache
+
 
 class TokenCounter(Protocol):
     def count(self, text: str) -> int: ...
@@ -20,8 +22,14 @@ def _bundled_tokenizer_file() -> Path:
 
 
 class WordPieceTokenCounter:
+    """Counts are remembered per text (``CACHED_TEXTS`` most recent): the system prompt, a
+    repeated question and the passages of popular answers are counted once, not per request."""
+
+    CACHED_TEXTS = 4096
+
     def __init__(self, tokenizer_file: Path | None = None) -> None:
         self._file = tokenizer_file or _bundled_tokenizer_file()
+        self._counts: LRUCache[str, int] = LRUCache(maxsize=self.CACHED_TEXTS)
 
     @cached_property
     def _tokenizer(self):  # type: ignore[no-untyped-def]
@@ -35,4 +43,8 @@ class WordPieceTokenCounter:
     def count(self, text: str) -> int:
         if not text:
             return 0
-        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        cached = self._counts.get(text)
+        if cached is None:
+            cached = len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+            self._counts[text] = cached
+        return cached

@@ -22,22 +22,14 @@ pytestmark = pytest.mark.e2e
 LONG_ANSWER = " ".join(f"word{n}" for n in range(60))
 
 
-@pytest.fixture(scope="module")
-def fake_llm() -> Iterator[FakeLLMServer]:
-    server = FakeLLMServer().start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def chat_server(
     clean_database: str,
     redis_server: RedisForTests,
     redis_prefix: str,
     tmp_path: Path,
-    fake_llm: FakeLLMServer,
+    fake: FakeLLMServer,
 ) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
-    fake_llm.reset()
     env = {
         "DATABASE_URL": clean_database,
         "REDIS_URL": redis_server.url,
@@ -46,7 +38,7 @@ def chat_server(
         "DEBUG": "true",
         "LOG_JSON": "true",
         "RUN_WORKER_IN_PROCESS": "true",
-        **fake_openai_env(fake_llm.openai_base_url),
+        **fake_openai_env(fake.openai_base_url),
         "SSE_HEARTBEAT_S": "0.3",
     }
     key = create_api_key(env)
@@ -70,7 +62,7 @@ def read_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
 
 
 def test_stream_is_incremental_with_heartbeats_while_the_model_thinks(
-    chat_server: tuple[ServerProcess, dict[str, str]], fake_llm: FakeLLMServer
+    chat_server: tuple[ServerProcess, dict[str, str]], fake: FakeLLMServer
 ) -> None:
     """Sources first, heartbeats while the provider holds its first token, then the deltas.
 
@@ -79,7 +71,7 @@ def test_stream_is_incremental_with_heartbeats_while_the_model_thinks(
     sources (a slow retrieval on a busy machine) are allowed: they are keep-alives too."""
     server, headers = chat_server
     upload_and_wait(server.base_url, headers, "# Kickoff\n\nThe project kickoff is on the fourth floor.")
-    fake_llm.configure("openai", text="On the fourth floor [1].", hold_first_token=True)
+    fake.configure("openai", text="On the fourth floor [1].", hold_first_token=True)
     events: list[tuple[str, Any]] = []
     with httpx.stream(
         "POST",
@@ -95,7 +87,7 @@ def test_stream_is_incremental_with_heartbeats_while_the_model_thinks(
             events.append((name, data))
             seen_sources = seen_sources or name == "sources"
             if name == "heartbeat" and seen_sources:
-                fake_llm.release("openai")
+                fake.release("openai")
     names = [name for name, _ in events]
     assert next(name for name in names if name != "heartbeat") == "sources", names
     first_delta = names.index("delta")
@@ -106,11 +98,11 @@ def test_stream_is_incremental_with_heartbeats_while_the_model_thinks(
 
 
 def test_a_client_that_disconnects_cancels_the_provider_stream(
-    chat_server: tuple[ServerProcess, dict[str, str]], fake_llm: FakeLLMServer
+    chat_server: tuple[ServerProcess, dict[str, str]], fake: FakeLLMServer
 ) -> None:
     server, headers = chat_server
     upload_and_wait(server.base_url, headers, "# Kickoff\n\nThe project kickoff is on the fourth floor.")
-    fake_llm.configure("openai", text=LONG_ANSWER, token_delay_s=0.2)  # ~12 s if read to the end
+    fake.configure("openai", text=LONG_ANSWER, token_delay_s=0.2)  # ~12 s if read to the end
     session = str(uuid.uuid4())
     with httpx.stream(
         "POST",
@@ -125,7 +117,7 @@ def test_a_client_that_disconnects_cancels_the_provider_stream(
     deadline = time.monotonic() + 8
     stats: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        stats = fake_llm.stats()["openai"]
+        stats = fake.stats()["openai"]
         if stats["streams_abandoned"]:
             break
         time.sleep(0.1)

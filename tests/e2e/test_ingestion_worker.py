@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import pytest
 
 from tests.support.callers import MakeCaller
 from tests.support.documents import make_pdf, page_text
-from tests.support.server import ROOT
+from tests.support.server import start_worker
 from tests.support.services import libpq
 from tests.support.waiting import wait_for
 
@@ -27,26 +25,6 @@ pytestmark = pytest.mark.e2e
 
 # Peak RSS of one worker process and its PDF parser child (torch + the MiniLM model are ~0.5 GB).
 WORKER_RSS_BOUND_MB = 1500
-
-
-def start_worker(database_url: str, log: Path, *extra: str, **env: str) -> subprocess.Popen[bytes]:
-    full_env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "WORKER_HEARTBEAT_S": "1",
-        "WORKER_STALLED_AFTER_S": "3",
-        "LOG_JSON": "true",
-        **env,
-    }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "app", "worker", *extra],
-            cwd=ROOT,
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
 
 
 def job_row(database_url: str, job_id: str) -> dict[str, Any]:

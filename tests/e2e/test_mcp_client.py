@@ -10,17 +10,15 @@ from typing import Any
 
 import httpx
 import httpx2
-import psycopg
 import pytest
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult
 
-from tests.conftest import APP_TABLES
 from tests.fakes.fake_llm_server import FakeLLMServer
 from tests.support.server import ServerProcess, create_api_key, fake_openai_env, start_server, upload_and_wait
-from tests.support.services import RedisForTests, libpq
+from tests.support.services import RedisForTests, truncate_app_tables
 
 pytestmark = pytest.mark.e2e
 
@@ -40,19 +38,12 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def fake_llm() -> Iterator[FakeLLMServer]:
-    server = FakeLLMServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def served(
     database_url: str,
     redis_server: RedisForTests,
     worker_name: str,
     tmp_path_factory: pytest.TempPathFactory,
-    fake_llm: FakeLLMServer,
+    fake_llm_server: FakeLLMServer,
 ) -> Iterator[Served]:
     tmp_path = tmp_path_factory.mktemp("mcp_client")
     env = {
@@ -63,7 +54,7 @@ def served(
         "DEBUG": "true",
         "LOG_JSON": "true",
         "RUN_WORKER_IN_PROCESS": "true",
-        **fake_openai_env(fake_llm.openai_base_url),
+        **fake_openai_env(fake_llm_server.openai_base_url),
         "RATE_LIMIT_PER_IP": "10000/minute",
     }
     try:
@@ -84,14 +75,7 @@ def served(
         finally:
             server.stop()
     finally:
-        with psycopg.connect(libpq(database_url), autocommit=True) as conn:
-            conn.execute("TRUNCATE " + ", ".join(APP_TABLES) + " RESTART IDENTITY CASCADE")
-
-
-@pytest.fixture
-def fake(fake_llm: FakeLLMServer) -> FakeLLMServer:
-    fake_llm.reset()
-    return fake_llm
+        truncate_app_tables(database_url)
 
 
 @asynccontextmanager

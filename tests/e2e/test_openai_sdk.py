@@ -12,13 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import openai
-import psycopg
 import pytest
 
-from tests.conftest import APP_TABLES
 from tests.fakes.fake_llm_server import FakeLLMServer
 from tests.support.server import ServerProcess, create_api_key, fake_openai_env, start_server, upload_and_wait
-from tests.support.services import RedisForTests, libpq
+from tests.support.services import RedisForTests, truncate_app_tables
 
 pytestmark = pytest.mark.e2e
 
@@ -41,19 +39,12 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def fake_llm() -> Iterator[FakeLLMServer]:
-    server = FakeLLMServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def served(
     database_url: str,
     redis_server: RedisForTests,
     worker_name: str,
     tmp_path_factory: pytest.TempPathFactory,
-    fake_llm: FakeLLMServer,
+    fake_llm_server: FakeLLMServer,
 ) -> Iterator[Served]:
     tmp_path = tmp_path_factory.mktemp("openai_sdk")
     env = {
@@ -64,7 +55,7 @@ def served(
         "DEBUG": "true",
         "LOG_JSON": "true",
         "RUN_WORKER_IN_PROCESS": "true",
-        **fake_openai_env(fake_llm.openai_base_url),
+        **fake_openai_env(fake_llm_server.openai_base_url),
         "RATE_LIMIT_PER_PRINCIPAL": f"{PER_PRINCIPAL_LIMIT}/minute",
         "RATE_LIMIT_PER_IP": "10000/minute",
     }
@@ -78,14 +69,7 @@ def served(
         finally:
             server.stop()
     finally:
-        with psycopg.connect(libpq(database_url), autocommit=True) as conn:
-            conn.execute("TRUNCATE " + ", ".join(APP_TABLES) + " RESTART IDENTITY CASCADE")
-
-
-@pytest.fixture
-def fake(fake_llm: FakeLLMServer) -> FakeLLMServer:
-    fake_llm.reset()
-    return fake_llm
+        truncate_app_tables(database_url)
 
 
 def extra(model: Any) -> dict[str, Any]:

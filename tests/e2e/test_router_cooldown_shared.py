@@ -21,7 +21,7 @@ from app.llm.factory import build_provider_chain
 from app.llm.types import ChatRequest, Message
 from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, fake_router_env, start_server
 from tests.support.services import ROOT, PostgresForTests, RedisForTests
 from tests.support.waiting import wait_for
 
@@ -43,20 +43,8 @@ def fake() -> Iterator[FakeLLMServer]:
 
 
 def router_env(fake: FakeLLMServer, redis_url: str, prefix: str) -> dict[str, str]:
-    env = {
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": prefix,
-        "LLM_PROVIDERS": "gemini,groq,openai",
-        "ROUTER_COOLDOWN_S": str(COOLDOWN_S),
-        "ROUTER_MAX_RETRIES": "0",
-        "GEMINI_BASE_URL": fake.gemini_base_url,
-        "GROQ_BASE_URL": fake.groq_base_url,
-        "OPENAI_BASE_URL": fake.openai_base_url,
-    }
-    for name in ("gemini", "groq", "openai"):
-        env[f"{name.upper()}_API_KEY"] = f"e2e-key-{name}"
-        env[f"{name.upper()}_TIMEOUT_S"] = "2"
-    return env
+    fake_chain = fake_router_env(fake, cooldown_s=COOLDOWN_S)
+    return {"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, **fake_chain}
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ Behaviour per provider is switched at run time:
 
 - ``POST /_control/{provider}`` with a JSON ``Behaviour`` (``mode`` is one of ``ok``, ``slow``,
   ``error``, ``hang``, ``cut``, ``stall``, ``malformed``, ``context_too_long``, ``empty``,
-  ``blocked``; ``fail_times`` limits a failure mode to the first N requests),
+  ``blocked``; ``fail_times`` limits a failure mode to the first N requests; ``reject_keys`` answers
+  401 to chat requests made with one of those keys, quoting the key as providers do),
 - ``POST /_control/{provider}/release`` lets streams held by ``hold_first_token`` go on (tests
   order events by what they have seen, not by how fast the machine is),
 - ``POST /_control/reset`` back to ``ok`` with zeroed counters,
@@ -71,6 +72,9 @@ class Behaviour:
     stall_after_tokens: int = 2  # mode "stall": tokens sent before the stream goes silent
     malformed_after_tokens: int = 0  # mode "malformed" (SSE): valid chunks before the broken one
     fail_times: int | None = None  # failure modes apply to the first N requests only
+    # Chat requests made with one of these keys get 401, whatever the mode, with an error message
+    # that quotes the key (real providers quote it too, at least in part).
+    reject_keys: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Behaviour:
@@ -381,6 +385,14 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         else:
             state.json_requests += 1
 
+    def key_rejected(request: Request, provider: str) -> Response | None:
+        key = request.headers.get("x-goog-api-key") or request.headers.get("authorization", "")
+        key = key.removeprefix("Bearer ")
+        if key not in fake.providers[provider].behaviour.reject_keys:
+            return None
+        message = f"Incorrect API key provided: {key}. You can find your API key in your account."
+        return JSONResponse(error_body(provider, 401, message, "invalid_api_key"), status_code=401)
+
     async def read_json(request: Request) -> dict[str, Any]:
         try:
             data = await request.json()
@@ -392,6 +404,8 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         body = await read_json(request)
         stream = bool(body.get("stream"))
         record(provider, body, request, stream=stream)
+        if (rejected := key_rejected(request, provider)) is not None:
+            return rejected
         behaviour = fake.providers[provider].behaviour
         mode = fake.effective_mode(provider)
         if behaviour.latency_s and await wait_or_disconnect(request, behaviour.latency_s):
@@ -472,6 +486,8 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
             return JSONResponse(gemini_error(404, f"unknown method {action!r}"), status_code=404)
         stream = action == "streamGenerateContent"
         record("gemini", body, request, stream=stream)
+        if (rejected := key_rejected(request, "gemini")) is not None:
+            return rejected
         behaviour = fake.providers["gemini"].behaviour
         mode = fake.effective_mode("gemini")
         if behaviour.latency_s and await wait_or_disconnect(request, behaviour.latency_s):

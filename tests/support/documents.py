@@ -1,5 +1,7 @@
 """Real documents made at test time: PDFs (fpdf2), DOCX (python-docx), encrypted, corrupt, bombs;
-and ``search_current_chunks``, the plainest query of what ingestion made visible."""
+uploading them (``upload``) and running the ingestion jobs in process (``run_jobs``); and the
+plainest queries of what ingestion stored (``chunk_rows``, ``count_rows``,
+``search_current_chunks``)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,17 @@ import uuid
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+import httpx
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Chunk, Document
+from app.documents.ingestion import IngestionContext
+from app.rag.embeddings import Embedder
+from app.resources import Resources
+from app.settings import Settings
 
 PARAGRAPH = (
     "The ingestion pipeline parses each page, splits its text into overlapping chunks and embeds "
@@ -180,3 +188,47 @@ async def search_current_chunks(
         )
         for r in await session.execute(query)
     ]
+
+
+async def upload(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    data: bytes,
+    *,
+    filename: str = "doc.pdf",
+    document_id: uuid.UUID | str | None = None,
+    **fields: Any,
+) -> httpx.Response:
+    """POST a new document, or PUT a new version of ``document_id``; the response as it came."""
+    files = {"file": (filename, data, "application/octet-stream")}
+    if document_id is None:
+        return await client.post("/api/v1/docs", files=files, data=fields, headers=headers)
+    return await client.put(f"/api/v1/docs/{document_id}", files=files, headers=headers)
+
+
+async def run_jobs(
+    resources: Resources, *, embedder: Embedder | None = None, settings: Settings | None = None
+) -> None:
+    """Run a worker until the queue is empty (what `python -m app worker --burst` does)."""
+    context = IngestionContext(
+        resources.session_factory,
+        embedder or resources.embedder,
+        settings or resources.settings,
+        metrics=resources.telemetry.metrics,
+    )
+    await resources.job_queue.run_worker(context, burst=True)
+
+
+async def chunk_rows(
+    resources: Resources, document_id: str | uuid.UUID, *, current_only: bool = False
+) -> list[Chunk]:
+    async with resources.session_factory() as session:
+        query = select(Chunk).where(Chunk.document_id == uuid.UUID(str(document_id))).order_by(Chunk.id)
+        if current_only:
+            query = query.where(Chunk.valid_to_version.is_(None))
+        return list((await session.execute(query)).scalars())
+
+
+async def count_rows(resources: Resources, model: type[Any]) -> int:
+    async with resources.session_factory() as session:
+        return int((await session.execute(select(func.count()).select_from(model))).scalar_one())

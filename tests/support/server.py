@@ -11,9 +11,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from tests.fakes.fake_llm_server import FakeLLMServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,6 +55,24 @@ def fake_openai_env(openai_base_url: str) -> dict[str, str]:
         "OPENAI_FIRST_TOKEN_TIMEOUT_S": "10",
         "OPENAI_TIMEOUT_S": "30",
     }
+
+
+def fake_router_env(
+    fake: FakeLLMServer, *, cooldown_s: float, providers: tuple[str, ...] = ("gemini", "groq", "openai")
+) -> dict[str, str]:
+    """Server settings for a fail-over chain of fake providers: no retries, short budgets, and
+    ``cooldown_s`` for a provider that fails."""
+    env = {
+        "LLM_PROVIDERS": ",".join(providers),
+        "ROUTER_COOLDOWN_S": str(cooldown_s),
+        "ROUTER_MAX_RETRIES": "0",
+    }
+    base_urls = {"gemini": fake.gemini_base_url, "groq": fake.groq_base_url, "openai": fake.openai_base_url}
+    for name in providers:
+        env[f"{name.upper()}_API_KEY"] = f"e2e-key-{name}"
+        env[f"{name.upper()}_BASE_URL"] = base_urls[name]
+        env[f"{name.upper()}_TIMEOUT_S"] = "2"
+    return env
 
 
 def upload_and_wait(
@@ -95,6 +116,28 @@ def create_api_key(env: dict[str, str], *, tenant: str = "acme", role: str = "ed
         timeout=60,
     )
     return str(json.loads(created.stdout.strip().splitlines()[-1])["key"])
+
+
+def start_worker(database_url: str, log: Path, *extra: str, **env: str) -> subprocess.Popen[bytes]:
+    """``python -m app worker`` in its own process group (fast heartbeats unless ``env`` says
+    otherwise); it prints "worker ready" once its model is loaded."""
+    full_env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "WORKER_HEARTBEAT_S": "1",
+        "WORKER_STALLED_AFTER_S": "3",
+        "LOG_JSON": "true",
+        **env,
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app", "worker", *extra],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def start_server(

@@ -21,6 +21,23 @@ from app.embedded.redis import EmbeddedRedis
 ROOT = Path(__file__).resolve().parents[2]
 TEST_DATA_DIR = ROOT / ".data" / "test"
 
+APP_TABLES = (
+    "audit_log",
+    "messages",
+    "conversations",
+    "ingestion_jobs",
+    "chunks",
+    "document_versions",
+    "documents",
+    "api_keys",
+    "tenants",
+    # the job queue's tables (procrastinate): no job may leak into the next test's worker
+    "procrastinate_events",
+    "procrastinate_periodic_defers",
+    "procrastinate_jobs",
+    "procrastinate_workers",
+)
+
 
 def libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
@@ -32,6 +49,12 @@ def sqlalchemy_url(url: str) -> str:
     if url.startswith("postgres://"):
         return "postgresql+psycopg://" + url[len("postgres://") :]
     return url
+
+
+def truncate_app_tables(database_url: str) -> None:
+    """Every table of the service empty, whatever a test (or a server it ran) committed."""
+    with psycopg.connect(libpq(database_url), autocommit=True) as conn:
+        conn.execute("TRUNCATE " + ", ".join(APP_TABLES) + " RESTART IDENTITY CASCADE")
 
 
 @dataclass

@@ -20,8 +20,8 @@ NOT_IMPORTED = frozenset({"app.__main__", "app.asgi"})
 # Internal control flow: raised and caught inside one module, never seen outside it.
 CONTROL_FLOW = frozenset(
     {
-        "app.documents.parsing._ParserTimeout",  # the PDF parser child missed its deadline
-        "app.documents.parsing._ParserExited",  # the PDF parser child is gone
+        "app.documents.parsing.pdf._ParserTimeout",  # the PDF parser child missed its deadline
+        "app.documents.parsing.pdf._ParserExited",  # the PDF parser child is gone
     }
 )
 

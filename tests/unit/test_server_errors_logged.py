@@ -6,14 +6,23 @@ from __future__ import annotations
 import json
 
 import pytest
+import structlog
 from starlette.requests import Request
 from structlog.testing import capture_logs
 
+from app import errors
 from app.errors import problem_for_exception
 from app.memory.service import SessionNotFoundError
 from app.rag.embeddings import EmbeddingError
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def fresh_error_logger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``app.errors``' logger caches its processors on first use (``cache_logger_on_first_use``):
+    a fresh one sees ``capture_logs`` whatever logged before this test in the same process."""
+    monkeypatch.setattr(errors, "logger", structlog.get_logger("app.errors"))
 
 
 async def test_an_embedding_outage_is_a_generic_500_for_the_client_and_logged_in_full() -> None:

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from app.auth.api_keys import get_or_create_tenant
+from app.resources import Resources
 from app.settings import Settings
 from tests.support.apps import running_app
 from tests.support.jwks import AUDIENCE, ISSUER, Issuer, rsa_key, serve_issuer, unsigned_token
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("acme")]
 
 KEY = rsa_key("RS256", kid="int-1")
 
@@ -22,13 +24,17 @@ def issuer() -> Iterator[Issuer]:
 
 
 @pytest.fixture
-async def jwt_client(settings: Settings, issuer: Issuer) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_app(
-        settings, auth_jwks_url=issuer.jwks_url, auth_jwt_issuer=ISSUER, auth_jwt_audience=AUDIENCE
-    ) as (app, client, _):
-        async with app.state.resources.session_factory() as session, session.begin():
-            await get_or_create_tenant(session, "acme")
-        yield client
+def settings(settings: Settings, issuer: Issuer) -> Settings:
+    """The app trusts the issuer's tokens."""
+    update = {"auth_jwks_url": issuer.jwks_url, "auth_jwt_issuer": ISSUER, "auth_jwt_audience": AUDIENCE}
+    return settings.model_copy(update=update)
+
+
+@pytest.fixture
+async def acme(resources: Resources) -> None:
+    """The tenant the issuer's tokens name."""
+    async with resources.session_factory() as session, session.begin():
+        await get_or_create_tenant(session, "acme")
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -36,9 +42,9 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def test_jwt_principal_is_the_user_in_the_named_tenant(
-    jwt_client: httpx.AsyncClient, issuer: Issuer
+    client: httpx.AsyncClient, issuer: Issuer
 ) -> None:
-    response = await jwt_client.get("/api/v1/me", headers=bearer(issuer.token(sub="u-42", roles=["editor"])))
+    response = await client.get("/api/v1/me", headers=bearer(issuer.token(sub="u-42", roles=["editor"])))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["principal_id"] == "user:u-42"
@@ -63,10 +69,10 @@ async def test_jwt_principal_is_the_user_in_the_named_tenant(
     ids=["expired", "wrong-audience", "wrong-issuer", "foreign-tenant", "forged-signature", "alg-none"],
 )
 async def test_bad_tokens_are_401_problems_without_hints(  # type: ignore[no-untyped-def]
-    jwt_client: httpx.AsyncClient, issuer: Issuer, make_token, code: str
+    client: httpx.AsyncClient, issuer: Issuer, make_token, code: str
 ) -> None:
     token = make_token(issuer)
-    response = await jwt_client.get("/api/v1/me", headers=bearer(token))
+    response = await client.get("/api/v1/me", headers=bearer(token))
     assert response.status_code == 401
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
@@ -75,26 +81,28 @@ async def test_bad_tokens_are_401_problems_without_hints(  # type: ignore[no-unt
     assert "signature" not in response.text.lower() and "audience" not in response.text.lower()
 
 
-async def test_token_without_a_service_role_is_403(jwt_client: httpx.AsyncClient, issuer: Issuer) -> None:
-    response = await jwt_client.get("/api/v1/me", headers=bearer(issuer.token(roles=["viewer"])))
+async def test_token_without_a_service_role_is_403(client: httpx.AsyncClient, issuer: Issuer) -> None:
+    response = await client.get("/api/v1/me", headers=bearer(issuer.token(roles=["viewer"])))
     assert response.status_code == 403
     assert response.json()["code"] == "forbidden"
 
 
-async def test_reader_token_cannot_use_admin_endpoints(jwt_client: httpx.AsyncClient, issuer: Issuer) -> None:
-    response = await jwt_client.get("/api/v1/keys", headers=bearer(issuer.token(roles=["reader"])))
+async def test_reader_token_cannot_use_admin_endpoints(client: httpx.AsyncClient, issuer: Issuer) -> None:
+    response = await client.get("/api/v1/keys", headers=bearer(issuer.token(roles=["reader"])))
     assert response.status_code == 403
 
 
-async def test_admin_token_manages_keys_of_its_tenant(jwt_client: httpx.AsyncClient, issuer: Issuer) -> None:
+async def test_admin_token_manages_keys_of_its_tenant(client: httpx.AsyncClient, issuer: Issuer) -> None:
     headers = bearer(issuer.token(roles=["admin"]))
-    created = await jwt_client.post("/api/v1/keys", json={"role": "reader"}, headers=headers)
+    created = await client.post("/api/v1/keys", json={"role": "reader"}, headers=headers)
     assert created.status_code == 201
     assert created.json()["tenant"] == "acme"
 
 
-async def test_jwts_are_refused_when_no_issuer_is_configured(client: httpx.AsyncClient) -> None:
-    with serve_issuer(KEY) as issuer:
-        response = await client.get("/api/v1/me", headers=bearer(issuer.token()))
+async def test_jwts_are_refused_when_no_issuer_is_configured(settings: Settings) -> None:
+    unconfigured: dict[str, Any] = {"auth_jwks_url": None, "auth_jwt_issuer": None, "auth_jwt_audience": None}
+    async with running_app(settings, **unconfigured) as (_, client, _make):
+        with serve_issuer(KEY) as issuer:
+            response = await client.get("/api/v1/me", headers=bearer(issuer.token()))
     assert response.status_code == 401
     assert response.json()["code"] == "invalid_credentials"

@@ -4,45 +4,48 @@ import httpx
 import pytest
 
 from app.auth.principal import Role
-from app.resources import Resources
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.integration.chat.conftest import Library, ask, new_session
-from tests.support.callers import Caller, caller_factory
+from tests.support.callers import Caller, MakeCaller
+from tests.support.library import Library, ask, new_session
 
 pytestmark = pytest.mark.integration
 
 
 async def test_a_session_remembers_its_turns_and_belongs_to_its_creator(
-    http: httpx.AsyncClient, library: Library, editor: Caller, resources: Resources, fake: FakeLLMServer
+    client: httpx.AsyncClient, library: Library, editor: Caller, make_caller: MakeCaller, fake: FakeLLMServer
 ) -> None:
     await library.add("The fire assembly point is the north car park.", filename="safety.txt")
     session = new_session()
     fake.configure("openai", text="The north car park [1].")
     assert (
-        await ask(http, editor, "Where is the fire assembly point?", session_id=session)
+        await ask(client, editor, "Where is the fire assembly point?", session_id=session)
     ).status_code == 200
-    assert (await ask(http, editor, "Is the assembly point outdoors?", session_id=session)).status_code == 200
+    assert (
+        await ask(client, editor, "Is the assembly point outdoors?", session_id=session)
+    ).status_code == 200
     # the second prompt carried the first turn as history
     second_prompt = fake.stats()["openai"]["last_request"]["messages"][-1]["content"]
     assert "<history>" in second_prompt and "Where is the fire assembly point?" in second_prompt
 
-    history = await http.get(f"/api/v1/sessions/{session}/messages", headers=editor.headers)
+    history = await client.get(f"/api/v1/sessions/{session}/messages", headers=editor.headers)
     assert history.status_code == 200
     messages = history.json()["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
     assert messages[1]["content"] == "The north car park [1]."
     assert messages[1]["sources"][0]["cited"] is True
 
-    stranger = await caller_factory(resources.session_factory)(tenant="acme", role=Role.reader)
+    stranger = await make_caller(tenant="acme", role=Role.reader)
     assert (
-        await http.get(f"/api/v1/sessions/{session}/messages", headers=stranger.headers)
+        await client.get(f"/api/v1/sessions/{session}/messages", headers=stranger.headers)
     ).status_code == 404
-    hijack = await ask(http, stranger, "Where is the fire assembly point?", session_id=session)
+    hijack = await ask(client, stranger, "Where is the fire assembly point?", session_id=session)
     assert hijack.status_code == 404
     assert hijack.json()["code"] == "session_not_found"
 
-    assert (await http.delete(f"/api/v1/sessions/{session}", headers=editor.headers)).status_code == 204
-    assert (await http.get(f"/api/v1/sessions/{session}/messages", headers=editor.headers)).status_code == 404
+    assert (await client.delete(f"/api/v1/sessions/{session}", headers=editor.headers)).status_code == 204
+    assert (
+        await client.get(f"/api/v1/sessions/{session}/messages", headers=editor.headers)
+    ).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -65,9 +68,9 @@ async def test_a_session_remembers_its_turns_and_belongs_to_its_creator(
     ],
 )
 async def test_bad_chat_input_is_a_4xx_problem_with_its_code(
-    http: httpx.AsyncClient, editor: Caller, body: dict[str, object], code: str
+    client: httpx.AsyncClient, editor: Caller, body: dict[str, object], code: str
 ) -> None:
-    response = await http.post("/api/v1/chat", json=body, headers=editor.headers)
+    response = await client.post("/api/v1/chat", json=body, headers=editor.headers)
     assert 400 <= response.status_code < 500, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["code"] == code
@@ -85,7 +88,7 @@ async def test_bad_chat_input_is_a_4xx_problem_with_its_code(
     ids=["question", "max_tokens"],
 )
 async def test_a_prompt_that_cannot_fit_the_budget_is_a_422_naming_the_numbers(
-    http: httpx.AsyncClient,
+    client: httpx.AsyncClient,
     editor: Caller,
     fake: FakeLLMServer,
     body: dict[str, object],
@@ -94,7 +97,7 @@ async def test_a_prompt_that_cannot_fit_the_budget_is_a_422_naming_the_numbers(
 ) -> None:
     """Before any retrieval or provider call, in both modes (never a 500, never an empty 200)."""
     fake.reset()
-    response = await http.post("/api/v1/chat", json={**body, "stream": stream}, headers=editor.headers)
+    response = await client.post("/api/v1/chat", json={**body, "stream": stream}, headers=editor.headers)
     assert response.status_code == 422, response.text
     problem = response.json()
     assert problem["code"] == code
@@ -107,8 +110,8 @@ async def test_a_prompt_that_cannot_fit_the_budget_is_a_422_naming_the_numbers(
     assert fake.stats()["openai"]["requests"] == 0
 
 
-async def test_malformed_json_is_a_4xx_problem(http: httpx.AsyncClient, editor: Caller) -> None:
-    response = await http.post(
+async def test_malformed_json_is_a_4xx_problem(client: httpx.AsyncClient, editor: Caller) -> None:
+    response = await client.post(
         "/api/v1/chat",
         content=b'{"question": "unterminated',
         headers={**editor.headers, "Content-Type": "application/json"},
@@ -117,6 +120,6 @@ async def test_malformed_json_is_a_4xx_problem(http: httpx.AsyncClient, editor: 
     assert response.json()["code"] == "malformed_json"
 
 
-async def test_chat_needs_credentials(http: httpx.AsyncClient) -> None:
-    response = await http.post("/api/v1/chat", json={"question": "hello?"})
+async def test_chat_needs_credentials(client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/v1/chat", json={"question": "hello?"})
     assert response.status_code == 401

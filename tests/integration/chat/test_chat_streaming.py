@@ -11,9 +11,9 @@ from app.chat.pipeline import Preparation
 from app.rag.embeddings import LocalEmbedder
 from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.integration.chat.conftest import Library, new_session
 from tests.support.apps import running_app
 from tests.support.callers import Caller
+from tests.support.library import Library, new_session
 
 pytestmark = pytest.mark.integration
 
@@ -31,12 +31,12 @@ def parse_sse(raw: str) -> list[tuple[str, dict[str, object]]]:
 
 
 async def test_stream_sends_sources_then_deltas_then_done(
-    http: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
+    client: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
 ) -> None:
     await library.add("The quarterly review happens in the Blue Room.", filename="review.txt")
     fake.configure("openai", text="It happens in the Blue Room [1].")
     session = new_session()
-    response = await http.post(
+    response = await client.post(
         "/api/v1/chat",
         json={"question": "Where is the quarterly review?", "session_id": session},
         headers={**editor.headers, "Accept": "text/event-stream"},
@@ -55,7 +55,7 @@ async def test_stream_sends_sources_then_deltas_then_done(
     assert done["provider"] == "openai" and done["cached"] is False and done["cited"] == [1]
     assert done["trace_id"] == response.headers["X-Trace-ID"]
     # history holds exactly what was streamed
-    messages = (await http.get(f"/api/v1/sessions/{session}/messages", headers=editor.headers)).json()[
+    messages = (await client.get(f"/api/v1/sessions/{session}/messages", headers=editor.headers)).json()[
         "messages"
     ]
     assert messages[-1]["content"] == text
@@ -63,7 +63,7 @@ async def test_stream_sends_sources_then_deltas_then_done(
     # the same question again streams from the cache
     again = parse_sse(
         (
-            await http.post(
+            await client.post(
                 "/api/v1/chat",
                 json={"question": "Where is the quarterly review?", "stream": True},
                 headers=editor.headers,
@@ -76,12 +76,12 @@ async def test_stream_sends_sources_then_deltas_then_done(
 
 
 async def test_a_failure_after_the_first_token_is_an_error_event_and_a_failed_turn(
-    http: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
+    client: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
 ) -> None:
     await library.add("The quarterly review happens in the Blue Room.", filename="review.txt")
     fake.configure("openai", mode="cut", cut_after_tokens=3, text="one two three four five six seven")
     session = new_session()
-    response = await http.post(
+    response = await client.post(
         "/api/v1/chat",
         json={"question": "Where is the quarterly review?", "session_id": session, "stream": True},
         headers=editor.headers,
@@ -92,7 +92,7 @@ async def test_a_failure_after_the_first_token_is_an_error_event_and_a_failed_tu
     assert names[-1] == "error" and "done" not in names
     assert events[-1][1]["trace_id"] == response.headers["X-Trace-ID"]
     partial = "".join(str(data["text"]) for name, data in events if name == "delta")
-    messages = (await http.get(f"/api/v1/sessions/{session}/messages", headers=editor.headers)).json()[
+    messages = (await client.get(f"/api/v1/sessions/{session}/messages", headers=editor.headers)).json()[
         "messages"
     ]
     assert messages[-1]["status"] == "failed"
@@ -111,7 +111,7 @@ async def test_a_failure_after_the_first_token_is_an_error_event_and_a_failed_tu
     ids=["database", "bug"],
 )
 async def test_a_stream_that_fails_after_its_200_ends_with_an_error_event(
-    http: httpx.AsyncClient,
+    client: httpx.AsyncClient,
     library: Library,
     editor: Caller,
     monkeypatch: pytest.MonkeyPatch,
@@ -124,7 +124,7 @@ async def test_a_stream_that_fails_after_its_200_ends_with_an_error_event(
         raise failure
 
     monkeypatch.setattr(Preparation, "prepare", preparation_fails)
-    response = await http.post(
+    response = await client.post(
         "/api/v1/chat",
         json={"question": "Where is the quarterly review?", "stream": True},
         headers=editor.headers,
@@ -139,27 +139,26 @@ async def test_a_stream_that_fails_after_its_200_ends_with_an_error_event(
 
 
 async def test_streams_per_principal_are_capped_across_workers_and_released_when_done(
-    chat_settings: Settings, embedder: LocalEmbedder, fake: FakeLLMServer
+    settings: Settings, embedder: LocalEmbedder, fake: FakeLLMServer
 ) -> None:
-    settings = chat_settings.model_copy(update={"max_streams_per_principal": 2})
-    async with running_app(settings, embedder=embedder) as (app, http, make):
+    async with running_app(settings, embedder=embedder, max_streams_per_principal=2) as (app, client, make):
         resources = app.state.resources
         caller = await make(tenant="acme", role=Role.editor)
-        await Library(http, resources, caller).add("The archive is on level two.", filename="a.txt")
+        await Library(client, resources, caller).add("The archive is on level two.", filename="a.txt")
         body = {"question": "Where is the archive?", "stream": True}
         identity = f"{caller.tenant_id}/{caller.principal_id}"
         # two answers already streaming for this caller, e.g. from other workers
         held = [await resources.stream_slots.acquire(identity) for _ in range(2)]
 
-        refused = await http.post("/api/v1/chat", json=body, headers=caller.headers)
+        refused = await client.post("/api/v1/chat", json=body, headers=caller.headers)
         assert refused.status_code == 429, refused.text
         assert refused.json()["code"] == "too_many_streams"
         assert refused.headers["Retry-After"] == "1"
         other = await make(tenant="acme", role=Role.reader)  # another caller is not affected
-        assert (await http.post("/api/v1/chat", json=body, headers=other.headers)).status_code == 200
+        assert (await client.post("/api/v1/chat", json=body, headers=other.headers)).status_code == 200
 
         await resources.stream_slots.release(identity, held.pop())
-        answered = await http.post("/api/v1/chat", json=body, headers=caller.headers)
+        answered = await client.post("/api/v1/chat", json=body, headers=caller.headers)
         assert answered.status_code == 200
         assert parse_sse(answered.text)[-1][0] == "done"
         # the finished stream gave its slot back: one more may start

@@ -15,10 +15,12 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from app.auth.principal import Role
 from app.resources import Resources
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.integration.chat.conftest import Library, ask
-from tests.support.callers import Caller
+from tests.support.callers import Caller, caller_factory
+from tests.support.clock import SteppedClock
+from tests.support.library import Library, ask
 
 pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 
@@ -50,20 +52,28 @@ def counting(resources: Resources) -> Iterator[Checkouts]:
 
 
 async def test_a_full_answer_uses_three_connections_and_a_cache_hit_two(
-    http: httpx.AsyncClient, library: Library, editor: Caller, resources: Resources, fake: FakeLLMServer
+    client: httpx.AsyncClient, library: Library, editor: Caller, resources: Resources, fake: FakeLLMServer
 ) -> None:
     await library.add("The quarterly review happens in the Blue Room.", filename="review.txt")
     fake.configure("openai", text="In the Blue Room [1].")
-    await ask(http, editor, "Which room hosts the standup?")  # the key's first use is behind us
+    resources.authenticator.clock = SteppedClock(base=lambda: 0.0)  # verified keys stay trusted
+    make = caller_factory(resources.session_factory)
+    first, second = await make(tenant="acme", role=Role.reader), await make(tenant="acme", role=Role.reader)
 
     with counting(resources) as full:
-        response = await ask(http, editor, "Where is the quarterly review?", session_id=str(uuid.uuid4()))
+        response = await ask(client, first, "Where is the quarterly review?", session_id=str(uuid.uuid4()))
     assert response.status_code == 200 and response.json()["cached"] is False, response.text
-    # authentication; preparation (window, corpus version, vector and text search); the turn
+    # the key's lookup; preparation (window, corpus version, vector and text search); the turn
     assert (full.connections, len(full.sessions)) == (3, 3)
 
     with counting(resources) as hit:
-        response = await ask(http, editor, "Where is the quarterly review?", session_id=str(uuid.uuid4()))
+        response = await ask(client, second, "Where is the quarterly review?", session_id=str(uuid.uuid4()))
     assert response.status_code == 200 and response.json()["cached"] is True, response.text
-    # authentication; preparation, which answers from the cache and records the turn
+    # the key's lookup; preparation, which answers from the cache and records the turn
     assert (hit.connections, len(hit.sessions)) == (2, 2)
+
+    with counting(resources) as trusted:
+        response = await ask(client, second, "Where is the quarterly review?", session_id=str(uuid.uuid4()))
+    assert response.status_code == 200 and response.json()["cached"] is True, response.text
+    # a key verified less than a second ago is not looked up again
+    assert (trusted.connections, len(trusted.sessions)) == (1, 1)

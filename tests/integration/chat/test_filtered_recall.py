@@ -18,9 +18,9 @@ from sqlalchemy import insert, text
 from app.db.models import Chunk, Document
 from app.rag.embeddings import LocalEmbedder
 from app.resources import Resources
-from tests.integration.chat.conftest import Library, ask
 from tests.support.callers import Caller
 from tests.support.documents import make_pdf
+from tests.support.library import Library, ask
 
 pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 
@@ -77,7 +77,7 @@ async def add_distractors(resources: Resources, tenant_id: uuid.UUID, query: lis
 
 
 async def test_a_rare_tag_keeps_its_k_best_matches(
-    http: httpx.AsyncClient, library: Library, editor: Caller, embedder: LocalEmbedder, resources: Resources
+    client: httpx.AsyncClient, library: Library, editor: Caller, embedder: LocalEmbedder, resources: Resources
 ) -> None:
     await library.add(make_pdf(RARE_PAGES), filename="rare.pdf", title="Rare policy", tags="rare")
     query = await embedder.embed_query(QUESTION)
@@ -94,11 +94,11 @@ async def test_a_rare_tag_keeps_its_k_best_matches(
         )
     assert "ix_chunks_embedding_hnsw" in plan
 
-    body = (await ask(http, editor, QUESTION, mode="vector", top_k=3, filters={"tags": ["rare"]})).json()
+    body = (await ask(client, editor, QUESTION, mode="vector", top_k=3, filters={"tags": ["rare"]})).json()
     got = [(source["title"], source["page"]) for source in body["sources"]]
     pages = await embedder.embed_documents(RARE_PAGES)
     exact = sorted(range(len(RARE_PAGES)), key=lambda i: -cosine(query, pages[i]))[:3]
     assert got == [("Rare policy", i + 1) for i in exact]
 
-    unfiltered = (await ask(http, editor, QUESTION, mode="vector", top_k=3)).json()
+    unfiltered = (await ask(client, editor, QUESTION, mode="vector", top_k=3)).json()
     assert {source["title"] for source in unfiltered["sources"]} == {"Backup log"}

@@ -9,15 +9,16 @@ import pytest
 
 from app.db.models import Document, DocumentVersion, IngestionJob
 from app.resources import Resources
-from tests.integration.documents.conftest import count_rows, upload
 from tests.support.callers import MakeCaller
 from tests.support.documents import (
     PNG_BYTES,
+    count_rows,
     make_corrupt_pdf,
     make_docx_bomb,
     make_encrypted_pdf,
     make_pdf,
     page_text,
+    upload,
 )
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from app.db.models import AuditLog
 from app.resources import Resources
-from tests.integration.documents.conftest import upload
 from tests.support.callers import MakeCaller
+from tests.support.documents import upload
 
 pytestmark = pytest.mark.integration
 

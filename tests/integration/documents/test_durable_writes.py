@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Document, DocumentVersion, IngestionJob
 from app.resources import Resources
-from tests.integration.documents.conftest import count_rows, upload
 from tests.support.callers import MakeCaller
+from tests.support.documents import count_rows, upload
 
 pytestmark = pytest.mark.integration
 

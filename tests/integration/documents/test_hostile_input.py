@@ -17,9 +17,16 @@ from app.documents.ingestion import IngestionContext, _claim
 from app.documents.queue import INGESTION_QUEUE
 from app.resources import Resources
 from app.settings import Settings
-from tests.integration.documents.conftest import count_rows, run_jobs, upload
 from tests.support.callers import MakeCaller
-from tests.support.documents import make_pdf, make_raw_pdf, page_text, text_operators
+from tests.support.documents import (
+    count_rows,
+    make_pdf,
+    make_raw_pdf,
+    page_text,
+    run_jobs,
+    text_operators,
+    upload,
+)
 from tests.support.embedders import CountingEmbedder
 
 pytestmark = pytest.mark.integration

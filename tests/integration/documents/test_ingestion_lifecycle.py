@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from app.auth.principal import Role
 from app.resources import Resources
-from tests.integration.documents.conftest import chunk_rows, run_jobs, upload
+from app.settings import Settings
+from tests.support.apps import running_app
 from tests.support.callers import MakeCaller
-from tests.support.documents import make_docx, make_pdf, page_text, search_current_chunks
+from tests.support.documents import (
+    chunk_rows,
+    make_docx,
+    make_pdf,
+    page_text,
+    run_jobs,
+    search_current_chunks,
+    upload,
+)
 from tests.support.embedders import CountingEmbedder
 
 pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
@@ -38,7 +47,9 @@ async def test_upload_is_acknowledged_then_a_worker_stores_chunks_with_embedding
     assert job["status"] == "succeeded" and job["progress"] == 100 and job["error"] is None
     rows = await chunk_rows(resources, body["document_id"])
     assert rows and {row.page for row in rows} == {1, 2, 3, 4}
-    assert all(len(row.embedding) == 384 and row.embedding_model == "all-MiniLM-L6-v2" for row in rows)
+    assert all(
+        len(row.embedding) == 384 and row.embedding_model == "all-MiniLM-L6-v2+onnx-int8" for row in rows
+    )
     detail = (await client.get(f"/api/v1/docs/{body['document_id']}", headers=caller.headers)).json()
     assert detail["current_version"] == 1 and detail["page_count"] == 4
     assert detail["chunk_count"] == len(rows) and detail["tags"] == ["ops", "guide"]
@@ -234,28 +245,16 @@ async def test_a_reader_may_read_but_not_upload(client: httpx.AsyncClient, make_
 
 
 async def test_the_in_process_worker_ingests_without_a_separate_worker(
-    settings: object, counting_embedder: CountingEmbedder, make_caller: MakeCaller
+    settings: Settings, counting_embedder: CountingEmbedder, make_caller: MakeCaller
 ) -> None:
-    import asyncio
-
-    from asgi_lifespan import LifespanManager
-
-    from app.main import create_app
-    from app.settings import Settings
-
-    assert isinstance(settings, Settings)
-    application: FastAPI = create_app(
-        settings.model_copy(update={"run_worker_in_process": True, "worker_heartbeat_s": 1.0}),
-        embedder=counting_embedder,
-    )
     caller = await make_caller()
-    async with LifespanManager(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            doc = (await upload(http, caller.headers, make_pdf(PAGES[:2]))).json()
-            for _ in range(300):
-                job = (await http.get(doc["status_url"], headers=caller.headers)).json()
-                if job["status"] in {"succeeded", "failed"}:
-                    break
-                await asyncio.sleep(0.1)
+    async with running_app(
+        settings, embedder=counting_embedder, run_worker_in_process=True, worker_heartbeat_s=1.0
+    ) as (_, client, _make):
+        doc = (await upload(client, caller.headers, make_pdf(PAGES[:2]))).json()
+        for _ in range(300):
+            job = (await client.get(doc["status_url"], headers=caller.headers)).json()
+            if job["status"] in {"succeeded", "failed"}:
+                break
+            await asyncio.sleep(0.1)
     assert job["status"] == "succeeded", job

@@ -16,10 +16,9 @@ from app.observability.logging import configure_logging
 from app.rag.embeddings import Embedder
 from app.resources import Resources
 from app.settings import Settings
-from tests.integration.documents.conftest import run_jobs, upload
-from tests.integration.observability.harness import read_json_lines
 from tests.support.callers import MakeCaller
-from tests.support.documents import make_pdf, page_text
+from tests.support.documents import make_pdf, page_text, run_jobs, upload
+from tests.support.logs import read_json_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.metrics]
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -157,14 +156,6 @@ async def test_sliding_window_strategy_limits_too(settings: Settings) -> None:
         ]
         status = await client.get("/api/v1/rate-limit/status", headers=caller.headers)
         assert status.json()["strategy"] == "sliding"
-
-
-@pytest.fixture
-async def stoppable_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path, "limits-redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_fail_open_keeps_answering_without_redis_and_enforces_again_when_it_returns(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from app.llm.chain import ProviderChain
@@ -14,7 +13,7 @@ from app.llm.factory import build_provider_chain, cooldown_store
 from app.llm.types import ChatRequest, Message, StreamEnd, StreamStart, TextDelta, Usage
 from app.settings import Settings
 from tests.fakes.fake_llm_server import DEFAULT_TEXT, FakeLLMServer
-from tests.integration.llm.conftest import SDK_PROVIDERS, StartRouterApp, router_overrides
+from tests.support.llm import SDK_PROVIDERS, RouterApp, StartRouterApp, router_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -122,9 +121,9 @@ async def test_observer_hears_attempts_skips_and_cooldowns(settings: Settings, f
 
 
 async def test_half_open_provider_is_probed_by_one_request_at_a_time(
-    llm_app: FastAPI, fake: FakeLLMServer
+    router: RouterApp, fake: FakeLLMServer
 ) -> None:
-    resources = llm_app.state.resources
+    resources = router.app.state.resources
     store = cooldown_store(resources.settings, resources.redis)
     await store.bench("gemini", 0.0, "server_error: test")  # cooled down until now: half-open
     assert await store.claim_probe("gemini", 5.0)  # someone else is probing right now

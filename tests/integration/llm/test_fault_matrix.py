@@ -33,7 +33,8 @@ from app.llm.types import (
     TextDelta,
 )
 from tests.fakes.fake_llm_server import DEFAULT_TEXT, FakeLLMServer
-from tests.integration.llm.conftest import (
+from tests.support.clock import SteppedClock
+from tests.support.llm import (
     COOLDOWN_S,
     FIRST_TOKEN_S,
     IDLE_S,
@@ -43,7 +44,6 @@ from tests.integration.llm.conftest import (
     RouterApp,
     StartRouterApp,
 )
-from tests.support.clock import SteppedClock
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ import pytest
 from app.llm.errors import UnknownModelError
 from app.llm.types import ChatRequest, Message, Passage, StreamStart, TextDelta
 from tests.fakes.fake_llm_server import DEFAULT_TEXT, FakeLLMServer
-from tests.integration.llm.conftest import SDK_PROVIDERS, RouterApp, StartRouterApp
+from tests.support.llm import SDK_PROVIDERS, RouterApp, StartRouterApp
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from app.llm.observer import NoopObserver
 from app.llm.policy import ProviderPolicy
 from app.llm.types import ChatRequest, Message, StreamEnd, StreamFailed, TextDelta, Usage
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.integration.llm.conftest import StartRouterApp
-from tests.integration.llm.tiny_gguf import write_tiny_llama
+from tests.support.llm import StartRouterApp
+from tests.support.tiny_gguf import write_tiny_llama
 
 pytestmark = pytest.mark.integration
 

@@ -2,13 +2,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from app.auth.principal import Role
-from app.llm.chain import ProviderChain
 from app.llm.types import ChatRequest, Message
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.support.callers import MakeCaller, caller_factory
+from tests.support.callers import MakeCaller
+from tests.support.llm import RouterApp
 
 pytestmark = pytest.mark.integration
 
@@ -45,28 +44,26 @@ async def test_without_keys_every_model_is_unconfigured_and_extractive_answers(
     }
 
 
-async def test_configured_providers_report_latency_after_answering(
-    llm_client: httpx.AsyncClient, chain: ProviderChain
-) -> None:
-    await chain.complete(ChatRequest(messages=(Message("user", "hi"),)))
-    providers = {p["name"]: p for p in (await llm_client.get("/api/v1/providers")).json()["providers"]}
+async def test_configured_providers_report_latency_after_answering(router: RouterApp) -> None:
+    reader = await router.make_caller(role=Role.reader)
+    await router.chain.complete(ChatRequest(messages=(Message("user", "hi"),)))
+    listed = await router.client.get("/api/v1/providers", headers=reader.headers)
+    providers = {p["name"]: p for p in listed.json()["providers"]}
     assert providers["gemini"]["healthy"] is True
     assert providers["gemini"]["recent_latency_ms"] > 0
     assert providers["groq"]["recent_latency_ms"] is None
 
 
 async def test_only_admins_see_last_error_which_may_come_from_another_tenant(
-    llm_app: FastAPI, chain: ProviderChain, fake: FakeLLMServer
+    router: RouterApp, fake: FakeLLMServer
 ) -> None:
     fake.configure("gemini", mode="error", status=500)
-    await chain.complete(ChatRequest(messages=(Message("user", "hi"),)))
-    make = caller_factory(llm_app.state.resources.session_factory)
+    await router.chain.complete(ChatRequest(messages=(Message("user", "hi"),)))
     seen = {}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=llm_app), base_url="http://t") as http:
-        for role in (Role.reader, Role.admin):
-            caller = await make(role=role)
-            listed = (await http.get("/api/v1/providers", headers=caller.headers)).json()["providers"]
-            seen[role] = {p["name"]: p for p in listed}["gemini"]
+    for role in (Role.reader, Role.admin):
+        caller = await router.make_caller(role=role)
+        listed = (await router.client.get("/api/v1/providers", headers=caller.headers)).json()["providers"]
+        seen[role] = {p["name"]: p for p in listed}["gemini"]
     assert "server_error" in seen[Role.admin]["last_error"]
     assert seen[Role.reader]["last_error"] is None
     assert seen[Role.reader]["state"] == seen[Role.admin]["state"] == "cooling_down"

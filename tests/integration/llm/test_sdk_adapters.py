@@ -23,7 +23,7 @@ from app.llm.provider import Provider
 from app.llm.types import ChatRequest, Message, Usage
 from app.settings import Settings
 from tests.fakes.fake_llm_server import DEFAULT_TEXT, FakeLLMServer
-from tests.integration.llm.conftest import SDK_PROVIDERS
+from tests.support.llm import SDK_PROVIDERS
 
 pytestmark = pytest.mark.integration
 

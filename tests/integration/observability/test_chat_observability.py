@@ -8,33 +8,25 @@ import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 
 from app.auth.principal import Role
-from app.main import create_app
 from app.observability.logging import configure_logging
 from app.rag.embeddings import LocalEmbedder
 from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.integration.chat.conftest import Library, ask
-from tests.integration.observability.harness import read_json_lines
-from tests.integration.observability.receivers import otlp_receiver
-from tests.support.callers import caller_factory
+from tests.support.apps import running_app
+from tests.support.library import Library, ask
+from tests.support.llm import fake_openai_overrides
+from tests.support.logs import read_json_lines
+from tests.support.receivers import otlp_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.metrics]
 
 QUESTION = "I am alice@example.com (key rk_0123456789ab_c2VjcmV0c2VjcmV0c2VjcmV0). How long are backups kept?"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeLLMServer]:
-    server = FakeLLMServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -47,34 +39,26 @@ async def test_a_chat_request_is_logged_measured_and_traced_under_one_id(
     settings: Settings, fake: FakeLLMServer, embedder: LocalEmbedder, log_dir: Path
 ) -> None:
     with otlp_receiver() as receiver:
-        chat_settings = settings.model_copy(
-            update={
-                "llm_providers": ["openai"],
-                "openai_api_key": SecretStr("test-key-openai"),
-                "openai_base_url": fake.openai_base_url,
-                "openai_timeout_s": 2.0,
-                "run_worker_in_process": False,
-                "log_to_file": log_dir,
-                "langfuse_public_key": f"pk-lf-chat-{uuid.uuid4().hex[:8]}",
-                "langfuse_secret_key": SecretStr("sk-lf-chat-secret-value"),
-                "langfuse_host": receiver.url,
-            }
-        )
-        app = create_app(chat_settings, embedder=embedder)
-        async with LifespanManager(app, startup_timeout=60):
+        observed: dict[str, Any] = {
+            "log_to_file": log_dir,
+            "langfuse_public_key": f"pk-lf-chat-{uuid.uuid4().hex[:8]}",
+            "langfuse_secret_key": SecretStr("sk-lf-chat-secret-value"),
+            "langfuse_host": receiver.url,
+        }
+        async with running_app(settings, embedder=embedder, **fake_openai_overrides(fake), **observed) as (
+            app,
+            client,
+            make_caller,
+        ):
             resources = app.state.resources
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://testserver", timeout=30
-            ) as http:
-                editor = await caller_factory(resources.session_factory)(tenant="acme", role=Role.editor)
-                await Library(http, resources, editor).add(
-                    "# Backups\n\nBackups of customer databases are kept for exactly 35 days.",
-                    filename="b.md",
-                )
-                fake.configure("openai", text="Backups are kept for 35 days [1].")
-                response = await ask(http, editor, QUESTION)
-                metrics_text = (await http.get("/metrics")).text
+            editor = await make_caller(tenant="acme", role=Role.editor)
+            await Library(client, resources, editor).add(
+                "# Backups\n\nBackups of customer databases are kept for exactly 35 days.",
+                filename="b.md",
+            )
+            fake.configure("openai", text="Backups are kept for 35 days [1].")
+            response = await ask(client, editor, QUESTION)
+            metrics_text = (await client.get("/metrics")).text
             resources.telemetry.tracer.flush_blocking()
 
     assert response.status_code == 200, response.text

@@ -7,8 +7,8 @@ import pytest
 from app.observability.metrics import DomainMetrics
 from app.observability.metrics.datadog import DogStatsdBackend
 from app.settings import Settings
-from tests.integration.observability.harness import running_app
-from tests.integration.observability.receivers import drain, udp_listener
+from tests.support.apps import running_app
+from tests.support.receivers import drain, udp_listener
 
 pytestmark = [pytest.mark.integration, pytest.mark.metrics]
 

@@ -16,8 +16,8 @@ from app.llm.types import Usage
 from app.observability.context import current_trace_id
 from app.observability.tracing import NOOP_SPAN, create_tracer
 from app.settings import Settings
-from tests.integration.observability.harness import running_app
-from tests.integration.observability.receivers import OtlpReceiver, otlp_receiver
+from tests.support.apps import running_app
+from tests.support.receivers import OtlpReceiver, otlp_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.metrics]
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from app.settings import Settings
-from tests.integration.observability.harness import running_app
+from tests.support.apps import running_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.metrics]
 

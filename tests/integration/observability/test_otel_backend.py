@@ -6,8 +6,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from app.observability.metrics import DomainMetrics
 from app.observability.metrics.otel import OpenTelemetryBackend
 from app.settings import Settings
-from tests.integration.observability.harness import running_app
-from tests.integration.observability.receivers import otlp_receiver
+from tests.support.apps import running_app
+from tests.support.receivers import otlp_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.metrics]
 

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Request
 
 from app.observability.logging import configure_logging
 from app.settings import Settings
-from tests.integration.observability.harness import read_json_lines, running_app
+from tests.support.apps import running_app
+from tests.support.logs import read_json_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.metrics]
 

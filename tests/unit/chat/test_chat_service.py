@@ -26,8 +26,8 @@ from app.rag.query import RetrievalQuery, RetrievedChunk
 from app.settings import Settings
 from tests.support.chains import chain_of
 from tests.support.embedders import HashingEmbedder
+from tests.support.scripted import ScriptedProvider, Step
 from tests.support.tokens import WhitespaceTokenCounter
-from tests.unit.llm.scripted import ScriptedProvider, Step
 
 pytestmark = pytest.mark.unit
 

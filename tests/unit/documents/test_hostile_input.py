@@ -12,7 +12,6 @@ from typing import Any
 import psutil
 import pytest
 
-from app.documents import parsing
 from app.documents.errors import (
     CorruptDocumentError,
     DocumentTooLargeError,
@@ -21,7 +20,7 @@ from app.documents.errors import (
     TooManyPagesError,
     public_job_error,
 )
-from app.documents.parsing import DocumentType, ParseLimits, parse_document, sniff
+from app.documents.parsing import DocumentType, ParseLimits, detect, docx, limits, parse_document, sniff, text
 from app.settings import Settings
 from tests.support.documents import (
     make_corrupt_pdf,
@@ -69,20 +68,20 @@ def test_html_after_leading_comments_is_still_recognised() -> None:
 
 
 ADVERSARIAL: dict[str, Callable[[], Any]] = {
-    "comment bomb, whole input": lambda: parsing._looks_like_html(b"<!---->" * 40_000 + b"x"),
-    "unterminated comment": lambda: parsing._looks_like_html(b"<!--" + b"-" * 300_000),
-    "markdown hint on blank lines": lambda: parsing._MARKDOWN_HINT.findall("\n" * 200_000),
-    "markdown hint on blank lines then digits": lambda: parsing._MARKDOWN_HINT.findall(
+    "comment bomb, whole input": lambda: detect._looks_like_html(b"<!---->" * 40_000 + b"x"),
+    "unterminated comment": lambda: detect._looks_like_html(b"<!--" + b"-" * 300_000),
+    "markdown hint on blank lines": lambda: detect._MARKDOWN_HINT.findall("\n" * 200_000),
+    "markdown hint on blank lines then digits": lambda: detect._MARKDOWN_HINT.findall(
         "\n" * 100_000 + "1" * 100_000
     ),
-    "markdown hint on whitespace lines": lambda: parsing._MARKDOWN_HINT.findall(" \t\n" * 70_000),
-    "fences and headings on long blank lines": lambda: parsing._section_pages(
-        (" " * 2000 + "\n") * 200, parsing._Budget(ParseLimits())
+    "markdown hint on whitespace lines": lambda: detect._MARKDOWN_HINT.findall(" \t\n" * 70_000),
+    "fences and headings on long blank lines": lambda: text._section_pages(
+        (" " * 2000 + "\n") * 200, limits._Budget(ParseLimits())
     ),
-    "paragraph split on whitespace runs": lambda: parsing._text_pages(
-        "a\n \n" * 100_000, parsing._Budget(ParseLimits())
+    "paragraph split on whitespace runs": lambda: text._text_pages(
+        "a\n \n" * 100_000, limits._Budget(ParseLimits())
     ),
-    "whitespace collapsing": lambda: parsing._normalise(" \t\u00a0\n\n\n" * 100_000),
+    "whitespace collapsing": lambda: limits._normalise(" \t\u00a0\n\n\n" * 100_000),
     # the standard library's HTMLParser (Python < 3.11.13) took ~60 s / ~6 s on these 200 KB
     "unclosed start tags": lambda: parse_document(b"<html>" + b"<a" * 100_000),
     "unclosed end tags": lambda: parse_document(b"<html>" + b"</" * 100_000),
@@ -165,8 +164,8 @@ def test_every_format_stops_at_the_character_limit(data: bytes) -> None:
 def test_a_docx_is_counted_while_it_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     """A DOCX stops at the character limit partway through, not after all of it is read."""
     paragraphs = [" ".join(f"word{n}x{i}" for i in range(150)) for n in range(400)]
-    docx = make_docx([(f"S{n}", text) for n, text in enumerate(paragraphs)], page_breaks=True)
-    blocks = parsing._docx_blocks
+    document = make_docx([(f"S{n}", text) for n, text in enumerate(paragraphs)], page_breaks=True)
+    blocks = docx._docx_blocks
     read: list[str] = []
 
     def counted(document: Any, budget: Any) -> Any:
@@ -174,9 +173,9 @@ def test_a_docx_is_counted_while_it_is_read(monkeypatch: pytest.MonkeyPatch) -> 
             read.append(block[0])
             yield block
 
-    monkeypatch.setattr(parsing, "_docx_blocks", counted)
+    monkeypatch.setattr("app.documents.parsing.docx._docx_blocks", counted)
     with pytest.raises(DocumentTooLargeError):
-        parse_document(docx, limits=ParseLimits(max_chars=50_000))
+        parse_document(document, limits=ParseLimits(max_chars=50_000))
     assert 0 < len(read) < 100, "the character limit is checked per paragraph"
 
 

@@ -14,7 +14,7 @@ from app.llm.link import ProviderLink
 from app.llm.observer import NoopObserver
 from app.llm.policy import ProviderPolicy
 from app.llm.types import ChatRequest, Completion, Message, Passage, StreamEnd
-from tests.unit.llm.scripted import ScriptedProvider, Step
+from tests.support.scripted import ScriptedProvider, Step
 
 pytestmark = pytest.mark.unit
 

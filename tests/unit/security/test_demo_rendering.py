@@ -42,3 +42,11 @@ def test_rendering_is_linear_on_hostile_input() -> None:
     started = time.process_time()
     safe_markdown(hostile)
     assert time.process_time() - started < 1.0
+
+
+def test_bare_urls_stay_text_for_renderers_that_autolink_them() -> None:
+    shown = safe_markdown("Send it to https://evil.example/?q=x or www.evil.example today.")
+    assert "https://" not in shown and "www." not in shown  # GFM autolinks both
+    assert (
+        MARKDOWN.render(shown) == "<p>Send it to https://evil.example/?q=x or www.evil.example today.</p>\n"
+    )

@@ -1,15 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from app.embedded.redis import EmbeddedRedis
-from app.main import create_app
 from app.settings import Settings
+from tests.support.apps import running_app
 from tests.support.callers import MakeCaller
 
 pytestmark = pytest.mark.integration
@@ -77,25 +73,14 @@ async def test_out_of_range_query_integers_are_a_422(
     assert_problem(await client.get(f"/api/v1/docs?{query}", headers=caller.headers), 422, code)
 
 
-@pytest.fixture
-async def redis_we_can_stop(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path, "stoppable")
-    server.start()
-    yield server
-    server.stop()
-
-
 async def test_readiness_follows_redis_down_and_back_without_restart(
-    settings: Settings, redis_we_can_stop: EmbeddedRedis
+    settings: Settings, stoppable_redis: EmbeddedRedis
 ) -> None:
-    app = create_app(settings.model_copy(update={"redis_url": redis_we_can_stop.url}))
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            assert (await client.get("/readyz")).status_code == 200
-            redis_we_can_stop.stop()
-            body = assert_problem(await client.get("/readyz"), 503, "not_ready")
-            assert "redis" in str(body["detail"])
-            assert body["checks"]["redis"]["ok"] is False  # type: ignore[index]
-            redis_we_can_stop.start()
-            assert (await client.get("/readyz")).status_code == 200
+    async with running_app(settings, redis_url=stoppable_redis.url) as (_, client, _make):
+        assert (await client.get("/readyz")).status_code == 200
+        stoppable_redis.stop()
+        body = assert_problem(await client.get("/readyz"), 503, "not_ready")
+        assert "redis" in str(body["detail"])
+        assert body["checks"]["redis"]["ok"] is False  # type: ignore[index]
+        stoppable_redis.start()
+        assert (await client.get("/readyz")).status_code == 200

@@ -4,7 +4,6 @@ server (their real wire formats), plus the local model's properties."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,20 +20,6 @@ from tests.fakes.fake_llm_server import FakeLLMServer
 pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 
 TEXTS = [f"passage number {n} about ingestion" for n in range(7)]
-
-
-@pytest.fixture(scope="module")
-def fake_server() -> Iterator[FakeLLMServer]:
-    server = FakeLLMServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fake(fake_server: FakeLLMServer) -> Iterator[FakeLLMServer]:
-    fake_server.reset()
-    yield fake_server
-    fake_server.reset()
 
 
 async def test_openai_embedder_batches_and_keeps_order(fake: FakeLLMServer) -> None:

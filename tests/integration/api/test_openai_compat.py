@@ -1,9 +1,6 @@
 """The OpenAI-compatible surface (/v1) over ASGI: the real app and pipeline, the OpenAI provider
 played by the wire-level fake. Shapes, models, errors in OpenAI's format, streaming."""
 
-# The chat fixtures (tests/integration/chat/conftest.py) are imported, so tests redefine their names.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -12,33 +9,35 @@ from typing import Any
 import httpx
 import pytest
 
+from app.rag.embeddings import LocalEmbedder
+from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.integration.chat.conftest import (  # noqa: F401 (fixtures)
-    Library,
-    chat_app,
-    chat_settings,
-    editor,
-    fake,
-    fake_llm_server,
-    http,
-    library,
-    new_session,
-    resources,
-)
 from tests.support.callers import Caller
+from tests.support.library import Library, new_session
+from tests.support.llm import fake_openai_overrides
 
 pytestmark = pytest.mark.integration
 
 DOC = "The quarterly review happens in the Blue Room on the second floor."
 
 
+@pytest.fixture
+def settings(settings: Settings, fake: FakeLLMServer) -> Settings:
+    return settings.model_copy(update={**fake_openai_overrides(fake), "router_cooldown_s": 0.5})
+
+
+@pytest.fixture
+def app_embedder(embedder: LocalEmbedder) -> LocalEmbedder:
+    return embedder
+
+
 def bearer(caller: Caller) -> dict[str, str]:
     return {"Authorization": f"Bearer {caller.key}"}
 
 
-async def complete(http: httpx.AsyncClient, caller: Caller, **body: Any) -> httpx.Response:
+async def complete(client: httpx.AsyncClient, caller: Caller, **body: Any) -> httpx.Response:
     payload = {"model": "rag", "messages": [{"role": "user", "content": "Where is the review?"}], **body}
-    return await http.post("/v1/chat/completions", json=payload, headers=bearer(caller))
+    return await client.post("/v1/chat/completions", json=payload, headers=bearer(caller))
 
 
 def data_events(raw: str) -> list[str]:
@@ -63,12 +62,12 @@ def assert_openai_error(response: httpx.Response, status: int, code: str, param:
 
 
 async def test_completion_has_openai_shape_and_the_rag_extension(
-    http: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
+    client: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
 ) -> None:
     await library.add(DOC, filename="review.txt")
     fake.configure("openai", text="It happens in the Blue Room [1].")
     response = await complete(
-        http,
+        client,
         editor,
         messages=[
             {"role": "system", "content": "You are helpful."},
@@ -105,12 +104,12 @@ async def test_completion_has_openai_shape_and_the_rag_extension(
 
 
 async def test_the_question_is_the_last_user_message(
-    http: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
+    client: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
 ) -> None:
     await library.add(DOC, filename="review.txt")
     fake.configure("openai", text="On the second floor [1].")
     response = await complete(
-        http,
+        client,
         editor,
         messages=[
             {"role": "user", "content": "Hello there"},
@@ -127,18 +126,20 @@ async def test_the_question_is_the_last_user_message(
 
 
 async def test_a_pinned_provider_is_used(
-    http: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
+    client: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
 ) -> None:
     await library.add(DOC, filename="review.txt")
     fake.configure("openai", text="In the Blue Room [1].")
-    response = await complete(http, editor, model="rag/openai")
+    response = await complete(client, editor, model="rag/openai")
     assert response.status_code == 200, response.text
     assert response.json()["model"] == "rag/openai"
     assert response.json()["rag"]["provider"] == "openai"
 
 
-async def test_models_lists_rag_and_each_configured_provider(http: httpx.AsyncClient, editor: Caller) -> None:
-    response = await http.get("/v1/models", headers=bearer(editor))
+async def test_models_lists_rag_and_each_configured_provider(
+    client: httpx.AsyncClient, editor: Caller
+) -> None:
+    response = await client.get("/v1/models", headers=bearer(editor))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["object"] == "list"
@@ -146,38 +147,38 @@ async def test_models_lists_rag_and_each_configured_provider(http: httpx.AsyncCl
     assert ids[:2] == ["rag", "rag/openai"]  # then the other configured links (extractive quoting)
     assert "rag/gemini" not in ids
     assert all(m["object"] == "model" and m["owned_by"] == "ragchat" for m in body["data"])
-    one = await http.get("/v1/models/rag/openai", headers=bearer(editor))
+    one = await client.get("/v1/models/rag/openai", headers=bearer(editor))
     assert one.status_code == 200 and one.json()["id"] == "rag/openai"
     assert_openai_error(
-        await http.get("/v1/models/gpt-4o", headers=bearer(editor)), 404, "model_not_found", "model"
+        await client.get("/v1/models/gpt-4o", headers=bearer(editor)), 404, "model_not_found", "model"
     )
-    assert_openai_error(await http.get("/v1/models"), 401, "invalid_api_key")
+    assert_openai_error(await client.get("/v1/models"), 401, "invalid_api_key")
 
 
 @pytest.mark.parametrize("model", ["gpt-4o", "rag/nosuch", "rag/", "rag/gemini"])
-async def test_an_unknown_model_is_openais_404(http: httpx.AsyncClient, editor: Caller, model: str) -> None:
-    response = await complete(http, editor, model=model)
+async def test_an_unknown_model_is_openais_404(client: httpx.AsyncClient, editor: Caller, model: str) -> None:
+    response = await complete(client, editor, model=model)
     assert_openai_error(response, 404, "model_not_found", "model")
     assert response.json()["error"]["type"] == "invalid_request_error"
-    streamed = await complete(http, editor, model=model, stream=True)
+    streamed = await complete(client, editor, model=model, stream=True)
     assert_openai_error(streamed, 404, "model_not_found", "model")
 
 
 async def test_a_bad_key_is_openais_401_and_the_body_is_not_read(
-    http: httpx.AsyncClient, editor: Caller
+    client: httpx.AsyncClient, editor: Caller
 ) -> None:
     payload = {"model": "rag", "messages": [{"role": "user", "content": "hi"}]}
     for headers in ({"Authorization": "Bearer not-a-key"}, {}):
-        response = await http.post("/v1/chat/completions", json=payload, headers=headers)
+        response = await client.post("/v1/chat/completions", json=payload, headers=headers)
         assert_openai_error(response, 401, "invalid_api_key")
         assert response.json()["error"]["type"] == "invalid_request_error"
     # malformed body, no key: refused as 401 before the body is parsed
-    response = await http.post(
+    response = await client.post(
         "/v1/chat/completions", content=b"{not json", headers={"Authorization": "Bearer x"}
     )
     assert_openai_error(response, 401, "invalid_api_key")
     # the /api/ surface keeps problem+json
-    legacy = await http.post("/api/v1/chat", json={"question": "hi"}, headers={"Authorization": "Bearer x"})
+    legacy = await client.post("/api/v1/chat", json={"question": "hi"}, headers={"Authorization": "Bearer x"})
     assert legacy.status_code == 401
     assert legacy.headers["content-type"].startswith("application/problem+json")
 
@@ -198,9 +199,9 @@ async def test_a_bad_key_is_openais_401_and_the_body_is_not_read(
     ],
 )
 async def test_invalid_input_is_openais_400(
-    http: httpx.AsyncClient, editor: Caller, body: dict[str, Any], param: str
+    client: httpx.AsyncClient, editor: Caller, body: dict[str, Any], param: str
 ) -> None:
-    response = await complete(http, editor, **body)
+    response = await complete(client, editor, **body)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
@@ -208,8 +209,8 @@ async def test_invalid_input_is_openais_400(
     assert error["code"] == f"invalid_{param}"
 
 
-async def test_malformed_json_is_openais_400(http: httpx.AsyncClient, editor: Caller) -> None:
-    response = await http.post(
+async def test_malformed_json_is_openais_400(client: httpx.AsyncClient, editor: Caller) -> None:
+    response = await client.post(
         "/v1/chat/completions",
         content=b'{"model": "rag", ',
         headers={**bearer(editor), "Content-Type": "application/json"},
@@ -219,12 +220,12 @@ async def test_malformed_json_is_openais_400(http: httpx.AsyncClient, editor: Ca
 
 
 async def test_stream_sends_chunks_then_done(
-    http: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
+    client: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
 ) -> None:
     await library.add(DOC, filename="review.txt")
     fake.configure("openai", text="It happens in the Blue Room [1].")
     response = await complete(
-        http,
+        client,
         editor,
         model="rag/openai",
         stream=True,
@@ -252,14 +253,14 @@ async def test_stream_sends_chunks_then_done(
 
 
 async def test_a_failure_after_the_first_token_ends_with_an_error_and_no_done(
-    http: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
+    client: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
 ) -> None:
     await library.add(DOC, filename="review.txt")
     fake.configure(
         "openai", text="It happens in the Blue Room on floor two [1].", mode="cut", cut_after_tokens=2
     )
     response = await complete(
-        http, editor, stream=True, messages=[{"role": "user", "content": "Where is the review held?"}]
+        client, editor, stream=True, messages=[{"role": "user", "content": "Where is the review held?"}]
     )
     assert response.status_code == 200
     events = data_events(response.text)
@@ -272,22 +273,22 @@ async def test_a_failure_after_the_first_token_ends_with_an_error_and_no_done(
 
 
 async def test_a_session_id_binds_the_request_to_a_stored_conversation(
-    http: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
+    client: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
 ) -> None:
     await library.add(DOC, filename="review.txt")
     fake.configure("openai", text="In the Blue Room [1].")
     session = new_session()
-    first = await complete(http, editor, metadata={"session_id": session})
+    first = await complete(client, editor, metadata={"session_id": session})
     assert first.status_code == 200, first.text
     assert first.json()["rag"]["session_id"] == session
     second = await complete(
-        http, editor, user=session, messages=[{"role": "user", "content": "And which floor is it on?"}]
+        client, editor, user=session, messages=[{"role": "user", "content": "And which floor is it on?"}]
     )
     assert second.json()["rag"]["session_id"] == session
-    history = await http.get(f"/api/v1/sessions/{session}/messages", headers=editor.headers)
+    history = await client.get(f"/api/v1/sessions/{session}/messages", headers=editor.headers)
     assert [m["role"] for m in history.json()["messages"]] == ["user", "assistant"] * 2
     # a client-chosen id in metadata binds too; a `user` that is no UUID (an end-user label) does not
-    named = await complete(http, editor, metadata={"session_id": "support-chat.42"})
+    named = await complete(client, editor, metadata={"session_id": "support-chat.42"})
     assert named.status_code == 200 and named.json()["rag"]["session_id"] == "support-chat.42"
-    stateless = await complete(http, editor, user="alice")
+    stateless = await complete(client, editor, user="alice")
     assert stateless.status_code == 200 and stateless.json()["rag"]["session_id"] is None

@@ -3,28 +3,25 @@ against the real app, real model, PostgreSQL and Redis; the LLM is the wire fake
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import httpx2
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
-from pydantic import SecretStr
 
 from app.auth.principal import Role
-from app.main import create_app
 from app.rag.embeddings import LocalEmbedder
-from app.resources import Resources
 from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.integration.chat.conftest import Library
-from tests.support.callers import Caller, caller_factory
+from tests.support.callers import Caller, MakeCaller
+from tests.support.library import Library
+from tests.support.llm import fake_openai_overrides
 
 pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 
@@ -36,62 +33,19 @@ RETENTION = (
 PARKING = "# Parking\n\nStaff parking is on level two of the garage. Bicycles go in the courtyard racks."
 
 
-@pytest.fixture(scope="module")
-def fake_llm() -> Iterator[FakeLLMServer]:
-    server = FakeLLMServer().start()
-    yield server
-    server.stop()
+@pytest.fixture
+def settings(settings: Settings, fake: FakeLLMServer) -> Settings:
+    return settings.model_copy(update=fake_openai_overrides(fake, timeout_s=5.0))
 
 
 @pytest.fixture
-def fake(fake_llm: FakeLLMServer) -> Iterator[FakeLLMServer]:
-    fake_llm.reset()
-    yield fake_llm
-    fake_llm.reset()
+def app_embedder(embedder: LocalEmbedder) -> LocalEmbedder:
+    return embedder
 
 
 @pytest.fixture
-async def app(settings: Settings, fake: FakeLLMServer, embedder: LocalEmbedder) -> AsyncIterator[FastAPI]:
-    chat_settings = settings.model_copy(
-        update={
-            "llm_providers": ["openai"],
-            "openai_api_key": SecretStr("test-key-openai"),
-            "openai_base_url": fake.openai_base_url,
-            "openai_timeout_s": 5.0,
-            "run_worker_in_process": False,
-        }
-    )
-    application = create_app(chat_settings, embedder=embedder)
-    async with LifespanManager(application, startup_timeout=60):
-        yield application
-
-
-@pytest.fixture
-def resources(app: FastAPI) -> Resources:
-    resources: Resources = app.state.resources
-    return resources
-
-
-@pytest.fixture
-async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url=BASE, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-async def editor(resources: Resources) -> Caller:
-    return await caller_factory(resources.session_factory)(tenant="acme", role=Role.editor)
-
-
-@pytest.fixture
-async def other(resources: Resources) -> Caller:
-    return await caller_factory(resources.session_factory)(tenant="globex", role=Role.reader)
-
-
-@pytest.fixture
-def library(http: httpx.AsyncClient, resources: Resources, editor: Caller) -> Library:
-    return Library(http, resources, editor)
+async def other(make_caller: MakeCaller) -> Caller:
+    return await make_caller(tenant="globex", role=Role.reader)
 
 
 @asynccontextmanager
@@ -118,10 +72,10 @@ def error_text(result: CallToolResult) -> str:
     return " ".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
-async def test_without_a_key_mcp_is_refused_before_the_body(http: httpx.AsyncClient) -> None:
+async def test_without_a_key_mcp_is_refused_before_the_body(client: httpx.AsyncClient) -> None:
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
     for headers in ({}, {"X-API-Key": "rk_not-a-real-key"}, {"Authorization": "Bearer nope"}):
-        response = await http.post(
+        response = await client.post(
             "/mcp", json=body, headers={**headers, "Accept": "application/json, text/event-stream"}
         )
         assert response.status_code == 401, response.text
@@ -145,11 +99,11 @@ async def test_bearer_credential_works_too(app: FastAPI, editor: Caller) -> None
 
 
 async def test_list_documents_shows_only_the_callers_tenant(
-    app: FastAPI, library: Library, editor: Caller, other: Caller, resources: Resources
+    app: FastAPI, library: Library, editor: Caller, other: Caller, make_caller: MakeCaller
 ) -> None:
     retention = await library.add(RETENTION, filename="retention.md", title="Retention", tags="policy")
     await library.add(PARKING, filename="parking.md", title="Parking", tags="facilities")
-    globex_editor = await caller_factory(resources.session_factory)(tenant="globex", role=Role.editor)
+    globex_editor = await make_caller(tenant="globex", role=Role.editor)
     await library.add(
         "# Globex\n\nGlobex secrets.", filename="g.md", title="Globex plan", caller=globex_editor
     )

@@ -1,6 +1,6 @@
 """A second process reading router cooldowns from the same Redis through the same code.
 
-Runs as ``python -m tests.integration.llm.peer_process``; one JSON request per stdin line
+Runs as ``python -m tests.support.peer_process``; one JSON request per stdin line
 (``{"redis_url", "prefix", "providers"}``), one JSON answer per stdout line.
 """
 

@@ -1,0 +1,61 @@
+"""Bring your own key on the chat endpoints: ``X-Provider-Key-Gemini``, ``X-Provider-Key-Groq``
+and ``X-Provider-Key-Openai`` (see ``app.llm.caller_keys`` for what the service promises about
+them). Declared as optional header parameters, so every endpoint that takes ``CallerChainDep``
+documents them in its OpenAPI.
+
+The request's chain is opened when the endpoint is called and closed by the dependency's exit,
+which FastAPI runs once the response has been sent: after the last byte of a streamed answer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Annotated
+
+from fastapi import Depends, Header
+
+from app.api.deps import CallerChainsDep
+from app.chat.service import ChatService
+from app.chat.types import ChatInput
+from app.llm.caller_keys import CallerChain, CallerKeys
+
+_DESCRIPTION = (
+    "Your own {name} API key for this request only: tried before the service's own providers, "
+    "never stored, logged or cached, and answers made with it bypass the shared answer cache. "
+    "A key the provider refuses is 422 `provider_key_rejected` (an `error` event when streaming)."
+)
+
+
+def _key_header(name: str, header: str) -> object:
+    return Header(alias=header, description=_DESCRIPTION.format(name=name), max_length=512)
+
+
+async def caller_chain(
+    chains: CallerChainsDep,
+    gemini: Annotated[str | None, _key_header("Gemini", "X-Provider-Key-Gemini")] = None,
+    groq: Annotated[str | None, _key_header("Groq", "X-Provider-Key-Groq")] = None,
+    openai: Annotated[str | None, _key_header("OpenAI", "X-Provider-Key-Openai")] = None,
+) -> AsyncIterator[CallerChain | None]:
+    """The chain with the caller's keys, or None when the request brought none."""
+    keys = CallerKeys.of({"gemini": gemini, "groq": groq, "openai": openai})
+    if not keys:
+        yield None
+        return
+    opened = chains.open(keys)
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+CallerChainDep = Annotated[CallerChain | None, Depends(caller_chain)]
+
+
+def answering_with(
+    caller: CallerChain | None, service: ChatService, chat: ChatInput
+) -> tuple[ChatService, ChatInput]:
+    """The service and input for this request: with the caller's keys, their chain answers and
+    the shared answer cache is left alone."""
+    if caller is None:
+        return service, chat
+    return service.with_chain(caller.chain), replace(chat, shared_cache=False)

@@ -1,0 +1,159 @@
+"""Local embedding backends side by side: ONNX Runtime (int8, the default) vs sentence-transformers
+on torch, same model (all-MiniLM-L6-v2), same process, same inputs.
+
+It measures what a user waits for: the time to embed one question (p50/p95 over ``--queries``
+questions, one call each, the two backends alternating so machine noise hits both alike), and
+ingestion throughput in chunks per second (the demo documents cut by the service's own chunker at
+CHUNK_MAX_TOKENS, embedded in batches of EMBEDDING_BATCH_SIZE, best of ``--rounds``). It also
+reports how closely the two agree (cosine of the two vectors of each text) and how long each takes
+to load. Prints a markdown table.
+
+    python -m scripts.benchmark_embeddings --queries 200 --chunks 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.documents.chunking import chunk_text
+from app.rag.embeddings import LocalEmbedder, OnnxEmbedder, TorchEmbedder
+from app.settings import Settings
+
+SEED_DIR = Path(__file__).resolve().parents[1] / "app" / "documents" / "seed"
+QUESTIONS = [
+    "How do I upload a new version of a document?",
+    "What happens when an ingestion worker dies in the middle of a job?",
+    "Which endpoint lists my API keys?",
+    "How are rate limits enforced across several servers?",
+    "Where does the service keep its PostgreSQL data by default?",
+    "How do I rotate an admin key?",
+    "What does /readyz check?",
+    "Can I pin a specific model per request?",
+    "How is the answer cache invalidated when a document changes?",
+    "Why did my chat answer come back degraded?",
+]
+
+
+@dataclass
+class Result:
+    backend: str
+    model_name: str
+    load_s: float
+    latencies_ms: list[float]
+    chunks_per_s: float
+
+
+def corpus_chunks(count: int, settings: Settings) -> list[str]:
+    pieces: list[str] = []
+    for path in sorted(SEED_DIR.glob("*.md")):
+        pieces += chunk_text(
+            path.read_text(),
+            max_tokens=settings.chunk_max_tokens,
+            overlap_tokens=settings.chunk_overlap_tokens,
+        )
+    return [pieces[i % len(pieces)] for i in range(count)]
+
+
+def questions(count: int) -> list[str]:
+    return [f"{QUESTIONS[i % len(QUESTIONS)]} ({i})" for i in range(count)]
+
+
+def timed_load(embedder: LocalEmbedder) -> float:
+    start = time.perf_counter()
+    embedder.load()
+    return time.perf_counter() - start
+
+
+def query_latencies(embedders: list[LocalEmbedder], texts: list[str]) -> list[list[float]]:
+    for embedder in embedders:  # warm-up: first calls allocate buffers
+        for text in texts[:10]:
+            embedder.encode([text])
+    latencies: list[list[float]] = [[] for _ in embedders]
+    for index, text in enumerate(texts):
+        order = list(enumerate(embedders))
+        if index % 2:
+            order.reverse()
+        for slot, embedder in order:
+            start = time.perf_counter()
+            embedder.encode([text])
+            latencies[slot].append((time.perf_counter() - start) * 1000)
+    return latencies
+
+
+def throughput(embedder: LocalEmbedder, chunks: list[str], rounds: int) -> float:
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        embedder.encode(chunks)
+        best = max(best, len(chunks) / (time.perf_counter() - start))
+    return best
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", type=int, default=200, help="questions embedded one at a time")
+    parser.add_argument("--chunks", type=int, default=256, help="chunks per ingestion round")
+    parser.add_argument("--rounds", type=int, default=3, help="ingestion rounds per backend (best counts)")
+    args = parser.parse_args()
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    size = settings.embedding_batch_size
+    embedders: list[LocalEmbedder] = [
+        OnnxEmbedder(settings.embedding_model, settings.embedding_dim, batch_size=size)
+    ]
+    if importlib.util.find_spec("sentence_transformers") is not None:
+        embedders.append(TorchEmbedder(settings.embedding_model, settings.embedding_dim, batch_size=size))
+    else:
+        print("torch backend not installed (requirements-local.txt): ONNX only\n")
+    loads = [timed_load(embedder) for embedder in embedders]
+    texts = questions(args.queries)
+    chunks = corpus_chunks(args.chunks, settings)
+    latencies = query_latencies(embedders, texts)
+    results = [
+        Result(
+            backend="onnx" if isinstance(embedder, OnnxEmbedder) else "torch",
+            model_name=embedder.model_name,
+            load_s=load,
+            latencies_ms=latency,
+            chunks_per_s=throughput(embedder, chunks, args.rounds),
+        )
+        for embedder, load, latency in zip(embedders, loads, latencies, strict=True)
+    ]
+
+    print(
+        f"{args.queries} questions one at a time; {len(chunks)} chunks of ≤ {settings.chunk_max_tokens} "
+        f"tokens (mean {statistics.mean(len(c.split()) for c in chunks):.0f} words) in batches of {size}\n"
+    )
+    print("| backend | stored model name | load s | query p50 ms | query p95 ms | ingestion chunks/s |")
+    print("|---|---|---:|---:|---:|---:|")
+    for r in results:
+        print(
+            f"| {r.backend} | `{r.model_name}` | {r.load_s:.2f} | {percentile(r.latencies_ms, 50):.1f} "
+            f"| {percentile(r.latencies_ms, 95):.1f} | {r.chunks_per_s:.0f} |"
+        )
+    if len(embedders) == 2:
+        onnx, torch = results
+        sample = texts + chunks[: min(len(chunks), 100)]
+        cosines = (np.array(embedders[0].encode(sample)) * np.array(embedders[1].encode(sample))).sum(axis=1)
+        p50 = percentile(torch.latencies_ms, 50) / percentile(onnx.latencies_ms, 50)
+        ingestion = onnx.chunks_per_s / torch.chunks_per_s
+        print(
+            f"\nONNX vs torch: query p50 {p50:.1f} times faster, {ingestion:.1f} times the ingestion "
+            f"chunks/s; agreement over {len(sample)} texts: min cosine {cosines.min():.4f}, "
+            f"mean {cosines.mean():.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

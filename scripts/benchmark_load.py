@@ -1,0 +1,529 @@
+"""`make benchmark-load`: this service beside the LiteLLM proxy under the same load, in one run.
+
+Everything is local and started here:
+- the fake LLM server (OpenAI wire protocol, zero latency) in its own process;
+- the LiteLLM proxy (`litellm --num_workers 1`), installed into a throwaway venv under
+  ``~/.cache/ragchat-bench`` (never into the project's locks), passing requests to the fake;
+- this service (`python -m app serve --workers N`, embedded PostgreSQL + Redis in a temporary
+  DATA_DIR, the demo documents seeded, high rate limits, only `openai` configured, pointed at the
+  fake), for N = 1 and 2.
+
+Load comes from `wrk` (Debian's package; installed with apt when missing and running as root),
+with `--latency` for percentiles. Scenarios: the fake directly; LiteLLM pass-through; our cache
+hit (one question repeated); our uncached answer (every request a new question: query embedding,
+hybrid retrieval, prompt, provider call); and SSE time to first ``delta`` added by the service
+(measured sequentially, against the provider's own time to first token). Prints one markdown
+table. Numbers on a shared 2-core machine are noisy: compare rows of one run, not runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.support.server import ROOT, ServerProcess, start_server
+
+LITELLM_VERSION = "1.83.0"
+BENCH_HOME = Path(os.environ.get("RAGCHAT_BENCH_HOME", Path.home() / ".cache" / "ragchat-bench"))
+MODEL = "gpt-4o-mini"
+ANSWER = "Here is what the documents say [1]."
+
+
+@dataclass(frozen=True)
+class Result:
+    scenario: str
+    workers: str
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+# --- tools ------------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        sys.exit("wrk is not installed; install Debian's package: apt-get install -y wrk")
+    print("installing wrk …", file=sys.stderr)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
+    return shutil.which("wrk") or sys.exit("wrk still missing after apt-get install")
+
+
+def ensure_litellm() -> Path:
+    """The LiteLLM proxy in a venv of its own (it resolves its dependencies at install time: a
+    benchmark tool, never part of what the service installs)."""
+    venv = BENCH_HOME / f"litellm-{LITELLM_VERSION}"
+    binary = venv / "bin" / "litellm"
+    if binary.exists():
+        return binary
+    print(f"installing litellm[proxy]=={LITELLM_VERSION} into {venv} …", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, f"litellm[proxy]=={LITELLM_VERSION}"], check=True)
+    return binary
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(url: str, timeout: float, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} not up within {timeout}s")
+
+
+@contextmanager
+def process(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+# --- wrk ------------------------------------------------------------------------------------------
+
+_LUA = """
+local counter = 0
+local thread_id = 0
+local threads = {}
+function setup(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
+function init(args)
+  thread_id = id
+end
+request = function()
+  counter = counter + 1
+  local body = BODY
+  if UNIQUE then
+    body = string.format(BODY, "t" .. thread_id .. "-" .. counter)
+  end
+  return wrk.format("POST", PATH, HEADERS, body)
+end
+"""
+
+
+def lua_script(path: str, body: str, headers: dict[str, str], unique: bool) -> str:
+    lua_headers = "{" + ", ".join(f'["{k}"] = {json.dumps(v)}' for k, v in headers.items()) + "}"
+    return (
+        f"PATH = {json.dumps(path)}\nBODY = {json.dumps(body)}\nHEADERS = {lua_headers}\n"
+        f"UNIQUE = {'true' if unique else 'false'}\n" + _LUA
+    )
+
+
+def _ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def run_wrk(
+    wrk: str,
+    base_url: str,
+    path: str,
+    body: str,
+    *,
+    headers: dict[str, str],
+    unique: bool = False,
+    connections: int,
+    seconds: int,
+    scenario: str,
+    workers: str,
+) -> Result:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(lua_script(path, body, {"Content-Type": "application/json", **headers}, unique))
+    try:
+        out = subprocess.run(
+            [
+                wrk,
+                "-t",
+                "2",
+                "-c",
+                str(connections),
+                "-d",
+                f"{seconds}s",
+                "--latency",
+                "-s",
+                script.name,
+                base_url,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    errors = 0
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non_2xx:
+        errors += int(non_2xx.group(1))
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    return Result(scenario, workers, rps, p50, p99, errors)
+
+
+# --- SSE time to first delta -------------------------------------------------------------------------
+
+
+def first_token_ms(client: httpx.Client, url: str, body: dict[str, object], marker: bytes) -> float:
+    started = time.perf_counter()
+    with client.stream("POST", url, json=body) as response:
+        response.raise_for_status()
+        for chunk in response.iter_raw():
+            if marker in chunk:
+                return (time.perf_counter() - started) * 1000
+    raise RuntimeError(f"no {marker!r} in the stream of {url}")
+
+
+def ttft_added(server: ServerProcess, key: str, fake_url: str, samples: int) -> tuple[float, float]:
+    """p50 time to the first delta through the service minus the provider's own, and the p50 of the
+    service's retrieval phase (time to the ``sources`` event), both on new questions."""
+    direct, through, to_sources = [], [], []
+    with httpx.Client(timeout=30) as fake, httpx.Client(timeout=30, headers={"X-API-Key": key}) as ours:
+        for n in range(samples):
+            request = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": f"q{n}"}]}
+            direct.append(first_token_ms(fake, fake_url + "/v1/chat/completions", request, b'"content"'))
+            question = {"question": f"How are streaming answers sent, case {n}?", "stream": True}
+            to_sources.append(
+                first_token_ms(ours, server.base_url + "/api/v1/chat", question, b"event: sources")
+            )
+            question = {"question": f"How are streaming answers sent, variant {n}?", "stream": True}
+            through.append(first_token_ms(ours, server.base_url + "/api/v1/chat", question, b"event: delta"))
+    return statistics.median(through) - statistics.median(direct), statistics.median(to_sources)
+
+
+# --- memory under a long mixed load ----------------------------------------------------------------
+
+
+def worker_rss_mb(server: ServerProcess) -> dict[int, float]:
+    """RSS of each gunicorn worker (the launcher's grandchildren), in MB."""
+    import psutil
+
+    launcher = psutil.Process(server.process.pid)
+    workers = [grandchild for child in launcher.children() for grandchild in child.children()]
+    return {w.pid: w.memory_info().rss / 1e6 for w in workers}
+
+
+def soak(wrk: str, server: ServerProcess, key: str, seconds: int, every_s: int) -> list[tuple[int, float]]:
+    """Mixed load (a third cache hits, two thirds new questions) for ``seconds``; the mean worker
+    RSS every ``every_s`` seconds."""
+    headers = {"X-API-Key": key}
+    unique = json.dumps({"question": "What does the documentation say about case %s?"})
+    curve = [(0, statistics.fmean(worker_rss_mb(server).values()))]
+    elapsed = 0
+    while elapsed < seconds:
+        step = min(every_s, seconds - elapsed)
+        hit = json.dumps({"question": f"How does the answer cache work, part {elapsed % 7}?"})
+        run_wrk(
+            wrk,
+            server.base_url,
+            "/api/v1/chat",
+            hit,
+            headers=headers,
+            scenario="soak",
+            workers="",
+            connections=4,
+            seconds=max(1, step // 3),
+        )
+        run_wrk(
+            wrk,
+            server.base_url,
+            "/api/v1/chat",
+            unique,
+            headers=headers,
+            unique=True,
+            scenario="soak",
+            workers="",
+            connections=4,
+            seconds=max(1, step - step // 3),
+        )
+        elapsed += step
+        curve.append((elapsed, statistics.fmean(worker_rss_mb(server).values())))
+    return curve
+
+
+# --- the systems ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def fake_llm(workdir: Path) -> Iterator[str]:
+    port = free_port()
+    args = [sys.executable, "-m", "tests.fakes.fake_llm_server", "--host", "127.0.0.1", "--port", str(port)]
+    with process(args, workdir / "fake.log") as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(url + "/_control/stats", 30, proc, "fake LLM server")
+        httpx.post(url + "/_control/openai", json={"text": ANSWER}, timeout=5).raise_for_status()
+        yield url
+
+
+@contextmanager
+def litellm_proxy(binary: Path, fake_url: str, workdir: Path) -> Iterator[str]:
+    config = workdir / "litellm.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            model_list:
+              - model_name: {MODEL}
+                litellm_params:
+                  model: openai/{MODEL}
+                  api_base: {fake_url}/v1
+                  api_key: bench-key
+            """
+        )
+    )
+    port = free_port()
+    args = [
+        str(binary),
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--num_workers",
+        "1",
+    ]
+    env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"}
+    with process(args, workdir / "litellm.log", env) as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(url + "/health/liveliness", 180, proc, "LiteLLM proxy")
+        yield url
+
+
+def seed(env: dict[str, str]) -> str:
+    """The demo documents in the dev tenant, and a reader key for it (the printed key)."""
+    run = {"cwd": ROOT, "env": {**os.environ, **env}, "check": True}
+    subprocess.run(
+        [sys.executable, "-m", "app", "seed"], **run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "keys",
+            "create",
+            "--tenant",
+            "dev",
+            "--role",
+            "reader",
+            "--name",
+            "bench",
+        ],
+        **run,
+        capture_output=True,
+        text=True,
+    )
+    return created.stdout.strip()
+
+
+def service_env(data_dir: Path, fake_url: str) -> dict[str, str]:
+    return {
+        "DATA_DIR": str(data_dir),
+        "LLM_PROVIDERS": "openai",
+        "OPENAI_API_KEY": "bench-key",
+        "OPENAI_BASE_URL": fake_url + "/v1",
+        "RATE_LIMIT_PER_PRINCIPAL": "100000000/minute",
+        "RATE_LIMIT_PER_TENANT": "100000000/minute",
+        "RATE_LIMIT_PER_IP": "100000000/minute",
+        "LOG_LEVEL": "WARNING",
+        "DATABASE_URL": "",
+        "REDIS_URL": "",
+        "CACHE_REDIS_URL": "",
+        "EMBEDDING_WARM_UP": "true",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=15, help="wrk duration per row")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", default="1,2", help="service worker counts to measure")
+    parser.add_argument("--ttft-samples", type=int, default=40)
+    parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument("--soak", type=int, default=0, help="seconds of mixed load on 2 workers, RSS curve")
+    args = parser.parse_args(argv)
+
+    wrk = ensure_wrk()
+    litellm = None if args.skip_litellm else ensure_litellm()
+    results: list[Result] = []
+    ttft: dict[str, tuple[float, float]] = {}
+    curve: list[tuple[int, float]] = []
+    load = {"connections": args.connections, "seconds": args.seconds}
+    chat_body = json.dumps(
+        {"model": MODEL, "messages": [{"role": "user", "content": "How long are backups kept?"}]}
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+        workdir = Path(tmp)
+        with fake_llm(workdir) as fake_url:
+            results.append(
+                run_wrk(
+                    wrk,
+                    fake_url,
+                    "/v1/chat/completions",
+                    chat_body,
+                    headers={"Authorization": "Bearer x"},
+                    scenario="fake provider direct",
+                    workers="-",
+                    **load,
+                )
+            )
+            if litellm is not None:
+                with litellm_proxy(litellm, fake_url, workdir) as proxy_url:
+                    run_wrk(
+                        wrk,
+                        proxy_url,
+                        "/chat/completions",
+                        chat_body,
+                        headers={"Authorization": "Bearer x"},
+                        scenario="warm-up",
+                        workers="1",
+                        connections=4,
+                        seconds=3,
+                    )
+                    results.append(
+                        run_wrk(
+                            wrk,
+                            proxy_url,
+                            "/chat/completions",
+                            chat_body,
+                            headers={"Authorization": "Bearer x"},
+                            scenario="LiteLLM proxy (pass-through, no RAG)",
+                            workers="1",
+                            **load,
+                        )
+                    )
+            data_dir = workdir / "service"
+            data_dir.mkdir()
+            env = service_env(data_dir, fake_url)
+            print("seeding the demo documents …", file=sys.stderr)
+            key = seed(env)
+            for workers in [int(w) for w in args.workers.split(",")]:
+                server = start_server(
+                    env, workdir / f"server-{workers}.log", workers=workers, ready_path="/readyz", timeout=240
+                )
+                try:
+                    headers = {"X-API-Key": key}
+                    hit = json.dumps({"question": "How does the answer cache work?"})
+                    httpx.post(
+                        server.base_url + "/api/v1/chat",
+                        content=hit,
+                        headers={**headers, "Content-Type": "application/json"},
+                        timeout=60,
+                    )
+                    run_wrk(
+                        wrk,
+                        server.base_url,
+                        "/api/v1/chat",
+                        hit,
+                        headers=headers,
+                        scenario="warm-up",
+                        workers=str(workers),
+                        connections=4,
+                        seconds=3,
+                    )
+                    results.append(
+                        run_wrk(
+                            wrk,
+                            server.base_url,
+                            "/api/v1/chat",
+                            hit,
+                            headers=headers,
+                            scenario="ours, /api/v1/chat cache hit",
+                            workers=str(workers),
+                            **load,
+                        )
+                    )
+                    unique = json.dumps({"question": "What does the documentation say about case %s?"})
+                    results.append(
+                        run_wrk(
+                            wrk,
+                            server.base_url,
+                            "/api/v1/chat",
+                            unique,
+                            headers=headers,
+                            unique=True,
+                            scenario="ours, uncached RAG answer",
+                            workers=str(workers),
+                            **load,
+                        )
+                    )
+                    ttft[str(workers)] = ttft_added(server, key, fake_url, args.ttft_samples)
+                    if args.soak and workers == max(int(w) for w in args.workers.split(",")):
+                        curve = soak(wrk, server, key, args.soak, max(10, args.soak // 10))
+                finally:
+                    server.stop()
+    print(f"\n{args.connections} connections, {args.seconds} s per row, wrk -t2; provider latency zero\n")
+    print("| scenario | workers | req/s | p50 ms | p99 ms | errors |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        rate = f"{r.requests_per_s:,.0f}"
+        print(f"| {r.scenario} | {r.workers} | {rate} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} |")
+    print("\n| SSE, sequential | workers | first delta added by the service, p50 ms | to `sources`, p50 ms |")
+    print("|---|---:|---:|---:|")
+    for workers, (added, retrieval) in ttft.items():
+        print(f"| new question | {workers} | {added:.1f} | {retrieval:.1f} |")
+    if args.soak:
+        print("\n| mixed load, s | mean worker RSS, MB | growth since the first sample |")
+        print("|---:|---:|---:|")
+        for at, rss in curve:
+            print(f"| {at} | {rss:.0f} | {100 * (rss / curve[1][1] - 1) if len(curve) > 1 else 0:+.1f} % |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
