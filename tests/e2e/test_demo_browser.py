@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from tests.fakes.fake_llm_server import FakeLLMServer
+from tests.support.debian import ensure_debian_packages
 from tests.support.demo import MAX_UPLOAD_MB, DemoApi, running_demo_api
 from tests.support.documents import make_pdf
 from tests.support.server import ROOT, free_port
@@ -54,20 +55,7 @@ ANSWER = (
 
 def ensure_chromium() -> None:
     """Debian's chromium and its driver; installed here when missing and we may (root, apt-get)."""
-    if CHROMIUM.exists() and CHROMEDRIVER.exists():
-        return
-    reason = "chromium and chromium-driver are not installed"
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        print(f"SKIP: {reason}, and this user cannot apt-get install them")
-        pytest.skip(f"{reason} (not root, or no apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]
-    if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
-        done = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            print(f"SKIP: {reason}, and apt-get could not install them:\n{done.stderr[-2000:]}")
-            pytest.skip(f"{reason}; apt-get install failed")
+    ensure_debian_packages([str(CHROMIUM), str(CHROMEDRIVER)], ["chromium", "chromium-driver"])
 
 
 @dataclass

@@ -15,6 +15,7 @@ import pytest
 from app.cli import build_parser
 from app.settings import Settings
 from tests.support.compose import COMPOSE_FILE, MissingVariableError, interpolate, load_compose, raw_compose
+from tests.support.debian import ensure_debian_packages
 
 pytestmark = pytest.mark.unit
 
@@ -150,9 +151,9 @@ def test_the_scale_flags_are_documented() -> None:
 
 
 def docker_compose(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    ensure_debian_packages(["docker-compose"], ["docker-compose"])
     binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose, as root)")
+    assert binary is not None
     env_file = tmp_path / "empty.env"  # not the developer's .env beside the compose file
     env_file.write_text("")
     return subprocess.run(
