@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis as sync_redis
 from fastapi import FastAPI
 
 from app.auth.principal import Role
@@ -68,13 +67,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisForT
 def redis_prefix(redis_server: RedisForTests, worker_name: str) -> Iterator[str]:
     prefix = f"test:{worker_name}:{secrets.token_hex(4)}:"
     yield prefix
-    client = sync_redis.Redis.from_url(redis_server.url)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    redis_server.delete_prefixed(prefix)
 
 
 @pytest.fixture

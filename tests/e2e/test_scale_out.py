@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import redis as sync_redis
 
 from tests.fakes.fake_llm_server import FakeLLMServer
 from tests.support.server import (
@@ -85,13 +84,7 @@ def database_url(postgres_server: PostgresForTests, worker_name: str) -> str:
 def cluster_prefix(redis_server: RedisForTests, worker_name: str) -> Iterator[str]:
     prefix = f"test:{worker_name}:scale:{secrets.token_hex(4)}:"
     yield prefix
-    client = sync_redis.Redis.from_url(redis_server.url)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    redis_server.delete_prefixed(prefix)
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:

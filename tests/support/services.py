@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import psycopg
+import redis as sync_redis
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
@@ -100,6 +101,16 @@ class PostgresForTests:
         if self.embedded is not None:
             self.embedded.stop()
 
+    def delete_prefixed(self, prefix: str) -> None:
+        """Every key under ``prefix``: how tests isolate Redis state (never FLUSHALL)."""
+        client = sync_redis.Redis.from_url(self.url)
+        try:
+            keys = list(client.scan_iter(match=prefix + "*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
 
 def start_postgres() -> PostgresForTests:
     external = os.environ.get("TEST_DATABASE_URL")
@@ -121,6 +132,16 @@ class RedisForTests:
     def stop(self) -> None:
         if self.embedded is not None:
             self.embedded.stop()
+
+    def delete_prefixed(self, prefix: str) -> None:
+        """Every key under ``prefix``: how tests isolate Redis state (never FLUSHALL)."""
+        client = sync_redis.Redis.from_url(self.url)
+        try:
+            keys = list(client.scan_iter(match=prefix + "*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
 
 
 def start_redis(worker_dir: Path) -> RedisForTests:
