@@ -71,10 +71,25 @@ def _strip_bom(data: bytes) -> bytes:
 
 
 def _binary_kind(head: bytes) -> str | None:
+    """The binary format ``head`` starts with, if any. Text is never one: several signatures are
+    printable ("SQLi" for SQLite, "BM" for a bitmap, "ID3", "MZ"), and prose starts with them
+    ("SQLite accepts ...", "BM25 ranks ..."); a real file of those formats has control bytes or
+    invalid UTF-8 within its first kilobytes."""
+    if not _CONTROL_BYTES.search(head) and _is_utf8(head):
+        return None
     import filetype
 
     guess = filetype.guess(head)
     return None if guess is None else str(guess.mime)
+
+
+def _is_utf8(head: bytes) -> bool:
+    """UTF-8, allowing a character cut at the end of the sniffed bytes."""
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3 and exc.reason == "unexpected end of data"
+    return True
 
 
 def _decode_text(data: bytes, *, detected_binary: str | None) -> str:

@@ -37,6 +37,25 @@ def test_type_comes_from_the_content_not_the_file_name() -> None:
         sniff(PNG_BYTES, "photo.pdf")
 
 
+@pytest.mark.parametrize(
+    "prose",
+    [
+        b"SQLite accepts all of the usual syntax for JOIN operators.",  # "SQLi": SQLite's magic
+        b"BM25 ranks passages by term frequency.",  # "BM": a bitmap's
+        b"ID3 tags carry an MP3's title.",  # "ID3": an MP3's
+        b"MZ is where the story starts.",  # "MZ": a Windows executable's
+    ],
+)
+def test_prose_that_starts_like_a_binary_signature_is_text(prose: bytes) -> None:
+    assert sniff(prose, "page.txt") is DocumentType.text
+    assert parse_document(prose).pages[0].text.strip() == prose.decode()
+
+
+def test_a_real_binary_with_a_text_like_signature_is_still_refused() -> None:
+    with pytest.raises(UnsupportedDocumentTypeError, match="sqlite"):
+        sniff(b"SQLite format 3\x00" + bytes(100), "db.txt")
+
+
 def test_markdown_is_told_from_plain_text_by_name_or_by_its_syntax() -> None:
     assert sniff(b"just words", "readme.md") is DocumentType.markdown
     assert sniff(b"# Title\n\n- one\n- two\n") is DocumentType.markdown
