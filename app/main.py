@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import chat as chat_api
 from app.api import documents, health, jobs, keys, me, openai_compat, rate_limit, service_limits, sessions
+from app.api import feedback as feedback_api
 from app.api import metrics as metrics_api
 from app.api import providers as providers_api
 from app.api.auth import AuthenticateFirstMiddleware
@@ -29,6 +30,8 @@ from app.db.readiness import ReadinessProbe
 from app.db.redis import KeySpace, create_redis
 from app.documents.runtime import start_documents_runtime
 from app.errors import install_error_handlers
+from app.feedback.ledger import RedisAnswerLedger
+from app.feedback.service import FeedbackService
 from app.limits.limiter import RequestLimiter
 from app.limits.middleware import RateLimitHeadersMiddleware
 from app.limits.streams import StreamSlots
@@ -40,6 +43,7 @@ from app.observability.http import install_http_metrics
 from app.observability.logging import configure_logging
 from app.observability.telemetry import build_metrics, open_telemetry
 from app.rag.embeddings import Embedder
+from app.rag.rerank import open_reranker
 from app.rag.retrieval import retrieve
 from app.rag.tokens import WordPieceTokenCounter
 from app.resources import Resources
@@ -93,6 +97,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 )
             )
             session_factory = create_session_factory(engine)
+            reranker = await open_reranker(settings, stack)
             docs_runtime = await start_documents_runtime(
                 stack, settings, session_factory, embedder=embedder, metrics=telemetry.metrics
             )
@@ -121,8 +126,13 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 corpus_versions=corpus_version,
                 retriever=retrieve,
                 embedder=docs_runtime.embedder,
+                reranker=reranker,
                 counter=WordPieceTokenCounter(settings.embedding_tokenizer_path),
                 telemetry=telemetry,
+            )
+            # Who received which answer, for feedback: in the main Redis (never the cache's LRU).
+            ledger = RedisAnswerLedger(
+                redis, keys, window_s=settings.feedback_window_seconds, metrics=telemetry.metrics
             )
             chat = ChatService(
                 settings=settings,
@@ -132,6 +142,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 cache=cache,
                 unit_of_work=session_factory,
                 telemetry=telemetry,
+                ledger=ledger,
             )
             app.state.resources = Resources(
                 settings=settings,
@@ -147,11 +158,13 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 ),
                 telemetry=telemetry,
                 embedder=docs_runtime.embedder,
+                reranker=reranker,
                 job_queue=docs_runtime.job_queue,
                 provider_chain=provider_chain,
                 caller_chains=build_caller_chains(settings, provider_chain),
                 memory=memory,
                 chat=chat,
+                feedback=FeedbackService(ledger=ledger, unit_of_work=session_factory, telemetry=telemetry),
             )
             # The MCP server at /mcp serves its requests in this task group; it stops first.
             await stack.enter_async_context(mcp_server.session_manager.run())
@@ -199,6 +212,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(providers_api.router)
     app.include_router(chat_api.router)
     app.include_router(sessions.router)
+    app.include_router(feedback_api.router)
     app.include_router(openai_compat.router)
     mcp_server = mount_mcp(app)
     return app

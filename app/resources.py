@@ -15,6 +15,7 @@ from app.auth.authenticator import Authenticator
 from app.chat.service import ChatService
 from app.db.readiness import ReadinessProbe
 from app.documents.queue import JobQueue
+from app.feedback.service import FeedbackService
 from app.limits.limiter import RequestLimiter
 from app.limits.streams import StreamSlots
 from app.llm.caller_keys import CallerChains
@@ -22,6 +23,7 @@ from app.llm.chain import ProviderChain
 from app.memory.service import ConversationMemory
 from app.observability.telemetry import Telemetry
 from app.rag.embeddings import Embedder
+from app.rag.rerank import Reranker
 from app.settings import Settings
 
 
@@ -38,8 +40,10 @@ class Resources:
     authenticator: Authenticator
     telemetry: Telemetry
     embedder: Embedder
+    reranker: Reranker  # RERANKER: the rerank stage the chat pipeline and the MCP search share
     job_queue: JobQueue
     provider_chain: ProviderChain
     caller_chains: CallerChains  # per-request chains with the callers' own provider keys
     memory: ConversationMemory
     chat: ChatService
+    feedback: FeedbackService

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     embedding_model: str = "all-MiniLM-L6-v2"
     embedding_dim: int = Field(default=384, ge=1, le=16000)
     embedding_batch_size: int = Field(default=32, ge=1, le=2048)
+    # Bring your own model: a local directory (sentence-transformers, or an ONNX export with
+    # tokenizer.json) instead of the bundled all-MiniLM-L6-v2; EMBEDDING_MODEL is then unused.
+    embedding_model_path: Path | None = None
+    # Put before every query / document text before embedding (e5: "query: " / "passage: ").
+    embedding_query_prefix: str = ""
+    embedding_document_prefix: str = ""
 
     # Documents and ingestion (app/documents)
     chunk_max_tokens: int = Field(default=200, ge=16, le=4000)
@@ -128,6 +134,8 @@ class Settings(BaseSettings):
     rate_limit_strategy: Literal["fixed", "sliding"] = "fixed"
     cache_ttl_s: int = Field(default=3600, ge=0)
     cache_max_entries: int = Field(default=10000, ge=1)
+    # Answer feedback: how long an answer can be rated (the TTL of its record in Redis); 0 turns it off.
+    feedback_window_seconds: int = Field(default=7 * 86400, ge=0)
 
     # Retrieval and prompt
     retrieval_mode: Literal["vector", "text", "hybrid"] = "hybrid"
@@ -135,6 +143,11 @@ class Settings(BaseSettings):
     retrieval_text_weight: float = Field(default=1.0, ge=0)
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
     retrieval_min_similarity: float = Field(default=0.2, ge=-1, le=1)
+    # Optional rerank stage (app/rag/rerank.py): a local cross-encoder directory reorders the best
+    # RERANKER_CANDIDATES retrieved chunks (at least the request's top_k).
+    reranker: Literal["none", "cross-encoder"] = "none"
+    reranker_model_path: Path | None = None
+    reranker_candidates: int = Field(default=20, ge=1, le=200)
     embedding_warm_up: bool = True
     prompt_budget_tokens: int = Field(default=3500, ge=512)
     answer_max_tokens: int = Field(default=512, ge=16)
@@ -248,6 +261,8 @@ class Settings(BaseSettings):
         "dd_agent_host",
         "otel_exporter_otlp_endpoint",
         "embedding_tokenizer_path",
+        "embedding_model_path",
+        "reranker_model_path",
         mode="before",
     )
     @classmethod

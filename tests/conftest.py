@@ -31,6 +31,7 @@ from tests.support.services import (
     start_redis,
     truncate_app_tables,
 )
+from tests.support.tiny_models import TinyModels, build_tiny_models
 
 pytest_plugins = ["tests.support.leaks"]
 
@@ -184,6 +185,14 @@ def embedder() -> LocalEmbedder:
     model = OnnxEmbedder("all-MiniLM-L6-v2", 384, batch_size=32)
     model.load()
     return model
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> TinyModels:
+    """Small random-weight embedding and cross-encoder models written at test time
+    (tests/support/tiny_models.py), built once per test run: the xdist workers share one build."""
+    base = tmp_path_factory.getbasetemp()
+    return build_tiny_models((base.parent if worker_id != "master" else base) / "tiny-models")
 
 
 @pytest.fixture

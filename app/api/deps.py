@@ -23,6 +23,7 @@ from app.auth.authenticator import Authenticator
 from app.chat.service import ChatService
 from app.db.readiness import ReadinessProbe
 from app.documents.queue import JobQueue
+from app.feedback.service import FeedbackService
 from app.limits.limiter import RequestLimiter
 from app.limits.streams import StreamSlots
 from app.llm.caller_keys import CallerChains
@@ -96,6 +97,10 @@ async def get_readiness(request: Request) -> ReadinessProbe:
     return _resources(request).readiness
 
 
+async def get_feedback(request: Request) -> FeedbackService:
+    return _resources(request).feedback
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
@@ -108,3 +113,4 @@ JobQueueDep = Annotated[JobQueue, Depends(get_job_queue)]
 TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]
 ReadinessDep = Annotated[ReadinessProbe, Depends(get_readiness)]
 AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
+FeedbackDep = Annotated[FeedbackService, Depends(get_feedback)]

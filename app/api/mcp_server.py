@@ -37,6 +37,7 @@ from app.limits.enforcement import charge_all, principal_identity
 from app.limits.limiter import Budget
 from app.memory.service import SessionId
 from app.rag.query import RetrievalFilters, RetrievalMode, RetrievalQuery
+from app.rag.rerank import rerank_stage, retrieval_depth
 from app.rag.retrieval import retrieve
 from app.resources import Resources
 from app.security.text import PlainText
@@ -163,7 +164,7 @@ async def _search(call: _Call, query: str, top_k: int, tags: list[str] | None) -
                 tenant_id=call.principal.tenant_id,
                 text=query,
                 vector=vector,
-                top_k=top_k,
+                top_k=retrieval_depth(resources.reranker, top_k, settings.reranker_candidates),
                 mode=mode,
                 filters=RetrievalFilters(tags=tuple(tags or ())),
                 vector_weight=settings.retrieval_vector_weight,
@@ -172,6 +173,7 @@ async def _search(call: _Call, query: str, top_k: int, tags: list[str] | None) -
                 min_similarity=settings.retrieval_min_similarity,
             ),
         )
+    chunks = await rerank_stage(resources.reranker, query, chunks, top_k, resources.telemetry)
     return SearchResult(
         passages=[
             Passage(

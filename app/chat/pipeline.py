@@ -25,6 +25,7 @@ from app.observability.telemetry import Telemetry
 from app.rag.embeddings import Embedder
 from app.rag.prompt import Prompt, Turn, bare_prompt_tokens, build_prompt, prompt_budget
 from app.rag.query import RetrievalMode, RetrievalQuery, RetrievedChunk
+from app.rag.rerank import Reranker, rerank_stage, reranker_identity, retrieval_depth
 from app.rag.sources import Source, source_for
 from app.rag.tokens import TokenCounter
 from app.security.injection import detect_injection
@@ -83,8 +84,8 @@ def _flag_injection(question: str, chunks: list[RetrievedChunk], metrics: Domain
             )
 
 
-def _cache_parameters(chat: ChatInput) -> dict[str, Any]:
-    return {
+def _cache_parameters(chat: ChatInput, reranker: Reranker) -> dict[str, Any]:
+    parameters = {
         "model": chat.model,
         "temperature": chat.temperature,
         "max_tokens": chat.max_tokens,
@@ -94,6 +95,10 @@ def _cache_parameters(chat: ChatInput) -> dict[str, Any]:
         "mode": chat.mode.value,
         "weights": [chat.vector_weight, chat.text_weight],
     }
+    identity = reranker_identity(reranker)
+    if identity is not None:  # another reranker orders other sources: another answer
+        parameters["reranker"] = identity
+    return parameters
 
 
 def _history_digest(history: list[Turn]) -> str:
@@ -113,6 +118,7 @@ class Preparation:
         corpus_versions: CorpusVersions,
         retriever: Retriever,
         embedder: Embedder,
+        reranker: Reranker,
         counter: TokenCounter,
         telemetry: Telemetry,
     ) -> None:
@@ -123,6 +129,7 @@ class Preparation:
         self._corpus_versions = corpus_versions
         self._retriever = retriever
         self._embedder = embedder
+        self._reranker = reranker
         self._counter = counter
         self._telemetry = telemetry
         self._query_vectors: LRUCache[str, list[float]] = LRUCache(maxsize=2048)
@@ -154,7 +161,8 @@ class Preparation:
             tenant_id=principal.tenant_id,
             text=chat.question,
             vector=vector,
-            top_k=chat.top_k,
+            # With a reranker: its candidates, of which it keeps chat.top_k.
+            top_k=retrieval_depth(self._reranker, chat.top_k, self._settings.reranker_candidates),
             mode=chat.mode,
             filters=chat.filters,
             vector_weight=chat.vector_weight,
@@ -181,7 +189,7 @@ class Preparation:
                     principal.tenant_id,
                     version,
                     chat.question,
-                    _cache_parameters(chat),
+                    _cache_parameters(chat, self._reranker),
                     _history_digest(history),
                 )
             fixed: FixedAnswer | None = None
@@ -209,6 +217,9 @@ class Preparation:
                     with metrics.vector_search_timer(chat.mode.value):
                         chunks = await self._retriever(db, self._query(principal, chat, vector))
                     span.update(output={"chunks": [c.chunk_id for c in chunks]})
+                chunks = await rerank_stage(
+                    self._reranker, chat.question, chunks, chat.top_k, self._telemetry
+                )
                 _flag_injection(chat.question, chunks, metrics)
                 if chunks:
                     budget = self.prompt_budget(chat)

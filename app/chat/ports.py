@@ -1,6 +1,7 @@
 """What the chat pipeline needs from the stores around it. ``ChatService`` depends on these
 protocols, so unit tests drive it with in-memory stand-ins and production wires the real stores
-(``app.memory.service.ConversationMemory``, ``app.cache.answers.AnswerCache``, …)."""
+(``app.memory.service.ConversationMemory``, ``app.cache.answers.AnswerCache``,
+``app.feedback.ledger.RedisAnswerLedger``, …)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
 from app.cache.answers import CachedAnswer, CacheKey
+from app.feedback.ledger import AnsweredTurn
 from app.memory.service import RecordedTurn, TurnRecord
 from app.rag.prompt import Turn
 from app.rag.query import RetrievalQuery, RetrievedChunk
@@ -50,3 +52,10 @@ class Retriever(Protocol):
 
 class CorpusVersions(Protocol):
     async def __call__(self, db: AsyncSession, tenant_id: uuid.UUID) -> str: ...
+
+
+class AnswerLedger(Protocol):
+    """Who received which answer, by trace id, so that feedback on it can be checked. ``record``
+    never raises: a failed write is the ledger's to log and count, never the chat answer's."""
+
+    async def record(self, turn: AnsweredTurn) -> None: ...

@@ -1,23 +1,27 @@
 """``ChatService.answer`` returns one ``ChatAnswer``; ``ChatService.stream`` yields the events the
 HTTP layer renders as SSE. Both prepare the turn the same way (``app.chat.pipeline``) and end it in
 one finishing step: mark the cited sources, cache the answer when the chain says it may be cached,
-and record the turn in memory with exactly the text and sources the client received."""
+record the turn in memory with exactly the text and sources the client received, and leave the
+answer's record in the answer ledger (who received which answer, for feedback). Answers known
+without the router (a cache hit, "nothing matches") leave that record too."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 
 from app.auth.principal import Principal
 from app.cache.answers import CachedAnswer
-from app.chat.pipeline import Preparation, Prepared, turn_record
-from app.chat.ports import AnswerStore, Memory
+from app.chat.pipeline import FixedAnswer, Preparation, Prepared, turn_record
+from app.chat.ports import AnswerLedger, AnswerStore, Memory
 from app.chat.types import ChatAnswer, ChatEvent, ChatInput, DeltaEvent, DoneEvent, ErrorEvent, SourcesEvent
 from app.db.unit_of_work import UnitOfWork
+from app.feedback.ledger import AnsweredTurn
 from app.llm.chain import ProviderChain
 from app.llm.types import (
     ChatRequest,
@@ -58,6 +62,11 @@ class Outcome:
     cacheable: bool = False
 
 
+class _NoLedger:
+    async def record(self, turn: AnsweredTurn) -> None:
+        return None
+
+
 class ChatService:
     def __init__(
         self,
@@ -69,6 +78,7 @@ class ChatService:
         cache: AnswerStore,
         unit_of_work: UnitOfWork,
         telemetry: Telemetry | None = None,
+        ledger: AnswerLedger | None = None,
     ) -> None:
         self._settings = settings
         self._preparation = preparation
@@ -77,6 +87,7 @@ class ChatService:
         self._cache = cache
         self._unit_of_work = unit_of_work
         self._telemetry = telemetry or Telemetry.disabled()
+        self._ledger: AnswerLedger = ledger or _NoLedger()
 
     def with_chain(self, chain: ProviderChain) -> ChatService:
         """This service answering with ``chain`` instead: a request's own, such as the one with
@@ -111,6 +122,39 @@ class ChatService:
             session_id=chat.session,
         )
 
+    async def _record_answered(
+        self,
+        principal: Principal,
+        chat: ChatInput,
+        prepared: Prepared,
+        text: str,
+        sources: list[Source],
+        provider: str,
+        model: str,
+    ) -> None:
+        """The answer's record in the ledger, before the client hears the end of the answer (so
+        feedback sent right after it finds the record): one Redis write, never raising."""
+        await self._ledger.record(
+            AnsweredTurn.of(
+                trace_id=prepared.trace_id,
+                tenant_id=principal.tenant_id,
+                principal_id=principal.id,
+                question=chat.question,
+                answer=text,
+                sources=sources,
+                provider=provider,
+                model=model,
+                answered_at=datetime.now(UTC),
+            )
+        )
+
+    async def _record_fixed(
+        self, principal: Principal, chat: ChatInput, prepared: Prepared, fixed: FixedAnswer
+    ) -> None:
+        await self._record_answered(
+            principal, chat, prepared, fixed.text, prepared.sources, fixed.provider, fixed.model
+        )
+
     async def _finish(
         self, principal: Principal, chat: ChatInput, prepared: Prepared, outcome: Outcome, *, streamed: bool
     ) -> tuple[list[Source], list[int]]:
@@ -137,6 +181,10 @@ class ChatService:
                 recorded = await self._memory.record_turn(db, principal, chat.session, record)
                 await db.commit()
             await self._memory.publish(recorded)
+        if outcome.status != "cancelled":  # nobody is left to rate an answer the client left
+            await self._record_answered(
+                principal, chat, prepared, outcome.text, sources, outcome.provider, outcome.model
+            )
         return sources, cited
 
     # --- one-shot answers ------------------------------------------------------------------------
@@ -153,6 +201,7 @@ class ChatService:
         if prepared.fixed is not None or prepared.prompt is None:
             fixed = prepared.fixed
             assert fixed is not None  # a prompt is only missing when the turn is answered
+            await self._record_fixed(principal, chat, prepared, fixed)
             return ChatAnswer(
                 answer=fixed.text,
                 sources=prepared.sources,
@@ -208,6 +257,7 @@ class ChatService:
         if prepared.fixed is not None or prepared.prompt is None:
             fixed = prepared.fixed
             assert fixed is not None
+            await self._record_fixed(principal, chat, prepared, fixed)
             yield DeltaEvent(fixed.text)
             yield DoneEvent(
                 provider=fixed.provider,

@@ -76,8 +76,24 @@ def _gunicorn_command(host: str, port: int, workers: int) -> list[str]:
     ]
 
 
+def _check_local_models(settings: Settings) -> None:
+    """A local model the settings name but that cannot run (no such directory, neither layout,
+    another dimension, torch missing, RERANKER without a model) is one sentence here, not a
+    traceback in every worker. Nothing is loaded."""
+    from app.rag.embeddings import EmbeddingError, create_embedder
+    from app.rag.rerank import RerankerError, build_reranker
+
+    try:
+        if settings.embedding_provider == "local" or settings.embedding_model_path is not None:
+            create_embedder(settings)
+        build_reranker(settings)
+    except (EmbeddingError, RerankerError) as exc:
+        raise StartupError(str(exc)) from exc
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
+    _check_local_models(settings)
     host: str = args.host or settings.host
     port: int = args.port or settings.port
     workers: int = args.workers or settings.web_concurrency

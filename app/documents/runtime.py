@@ -51,7 +51,7 @@ async def check_embedding_compatibility(
         raise EmbeddingModelMismatchError(
             f"stored vectors were made by {', '.join(foreign)} but the configured model is {model_name}; "
             f"run `python -m app reembed` (make reembed) to re-embed with {model_name}, "
-            f"or set {settings_for_vectors(foreign[0])}"
+            f"or set {settings_for_vectors(foreign[0], configured=model_name)}"
         )
 
 

@@ -285,6 +285,25 @@ class Tracer:
         with self.generation(name, model=model, input=input, metadata=metadata) as generation:
             generation.update(output=output, usage=usage, level=level, status_message=status_message)
 
+    def score(self, trace_id: str, name: str, value: float, *, comment: str | None = None) -> None:
+        """A numeric score on the trace ``trace_id`` (user feedback on an answer), queued and sent
+        in the background like spans. Nothing is sent when tracing is off; the comment is masked
+        like span inputs; an error is logged and swallowed. A trace that ``LANGFUSE_SAMPLE_RATE``
+        sampled out gets no score either (Langfuse's client decides by the same trace id)."""
+        client = self._client
+        if client is None or not is_valid_trace_id(trace_id):
+            return
+        try:
+            client.create_score(
+                trace_id=trace_id,
+                name=name,
+                value=value,
+                data_type="NUMERIC",
+                comment=mask_text(comment) if comment else None,
+            )
+        except Exception as exc:
+            logger.warning("tracing_score_failed", score=name, error_type=type(exc).__name__)
+
     def flush_blocking(self) -> None:
         """Blocks until pending spans are exported (tests, scripts); not for request paths."""
         if self._provider is not None:

@@ -1,9 +1,11 @@
 """Local stand-ins for telemetry endpoints: an OTLP/HTTP receiver (Langfuse's ingestion endpoint
-speaks OTLP/HTTP too) that records, fails or hangs, and a UDP socket for DogStatsD."""
+speaks OTLP/HTTP too, and it takes Langfuse's JSON scores at /api/public/scores) that records, fails
+or hangs, and a UDP socket for DogStatsD."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ class OtlpReceiver:
     mode: Mode
     spans: list[ReceivedSpan] = field(default_factory=list)
     metrics: dict[str, list[Any]] = field(default_factory=dict)
+    scores: list[dict[str, Any]] = field(default_factory=list)  # Langfuse scores, as sent
     requests: list[str] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
@@ -52,7 +55,9 @@ def _value(any_value: Any) -> Any:
 
 
 def _record(receiver: OtlpReceiver, path: str, body: bytes) -> None:
-    if path.endswith("/v1/traces"):
+    if path.endswith("/api/public/scores"):
+        receiver.scores.extend(json.loads(body))
+    elif path.endswith("/v1/traces"):
         request = ExportTraceServiceRequest.FromString(body)
         for resource_spans in request.resource_spans:
             for scope_spans in resource_spans.scope_spans:
@@ -95,6 +100,15 @@ def otlp_receiver(mode: Mode = "record") -> Iterator[OtlpReceiver]:
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
             _record(receiver, self.path, body)
+            if self.path.endswith("/api/public/scores"):
+                accepted = b'{"message":"Accepted"}'
+                self.send_response(202)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(accepted)))
+                self.end_headers()
+                self.wfile.write(accepted)
+                receiver.received.set()
+                return
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
             self.send_header("Content-Length", "0")

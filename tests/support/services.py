@@ -24,6 +24,7 @@ TEST_DATA_DIR = ROOT / ".data" / "test"
 
 APP_TABLES = (
     "audit_log",
+    "answer_feedback",
     "messages",
     "conversations",
     "ingestion_jobs",

@@ -16,6 +16,7 @@ LLM_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 
 SEARCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SEARCH_MODES = ("hybrid", "vector", "text")
 INGESTION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+FEEDBACK_SCORES = ("-1", "1", "2", "3", "4", "5")
 
 
 def status_class(status: int) -> str:
@@ -50,6 +51,9 @@ class DomainMetrics:
         self._embedding_duration = b.histogram(
             "embedding_duration_seconds", "Embedding call latency", ("provider",), (*SEARCH_BUCKETS, 10.0)
         )
+        self._rerank_duration = b.histogram(
+            "rerank_duration_seconds", "Rerank stage latency", ("reranker",), (*SEARCH_BUCKETS, 10.0)
+        )
         self._llm_requests = b.counter(
             "llm_requests_total", "LLM provider attempts", ("provider", "model", "outcome")
         )
@@ -82,6 +86,18 @@ class DomainMetrics:
         self._ingestion_jobs = b.counter("ingestion_jobs_total", "Finished ingestion jobs", ("outcome",))
         self._ingestion_duration = b.histogram(
             "ingestion_job_duration_seconds", "Ingestion job duration", ("outcome",), INGESTION_BUCKETS
+        )
+        self._answer_feedback = b.counter(
+            "answer_feedback_total",
+            "Feedback given on answers (thumbs -1/1 or stars 1-5; a re-rating counts again)",
+            ("score",),
+            known=[{"score": score} for score in FEEDBACK_SCORES],
+        )
+        self._answer_records = b.counter(
+            "answer_records_total",
+            "Answered chat turns recorded so that they can be rated",
+            ("outcome",),
+            known=[{"outcome": "stored"}, {"outcome": "failed"}],
         )
         self._queue_depth = b.gauge(
             "ingestion_queue_depth", "Ingestion jobs waiting", ("state",), aggregation="max"
@@ -119,6 +135,10 @@ class DomainMetrics:
 
     def embedding(self, duration_s: float, provider: str) -> None:
         self._embedding_duration.observe(duration_s, provider=provider)
+
+    def rerank(self, duration_s: float, reranker: str = "cross-encoder") -> None:
+        """The rerank stage scored the retrieved candidates of one question (RERANKER)."""
+        self._rerank_duration.observe(duration_s, reranker=reranker)
 
     # LLM router
     def llm_request(
@@ -163,6 +183,15 @@ class DomainMetrics:
     def rate_limited(self, scope: str) -> None:
         """``scope``: ``principal``, ``ip``, ``upload`` …"""
         self._rate_limited.inc(scope=scope)
+
+    # Answer feedback
+    def answer_feedback(self, score: int) -> None:
+        """A principal rated an answer: ``score`` is -1 or 1 (thumbs) or 1-5 (stars)."""
+        self._answer_feedback.inc(score=str(score))
+
+    def answer_record(self, stored: bool) -> None:
+        """An answered turn was recorded for feedback (``stored``), or Redis refused it."""
+        self._answer_records.inc(outcome="stored" if stored else "failed")
 
     # Ingestion
     def ingestion_job(self, outcome: str, duration_s: float) -> None:

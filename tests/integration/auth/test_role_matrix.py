@@ -52,6 +52,8 @@ ENDPOINTS = [
     Endpoint("GET", f"/api/v1/sessions/{uuid.UUID(int=4)}/messages", Role.reader),
     Endpoint("DELETE", f"/api/v1/sessions/{uuid.UUID(int=4)}", Role.reader),
     Endpoint("GET", "/api/v1/providers", Role.reader),
+    Endpoint("POST", "/api/v1/feedback", Role.reader, {"trace_id": "0" * 31 + "1", "score": 1}),
+    Endpoint("GET", "/api/v1/feedback", Role.admin),
 ]
 
 

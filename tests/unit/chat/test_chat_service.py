@@ -23,6 +23,7 @@ from app.memory.service import RecordedTurn, TurnRecord
 from app.observability.telemetry import Telemetry
 from app.rag.prompt import Turn
 from app.rag.query import RetrievalQuery, RetrievedChunk
+from app.rag.rerank import NoReranker
 from app.settings import Settings
 from tests.support.chains import chain_of
 from tests.support.embedders import HashingEmbedder
@@ -134,6 +135,7 @@ def harness(*providers: ScriptedProvider, chunks: list[RetrievedChunk] | None = 
         corpus_versions=corpus_version,
         retriever=retriever,
         embedder=HashingEmbedder(),
+        reranker=NoReranker(),
         counter=WhitespaceTokenCounter(),
         telemetry=Telemetry.disabled(),
     )
