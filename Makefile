@@ -169,6 +169,10 @@ benchmark-chat: $(STAMP) ## /api/v1/chat p50/p99, uncached vs cached, against th
 
 benchmark: benchmark-vectors benchmark-router benchmark-chat benchmark-embeddings ## every benchmark, each printing a table
 
+.PHONY: eval
+eval: $(STAMP) ## retrieval quality on the golden set (eval/sqlite): hit@k, MRR, nDCG@10 per mode: EVAL_ARGS="--config name:key=value,..."
+	$(PY) -m scripts.eval $(EVAL_ARGS)
+
 .PHONY: chaos
 chaos: $(STAMP) ## fault injection under load (Redis kill, PostgreSQL restart, worker and server SIGKILL): a table
 	$(PY) -m scripts.chaos

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     # Documents and ingestion (app/documents)
     chunk_max_tokens: int = Field(default=200, ge=16, le=4000)
     chunk_overlap_tokens: int = Field(default=40, ge=0, le=1000)
+    # Embed and index each chunk with its document title and section heading in front.
+    chunk_context: bool = True
     docx_max_uncompressed_mb: int = Field(default=100, ge=1)
     doc_max_pages: int = Field(default=2000, ge=1)
     doc_max_chars: int = Field(default=5_000_000, ge=1)

@@ -117,6 +117,10 @@ class DocumentVersion(Base):
     chunk_count: Mapped[int | None] = mapped_column(Integer)
 
 
+# Full-text search sees a chunk's context line and its text, as the embedding does.
+SEARCH_TSV_EXPRESSION = "to_tsvector('english', context || E'\\n' || text)"
+
+
 class Chunk(Base):
     """A passage of one page. It belongs to versions ``valid_from_version`` up to (excluding)
     ``valid_to_version``; ``valid_to_version IS NULL`` marks the current version's chunks."""
@@ -143,14 +147,14 @@ class Chunk(Base):
     page: Mapped[int] = mapped_column(Integer, nullable=False)
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     text: Mapped[str] = mapped_column(Text, nullable=False)
+    # The document title and section heading the chunk was embedded and indexed with.
+    context: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     page_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     embedding: Mapped[Any] = mapped_column(Vector(EMBEDDING_DIM), nullable=False)
     embedding_model: Mapped[str] = mapped_column(String(200), nullable=False)
     valid_from_version: Mapped[int] = mapped_column(Integer, nullable=False)
     valid_to_version: Mapped[int | None] = mapped_column(Integer)
-    search_tsv: Mapped[Any] = mapped_column(
-        TSVECTOR, Computed("to_tsvector('english', text)", persisted=True)
-    )
+    search_tsv: Mapped[Any] = mapped_column(TSVECTOR, Computed(SEARCH_TSV_EXPRESSION, persisted=True))
 
 
 class IngestionJob(Base):

@@ -1,8 +1,10 @@
 """Sentence-aware chunking with overlap, one page at a time so every chunk keeps its page number.
 
-Tokens are counted with a cheap, deterministic estimate (words and punctuation marks), which tracks
-WordPiece counts closely for prose; ``CHUNK_MAX_TOKENS`` defaults well under the local model's
-256-token window to leave room for the difference.
+Ingestion counts tokens with the embedding model's own WordPiece tokenizer, so a chunk of
+``CHUNK_MAX_TOKENS`` (plus its context line) fits the local model's 256-token window and no tail
+of it goes unembedded; ``estimate_tokens`` (words and punctuation marks) is the dependency-free
+default. Both counts are additive over whitespace-separated words, which keeps cutting a very long
+sentence linear in its length.
 """
 
 from __future__ import annotations
@@ -31,6 +33,32 @@ class ChunkDraft:
     position: int  # order within the page, from 0
     text: str
     page_sha256: str
+    context: str = ""  # the document title and the page's heading (``chunk_context``)
+
+    @property
+    def embedding_input(self) -> str:
+        return embedding_input(self.context, self.text)
+
+
+def embedding_input(context: str, text: str) -> str:
+    """What the model embeds (and full-text search indexes) for a chunk: its context line, then
+    its text. Passages shown to the model and to clients are the text alone."""
+    return f"{context}\n{text}" if context else text
+
+
+_FILE_SUFFIX = re.compile(r"\.(?:pdf|docx|txt|md|markdown|mdown|html?)$", re.IGNORECASE)
+_HEADING = re.compile(r"^\s*#{1,6}\s+(.+)")
+CONTEXT_MAX_CHARS = 200
+
+
+def chunk_context(title: str, page_text: str) -> str:
+    """A chunk's context: the document title (without a file extension) and, when the page opens
+    with a Markdown heading (parsed HTML, DOCX and Markdown sections do), that heading."""
+    parts = [_FILE_SUFFIX.sub("", title.strip())]
+    heading = _HEADING.match(page_text)
+    if heading and heading.group(1).strip().lower() not in parts[0].lower():
+        parts.append(heading.group(1).strip())
+    return " — ".join(part for part in parts if part)[:CONTEXT_MAX_CHARS]
 
 
 def split_sentences(text: str) -> list[str]:
@@ -39,14 +67,16 @@ def split_sentences(text: str) -> list[str]:
 
 def _split_long(sentence: str, max_tokens: int, count: TokenCount) -> list[str]:
     """A sentence longer than a chunk is cut into word windows of at most ``max_tokens``."""
-    words = sentence.split()
     pieces: list[str] = []
     current: list[str] = []
-    for word in words:
-        if current and count(" ".join([*current, word])) > max_tokens:
+    tokens = 0
+    for word in sentence.split():
+        size = count(word)
+        if current and tokens + size > max_tokens:
             pieces.append(" ".join(current))
-            current = []
+            current, tokens = [], 0
         current.append(word)
+        tokens += size
     if current:
         pieces.append(" ".join(current))
     return pieces
@@ -98,13 +128,24 @@ def _overlap_tail(
 
 
 def chunk_pages(
-    pages: Iterable[Page], *, max_tokens: int, overlap_tokens: int, count: TokenCount = estimate_tokens
+    pages: Iterable[Page],
+    *,
+    max_tokens: int,
+    overlap_tokens: int,
+    count: TokenCount = estimate_tokens,
+    title: str | None = None,
 ) -> list[ChunkDraft]:
+    """Chunks of every page. With a ``title``, each chunk carries its context line and the chunk
+    text gets the room the context leaves in ``max_tokens`` (at least half of it)."""
     drafts: list[ChunkDraft] = []
     for page in pages:
-        texts = chunk_text(page.text, max_tokens=max_tokens, overlap_tokens=overlap_tokens, count=count)
+        context = chunk_context(title, page.text) if title is not None else ""
+        room = max(max_tokens // 2, max_tokens - count(context)) if context else max_tokens
+        texts = chunk_text(
+            page.text, max_tokens=room, overlap_tokens=min(overlap_tokens, room // 2), count=count
+        )
         drafts.extend(
-            ChunkDraft(page=page.number, position=index, text=text, page_sha256=page.sha256)
+            ChunkDraft(page=page.number, position=index, text=text, page_sha256=page.sha256, context=context)
             for index, text in enumerate(texts)
         )
     return drafts

@@ -21,13 +21,14 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import Document
 from app.documents import repository as repo
-from app.documents.chunking import ChunkDraft, chunk_pages
+from app.documents.chunking import ChunkDraft, chunk_context, chunk_pages
 from app.documents.errors import (
     INGESTION_ERROR,
     WORKER_STOPPED,
@@ -40,6 +41,7 @@ from app.observability.context import bind_job_context
 from app.observability.metrics import DomainMetrics
 from app.observability.metrics.noop import NoopBackend
 from app.rag.embeddings import Embedder
+from app.rag.tokens import WordPieceTokenCounter
 from app.settings import Settings
 
 logger = structlog.get_logger(__name__)
@@ -57,6 +59,11 @@ class IngestionContext:
     settings: Settings
     metrics: DomainMetrics = field(default_factory=lambda: DomainMetrics(NoopBackend()))
     clock: Callable[[], datetime] = repo.utcnow
+
+    @cached_property
+    def token_counter(self) -> WordPieceTokenCounter:
+        """Chunks are measured in the local model's WordPiece tokens, so they fit its window."""
+        return WordPieceTokenCounter(self.settings.embedding_tokenizer_path)
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,7 @@ class _Claim:
     mime_type: str
     request_id: str | None  # of the upload that queued the job
     trace_id: str | None
+    title: str
 
 
 async def _progress(ctx: IngestionContext, job_id: uuid.UUID, stage: str, progress: int) -> None:
@@ -101,7 +109,8 @@ async def _claim(ctx: IngestionContext, job_id: uuid.UUID) -> _Claim | None:
         if job is None or job.status in FINISHED:
             return None  # superseded, already done by an earlier run, or purged
         version = await repo.get_version_by_id(session, job.version_id)
-        if version is None:
+        document = await session.get(Document, job.document_id)
+        if version is None or document is None:
             return None
         job.status = "running"
         job.stage = "parsing"
@@ -119,6 +128,7 @@ async def _claim(ctx: IngestionContext, job_id: uuid.UUID) -> _Claim | None:
             version.mime_type,
             job.request_id,
             job.trace_id,
+            document.title,
         )
 
 
@@ -255,16 +265,18 @@ async def _run(
 
     async with ctx.session_factory() as session:
         current = await repo.current_chunks(session, claim.document_id)
-    reusable: dict[tuple[int, str], list[int]] = defaultdict(list)
+    title = claim.title if settings.chunk_context else None
+    reusable: dict[tuple[int, str, str], list[int]] = defaultdict(list)
     for chunk in current:
         if chunk.embedding_model == ctx.embedder.model_name:
-            reusable[(chunk.page, chunk.page_sha256)].append(chunk.id)
+            reusable[(chunk.page, chunk.page_sha256, chunk.context)].append(chunk.id)
 
     pages = parsed.pages_with_text()
     kept_ids: list[int] = []
     changed: list[Page] = []
     for page in pages:
-        ids = reusable.get((page.number, page.sha256))
+        context = chunk_context(title, page.text) if title is not None else ""
+        ids = reusable.get((page.number, page.sha256, context))
         if ids:
             kept_ids.extend(ids)
         else:
@@ -274,6 +286,8 @@ async def _run(
         changed,
         max_tokens=settings.chunk_max_tokens,
         overlap_tokens=settings.chunk_overlap_tokens,
+        count=ctx.token_counter.count_uncached,
+        title=title,
     )
     await _progress(ctx, job_id, "embedding", 20)
 
@@ -303,7 +317,7 @@ async def _embed(ctx: IngestionContext, job_id: uuid.UUID, drafts: list[ChunkDra
     batch = max(1, ctx.settings.embedding_batch_size)
     vectors: list[list[float]] = []
     for start in range(0, len(drafts), batch):
-        texts = [draft.text for draft in drafts[start : start + batch]]
+        texts = [draft.embedding_input for draft in drafts[start : start + batch]]
         vectors.extend(await ctx.embedder.embed_documents(texts))
         await _progress(ctx, job_id, "embedding", 20 + int(75 * len(vectors) / len(drafts)))
     return vectors
@@ -342,6 +356,7 @@ async def _store(
                 "page": draft.page,
                 "position": draft.position,
                 "text": draft.text,
+                "context": draft.context,
                 "page_sha256": draft.page_sha256,
                 "embedding": vector,
                 "embedding_model": ctx.embedder.model_name,

@@ -12,6 +12,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Chunk, Document, DocumentVersion, IngestionJob
+from app.documents.chunking import embedding_input
 
 # --- documents --------------------------------------------------------------------------------
 
@@ -196,17 +197,24 @@ class CurrentChunk:
     page: int
     page_sha256: str
     embedding_model: str
+    context: str
 
 
 async def current_chunks(session: AsyncSession, document_id: uuid.UUID) -> list[CurrentChunk]:
     """The chunks retrieval sees for this document (``valid_to_version IS NULL``), without vectors."""
     rows = await session.execute(
-        select(Chunk.id, Chunk.page, Chunk.page_sha256, Chunk.embedding_model).where(
+        select(Chunk.id, Chunk.page, Chunk.page_sha256, Chunk.embedding_model, Chunk.context).where(
             Chunk.document_id == document_id, Chunk.valid_to_version.is_(None)
         )
     )
     return [
-        CurrentChunk(id=r.id, page=r.page, page_sha256=r.page_sha256, embedding_model=r.embedding_model)
+        CurrentChunk(
+            id=r.id,
+            page=r.page,
+            page_sha256=r.page_sha256,
+            embedding_model=r.embedding_model,
+            context=r.context,
+        )
         for r in rows
     ]
 
@@ -272,11 +280,14 @@ async def vector_column_dimension(session: AsyncSession) -> int | None:
 async def chunks_to_reembed(
     session: AsyncSession, model: str, *, after_id: int, limit: int, include_current_model: bool
 ) -> list[tuple[int, str]]:
-    """Operator tool (all tenants): the next chunks, in id order, not yet embedded by ``model``."""
-    query = select(Chunk.id, Chunk.text).where(Chunk.id > after_id).order_by(Chunk.id).limit(limit)
+    """Operator tool (all tenants): the next chunks, in id order, not yet embedded by ``model``:
+    their id and what the model embeds (context line and text)."""
+    query = (
+        select(Chunk.id, Chunk.context, Chunk.text).where(Chunk.id > after_id).order_by(Chunk.id).limit(limit)
+    )
     if not include_current_model:
         query = query.where(Chunk.embedding_model != model)
-    return [(r.id, r.text) for r in await session.execute(query)]
+    return [(r.id, embedding_input(r.context, r.text)) for r in await session.execute(query)]
 
 
 async def count_chunks_to_reembed(session: AsyncSession, model: str, *, include_current_model: bool) -> int:

@@ -98,12 +98,14 @@ def build_prompt(
     budget_tokens: int,
     counter: TokenCounter,
 ) -> Prompt:
-    """Fit history (newest kept) and chunks (best kept) into ``budget_tokens``.
+    """Fit history (newest kept) and chunks (the first kept) into ``budget_tokens``.
 
-    Passages keep retrieval order (best first) so ``[1]`` is the strongest evidence.
+    Passages keep retrieval order, which puts the strongest evidence of each document first
+    (``app.rag.retrieval``), so ``[1]`` is the strongest evidence and the last passage is the
+    first to go when the budget is short.
     """
     kept_history = list(history)
-    kept_chunks = sorted(chunks, key=lambda c: -c.score)
+    kept_chunks = list(chunks)
     messages = _render(question, kept_history, kept_chunks)
     tokens = count_tokens(messages, counter)
     while tokens > budget_tokens and (kept_history or kept_chunks):

@@ -6,15 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.rag.query import RetrievalQuery, RetrievedChunk
 
-_SELECT = """
-    SELECT c.id AS chunk_id, c.document_id, d.current_version AS version, d.title, c.page, c.text,
-           d.tags
-    FROM chunks c JOIN documents d ON d.id = c.document_id
+_SCOPE = """
     WHERE c.tenant_id = :tenant_id
       AND d.tenant_id = :tenant_id
       AND c.valid_to_version IS NULL
@@ -23,6 +20,13 @@ _SELECT = """
       AND (cardinality(CAST(:document_ids AS uuid[])) = 0
            OR c.document_id = ANY(CAST(:document_ids AS uuid[])))
 """
+_SELECT = (
+    """
+    SELECT c.id AS chunk_id, c.document_id, d.current_version AS version, d.title, c.page, c.text,
+           d.tags
+    FROM chunks c JOIN documents d ON d.id = c.document_id"""
+    + _SCOPE
+)
 
 _VECTOR_SQL = text(
     "SELECT * FROM ("
@@ -30,23 +34,78 @@ _VECTOR_SQL = text(
     + " ORDER BY c.embedding <=> CAST(:vector AS vector) LIMIT :limit) ranked"
 )
 
-# Passages with all of the question's words first (websearch syntax: quotes, "or", "-word"); if
-# none has them all, passages with any of them (stemmed, stop words dropped), so a natural
-# question still finds keyword evidence. ts_rank_cd prefers more matches, closer together.
-_ALL_TERMS = "websearch_to_tsquery('english', :query)"
-_ANY_TERM = "replace(plainto_tsquery('english', :query)::text, '&', '|')::tsquery"
-
-
-def _text_sql(tsquery: str) -> TextClause:
-    return text(
-        _SELECT.replace("d.tags\n", f"d.tags, ts_rank_cd(c.search_tsv, {tsquery}) AS rank\n")
-        + f" AND c.search_tsv @@ {tsquery}"
-        + " ORDER BY rank DESC, c.id LIMIT :limit"
-    )
-
-
-_TEXT_SQL_ALL = _text_sql(_ALL_TERMS)
-_TEXT_SQL_ANY = _text_sql(_ANY_TERM)
+# Okapi BM25 over the GIN-indexed tsvectors (stemmed English, stop words dropped), in one statement:
+# - each query term's document frequency is counted in a bounded sample of the tenant's passages
+#   (BM25_SAMPLE: the same few milliseconds whatever the corpus size);
+# - passages match on the informative terms, those in fewer than BM25_COMMON_SHARE of the sample
+#   (and BM25_COMMON_MIN_DF passages); a question of common words only matches on all of them.
+#   Common terms still score; they just do not pull in every passage of the corpus;
+# - the best BM25_POOL matches by ts_rank are scored: term frequency from the lexeme's positions,
+#   length as the passage's distinct lexemes;
+# - when some passages contain the whole question (websearch syntax: quotes, "or", "-word"), only
+#   they are returned, so an exact code or phrase is not diluted by passages that share only its
+#   common words (a natural question rarely matches whole: then every scored passage is returned).
+BM25_K1 = 1.2
+BM25_B = 0.75
+BM25_SAMPLE = 2000
+BM25_POOL = 1000
+BM25_COMMON_SHARE = 0.1
+BM25_COMMON_MIN_DF = 50
+_TEXT_SQL = text(
+    """
+WITH terms AS MATERIALIZED (
+    SELECT DISTINCT t.lexeme, quote_literal(t.lexeme)::tsquery AS q
+    FROM unnest(to_tsvector('english', :query)) AS t
+),
+sample AS MATERIALIZED (
+    SELECT search_tsv FROM chunks
+    WHERE tenant_id = :tenant_id AND valid_to_version IS NULL
+    LIMIT :sample
+),
+corpus AS MATERIALIZED (
+    SELECT count(*) AS n, coalesce(avg(length(search_tsv)), 1.0) AS average_length FROM sample
+),
+weighted AS MATERIALIZED (
+    SELECT terms.lexeme, terms.q, f.df,
+           ln(1.0 + (corpus.n - f.df + 0.5) / (f.df + 0.5)) AS idf
+    FROM terms CROSS JOIN corpus
+    CROSS JOIN LATERAL (SELECT count(*) AS df FROM sample WHERE sample.search_tsv @@ terms.q) AS f
+),
+matcher AS (
+    SELECT coalesce(
+        string_agg(q::text, ' | ') FILTER (WHERE df < greatest(:common_df, :common_share * corpus.n)),
+        string_agg(q::text, ' | ')
+    )::tsquery AS q
+    FROM weighted CROSS JOIN corpus
+),
+pool AS (
+    SELECT c.id, c.search_tsv, c.search_tsv @@ websearch_to_tsquery('english', :query) AS complete
+    FROM chunks c JOIN documents d ON d.id = c.document_id CROSS JOIN matcher
+"""
+    + _SCOPE
+    + """
+      AND c.search_tsv @@ matcher.q
+    ORDER BY ts_rank(c.search_tsv, matcher.q) DESC, c.id
+    LIMIT :pool
+),
+scored AS (
+    SELECT pool.id, pool.complete,
+           sum(w.idf * cardinality(u.positions) * (:k1 + 1)
+               / (cardinality(u.positions)
+                  + :k1 * (1 - :b + :b * length(pool.search_tsv) / corpus.average_length))) AS rank
+    FROM pool CROSS JOIN corpus
+    CROSS JOIN LATERAL unnest(pool.search_tsv) AS u
+    JOIN weighted w ON w.lexeme = u.lexeme
+    GROUP BY pool.id, pool.complete
+)
+SELECT c.id AS chunk_id, c.document_id, d.current_version AS version, d.title, c.page, c.text,
+       d.tags, scored.rank
+FROM scored JOIN chunks c ON c.id = scored.id JOIN documents d ON d.id = c.document_id
+WHERE scored.complete OR NOT EXISTS (SELECT 1 FROM scored WHERE scored.complete)
+ORDER BY scored.rank DESC, c.id
+LIMIT :limit
+"""
+)
 
 
 def _vector_literal(vector: Sequence[float]) -> str:
@@ -99,11 +158,18 @@ class ChunkSearchRepository:
         return [hit for hit in hits if hit.score >= query.min_similarity]
 
     async def matching(self, query: RetrievalQuery, limit: int) -> list[RetrievedChunk]:
-        """Full-text matches: all of the question's words first, else any of them."""
+        """Full-text matches ranked by BM25 (see ``_TEXT_SQL``)."""
         if not query.text.strip():
             return []
-        params = {**_params(query, limit), "query": query.text}
-        rows = (await self._session.execute(_TEXT_SQL_ALL, params)).all()
-        if not rows:
-            rows = (await self._session.execute(_TEXT_SQL_ANY, params)).all()
+        params = {
+            **_params(query, limit),
+            "query": query.text,
+            "sample": BM25_SAMPLE,
+            "common_df": BM25_COMMON_MIN_DF,
+            "common_share": BM25_COMMON_SHARE,
+            "pool": max(BM25_POOL, limit),
+            "k1": BM25_K1,
+            "b": BM25_B,
+        }
+        rows = (await self._session.execute(_TEXT_SQL, params)).all()
         return [_row_to_chunk(row, float(row.rank)) for row in rows]

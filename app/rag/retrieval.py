@@ -4,7 +4,11 @@ Every query is scoped in SQL to the caller's tenant, the current version of each
 (``valid_to_version IS NULL``) and non-deleted documents, plus optional tag / document filters.
 Filtered vector queries use pgvector 0.8 iterative index scans; if a very selective filter still
 yields fewer than ``top_k`` rows, an exact scan over the filtered rows fills the gap, so a rare
-tag never costs recall.
+tag never costs recall. Full-text candidates are ranked by BM25 (``app.rag.repository``).
+
+Every mode returns documents before repeats (``spread_over_documents``): the best passage of each
+document in rank order, then further passages of the same documents only if fewer than ``top_k``
+documents matched, so one long page cannot crowd the others out of the answer's sources.
 """
 
 from __future__ import annotations
@@ -33,6 +37,22 @@ def reciprocal_rank_fusion(
     return [_with_score(chunks[chunk_id], scores[chunk_id]) for chunk_id in ordered]
 
 
+def spread_over_documents(ranked: Sequence[RetrievedChunk], top_k: int) -> list[RetrievedChunk]:
+    """The first ``top_k`` of ``ranked`` taking each document's best passage first."""
+    firsts: list[RetrievedChunk] = []
+    repeats: list[RetrievedChunk] = []
+    seen: set[object] = set()
+    for chunk in ranked:
+        (repeats if chunk.document_id in seen else firsts).append(chunk)
+        seen.add(chunk.document_id)
+    return (firsts + repeats)[:top_k]
+
+
+def candidates_for(top_k: int) -> int:
+    """How many passages each search returns for ``top_k``: room to fuse and to spread."""
+    return max(top_k * 4, 20)
+
+
 def _with_score(chunk: RetrievedChunk, score: float) -> RetrievedChunk:
     return RetrievedChunk(**{**chunk.__dict__, "score": round(score, 6)})
 
@@ -41,13 +61,15 @@ async def retrieve(db: AsyncSession, query: RetrievalQuery) -> list[RetrievedChu
     """The ``top_k`` chunks for ``query`` on the caller's session (one connection for both
     searches of a hybrid query)."""
     chunks = ChunkSearchRepository(db)
+    candidates = candidates_for(query.top_k)
     if query.mode is RetrievalMode.vector:
-        return await chunks.nearest(query, query.top_k)
-    if query.mode is RetrievalMode.text:
-        return await chunks.matching(query, query.top_k)
-    candidates = max(query.top_k * 4, 20)
-    by_vector = await chunks.nearest(query, candidates)
-    by_text = await chunks.matching(query, candidates)
-    return reciprocal_rank_fusion(
-        [(query.vector_weight, by_vector), (query.text_weight, by_text)], query.top_k
-    )
+        ranked = await chunks.nearest(query, candidates)
+    elif query.mode is RetrievalMode.text:
+        ranked = await chunks.matching(query, candidates)
+    else:
+        by_vector = await chunks.nearest(query, candidates)
+        by_text = await chunks.matching(query, candidates)
+        ranked = reciprocal_rank_fusion(
+            [(query.vector_weight, by_vector), (query.text_weight, by_text)], 2 * candidates
+        )
+    return spread_over_documents(ranked, query.top_k)

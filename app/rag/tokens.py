@@ -40,6 +40,10 @@ class WordPieceTokenCounter:
         tokenizer.no_padding()
         return tokenizer
 
+    def count_uncached(self, text: str) -> int:
+        """Not remembered, and safe from any thread (ingestion chunks pages in worker threads)."""
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids) if text else 0
+
     def count(self, text: str) -> int:
         if not text:
             return 0

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
+from app.documents.chunking import embedding_input
 from app.documents.runtime import EmbeddingModelMismatchError, check_embedding_compatibility
 from app.rag.embeddings import Embedder, LocalEmbedder, TorchEmbedder
 from app.resources import Resources
@@ -85,6 +86,9 @@ async def test_torch_vectors_are_refused_on_the_onnx_backend_until_reembedded(
     after = await chunk_rows(resources, document_id)
     assert {row.embedding_model for row in after} == {"all-MiniLM-L6-v2+onnx-int8"}
     stored = np.array([row.embedding for row in after], dtype=np.float32)
-    fresh = np.array(embedder.encode([row.text for row in after]), dtype=np.float32)
+    assert all(row.context for row in after)  # re-embedded with the title line, as ingested
+    fresh = np.array(
+        embedder.encode([embedding_input(row.context, row.text) for row in after]), dtype=np.float32
+    )
     assert np.allclose(stored, fresh, atol=1e-3)
     await check_embedding_compatibility(resources.session_factory, embedder.model_name, 384)

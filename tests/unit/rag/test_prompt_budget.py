@@ -65,12 +65,14 @@ def test_oldest_turns_are_dropped_before_any_passage() -> None:
     assert len(tight.passages) == 2
 
 
-def test_lowest_scoring_passages_are_dropped_after_history_is_gone() -> None:
-    passages = [chunk(1, "weak " * 30, 0.1), chunk(2, "strong " * 30, 0.9), chunk(3, "mid " * 30, 0.5)]
+def test_the_last_passages_in_retrieval_order_are_dropped_after_history_is_gone() -> None:
+    # Retrieval order, not score: a document's second passage (score 0.8) comes after the first
+    # passage of another document (0.5), so it is the one the budget drops.
+    passages = [chunk(2, "strong " * 30, 0.9), chunk(3, "other " * 30, 0.5), chunk(1, "repeat " * 30, 0.8)]
     prompt = build_prompt("q?", [Turn("a", "b")], passages, budget_tokens=BARE + 79, counter=COUNTER)
     assert prompt.history_used == 0
     assert [p.chunk_id for p in prompt.passages] == [2, 3]
-    assert "[1] Doc 2" in prompt.messages[1].content  # best passage is numbered first
+    assert "[1] Doc 2" in prompt.messages[1].content  # the first passage is numbered first
 
 
 def test_retrieved_text_is_framed_as_data() -> None:
