@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import sys
 import tempfile
@@ -66,7 +67,7 @@ async def _run(args: argparse.Namespace) -> int:
             results: list[Result] = []
             for spec in args.config or ["default"]:
                 name, raw = _configuration(spec)
-                database = postgres.create_database(f"ragchat_eval_{secrets.token_hex(4)}")
+                database = postgres.create_database(f"ragchat_eval_{secrets.token_hex(4)}_{os.getpid()}")
                 settings = Settings(
                     **common, **raw, database_url=database, redis_key_prefix=f"eval:{secrets.token_hex(4)}:"
                 )
