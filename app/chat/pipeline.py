@@ -84,8 +84,10 @@ def _flag_injection(question: str, chunks: list[RetrievedChunk], metrics: Domain
             )
 
 
-def _cache_parameters(chat: ChatInput, reranker: Reranker) -> dict[str, Any]:
+def _cache_parameters(chat: ChatInput, reranker: Reranker, embedding_model: str) -> dict[str, Any]:
     parameters = {
+        # Another model retrieves other passages: `make reembed` must not leave old answers served.
+        "embedding": embedding_model,
         "model": chat.model,
         "temperature": chat.temperature,
         "max_tokens": chat.max_tokens,
@@ -189,7 +191,7 @@ class Preparation:
                     principal.tenant_id,
                     version,
                     chat.question,
-                    _cache_parameters(chat, self._reranker),
+                    _cache_parameters(chat, self._reranker, self._embedder.model_name),
                     _history_digest(history),
                 )
             fixed: FixedAnswer | None = None

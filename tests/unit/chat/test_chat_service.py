@@ -112,9 +112,15 @@ class Harness:
     retrieved: list[RetrievedChunk]
 
 
-def harness(*providers: ScriptedProvider, chunks: list[RetrievedChunk] | None = None) -> Harness:
+def harness(
+    *providers: ScriptedProvider,
+    chunks: list[RetrievedChunk] | None = None,
+    embedder: HashingEmbedder | None = None,
+    cache: InMemoryCache | None = None,
+) -> Harness:
     settings = Settings(_env_file=None)
-    memory, cache, db = InMemoryMemory(), InMemoryCache(), FakeDb()
+    memory, db = InMemoryMemory(), FakeDb()
+    cache = cache or InMemoryCache()
     retrieved = [CHUNK] if chunks is None else chunks
 
     @asynccontextmanager
@@ -134,7 +140,7 @@ def harness(*providers: ScriptedProvider, chunks: list[RetrievedChunk] | None = 
         cache=cache,
         corpus_versions=corpus_version,
         retriever=retriever,
-        embedder=HashingEmbedder(),
+        embedder=embedder or HashingEmbedder(),
         reranker=NoReranker(),
         counter=WhitespaceTokenCounter(),
         telemetry=Telemetry.disabled(),
@@ -166,6 +172,15 @@ async def test_a_routed_answer_is_cached_and_the_repeat_never_reaches_the_provid
     # both turns are in memory, the cached one with the sources it was answered with
     assert [t.status for t in h.memory.turns[(ALICE.id, "s2")]] == ["ok"]
     assert h.memory.turns[(ALICE.id, "s2")][0].sources[0]["cited"] is True
+
+
+async def test_an_answer_cached_under_another_embedding_model_is_not_served() -> None:
+    provider = generator()
+    before = harness(provider, embedder=HashingEmbedder(model_name="old-model"))
+    await before.service.answer(ALICE, ChatInput("How long is the refund window?", session_id="s1"))
+    after = harness(provider, embedder=HashingEmbedder(model_name="new-model"), cache=before.cache)
+    again = await after.service.answer(ALICE, ChatInput("How long is the refund window?", session_id="s2"))
+    assert again.cached is False and provider.calls == 2
 
 
 async def test_an_answer_after_earlier_turns_is_not_served_to_a_fresh_session() -> None:
