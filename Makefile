@@ -77,8 +77,9 @@ metrics: ## the Prometheus metrics of a running service (all workers)
 
 COV_GATE := --cov=app --cov-report=term:skip-covered --cov-fail-under=80
 
-test: $(STAMP) ## all suites (unit, integration, e2e) on real PostgreSQL and Redis, 80 % coverage gate on app/
+test: $(STAMP) ## all suites (unit, integration, e2e) on real PostgreSQL and Redis, 80 % coverage gate on app/; the retrieval floor
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(COV_GATE)
+	$(MAKE) --no-print-directory eval-check
 
 test-fast: $(STAMP) ## all suites without coverage measurement
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile
@@ -169,7 +170,11 @@ benchmark-chat: $(STAMP) ## /api/v1/chat p50/p99, uncached vs cached, against th
 
 benchmark: benchmark-vectors benchmark-router benchmark-chat benchmark-embeddings ## every benchmark, each printing a table
 
-.PHONY: eval
+.PHONY: eval eval-check
+# The golden set through the real service, outside pytest: coverage tracing would triple its time.
+eval-check: $(STAMP) ## fail if retrieval on the golden set falls below scripts/eval/floors.py (part of make test)
+	$(PY) -m scripts.eval --check --no-baselines
+
 eval: $(STAMP) ## retrieval quality on the golden set (eval/sqlite): hit@k, MRR, nDCG@10 per mode: EVAL_ARGS="--config name:key=value,..."
 	$(PY) -m scripts.eval $(EVAL_ARGS)
 

@@ -26,6 +26,7 @@ from app.rag.embeddings import create_local_embedder
 from app.rag.query import RetrievalMode
 from app.settings import Settings
 from scripts.eval.baselines import naive_baselines
+from scripts.eval.floors import below_floors
 from scripts.eval.golden import load
 from scripts.eval.harness import Configuration, Result, costs, evaluate, table
 from tests.support.services import start_postgres, start_redis
@@ -95,6 +96,13 @@ async def _run(args: argparse.Namespace) -> int:
     print(table(results, baselines))
     print()
     print(costs(results))
+    if args.check:
+        below = [f"{r.configuration.name}: {line}" for r in results for line in below_floors(r)]
+        print()
+        if below:
+            print("Retrieval quality is below the floor (scripts/eval/floors.py):\n  " + "\n  ".join(below))
+            return 1
+        print("Retrieval quality is at or above every floor (scripts/eval/floors.py).")
     return 0
 
 
@@ -109,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="vector,text,hybrid")
     parser.add_argument("--questions", type=int, default=0, help="only the first N questions (quick runs)")
     parser.add_argument("--no-baselines", dest="baselines", action="store_false")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="fail (exit 1) below the floors of scripts/eval/floors.py; `make test` runs it",
+    )
     return asyncio.run(_run(parser.parse_args(argv)))
 
 
