@@ -20,10 +20,11 @@ from enum import StrEnum
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from starlette.types import Scope
 
 from app.db.redis import KeySpace, redis_retry
 from app.limits.errors import RateLimitUnavailableError
-from app.security.proxies import TrustedProxies
+from app.security.proxies import TrustedProxies, address_bucket
 from app.settings import Settings
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import RedisStorage
@@ -138,6 +139,7 @@ class RequestLimiter:
         fail_open: bool = True,
         retry_after_failure_s: float = STORAGE_RETRY_S,
         proxies: TrustedProxies | None = None,
+        ipv6_prefix: int = 64,
         clock: Callable[[], float] = time.monotonic,
         on_refused: Callable[[Budget], None] | None = None,
     ) -> None:
@@ -146,6 +148,7 @@ class RequestLimiter:
         self._sliding = sliding
         self._fixed_window_hit = None if sliding else self._client().register_script(_FIXED_WINDOW_HIT)
         self.proxies = proxies or TrustedProxies()
+        self.ipv6_prefix = ipv6_prefix
         self._strategy: RateLimiter = (
             SlidingWindowCounterRateLimiter(storage) if sliding else FixedWindowRateLimiter(storage)
         )
@@ -188,8 +191,14 @@ class RequestLimiter:
             sliding=settings.rate_limit_strategy == "sliding",
             fail_open=settings.rate_limit_fail_open,
             proxies=TrustedProxies(tuple(settings.trusted_proxies)),
+            ipv6_prefix=settings.rate_limit_ipv6_prefix,
             on_refused=on_refused,
         )
+
+    def ip_bucket(self, scope: Scope) -> str:
+        """The per-IP budget's identity for a request: its client address, IPv6 by network
+        (``RATE_LIMIT_IPV6_PREFIX``)."""
+        return address_bucket(self.proxies.client_ip(scope), self.ipv6_prefix)
 
     @property
     def storage_available(self) -> bool:

@@ -123,6 +123,28 @@ async def test_forwarded_for_picks_the_bucket_only_behind_a_trusted_proxy(settin
         assert status.json()["client_ip"] == "198.51.100.7"
 
 
+async def test_one_ipv6_network_is_one_per_ip_bucket(settings: Settings) -> None:
+    """Every address of a /64 (RATE_LIMIT_IPV6_PREFIX) shares one bucket; another /64 has its own."""
+    async with running_app(settings, rate_limit_per_ip="3/minute", trusted_proxies=["127.0.0.0/8"]) as (
+        _,
+        client,
+        make,
+    ):
+        caller = await make(tenant="acme", role=Role.reader)
+
+        def from_address(address: str) -> dict[str, str]:
+            return {**caller.headers, "X-Forwarded-For": address}
+
+        codes = [
+            (await client.get("/api/v1/me", headers=from_address(f"2001:db8:1:2::{n:x}"))).status_code
+            for n in range(1, 6)
+        ]
+        assert codes == [200, 200, 200, 429, 429]
+        neighbour = await client.get("/api/v1/rate-limit/status", headers=from_address("2001:db8:1:3::1"))
+        assert neighbour.status_code == 200
+        assert neighbour.json()["ip_bucket"] == "2001:db8:1:3::/64"
+
+
 async def test_status_endpoint_agrees_with_the_counters_and_headers(settings: Settings) -> None:
     async with running_app(
         settings, routers=[probe], rate_limit_per_principal="5/minute", rate_limit_per_ip="50/minute"
