@@ -43,7 +43,8 @@ async def charge(request: Request, limiter: RequestLimiter, budget: Budget, iden
 async def charge_all(
     request: Request, limiter: RequestLimiter, charges: Sequence[tuple[Budget, str]]
 ) -> None:
-    """One hit on each budget, in one Redis round trip: 429 naming the first exhausted one."""
+    """One hit on each budget, in one Redis round trip, or none when one is exhausted: 429 naming
+    the first exhausted one."""
     states = await limiter.hit_many(charges)
     if states is None:  # storage down, failing open
         return

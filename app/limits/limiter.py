@@ -218,8 +218,9 @@ class RequestLimiter:
         return None if states is None else states[0]
 
     async def hit_many(self, charges: Sequence[tuple[Budget, str]]) -> list[LimitState] | None:
-        """Charge one request to each (budget, identity): per budget, the most restrictive state of
-        its limits (in ``charges`` order); None when Redis is down and the limiter fails open."""
+        """Charge one request to each (budget, identity), or, when any limit is used up, to none of
+        them: per budget, the most restrictive state of its limits (in ``charges`` order); None
+        when Redis is down and the limiter fails open."""
         if not self.storage_available:
             self._decide_without_storage(charges[0][0])
             return None
