@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     # Every principal of one tenant together: one tenant cannot take the providers for itself.
     rate_limit_per_tenant: str = "600/minute"
     max_streams_per_principal: int = Field(default=4, ge=1)
+    # The per-IP budget counts an IPv6 client by its network of this prefix length (one /64 is
+    # one subscriber's LAN, so its addresses are one bucket, not 2**64); IPv4 by the full address.
+    rate_limit_ipv6_prefix: int = Field(default=64, ge=32, le=128)
+    # The longest an MCP response may stream (it also takes a MAX_STREAMS_PER_PRINCIPAL slot).
+    mcp_stream_max_s: float = Field(default=300.0, gt=0)
     rate_limit_fail_open: bool = True
     rate_limit_strategy: Literal["fixed", "sliding"] = "fixed"
     cache_ttl_s: int = Field(default=3600, ge=0)
@@ -150,6 +155,9 @@ class Settings(BaseSettings):
     reranker: Literal["none", "cross-encoder"] = "none"
     reranker_model_path: Path | None = None
     reranker_candidates: int = Field(default=20, ge=1, le=200)
+    # How long a search waits for the reranker when other requests hold it; past that it keeps
+    # the retrieval order (counted in rerank_skipped_total) instead of queueing behind them.
+    reranker_wait_s: float = Field(default=1.0, ge=0)
     embedding_warm_up: bool = True
     prompt_budget_tokens: int = Field(default=3500, ge=512)
     answer_max_tokens: int = Field(default=512, ge=16)

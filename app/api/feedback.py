@@ -13,8 +13,9 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from app.api.auth import AdminPrincipal, ReaderPrincipal
+from app.api.auth import AdminPrincipal
 from app.api.deps import FeedbackDep
+from app.api.limits import ChatRateLimit
 from app.feedback.repository import FeedbackRow
 from app.security.text import PlainText
 
@@ -129,13 +130,17 @@ def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     response_model=FeedbackOut,
     summary="Rate an answer you received",
     responses={
-        200: {"model": FeedbackOut, "description": "your earlier feedback on this answer was replaced"},
+        200: {
+            "model": FeedbackOut,
+            "description": "your earlier feedback on this answer was replaced (or, identical, kept)",
+        },
         404: {"description": "no answer you received within the feedback window has this trace id"},
     },
 )
 async def submit_feedback(
-    body: FeedbackIn, response: Response, principal: ReaderPrincipal, service: FeedbackDep
+    body: FeedbackIn, response: Response, principal: ChatRateLimit, service: FeedbackDep
 ) -> FeedbackOut:
+    """Charged to the chat budgets, like the question it rates."""
     submitted = await service.submit(principal, body.trace_id, body.score, body.comment)
     if not submitted.created:
         response.status_code = status.HTTP_200_OK

@@ -18,13 +18,12 @@ from fastapi import Depends, Request
 from app.api.auth import EditorPrincipal, ReaderPrincipal
 from app.api.deps import LimiterDep
 from app.auth.principal import Principal
-from app.limits.enforcement import charge, charge_all, principal_identity
+from app.limits.enforcement import charge, charge_chat, principal_identity
 from app.limits.limiter import Budget
 
 
 async def chat_rate_limit(request: Request, principal: ReaderPrincipal, limiter: LimiterDep) -> Principal:
-    charges = [(Budget.tenant, str(principal.tenant_id)), (Budget.chat, principal_identity(principal))]
-    await charge_all(request, limiter, charges)
+    await charge_chat(request, limiter, principal)
     return principal
 
 

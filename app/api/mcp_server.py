@@ -6,6 +6,12 @@ worker can answer any request). ``AuthenticateFirstMiddleware`` authenticates ev
 leaves the principal in the request's scope state; each tool reads it from there, so every query
 is scoped to ``principal.tenant_id`` exactly as the REST API's are.
 
+Every tool is charged to the chat budgets (the tenant's and the principal's, as ``/api/v1/chat``
+is), besides the per-IP budget the middleware charges. Nothing here publishes MCP events, so
+``subscriptions/listen`` is not served and GET (the standalone event stream) is 405; should a
+response still turn into an event stream, ``BoundedMCPEndpoint`` makes it take one of the
+principal's ``MAX_STREAMS_PER_PRINCIPAL`` slots and ends it after ``MCP_STREAM_MAX_S``.
+
 ``mount_mcp(app)`` adds the route and returns the server; the app's lifespan runs
 ``server.session_manager.run()`` (the task group the SDK serves requests in).
 """
@@ -17,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio
+import structlog
 from fastapi import FastAPI
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -24,7 +32,9 @@ from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import BaseModel, Field
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.auth import PRINCIPAL_STATE_KEY
 from app.api.chat import MAX_QUESTION_CHARS
@@ -32,15 +42,18 @@ from app.api.deps import resources_of
 from app.auth.principal import Principal, Role
 from app.chat.types import ChatInput
 from app.documents.service import DocumentService
-from app.errors import DATABASE_UNAVAILABLE_ERRORS, AppError
-from app.limits.enforcement import charge_all, principal_identity
-from app.limits.limiter import Budget
+from app.errors import DATABASE_UNAVAILABLE_ERRORS, AppError, problem_for_exception
+from app.limits.enforcement import charge_chat, principal_identity
+from app.limits.errors import TooManyStreamsError
+from app.limits.streams import StreamSlots
 from app.memory.service import SessionId
 from app.rag.query import RetrievalFilters, RetrievalMode, RetrievalQuery
 from app.rag.rerank import rerank_stage, retrieval_depth
 from app.rag.retrieval import retrieve
 from app.resources import Resources
 from app.security.text import PlainText
+
+logger = structlog.get_logger(__name__)
 
 MCP_PATH = "/mcp"
 MAX_TOP_K = 20
@@ -119,9 +132,10 @@ class _Call:
     resources: Resources
 
 
-def _call(ctx: Context[Any, Any], app: FastAPI) -> _Call:
+async def _charged_call(ctx: Context[Any, Any], app: FastAPI) -> _Call:
     """The HTTP request this tool call arrived in, its authenticated principal, and the app's
-    resources (set by the lifespan, so read per call)."""
+    resources (set by the lifespan, so read per call), once the call is charged to the chat
+    budgets (``rate_limited`` when one is used up)."""
     request = ctx.request_context.request
     if not isinstance(request, Request):
         raise ToolError("this server only serves tools over HTTP")
@@ -130,7 +144,9 @@ def _call(ctx: Context[Any, Any], app: FastAPI) -> _Call:
         raise ToolError("not authenticated")
     if not principal.role.allows(Role.reader):
         raise ToolError("this tool needs the reader role")
-    return _Call(request, principal, resources_of(app))
+    call = _Call(request, principal, resources_of(app))
+    await charge_chat(request, call.resources.limiter, principal)
+    return call
 
 
 @contextmanager
@@ -193,13 +209,6 @@ async def _search(call: _Call, query: str, top_k: int, tags: list[str] | None) -
 async def _ask(call: _Call, question: str, session_id: SessionId | None) -> AskResult:
     resources = call.resources
     settings = resources.settings
-    # The chat budgets the REST endpoint charges (tenant, then principal); per IP is charged by
-    # the authentication middleware.
-    charges = [
-        (Budget.tenant, str(call.principal.tenant_id)),
-        (Budget.chat, principal_identity(call.principal)),
-    ]
-    await charge_all(call.request, resources.limiter, charges)
     chat_input = ChatInput(  # as app.api.chat._to_input builds it for a body with defaults
         question=question.strip(),
         session_id=session_id,
@@ -262,7 +271,10 @@ async def _list(call: _Call, tag: str | None) -> DocumentList:
 
 def create_mcp_server(app: FastAPI) -> MCPServer:
     """A fresh server whose tools serve ``app``'s resources (one per app: tests build many)."""
-    server: MCPServer = MCPServer(name="rag-chat", instructions=INSTRUCTIONS, version=app.version)
+    # No subscriptions: nothing publishes events, and each listen stream would stay open forever.
+    server: MCPServer = MCPServer(
+        name="rag-chat", instructions=INSTRUCTIONS, version=app.version, subscriptions=False
+    )
 
     @server.tool(
         description="Search the tenant's documents; returns the best-matching passages with "
@@ -277,7 +289,7 @@ def create_mcp_server(app: FastAPI) -> MCPServer:
         if not query.strip():
             raise ToolError("invalid_query: the query is empty")
         with _reported():
-            return await _search(_call(ctx, app), query.strip(), top_k, tags)
+            return await _search(await _charged_call(ctx, app), query.strip(), top_k, tags)
 
     @server.tool(
         description="Ask a question about the tenant's documents; returns the answer with its "
@@ -287,20 +299,117 @@ def create_mcp_server(app: FastAPI) -> MCPServer:
         if not question.strip():
             raise ToolError("invalid_question: the question is empty")
         with _reported():
-            return await _ask(_call(ctx, app), question, session_id)
+            return await _ask(await _charged_call(ctx, app), question, session_id)
 
     @server.tool(description="List the tenant's documents (newest first, up to 200), optionally by tag.")
     async def list_documents(ctx: Context[Any, Any], tag: Tag | None = None) -> DocumentList:
         with _reported():
-            return await _list(_call(ctx, app), tag)
+            return await _list(await _charged_call(ctx, app), tag)
 
     return server
 
 
+def _is_event_stream(message: Message) -> bool:
+    return any(
+        name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+        for name, value in message.get("headers", ())
+    )
+
+
+class _StreamBound:
+    """One request's ``send``, watched: when the response starts as an event stream it takes a
+    stream slot (or answers 429 ``too_many_streams`` instead and cancels the handler) and gets a
+    deadline; whatever happens, ``finish`` ends the response and gives the slot back."""
+
+    def __init__(
+        self,
+        scope: Scope,
+        send: Send,
+        slots: StreamSlots,
+        identity: str,
+        max_s: float,
+        cancel: anyio.CancelScope,
+    ) -> None:
+        self._scope, self._send, self._slots, self._identity = scope, send, slots, identity
+        self._max_s, self._cancel = max_s, cancel
+        self._slot: str | None = None
+        self.streaming = self.ended = False
+
+    async def send(self, message: Message) -> None:
+        if self.ended:
+            return
+        if message["type"] == "http.response.start" and _is_event_stream(message):
+            try:
+                self._slot = await self._slots.acquire(self._identity)
+            except TooManyStreamsError as exc:
+                await self._refuse(exc)
+                return
+            self.streaming = True
+            self._cancel.deadline = anyio.current_time() + self._max_s
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.ended = True
+        await self._send(message)
+
+    async def _refuse(self, exc: TooManyStreamsError) -> None:
+        response = await problem_for_exception(Request(self._scope), exc)
+        assert response is not None  # an AppError always has its problem response
+        self.ended = True
+        self._cancel.cancel()
+        await response(self._scope, _no_body, self._send)
+
+    async def finish(self) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                if self.streaming and not self.ended:
+                    logger.info("mcp_stream_ended_at_deadline", max_s=self._max_s)
+                    self.ended = True
+                    await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:  # the client has gone already
+                pass
+            finally:
+                await self._slots.release(self._identity, self._slot)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+class BoundedMCPEndpoint:
+    """The SDK's handler, served to POST only (GET would open the standalone event stream, which
+    never ends and has nothing to carry here: 405, as the MCP spec allows). A response that turns
+    into an event stream takes one of the principal's ``MAX_STREAMS_PER_PRINCIPAL`` slots (shared
+    with the chat streams) and ends after ``MCP_STREAM_MAX_S``."""
+
+    def __init__(self, handler: ASGIApp) -> None:
+        self._handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await Response(status_code=405, headers={"Allow": "POST"})(scope, receive, send)
+            return
+        principal = scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
+        if not isinstance(principal, Principal):  # the middleware authenticates every /mcp request
+            await self._handler(scope, receive, send)
+            return
+        resources = resources_of(scope["app"])
+        with anyio.CancelScope() as cancel:
+            bound = _StreamBound(
+                scope,
+                send,
+                resources.stream_slots,
+                principal_identity(principal),
+                resources.settings.mcp_stream_max_s,
+                cancel,
+            )
+            try:
+                await self._handler(scope, receive, bound.send)
+            finally:
+                await bound.finish()
+
+
 def mount_mcp(app: FastAPI) -> MCPServer:
-    """Serve a new MCP server at ``/mcp`` (exactly that path, any method: the SDK answers GET and
-    DELETE in stateless mode itself). The caller runs ``server.session_manager.run()`` in the
-    app's lifespan."""
+    """Serve a new MCP server at ``/mcp`` (exactly that path, POST only). The caller runs
+    ``server.session_manager.run()`` in the app's lifespan."""
     server = create_mcp_server(app)
     # Builds the session manager; the Starlette app it returns is not used (its lifespan would
     # not run when mounted), only the ASGI handler of the manager.
@@ -313,6 +422,10 @@ def mount_mcp(app: FastAPI) -> MCPServer:
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
     app.router.routes.append(
-        Route(MCP_PATH, endpoint=StreamableHTTPASGIApp(server.session_manager), include_in_schema=False)
+        Route(
+            MCP_PATH,
+            endpoint=BoundedMCPEndpoint(StreamableHTTPASGIApp(server.session_manager)),
+            include_in_schema=False,
+        )
     )
     return server

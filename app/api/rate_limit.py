@@ -7,7 +7,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 from limits import RateLimitItem
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.api.auth import CurrentPrincipal
 from app.api.deps import LimiterDep
@@ -32,6 +32,7 @@ class RateLimitStatus(BaseModel):
     fail_open: bool
     storage_available: bool
     client_ip: str
+    ip_bucket: str = Field(description="what the per-IP budget counts: the address, IPv6 by network")
     budgets: list[BudgetStatus]
 
 
@@ -59,7 +60,7 @@ async def rate_limit_status(
         (Budget.chat, "principal", principal_identity(principal)),
         (Budget.uploads, "principal", principal_identity(principal)),
         (Budget.tenant, "tenant", str(principal.tenant_id)),
-        (Budget.ip, "ip", ip),
+        (Budget.ip, "ip", limiter.ip_bucket(request.scope)),
     ]
     budgets: list[BudgetStatus] = []
     for budget, scope, identity in checks:
@@ -71,5 +72,6 @@ async def rate_limit_status(
         fail_open=limiter.fail_open,
         storage_available=limiter.storage_available,
         client_ip=ip,
+        ip_bucket=limiter.ip_bucket(request.scope),
         budgets=budgets,
     )

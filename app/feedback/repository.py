@@ -6,9 +6,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, literal_column, select, tuple_
+from sqlalchemy import func, literal_column, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +34,12 @@ class FeedbackRow:
     answered_at: datetime
     created_at: datetime
     updated_at: datetime
+
+
+class Upserted(StrEnum):
+    inserted = "inserted"
+    replaced = "replaced"  # the score or the comment changed
+    unchanged = "unchanged"  # the same score and comment again: nothing was written
 
 
 _COLUMNS = tuple(getattr(AnswerFeedback, name) for name in FeedbackRow.__dataclass_fields__)
@@ -60,9 +67,9 @@ class FeedbackRepository:
         provider: str,
         model: str,
         answered_at: datetime,
-    ) -> tuple[FeedbackRow, bool]:
+    ) -> tuple[FeedbackRow, Upserted]:
         """Insert the feedback, or replace the score and comment of the principal's earlier
-        feedback on this trace. Returns the stored row and whether it was inserted."""
+        feedback on this trace when either differs. Returns the stored row and what happened."""
         statement = insert(AnswerFeedback).values(
             tenant_id=tenant_id,
             principal_id=principal_id,
@@ -83,9 +90,21 @@ class FeedbackRepository:
                 "comment": statement.excluded.comment,
                 "updated_at": func.now(),
             },
+            # An identical repeat updates nothing (and returns no row): no new updated_at.
+            where=or_(
+                AnswerFeedback.score.is_distinct_from(statement.excluded.score),
+                AnswerFeedback.comment.is_distinct_from(statement.excluded.comment),
+            ),
         ).returning(*_COLUMNS, literal_column("xmax = 0").label("inserted"))
-        values = (await self._session.execute(upsert)).one()
-        return _row(values), bool(values[-1])
+        values = (await self._session.execute(upsert)).one_or_none()
+        if values is not None:
+            return _row(values), Upserted.inserted if values[-1] else Upserted.replaced
+        stored = select(*_COLUMNS).where(
+            AnswerFeedback.tenant_id == tenant_id,
+            AnswerFeedback.principal_id == principal_id,
+            AnswerFeedback.trace_id == trace_id,
+        )
+        return _row((await self._session.execute(stored)).one()), Upserted.unchanged
 
     async def page(
         self,

@@ -1,6 +1,7 @@
 """Feedback on answers: ``submit`` checks that the caller received the answer (its record in the
 answer ledger), stores the score durably with what was answered, counts it and sends it to
-Langfuse as a score on that trace; ``export`` reads a tenant's feedback back, page by page, as
+Langfuse as a score on that trace (a repeat of the same score and comment does none of that
+again); ``export`` reads a tenant's feedback back, page by page, as
 lines ready to become golden-set questions."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from app.auth.principal import Principal
 from app.db.unit_of_work import UnitOfWork
 from app.feedback.errors import TraceNotFoundError
 from app.feedback.ledger import RedisAnswerLedger
-from app.feedback.repository import FeedbackRepository, FeedbackRow
+from app.feedback.repository import FeedbackRepository, FeedbackRow, Upserted
 from app.observability.telemetry import Telemetry
 from app.security.audit import record_audit
 
@@ -78,7 +79,7 @@ class FeedbackService:
         if turn is None or turn.tenant_id != principal.tenant_id or turn.principal_id != principal.id:
             raise TraceNotFoundError()
         async with self._unit_of_work() as db:
-            row, created = await FeedbackRepository(db).upsert(
+            row, upserted = await FeedbackRepository(db).upsert(
                 tenant_id=principal.tenant_id,
                 principal_id=principal.id,
                 trace_id=trace_id,
@@ -91,6 +92,9 @@ class FeedbackService:
                 model=turn.model,
                 answered_at=turn.answered_at,
             )
+            if upserted is Upserted.unchanged:  # a repeat of the same rating: nothing new to record
+                return Submitted(row, created=False)
+            created = upserted is Upserted.inserted
             await record_audit(
                 db, principal, "feedback.submit", "trace", trace_id, {"score": score, "replaced": not created}
             )

@@ -19,7 +19,15 @@ def principal_identity(principal: Principal) -> str:
 
 
 async def charge_ip(request: Request, limiter: RequestLimiter) -> None:
-    await charge(request, limiter, Budget.ip, limiter.proxies.client_ip(request.scope))
+    await charge(request, limiter, Budget.ip, limiter.ip_bucket(request.scope))
+
+
+async def charge_chat(request: Request, limiter: RequestLimiter, principal: Principal) -> None:
+    """The chat budgets, for every request that reads the tenant's documents or answers (REST
+    and OpenAI chat, the MCP tools, feedback): the tenant's (``RATE_LIMIT_PER_TENANT``) and the
+    principal's own (``RATE_LIMIT_PER_PRINCIPAL``), both or neither."""
+    charges = [(Budget.tenant, str(principal.tenant_id)), (Budget.chat, principal_identity(principal))]
+    await charge_all(request, limiter, charges)
 
 
 def _remember(request: Request, state: LimitState) -> None:
@@ -35,7 +43,8 @@ async def charge(request: Request, limiter: RequestLimiter, budget: Budget, iden
 async def charge_all(
     request: Request, limiter: RequestLimiter, charges: Sequence[tuple[Budget, str]]
 ) -> None:
-    """One hit on each budget, in one Redis round trip: 429 naming the first exhausted one."""
+    """One hit on each budget, in one Redis round trip, or none when one is exhausted: 429 naming
+    the first exhausted one."""
     states = await limiter.hit_many(charges)
     if states is None:  # storage down, failing open
         return

@@ -1,13 +1,16 @@
 """``RequestLimiter``: named budgets over the ``limits`` library's async Redis storage.
 
 Counting happens inside Redis, so every worker and replica sharing the Redis shares the counters
-atomically. With the fixed window (the default) one Lua script charges every limit of every budget
-a request spends and returns their counts and expiries: one round trip per ``hit_many``. The
-sliding window uses the ``limits`` library's own scripts, budget by budget.
+atomically. A request is charged to every budget it spends or to none: one budget refusing it
+leaves the others untouched. With the fixed window (the default) one Lua script checks and then
+charges every limit of every budget a request spends and returns their counts and expiries: one
+atomic round trip per ``hit_many``. The sliding window uses the ``limits`` library's own scripts,
+testing every limit before charging any.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -17,10 +20,11 @@ from enum import StrEnum
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from starlette.types import Scope
 
 from app.db.redis import KeySpace, redis_retry
 from app.limits.errors import RateLimitUnavailableError
-from app.security.proxies import TrustedProxies
+from app.security.proxies import TrustedProxies, address_bucket
 from app.settings import Settings
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import RedisStorage
@@ -39,18 +43,35 @@ STORAGE_RETRY_S = 1.0
 _STORAGE_ERRORS = (RedisError, StorageError, OSError, TimeoutError)
 
 
-# KEYS: the fixed-window counters; ARGV: each counter's window in seconds. The same counters as
-# `limits`' FixedWindowRateLimiter (INCRBY, EXPIRE on the first hit), so `peek` reads them back.
+# KEYS: the fixed-window counters; ARGV: each counter's limit and window in seconds, in pairs.
+# Every counter is checked first and all are charged only when every one has room, so a request
+# one budget refuses costs the others nothing (a principal flooding its own budget cannot use up
+# its tenant's). The same counters as `limits`' FixedWindowRateLimiter (INCRBY, EXPIRE on the
+# first hit), so `peek` reads them back. Returns 1 or 0 (charged), then a count and a TTL per key:
+# the count after the charge, or the count the request would have made when refused.
 _FIXED_WINDOW_HIT = """
-local out = {}
+local counts = {}
+local charge = 1
 for i, key in ipairs(KEYS) do
-  local count = redis.call('INCRBY', key, 1)
+  counts[i] = tonumber(redis.call('GET', key) or '0') + 1
+  if counts[i] > tonumber(ARGV[2 * i - 1]) then
+    charge = 0
+  end
+end
+local out = {charge}
+for i, key in ipairs(KEYS) do
+  local window = tonumber(ARGV[2 * i])
+  if charge == 1 then
+    counts[i] = redis.call('INCRBY', key, 1)
+  end
   local ttl = redis.call('PTTL', key)
   if ttl < 0 then
-    redis.call('EXPIRE', key, ARGV[i])
-    ttl = tonumber(ARGV[i]) * 1000
+    if charge == 1 then
+      redis.call('EXPIRE', key, window)
+    end
+    ttl = window * 1000
   end
-  out[#out + 1] = count
+  out[#out + 1] = counts[i]
   out[#out + 1] = ttl
 end
 return out
@@ -118,6 +139,7 @@ class RequestLimiter:
         fail_open: bool = True,
         retry_after_failure_s: float = STORAGE_RETRY_S,
         proxies: TrustedProxies | None = None,
+        ipv6_prefix: int = 64,
         clock: Callable[[], float] = time.monotonic,
         on_refused: Callable[[Budget], None] | None = None,
     ) -> None:
@@ -126,6 +148,7 @@ class RequestLimiter:
         self._sliding = sliding
         self._fixed_window_hit = None if sliding else self._client().register_script(_FIXED_WINDOW_HIT)
         self.proxies = proxies or TrustedProxies()
+        self.ipv6_prefix = ipv6_prefix
         self._strategy: RateLimiter = (
             SlidingWindowCounterRateLimiter(storage) if sliding else FixedWindowRateLimiter(storage)
         )
@@ -168,8 +191,14 @@ class RequestLimiter:
             sliding=settings.rate_limit_strategy == "sliding",
             fail_open=settings.rate_limit_fail_open,
             proxies=TrustedProxies(tuple(settings.trusted_proxies)),
+            ipv6_prefix=settings.rate_limit_ipv6_prefix,
             on_refused=on_refused,
         )
+
+    def ip_bucket(self, scope: Scope) -> str:
+        """The per-IP budget's identity for a request: its client address, IPv6 by network
+        (``RATE_LIMIT_IPV6_PREFIX``)."""
+        return address_bucket(self.proxies.client_ip(scope), self.ipv6_prefix)
 
     @property
     def storage_available(self) -> bool:
@@ -189,8 +218,9 @@ class RequestLimiter:
         return None if states is None else states[0]
 
     async def hit_many(self, charges: Sequence[tuple[Budget, str]]) -> list[LimitState] | None:
-        """Charge one request to each (budget, identity): per budget, the most restrictive state of
-        its limits (in ``charges`` order); None when Redis is down and the limiter fails open."""
+        """Charge one request to each (budget, identity), or, when any limit is used up, to none of
+        them: per budget, the most restrictive state of its limits (in ``charges`` order); None
+        when Redis is down and the limiter fails open."""
         if not self.storage_available:
             self._decide_without_storage(charges[0][0])
             return None
@@ -198,10 +228,7 @@ class RequestLimiter:
             if self._fixed_window_hit is not None:
                 per_budget = await self._hit_fixed_windows(charges)
             else:
-                per_budget = [
-                    [await self._hit_one(budget, item, identity) for item in self.budgets[budget]]
-                    for budget, identity in charges
-                ]
+                per_budget = await self._hit_sliding_windows(charges)
         except _STORAGE_ERRORS as exc:
             self._mark_down(exc)
             self._decide_without_storage(charges[0][0])
@@ -223,19 +250,23 @@ class RequestLimiter:
         keys = [
             bridge.prefixed_key(item.key_for(budget.value, identity)) for _, budget, item, identity in items
         ]
-        raw = await self._fixed_window_hit(keys=keys, args=[item.get_expiry() for _, _, item, _ in items])
+        args = [value for _, _, item, _ in items for value in (item.amount, item.get_expiry())]
+        raw = await self._fixed_window_hit(keys=keys, args=args)
         now = time.time()
+        charged = int(raw[0]) == 1
         per_charge: list[list[LimitState]] = [[] for _ in charges]
         for index, (charge, budget, item, _) in enumerate(items):
-            count, ttl_ms = int(raw[2 * index]), int(raw[2 * index + 1])
+            count, ttl_ms = int(raw[1 + 2 * index]), int(raw[2 + 2 * index])
+            allowed = count <= item.amount
+            used = count if charged else count - 1  # a refused request left every counter as it was
             per_charge[charge].append(
                 LimitState(
                     budget,
                     item.amount,
-                    max(0, item.amount - count),
+                    max(0, item.amount - used) if allowed else 0,
                     now + ttl_ms / 1000,
                     str(item),
-                    allowed=count <= item.amount,
+                    allowed=allowed,
                 )
             )
         return per_charge
@@ -250,12 +281,24 @@ class RequestLimiter:
             self._mark_down(exc)
             return None
 
-    async def _hit_one(self, budget: Budget, item: RateLimitItem, identity: str) -> LimitState:
-        allowed = await self._strategy.hit(item, budget.value, identity)
-        state = await self._state(budget, item, identity)
-        if allowed:
-            return state
-        return LimitState(budget, state.limit, 0, state.reset_at, state.window, allowed=False)
+    async def _hit_sliding_windows(self, charges: Sequence[tuple[Budget, str]]) -> list[list[LimitState]]:
+        """Test every limit, then charge them all only if every one has room. Not one atomic step
+        like the fixed window's script: two concurrent requests may both pass the test."""
+        tested = [
+            [(item, await self._strategy.test(item, budget.value, identity)) for item in self.budgets[budget]]
+            for budget, identity in charges
+        ]
+        charge = all(room for limits in tested for _, room in limits)
+        per_budget: list[list[LimitState]] = []
+        for (budget, identity), limits in zip(charges, tested, strict=True):
+            states = []
+            for item, room in limits:
+                if charge:
+                    room = await self._strategy.hit(item, budget.value, identity)
+                state = await self._state(budget, item, identity)
+                states.append(state if room else dataclasses.replace(state, remaining=0, allowed=False))
+            per_budget.append(states)
+        return per_budget
 
     async def _state(self, budget: Budget, item: RateLimitItem, identity: str) -> LimitState:
         stats = await self._strategy.get_window_stats(item, budget.value, identity)

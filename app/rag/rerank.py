@@ -9,7 +9,12 @@ order and carrying that score, go on to the prompt. The directory is either an O
 one, a sentence-transformers ``CrossEncoder`` / Hugging Face sequence-classification model (torch,
 ``requirements-local.txt``). A head with one logit scores ``sigmoid(logit)``, one with two the
 softmax probability of label 1, so both backends give the same scores in [0, 1]. Nothing is
-downloaded; inference runs in a worker thread, one batch at a time.
+downloaded; inference runs in a worker thread, one question at a time per process.
+
+A question waits at most ``RERANKER_WAIT_S`` for the questions ahead of it (whatever their tenant);
+past that the reranker is ``RerankerBusyError`` and ``rerank_stage`` keeps the retrieval order
+(``rerank_skipped_total``), so a burst from one tenant costs the others ordering quality, never
+an unbounded queue.
 
 The chat pipeline and the MCP server's ``search_documents`` share the stage through
 ``retrieval_depth`` and ``rerank_stage``, which records a ``rerank`` span and
@@ -48,6 +53,7 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 RERANK_BATCH_SIZE = 32
+DEFAULT_WAIT_S = 1.0  # RERANKER_WAIT_S
 
 
 class RerankerError(InternalError):
@@ -56,6 +62,14 @@ class RerankerError(InternalError):
 
     code = "reranker_error"
     title = "Reranker unusable"
+
+
+class RerankerBusyError(RerankerError):
+    """Other questions held the reranker for longer than this one may wait (RERANKER_WAIT_S).
+    ``rerank_stage`` answers it with the retrieval order; it never reaches a client."""
+
+    code = "reranker_busy"
+    title = "Reranker busy"
 
 
 @runtime_checkable
@@ -104,7 +118,9 @@ class CrossEncoderReranker:
     are truncated longest-first at the model's maximum length (as transformers does). The model
     loads on first use (``load`` loads it now)."""
 
-    def __init__(self, model_path: Path, *, batch_size: int = RERANK_BATCH_SIZE) -> None:
+    def __init__(
+        self, model_path: Path, *, batch_size: int = RERANK_BATCH_SIZE, wait_s: float = DEFAULT_WAIT_S
+    ) -> None:
         setting = f"RERANKER_MODEL_PATH={model_path}"
         if not model_path.is_dir():
             raise RerankerError(f"{setting} is not a directory")
@@ -141,6 +157,7 @@ class CrossEncoderReranker:
         self._model: Any = None
         self._load_lock = threading.Lock()
         self._infer_lock = asyncio.Lock()
+        self._wait_s = wait_s
 
     def _load(self) -> Any:
         if self.backend == "onnx":
@@ -213,8 +230,14 @@ class CrossEncoderReranker:
     ) -> list[RetrievedChunk]:
         if not chunks:
             return []
-        async with self._infer_lock:
+        try:
+            await asyncio.wait_for(self._infer_lock.acquire(), timeout=self._wait_s)
+        except TimeoutError:
+            raise RerankerBusyError(f"the reranker stayed busy for {self._wait_s} s") from None
+        try:
             scores = await asyncio.to_thread(self.scores, question, [chunk.text for chunk in chunks])
+        finally:
+            self._infer_lock.release()
         order = sorted(range(len(chunks)), key=lambda i: -scores[i])  # stable: ties keep retrieval order
         return [dataclasses.replace(chunks[i], score=round(scores[i], 6)) for i in order[:top_k]]
 
@@ -232,7 +255,7 @@ def build_reranker(settings: Settings) -> Reranker:
             "RERANKER=cross-encoder needs RERANKER_MODEL_PATH, a local cross-encoder directory "
             "(model.onnx with tokenizer.json, or a sentence-transformers CrossEncoder)"
         )
-    return CrossEncoderReranker(settings.reranker_model_path)
+    return CrossEncoderReranker(settings.reranker_model_path, wait_s=settings.reranker_wait_s)
 
 
 def reranker_identity(reranker: Reranker) -> str | None:
@@ -258,13 +281,19 @@ async def rerank_stage(
     telemetry: Telemetry,
 ) -> list[RetrievedChunk]:
     """The retrieved ``chunks`` as they are without a reranker; else the reranker's ``top_k``,
-    under a ``rerank`` span and timed in ``rerank_duration_seconds``."""
+    under a ``rerank`` span and timed in ``rerank_duration_seconds``; the first ``top_k`` in
+    retrieval order when the reranker is busy (``rerank_skipped_total``)."""
     if isinstance(reranker, NoReranker):
         return chunks
     started = time.perf_counter()
     span_input = {"question": question, "candidates": [chunk.chunk_id for chunk in chunks]}
     async with telemetry.tracer.span("rerank", input=span_input) as span:
-        ranked = await reranker.rerank(question, chunks, top_k)
+        try:
+            ranked = await reranker.rerank(question, chunks, top_k)
+        except RerankerBusyError:
+            telemetry.metrics.rerank_skipped()
+            span.update(output={"skipped": "busy"})
+            return chunks[:top_k]
         span.update(output={"chunks": [chunk.chunk_id for chunk in ranked]})
     telemetry.metrics.rerank(time.perf_counter() - started)
     return ranked

@@ -26,6 +26,19 @@ def _header(scope: Scope, name: bytes) -> str:
     return ""
 
 
+def address_bucket(address: str, ipv6_prefix: int) -> str:
+    """The per-IP rate-limit bucket of a client address: an IPv4 address itself, an IPv6 address's
+    network of ``ipv6_prefix`` bits (``2001:db8:1:2::/64``), since one subscriber is handed a whole
+    /64 (or more) and could otherwise pick a fresh bucket per request. An IPv4-mapped IPv6 address
+    is its IPv4 address; anything unparsable stays as it is."""
+    parsed = _parse_ip(address)
+    if isinstance(parsed, IPv6Address) and parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    if isinstance(parsed, IPv6Address):
+        return str(IPv6Network((parsed, ipv6_prefix), strict=False))
+    return address
+
+
 @dataclass(frozen=True)
 class TrustedProxies:
     """``X-Forwarded-For`` and ``X-Forwarded-Proto`` are honoured only when the peer that sent the

@@ -11,10 +11,12 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
+from mcp.client.client import Client
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from tests.fakes.fake_llm_server import FakeLLMServer
 from tests.support.server import ServerProcess, create_api_key, fake_openai_env, start_server, upload_and_wait
@@ -157,3 +159,51 @@ async def test_a_bad_key_is_refused(served: Served) -> None:
     )
     assert raw.status_code == 401
     assert raw.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_subscriptions_listen_is_not_served(served: Served) -> None:
+    """Nothing here publishes events, so the never-ending listen stream is not offered: the SDK's
+    own client is refused at once instead of being acknowledged and held open."""
+    async with (
+        httpx2.AsyncClient(headers={"X-API-Key": served.key}, timeout=30) as http,
+        Client(
+            streamable_http_client(served.url, http_client=http), mode=MODERN_PROTOCOL_VERSIONS[-1]
+        ) as client,
+    ):
+        with pytest.raises(MCPError) as refused:
+            async with client.listen(tools_list_changed=True):
+                pass
+        assert refused.value.error.code == -32601  # method not found
+        # the same connection still serves tools
+        assert {tool.name for tool in (await client.list_tools()).tools} >= {"ask"}
+
+
+def test_no_request_opens_a_stream_that_never_ends(served: Served) -> None:
+    """The raw listen request and the standalone GET event stream both answer right away with a
+    complete body (the read timeout would fail a stream that stays open)."""
+    version = MODERN_PROTOCOL_VERSIONS[-1]
+    listen = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "subscriptions/listen",
+        "params": {
+            "notifications": {"toolsListChanged": True},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": version,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        },
+    }
+    headers = {
+        "X-API-Key": served.key,
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": version,
+        "Mcp-Method": "subscriptions/listen",
+    }
+    with httpx.Client(timeout=httpx.Timeout(10, read=5)) as http:
+        answered = http.post(served.url, json=listen, headers=headers)
+        assert not answered.headers["content-type"].startswith("text/event-stream"), answered.text
+        assert answered.json()["error"]["code"] == -32601, answered.text
+        get = http.get(served.url, headers={"X-API-Key": served.key, "Accept": "text/event-stream"})
+        assert get.status_code == 405, get.text
+        assert get.headers["allow"] == "POST"

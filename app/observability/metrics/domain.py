@@ -54,6 +54,11 @@ class DomainMetrics:
         self._rerank_duration = b.histogram(
             "rerank_duration_seconds", "Rerank stage latency", ("reranker",), (*SEARCH_BUCKETS, 10.0)
         )
+        self._rerank_skipped = b.counter(
+            "rerank_skipped_total",
+            "Questions answered in retrieval order: the reranker was busy",
+            ("reranker",),
+        )
         self._llm_requests = b.counter(
             "llm_requests_total", "LLM provider attempts", ("provider", "model", "outcome")
         )
@@ -139,6 +144,10 @@ class DomainMetrics:
     def rerank(self, duration_s: float, reranker: str = "cross-encoder") -> None:
         """The rerank stage scored the retrieved candidates of one question (RERANKER)."""
         self._rerank_duration.observe(duration_s, reranker=reranker)
+
+    def rerank_skipped(self, reranker: str = "cross-encoder") -> None:
+        """The reranker stayed busy for RERANKER_WAIT_S: this question kept the retrieval order."""
+        self._rerank_skipped.inc(reranker=reranker)
 
     # LLM router
     def llm_request(

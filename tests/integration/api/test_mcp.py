@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import httpx
 import httpx2
 import pytest
@@ -14,11 +15,15 @@ from fastapi import FastAPI
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
+from app.api.mcp_server import BoundedMCPEndpoint
 from app.auth.principal import Role
 from app.rag.embeddings import LocalEmbedder
 from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
+from tests.support.apps import running_app
 from tests.support.callers import Caller, MakeCaller
 from tests.support.library import Library
 from tests.support.llm import fake_openai_overrides
@@ -183,3 +188,69 @@ async def test_ask_answers_with_sources(
     messages = fake.stats()["openai"]["last_request"]["messages"]
     assert any("Backups are kept for 35 days" in m["content"] for m in messages)
     assert "session_id" in error_text(bad_session)
+
+
+async def test_every_tool_is_charged_to_the_chat_budgets(settings: Settings, embedder: LocalEmbedder) -> None:
+    """Searching and listing read the tenant's documents like a chat does, so they pay the chat
+    budgets too, not only the per-IP one (which a key behind many addresses would not feel)."""
+    async with running_app(
+        settings, embedder=embedder, rate_limit_per_principal="4/minute", rate_limit_per_ip="1000/minute"
+    ) as (app, _, make):
+        caller = await make(tenant="acme", role=Role.reader)
+        async with mcp_session(app, caller.headers) as session:
+            results = [
+                await session.call_tool("list_documents", {}),
+                await session.call_tool("search_documents", {"query": "backups"}),
+                await session.call_tool("list_documents", {"tag": "policy"}),
+                await session.call_tool("search_documents", {"query": "parking"}),
+                await session.call_tool("search_documents", {"query": "retention"}),
+                await session.call_tool("list_documents", {}),
+            ]
+    assert [result.is_error for result in results] == [False] * 4 + [True] * 2
+    assert all("rate_limited: the chat rate limit" in error_text(result) for result in results[4:])
+
+
+async def test_an_event_stream_from_mcp_takes_a_stream_slot_and_ends_at_its_deadline(
+    settings: Settings,
+) -> None:
+    """Whatever the SDK might stream is bounded: a handler that starts an event stream and never
+    finishes it holds one of MAX_STREAMS_PER_PRINCIPAL slots (a second stream is 429) and is ended
+    after MCP_STREAM_MAX_S, giving its slot back."""
+    started = anyio.Event()
+
+    async def never_ending(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
+        started.set()
+        await anyio.sleep_forever()
+
+    async with running_app(settings, max_streams_per_principal=1, mcp_stream_max_s=0.5) as (
+        app,
+        client,
+        make,
+    ):
+        app.router.routes.append(Route("/mcp-probe", endpoint=BoundedMCPEndpoint(never_ending)))
+        caller = await make(tenant="acme", role=Role.reader)
+        responses: list[httpx.Response] = []
+
+        async def open_stream() -> None:
+            responses.append(await client.post("/mcp-probe", headers=caller.headers))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(open_stream)
+            await started.wait()
+            second = await client.post("/mcp-probe", headers=caller.headers)
+            assert second.status_code == 429, second.text
+            assert second.json()["code"] == "too_many_streams"
+            assert second.headers["content-type"].startswith("application/problem+json")
+        [first] = responses  # ended by the deadline, not by the handler
+        assert (first.status_code, first.text) == (200, ": ping\n\n")
+        resources = app.state.resources
+        slot = await resources.stream_slots.acquire(f"{caller.tenant_id}/{caller.principal_id}")
+        assert slot is not None  # the ended stream gave its slot back

@@ -10,10 +10,15 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from app.auth.principal import Role
+from app.db.models import AuditLog
+from app.rag.embeddings import LocalEmbedder
 from app.resources import Resources
+from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
+from tests.support.apps import running_app
 from tests.support.callers import Caller, MakeCaller
 from tests.support.library import Library, ask, new_session
 
@@ -215,6 +220,53 @@ async def test_the_export_is_for_admins_only_and_filters_by_time_and_count(
     assert len(await export(client, admin, since=lines[1]["updated_at"])) == 2
     bad_limit = await client.get("/api/v1/feedback", params={"limit": 0}, headers=admin.headers)
     assert bad_limit.status_code == 422 and bad_limit.json()["code"] == "invalid_limit"
+
+
+async def feedback_audit_rows(resources: Resources, trace_id: str) -> list[dict[str, Any]]:
+    async with resources.session_factory() as db:
+        rows = await db.execute(
+            select(AuditLog.details)
+            .where(AuditLog.action == "feedback.submit", AuditLog.target_id == trace_id)
+            .order_by(AuditLog.id)
+        )
+        return [dict(details) for details in rows.scalars()]
+
+
+async def test_sending_the_same_rating_again_changes_nothing(
+    client: httpx.AsyncClient, library: Library, editor: Caller, resources: Resources
+) -> None:
+    """A repeat of an identical rating (a retry, a double click, a script) is answered like the
+    first but writes no audit row and counts no new score; a changed one does."""
+    await library.add(POLICY, filename="refunds.txt")
+    trace_id = await answered(client, editor)
+    responses = [await rate(client, editor, trace_id, 5, comment="good") for _ in range(4)]
+    assert [r.status_code for r in responses] == [201, 200, 200, 200]
+    assert all(r.json() == responses[0].json() for r in responses)
+    changed = await rate(client, editor, trace_id, 4, comment="good")
+    assert (changed.status_code, changed.json()["score"]) == (200, 4)
+
+    assert await feedback_audit_rows(resources, trace_id) == [
+        {"score": 5, "replaced": False},
+        {"score": 4, "replaced": True},
+    ]
+    text = (await client.get("/metrics")).text
+    assert 'answer_feedback_total{score="5"} 1.0' in text
+    assert 'answer_feedback_total{score="4"} 1.0' in text
+
+
+async def test_rating_is_charged_to_the_chat_budgets(
+    settings: Settings, embedder: LocalEmbedder, fake: FakeLLMServer
+) -> None:
+    async with running_app(
+        settings, embedder=embedder, rate_limit_per_principal="3/minute", rate_limit_per_ip="1000/minute"
+    ) as (app, client, make_caller):
+        editor = await make_caller(tenant="acme")
+        await Library(client, app.state.resources, editor).add(POLICY, filename="refunds.txt")
+        trace_id = await answered(client, editor)
+        codes = [(await rate(client, editor, trace_id, score)).status_code for score in (5, 4, 3)]
+        assert codes == [201, 200, 429]
+        refused = await rate(client, editor, trace_id, 2)
+        assert refused.json()["code"] == "rate_limited"
 
 
 async def test_feedback_is_counted_in_metrics(

@@ -45,6 +45,12 @@ async def test_a_rating_is_a_langfuse_score_on_the_answer_trace(
                 headers=editor.headers,
             )
             assert rated.status_code == 201, rated.text
+            repeated = await client.post(
+                "/api/v1/feedback",
+                json={"trace_id": trace_id, "score": 4, "comment": "Good, but mail me at bob@example.com"},
+                headers=editor.headers,
+            )
+            assert repeated.status_code == 200, repeated.text  # identical: no second score below
         # leaving the app flushed the spans and the score queue
     assert "chat" in [span.name for span in receiver.spans if span.trace_id == trace_id]
     [score] = [score for score in receiver.scores if score.get("traceId") == trace_id]

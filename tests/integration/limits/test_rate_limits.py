@@ -123,6 +123,28 @@ async def test_forwarded_for_picks_the_bucket_only_behind_a_trusted_proxy(settin
         assert status.json()["client_ip"] == "198.51.100.7"
 
 
+async def test_one_ipv6_network_is_one_per_ip_bucket(settings: Settings) -> None:
+    """Every address of a /64 (RATE_LIMIT_IPV6_PREFIX) shares one bucket; another /64 has its own."""
+    async with running_app(settings, rate_limit_per_ip="3/minute", trusted_proxies=["127.0.0.0/8"]) as (
+        _,
+        client,
+        make,
+    ):
+        caller = await make(tenant="acme", role=Role.reader)
+
+        def from_address(address: str) -> dict[str, str]:
+            return {**caller.headers, "X-Forwarded-For": address}
+
+        codes = [
+            (await client.get("/api/v1/me", headers=from_address(f"2001:db8:1:2::{n:x}"))).status_code
+            for n in range(1, 6)
+        ]
+        assert codes == [200, 200, 200, 429, 429]
+        neighbour = await client.get("/api/v1/rate-limit/status", headers=from_address("2001:db8:1:3::1"))
+        assert neighbour.status_code == 200
+        assert neighbour.json()["ip_bucket"] == "2001:db8:1:3::/64"
+
+
 async def test_status_endpoint_agrees_with_the_counters_and_headers(settings: Settings) -> None:
     async with running_app(
         settings, routers=[probe], rate_limit_per_principal="5/minute", rate_limit_per_ip="50/minute"
@@ -291,3 +313,45 @@ async def test_every_refusal_is_counted_on_metrics_by_budget(settings: Settings)
         after = (await client.get("/metrics")).text
     assert rate_limited_count(after, "chat") - rate_limited_count(before, "chat") == 3
     assert rate_limited_count(after, "ip") == rate_limited_count(before, "ip")
+
+
+def budget_row(status: dict, budget: str) -> dict:  # type: ignore[type-arg]
+    return next(row for row in status["budgets"] if row["budget"] == budget)
+
+
+@pytest.mark.parametrize("strategy", ["fixed", "sliding"])
+async def test_one_principal_flooding_does_not_lock_its_tenant_out(settings: Settings, strategy: str) -> None:
+    """Requests a principal's own budget refuses charge nothing: the tenant counter holds only the
+    allowed ones, so a colleague of the flooding key still gets through."""
+    async with running_app(
+        settings,
+        routers=[probe],
+        rate_limit_strategy=strategy,
+        rate_limit_per_principal="6/minute",
+        rate_limit_per_tenant="10/minute",
+        rate_limit_per_ip="1000/minute",
+    ) as (_, client, make):
+        flooder, colleague = await make(tenant="acme"), await make(tenant="acme")
+        codes = [(await client.post("/probe/chat", headers=flooder.headers)).status_code for _ in range(60)]
+        assert codes == [200] * 6 + [429] * 54
+        status = (await client.get("/api/v1/rate-limit/status", headers=colleague.headers)).json()
+        assert budget_row(status, "tenant")["remaining"] == 10 - 6  # the allowed ones only
+        response = await client.post("/probe/chat", headers=colleague.headers)
+        assert response.status_code == 200, response.text
+
+
+async def test_a_request_the_tenant_budget_refuses_costs_the_principal_nothing(settings: Settings) -> None:
+    async with running_app(
+        settings,
+        routers=[probe],
+        rate_limit_per_principal="100/minute",
+        rate_limit_per_tenant="2/minute",
+        rate_limit_per_ip="1000/minute",
+    ) as (_, client, make):
+        alice, bob = await make(tenant="acme"), await make(tenant="acme")
+        assert (await client.post("/probe/chat", headers=bob.headers)).status_code == 200
+        codes = [(await client.post("/probe/chat", headers=alice.headers)).status_code for _ in range(5)]
+        assert codes == [200, 429, 429, 429, 429]
+        status = (await client.get("/api/v1/rate-limit/status", headers=alice.headers)).json()
+        assert budget_row(status, "chat")["remaining"] == 99
+        assert budget_row(status, "tenant")["remaining"] == 0

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from app.limits.limiter import Budget, LimitState, most_restrictive, storage_uri
-from app.security.proxies import TrustedProxies
+from app.security.proxies import TrustedProxies, address_bucket
 
 pytestmark = pytest.mark.unit
 
@@ -92,3 +92,19 @@ def test_https_is_believed_only_from_trusted_proxies() -> None:
     assert proxies.is_https(scope("10.0.0.2", proto="https"))
     assert not proxies.is_https(scope("203.0.113.9", proto="https"))
     assert proxies.is_https(scope("203.0.113.9", scheme="https"))
+
+
+@pytest.mark.parametrize(
+    ("address", "prefix", "bucket"),
+    [
+        ("203.0.113.9", 64, "203.0.113.9"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64, "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", 64, "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", 56, "2001:db8:1::/56"),
+        ("2001:db8:1:2::1", 128, "2001:db8:1:2::1/128"),
+        ("::ffff:198.51.100.7", 64, "198.51.100.7"),
+        ("unknown", 64, "unknown"),
+    ],
+)
+def test_ipv6_clients_share_a_bucket_per_network(address: str, prefix: int, bucket: str) -> None:
+    assert address_bucket(address, prefix) == bucket

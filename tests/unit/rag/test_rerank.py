@@ -6,13 +6,19 @@ cross-encoders are tiny random-weight BERTs written at test time (tests/support/
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from app.observability.metrics import DomainMetrics
+from app.observability.metrics.prometheus import PrometheusBackend
+from app.observability.telemetry import Telemetry
 from app.rag.query import RetrievedChunk
 from app.rag.rerank import (
     CrossEncoderReranker,
@@ -20,6 +26,7 @@ from app.rag.rerank import (
     RerankerError,
     build_reranker,
     relevance,
+    rerank_stage,
     retrieval_depth,
 )
 from app.settings import Settings
@@ -101,6 +108,43 @@ async def test_no_reranker_keeps_retrievals_order_and_scores() -> None:
     retrieved = chunks()
     assert await NoReranker().rerank(QUESTION, retrieved, top_k=3) == retrieved[:3]
     assert retrieval_depth(NoReranker(), 5, 20) == 5
+
+
+class GatedReranker(CrossEncoderReranker):
+    """A cross-encoder whose inference holds until the test opens ``gate``: the question of
+    another tenant keeping the reranker busy."""
+
+    def __init__(self, directory: Path, *, wait_s: float) -> None:
+        super().__init__(directory, wait_s=wait_s)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def scores(self, question: str, passages: Sequence[str]) -> list[float]:
+        self.entered.set()
+        self.gate.wait(timeout=30)
+        return super().scores(question, passages)
+
+
+async def test_a_question_does_not_queue_behind_a_busy_reranker(tiny_models: TinyModels) -> None:
+    """While one question holds the reranker, another waits at most RERANKER_WAIT_S and then keeps
+    the retrieval order (counted in rerank_skipped_total) instead of queueing behind it."""
+    reranker = GatedReranker(tiny_models.cross_encoder_onnx, wait_s=0.05)
+    backend = PrometheusBackend()
+    telemetry = Telemetry(metrics=DomainMetrics(backend))
+    retrieved = chunks()
+    busy = asyncio.create_task(rerank_stage(reranker, QUESTION, retrieved, 3, telemetry))
+    assert await asyncio.to_thread(reranker.entered.wait, 30)
+    try:
+        waited = await asyncio.wait_for(rerank_stage(reranker, QUESTION, retrieved, 3, telemetry), 20)
+    finally:
+        reranker.gate.set()
+    ranked = await busy
+    assert waited == retrieved[:3]  # retrieval's order and scores
+    assert [c.score for c in ranked] != [c.score for c in waited]  # the busy one was reranked
+    skipped = backend.registry.get_sample_value("rerank_skipped_total", {"reranker": "cross-encoder"})
+    assert skipped == 1
+    # idle again: the next question is reranked, like the first
+    assert await rerank_stage(reranker, QUESTION, retrieved, 3, telemetry) == ranked
 
 
 async def test_a_cross_encoder_sees_at_least_top_k_candidates(tiny_models: TinyModels) -> None:
