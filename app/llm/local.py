@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -41,8 +41,16 @@ model.close()
 _ROLE_HEADERS = {"system": "### System:", "user": "### User:", "assistant": "### Assistant:"}
 _DONE = object()
 
+# How the conversation is written for the model (LOCAL_PROMPT_FORMAT): "instruct" uses
+# "### User:" headers; "chatml" the <|im_start|>role ... <|im_end|> turns that ChatML-tuned models
+# (SmolLM2, Qwen, …) were trained on, and whose end token stops their generation.
+PromptFormat = Literal["instruct", "chatml"]
 
-def prompt_of(request: ChatRequest) -> str:
+
+def prompt_of(request: ChatRequest, prompt_format: PromptFormat = "instruct") -> str:
+    if prompt_format == "chatml":
+        turns = [f"<|im_start|>{m.role}\n{m.content}<|im_end|>\n" for m in request.messages]
+        return "".join(turns) + "<|im_start|>assistant\n"
     lines = [f"{_ROLE_HEADERS[m.role]}\n{m.content}\n" for m in request.messages]
     return "\n".join(lines) + "\n### Assistant:\n"
 
@@ -75,8 +83,10 @@ class LocalProvider:
         n_ctx: int = 2048,
         n_threads: int | None = None,
         load_timeout_s: float = 120.0,
+        prompt_format: PromptFormat = "instruct",
     ) -> None:
         self._path = model_path
+        self._prompt_format: PromptFormat = prompt_format
         self._n_ctx = n_ctx
         self._n_threads = n_threads
         self._load_timeout_s = load_timeout_s
@@ -182,7 +192,7 @@ class LocalProvider:
         def generate() -> None:
             try:
                 llm.generate(
-                    prompt_of(request),
+                    prompt_of(request, self._prompt_format),
                     max_tokens=request.max_tokens or 256,
                     temp=request.temperature if request.temperature is not None else 0.7,
                     callback=on_token,
