@@ -356,9 +356,7 @@ class ProviderChain:
             try:
                 opened = await link.open_stream(prefilled, attempt.model)
             except ProviderError as error:
-                logger.info(
-                    "continuation_failed", provider=link.name, code=error.code, after=broke.code
-                )
+                logger.info("continuation_failed", provider=link.name, code=error.code, after=broke.code)
                 with suppress(ProviderKeyRejected):  # the break stays the reason given
                     await self._failed(attempt, error)
                 continue

@@ -34,6 +34,7 @@ requested one). A request whose last message is the assistant's (Gemini: a last 
 is a prefill: ``prefill="continue"`` answers only the rest of ``text`` after it, ``"ignore"``
 answers the whole ``text`` anew (OpenAI's behaviour), ``"refuse"`` answers 400
 ``prefill_unsupported``. ``GET /_control/stats`` shows ``prefill_requests`` and ``last_prefill``.
+``wrong_body`` answers 200 with a body that is not the protocol's (``broken_json``, ``html``).
 
 Standalone: ``python -m tests.fakes.fake_llm_server --port 8099`` (or ``make fake-llm``).
 """
@@ -94,6 +95,9 @@ class Behaviour:
     stream_usage: bool = True  # report usage in streams (OpenAI wire: when include_usage asks)
     response_model: str | None = None  # the model responses name; None: the requested one
     prefill: Literal["continue", "ignore", "refuse"] = "continue"  # a trailing assistant turn
+    # A 200 chat response whose body is not the protocol's, streamed or not: "broken_json"
+    # (application/json cut off mid-object) or "html" (a proxy's text/html error page).
+    wrong_body: Literal["broken_json", "html"] | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Behaviour:
@@ -338,6 +342,15 @@ def answer_text(behaviour: Behaviour, prefill: str | None) -> str:
 PREFILL_REFUSAL = "Assistant message prefill is not supported for this model."
 
 
+def wrong_body_response(behaviour: Behaviour) -> Response | None:
+    """A 200 whose body is not what the protocol promises (``Behaviour.wrong_body``), or None."""
+    if behaviour.wrong_body == "broken_json":
+        return Response(b'{"id": "chatcmpl-fake", "choices": [{"delta": ', media_type="application/json")
+    if behaviour.wrong_body == "html":
+        return Response(b"<html><body><h1>502 Bad Gateway</h1></body></html>", media_type="text/html")
+    return None
+
+
 # --- the app ------------------------------------------------------------------------------------
 
 
@@ -452,7 +465,9 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         state.last_prefill = prefill
         if state.behaviour.prefill != "refuse":
             return None
-        return JSONResponse(error_body(provider, 400, PREFILL_REFUSAL, "prefill_unsupported"), status_code=400)
+        return JSONResponse(
+            error_body(provider, 400, PREFILL_REFUSAL, "prefill_unsupported"), status_code=400
+        )
 
     def key_rejected(request: Request, provider: str) -> Response | None:
         key = request.headers.get("x-goog-api-key") or request.headers.get("authorization", "")
@@ -485,6 +500,8 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         failed = await failure_response(request, provider, mode)
         if failed is not None:
             return failed
+        if (wrong := wrong_body_response(behaviour)) is not None:
+            return wrong
         model = behaviour.response_model or str(body.get("model", "fake-model"))
         prompt_tokens = count_prompt_tokens(body)
         text = "" if mode in ("empty", "blocked") else answer_text(behaviour, prefill)
@@ -512,7 +529,9 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
             usage_chunk["usage"] = usage
             events.append(usage_chunk)
         closing = [] if behaviour.omit_done else ["data: [DONE]\n\n"]
-        return StreamingResponse(sse(request, provider, mode, events, closing), media_type="text/event-stream")
+        return StreamingResponse(
+            sse(request, provider, mode, events, closing), media_type="text/event-stream"
+        )
 
     async def openai_chat(request: Request) -> Response:
         return await chat_openai_wire(request, "openai")
@@ -569,6 +588,8 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         failed = await failure_response(request, "gemini", mode)
         if failed is not None:
             return failed
+        if (wrong := wrong_body_response(behaviour)) is not None:
+            return wrong
         prompt_tokens = count_prompt_tokens(body)
         model = behaviour.response_model or model
         text = answer_text(behaviour, prefill)

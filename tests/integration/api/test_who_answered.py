@@ -28,7 +28,11 @@ OPENAI = "rag/openai/gpt-4o-mini"
 
 @pytest.fixture
 def settings(settings: Settings, fake: FakeLLMServer) -> Settings:
-    overrides = {**router_overrides(fake), "llm_providers": ["openai", "groq"], "run_worker_in_process": False}
+    overrides = {
+        **router_overrides(fake),
+        "llm_providers": ["openai", "groq"],
+        "run_worker_in_process": False,
+    }
     return settings.model_copy(update=overrides)
 
 
@@ -86,7 +90,9 @@ async def test_a_fallback_answer_names_the_provider_and_model_that_answered(
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert chunks[-1]["usage"]["completion_tokens"] == len(tokens_of(ANSWER))
 
-    chat = await client.post("/api/v1/chat", json={"question": "Where is the review?"}, headers=editor.headers)
+    chat = await client.post(
+        "/api/v1/chat", json={"question": "Where is the review?"}, headers=editor.headers
+    )
     assert (chat.json()["provider"], chat.json()["model"]) == ("groq", "llama-3.3-70b-versatile")
 
 
@@ -190,7 +196,9 @@ async def test_a_broken_stream_is_neither_cached_nor_an_answer_to_rate(
     assert rated.status_code == 404  # a failed attempt is no answer in the ledger
     metrics = (await client.get("/metrics")).text
     openai_attempts = [
-        line for line in metrics.splitlines() if line.startswith("llm_requests_total{") and 'provider="openai"' in line
+        line
+        for line in metrics.splitlines()
+        if line.startswith("llm_requests_total{") and 'provider="openai"' in line
     ]
     assert any('outcome="server_error"' in line for line in openai_attempts), openai_attempts
     assert not any('outcome="success"' in line for line in openai_attempts)

@@ -59,7 +59,9 @@ def streamed_before(events: list[StreamEvent], kind: type) -> str:
 
 
 @pytest.mark.parametrize("fault", list(BREAKS))
-@pytest.mark.parametrize(("broken", "continuer", "overrides"), PAIRS, ids=[f"{b}-then-{c}" for b, c, _ in PAIRS])
+@pytest.mark.parametrize(
+    ("broken", "continuer", "overrides"), PAIRS, ids=[f"{b}-then-{c}" for b, c, _ in PAIRS]
+)
 async def test_a_broken_stream_is_finished_by_the_next_provider(
     fault: str,
     broken: str,
@@ -171,3 +173,16 @@ async def test_model_and_usage_are_the_answering_calls_own(
         assert last["stream_options"] == {"include_usage": True}
     unreported_end = unreported[-1]
     assert isinstance(unreported_end, StreamEnd) and unreported_end.usage is None  # unknown, not zeros
+
+
+@pytest.mark.parametrize("wrong_body", ["broken_json", "html"])
+@pytest.mark.parametrize("provider", ["gemini", "openai"])
+async def test_a_body_that_is_not_the_protocol_falls_back_before_anything_is_sent(
+    provider: str, wrong_body: str, start_router_app: StartRouterApp, fake: FakeLLMServer
+) -> None:
+    fake.configure(provider, wrong_body=wrong_body)
+    async with start_router_app(llm_providers=[provider, "groq"], router_max_retries=0) as router:
+        events = await events_of(router)
+    assert [e.provider for e in events if isinstance(e, StreamStart)] == ["groq"]
+    assert text_of(events) == DEFAULT_TEXT and isinstance(events[-1], StreamEnd)
+    assert fake.stats()[provider]["requests"] == 1
