@@ -9,7 +9,7 @@ question reaches the router.
 
 Each scenario resets the fake and the router's state in Redis (``<prefix>llm:*``), scripts the
 fault, sends streamed ``POST /v1/chat/completions`` (model ``rag``) and prints one line: outcome,
-requests the fake received per provider, wall time. Outcomes:
+attempts per provider (as the service's ``llm_requests_total`` counts them), wall time. Outcomes:
 
 - ``pass``: the whole answer (the scripted text, word for word), ended by ``finish_reason: stop``
   and ``data: [DONE]``, every chunk's ``model`` naming a provider that really answered
@@ -262,7 +262,8 @@ def grade(scenario: Scenario, reply: Reply, attempts: dict[str, int]) -> tuple[s
     if reply.timed_out:
         return "fail", f"no answer within {CLIENT_TIMEOUT_S:.0f} s"
     continued = (reply.rag or {}).get("continued_by")
-    who = f"{reply.answered_by}" + (f" (continued by {continued['provider']})" if continued else "")
+    started_by = (reply.rag or {}).get("provider") or reply.answered_by
+    who = f"{started_by}" + (f", continued by {continued['provider']}" if continued else "")
     if reply.whole_answer:
         if reply.elapsed_s > scenario.bound_s:
             return (
@@ -431,10 +432,19 @@ class Matrix:
         self.fake.configure("openai", text=ANSWER, **scenario.openai)
         self.fake.configure("groq", text=ANSWER, **scenario.groq)
 
-    def requests(self) -> dict[str, int]:
-        assert self.fake is not None
-        stats = self.fake.stats()
-        return {name: int(stats[name]["requests"]) for name in ("openai", "groq")}
+    def attempts(self) -> dict[str, int]:
+        """Provider attempts so far as the service counts them (``llm_requests_total`` of its
+        /metrics, every outcome): a refused or swallowed connection never reaches the fake."""
+        assert self.client is not None
+        totals = {"openai": 0, "groq": 0}
+        for line in self.client.get("/metrics").text.splitlines():
+            if not line.startswith("llm_requests_total{"):
+                continue
+            labels, value = line.rsplit(" ", 1)
+            for name in totals:
+                if f'provider="{name}"' in labels:
+                    totals[name] += int(float(value))
+        return totals
 
     def run(self, scenario: Scenario, question: str) -> Result:
         started = time.monotonic()
@@ -445,8 +455,9 @@ class Matrix:
                 scenario.name, "skipped", {}, 0.0, f"the fake cannot script it: {exc.response.text[:120]}"
             )
         assert self.client is not None
+        before = self.attempts()
         reply = ask(self.client, question)
-        attempts = self.requests()
+        attempts = {name: n - before[name] for name, n in self.attempts().items()}
         outcome, note = grade(scenario, reply, attempts)
         return Result(scenario.name, outcome, attempts, time.monotonic() - started, note)
 
@@ -457,6 +468,7 @@ class Matrix:
         assert self.fake is not None
         assert self.client is not None
         self.reset(Scenario(scenario.name, openai={"mode": "error", "status": 503}))
+        before = self.attempts()
         started = time.monotonic()
         recovered_at = started + down_s
         recovered = False
@@ -468,7 +480,7 @@ class Matrix:
                 self.fake.configure("openai", text=ANSWER)
                 recovered = True
             replies.append(ask(self.client, f"How long are backups kept? (recovery, request {n})"))
-        attempts = self.requests()
+        attempts = {name: n - before[name] for name, n in self.attempts().items()}
         wall = time.monotonic() - started
         broken = [r for r in replies if not r.whole_answer]
         back = next((r for r in replies if r.started >= recovered_at and r.answered_by == "openai"), None)
@@ -496,7 +508,7 @@ def table(results: list[Result], header: str) -> str:
     lines = [
         header,
         "",
-        "| scenario | outcome | openai requests | groq requests | wall s | what the client saw |",
+        "| scenario | outcome | openai attempts | groq attempts | wall s | what the client saw |",
         "|---|---|---:|---:|---:|---|",
     ]
     for r in results:
