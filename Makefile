@@ -192,6 +192,10 @@ eval: $(STAMP) ## retrieval quality on the golden set (eval/sqlite): hit@k, MRR,
 chaos: $(STAMP) ## fault injection under load (Redis kill, PostgreSQL restart, worker and server SIGKILL): a table
 	$(PY) -m scripts.chaos
 
+.PHONY: failover-matrix
+failover-matrix: $(STAMP) ## the 16 provider-fault scenarios of a gateway failover suite through the real server, one line each: FAILOVER_ARGS="--short --only cut_mid_stream"
+	$(PY) -m scripts.failover_matrix $(FAILOVER_ARGS)
+
 .PHONY: image image-local test-image
 IMAGE_NAME ?= ragchat
 image: ## the default container image (ONNX embeddings, no torch, < 400 MB): ragchat:latest

@@ -121,6 +121,13 @@ class Settings(BaseSettings):
     router_backoff_base_s: float = Field(default=0.25, ge=0)
     router_backoff_max_s: float = Field(default=4.0, ge=0)
     router_stream_idle_timeout_s: float = Field(default=15.0, gt=0)
+    # Whether each provider continues an answer sent to it as a trailing assistant message (a
+    # prefill): a stream another provider broke part-way is then finished by it. Groq's
+    # OpenAI-compatible API and Gemini (a trailing "model" turn) continue; OpenAI's chat
+    # completions answer a trailing assistant message with a new reply, so it is off there.
+    gemini_continues_prefill: bool = True
+    groq_continues_prefill: bool = True
+    openai_continues_prefill: bool = False
     # Models a request may pin as "<provider>/<model>" besides *_MODEL (always allowed); empty:
     # only *_MODEL, so no caller picks a pricier model on the operator's bill.
     gemini_allowed_models: Annotated[list[str], NoDecode] = []

@@ -13,9 +13,18 @@ accepted and ignored (the pipeline has its own grounded system prompt). ``metada
 session id ``/api/v1/chat`` accepts) or a UUID in ``user`` binds the request to a stored
 conversation, whose memory is used and which records the turn; without one, requests are stateless.
 
+The ``model`` of a response and of every chunk names who answered: ``rag/<provider>/<model>``
+with the model as the provider's own response named it (``rag/groq/llama-3.3-70b-versatile``;
+the configured name only when the provider names none), ``rag`` alone when no model answered (the
+"nothing matches" answer, the apology when every provider is down). A stream that another
+provider continued after a break names the continuer in its later chunks (``answered_model``).
+``usage`` is the answering call's own; when it is unknown (a provider that reports none, a
+continued stream) it is left out, never zeros.
+
 The ``rag`` extension field: a non-streaming response, and the last chunk of a stream, carry
-``rag: {sources, provider, model, cached, degraded, trace_id, session_id, latency_ms}``; OpenAI SDKs
-keep unknown fields (``completion.model_extra["rag"]`` / ``completion.to_dict()["rag"]``).
+``rag: {sources, provider, model, cached, degraded, trace_id, session_id, latency_ms,
+continued_by}``; OpenAI SDKs keep unknown fields (``completion.model_extra["rag"]`` /
+``completion.to_dict()["rag"]``).
 
 Errors use OpenAI's shape, ``{"error": {"message", "type", "code", "param", "trace_id"}}``, with
 OpenAI's statuses (401 ``invalid_api_key``, 404 ``model_not_found``, 400 for invalid input, 429
@@ -60,7 +69,7 @@ from app.chat.types import (
     SourcesEvent,
 )
 from app.limits.enforcement import principal_identity
-from app.llm.chain import ProviderChain
+from app.llm.chain import NO_PROVIDER, ProviderChain
 from app.llm.errors import UnknownModelError
 from app.memory.service import SessionId
 from app.observability.context import current_trace_id
@@ -241,13 +250,25 @@ def _to_input(body: ChatCompletionBody, settings: Settings) -> ChatInput:
 # --- responses -------------------------------------------------------------------------------------
 
 
-def _usage(usage: dict[str, int] | None) -> dict[str, int]:
-    usage = usage or {}
+def answered_model(provider: str, model: str) -> str:
+    """The public name of who answered: ``rag/<provider>/<model>``, or ``rag`` when no model did
+    (provider "none")."""
+    if not provider or provider == NO_PROVIDER:
+        return BASE_MODEL
+    return f"{BASE_MODEL}/{provider}/{model or provider}"
+
+
+def _usage(usage: dict[str, int] | None) -> dict[str, dict[str, int]]:
+    """``{"usage": …}`` for a response, or nothing when the usage is unknown (never zeros)."""
+    if not usage:
+        return {}
     prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
     return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": usage.get("total_tokens", prompt + completion),
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": usage.get("total_tokens", prompt + completion),
+        }
     }
 
 
@@ -261,6 +282,7 @@ def _rag(
     trace_id: str,
     session_id: str | None,
     latency_ms: float,
+    continued_by: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     return {
         "sources": [asdict(s) for s in sources],
@@ -271,6 +293,7 @@ def _rag(
         "trace_id": trace_id,
         "session_id": session_id,
         "latency_ms": latency_ms,
+        "continued_by": continued_by,
     }
 
 
@@ -282,37 +305,46 @@ DONE = b"data: [DONE]\n\n"
 
 
 class _ChunkRenderer:
-    """Turns the pipeline's events into ``chat.completion.chunk`` SSE events."""
+    """Turns the pipeline's events into ``chat.completion.chunk`` SSE events. Each chunk's
+    ``model`` names the provider and model that produced its text, so the role chunk waits for
+    the first text (who answers is known only then); the last chunk and the usage chunk name the
+    last one that spoke."""
 
-    def __init__(self, model: str, include_usage: bool) -> None:
-        self.model = model
+    def __init__(self, include_usage: bool) -> None:
         self.include_usage = include_usage
         self.created = int(time.time())
         self.id = f"chatcmpl-{current_trace_id() or uuid.uuid4().hex}"
         self.sources: list[Source] = []
+        self.model: str | None = None  # who spoke last; None before the first text
 
-    def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+    def chunk(self, model: str, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
         return _sse(
             {
                 "id": self.id,
                 "object": "chat.completion.chunk",
                 "created": self.created,
-                "model": self.model,
+                "model": model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
                 **extra,
             }
         )
 
     def render(self, event: ChatEvent) -> tuple[bytes, bool]:
-        """The bytes for ``event``, and whether the stream is over."""
+        """The bytes for ``event`` (possibly none yet), and whether the stream is over."""
         if isinstance(event, SourcesEvent):
             self.sources = event.sources
-            return self.chunk({"role": "assistant", "content": ""}), False
+            return b"", False
         if isinstance(event, DeltaEvent):
-            return self.chunk({"content": event.text}), False
+            return self.delta(event), False
         if isinstance(event, DoneEvent):
             return self.done(event), True
         return self.error(event), True
+
+    def delta(self, event: DeltaEvent) -> bytes:
+        model = answered_model(event.provider, event.model)
+        opening = b"" if self.model is not None else self.chunk(model, {"role": "assistant", "content": ""})
+        self.model = model
+        return opening + self.chunk(model, {"content": event.text})
 
     def done(self, event: DoneEvent) -> bytes:
         cited = set(event.cited)
@@ -326,17 +358,19 @@ class _ChunkRenderer:
             trace_id=event.trace_id,
             session_id=event.session_id,
             latency_ms=event.latency_ms,
+            continued_by=event.continued_by,
         )
-        out = self.chunk({}, "stop", rag=rag)
-        if self.include_usage:
+        model = self.model or answered_model(event.provider, event.model)
+        out = self.chunk(model, {}, "stop", rag=rag)
+        if self.include_usage and event.usage:
             out += _sse(
                 {
                     "id": self.id,
                     "object": "chat.completion.chunk",
                     "created": self.created,
-                    "model": self.model,
+                    "model": model,
                     "choices": [],
-                    "usage": _usage(event.usage),
+                    **_usage(event.usage),
                 }
             )
         return out + DONE
@@ -369,7 +403,8 @@ async def _chunks(
                 yield KEEP_ALIVE
                 continue
             data, over = renderer.render(item)
-            yield data
+            if data:
+                yield data
             if over:
                 return
 
@@ -398,7 +433,7 @@ async def chat_completions(
                 "id": f"chatcmpl-{answer.trace_id}",
                 "object": "chat.completion",
                 "created": int(time.time()),
-                "model": body.model,
+                "model": answered_model(answer.provider, answer.model),
                 "choices": [
                     {
                         "index": 0,
@@ -406,7 +441,7 @@ async def chat_completions(
                         "finish_reason": "stop",
                     }
                 ],
-                "usage": _usage(answer.usage),
+                **_usage(answer.usage),
                 "rag": _rag(
                     sources=answer.sources,
                     provider=answer.provider,
@@ -423,7 +458,7 @@ async def chat_completions(
     identity = principal_identity(principal)
     slot = await slots.acquire(identity)  # 429 too_many_streams at the cap
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    renderer = _ChunkRenderer(body.model, include_usage)
+    renderer = _ChunkRenderer(include_usage)
     events = service.stream(principal, chat_input)
 
     async def release() -> None:

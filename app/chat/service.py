@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from app.llm.types import (
     ChatRequest,
     Message,
     Passage,
+    StreamContinued,
     StreamEnd,
     StreamFailed,
     StreamStart,
@@ -181,7 +182,9 @@ class ChatService:
                 recorded = await self._memory.record_turn(db, principal, chat.session, record)
                 await db.commit()
             await self._memory.publish(recorded)
-        if outcome.status != "cancelled":  # nobody is left to rate an answer the client left
+        # The ledger holds answers: a broken stream (a failed attempt) is not one, and nobody is
+        # left to rate an answer the client left. The apology (provider "none") is the service's.
+        if outcome.status == "ok" or (outcome.status == "failed" and outcome.provider == "none"):
             await self._record_answered(
                 principal, chat, prepared, outcome.text, sources, outcome.provider, outcome.model
             )
@@ -258,7 +261,7 @@ class ChatService:
             fixed = prepared.fixed
             assert fixed is not None
             await self._record_fixed(principal, chat, prepared, fixed)
-            yield DeltaEvent(fixed.text)
+            yield DeltaEvent(fixed.text, fixed.provider, fixed.model)
             yield DoneEvent(
                 provider=fixed.provider,
                 model=fixed.model,
@@ -273,13 +276,17 @@ class ChatService:
             return
         streamed: list[str] = []
         provider, model, status = "none", "none", "cancelled"
+        speaking = ("none", "none")  # who produces the deltas: the starter, or a continuer
         try:
             async for event in self._chain.stream(self._router_request(chat, prepared.prompt)):
                 if isinstance(event, StreamStart):
                     provider, model = event.provider, event.model
+                    speaking = (provider, model)
+                elif isinstance(event, StreamContinued):
+                    speaking = (event.provider, event.model)
                 elif isinstance(event, TextDelta):
                     streamed.append(event.text)
-                    yield DeltaEvent(event.text)
+                    yield DeltaEvent(event.text, *speaking)
                 elif isinstance(event, StreamEnd):
                     outcome = Outcome(
                         text="".join(streamed),
@@ -302,6 +309,7 @@ class ChatService:
                         cited=cited,
                         latency_ms=prepared.elapsed_ms(),
                         session_id=chat.session,
+                        continued_by=asdict(event.continued_by) if event.continued_by else None,
                     )
                 elif isinstance(event, StreamFailed):
                     failed = Outcome("".join(streamed), provider, model, None, status="failed")

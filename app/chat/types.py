@@ -68,7 +68,12 @@ class SourcesEvent:
 
 @dataclass(frozen=True)
 class DeltaEvent:
+    """Answer text, with the provider and model that produced it (a stream continued after a
+    break has deltas of two providers; the OpenAI surface names each chunk's)."""
+
     text: str
+    provider: str = ""
+    model: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ class DoneEvent:
     cited: list[int]
     latency_ms: float
     session_id: str | None
+    # The provider and model that finished an answer ``provider`` broke off part-way (else None).
+    continued_by: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,7 @@ class CallerChains:
                 observer=link.observer,
                 allowed_models=link.allowed_models,
                 caller_keyed=True,
+                continues_prefill=link.continues_prefill,
             )
             for link in self._chain.links  # in the operator's order
             if link.name in secrets

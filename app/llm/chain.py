@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import structlog
@@ -28,13 +29,17 @@ from app.llm.extractive import EXTRACTIVE
 from app.llm.link import OpenStream, ProviderLink
 from app.llm.observer import SUCCESS, RouterObserver
 from app.llm.types import (
+    Answerer,
     ChatRequest,
     Completion,
+    Message,
+    StreamContinued,
     StreamEnd,
     StreamEvent,
     StreamFailed,
     StreamStart,
     TextDelta,
+    Usage,
 )
 from app.observability.context import current_trace_id, new_trace_id
 
@@ -236,10 +241,13 @@ class ProviderChain:
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        """``StreamStart`` only after a provider's first real token; then deltas and ``StreamEnd``,
-        or ``StreamFailed`` if that provider breaks later (the text so far is incomplete)."""
+        """``StreamStart`` only after a provider's first real token; then deltas and ``StreamEnd``.
+        A provider that breaks after that is continued by the next one that continues prefills
+        (``StreamContinued``, see ``_relay``), or the stream ends with ``StreamFailed`` (the text
+        so far is incomplete)."""
         trace_id = current_trace_id() or new_trace_id()
-        for attempt in await self._candidates(request):
+        attempts = await self._candidates(request)
+        for index, attempt in enumerate(attempts):
             link = attempt.link
             if not await self._admit(link, attempt.state):
                 continue
@@ -248,7 +256,7 @@ class ProviderChain:
             except ProviderError as error:
                 await self._failed(attempt, error)
                 continue
-            relay = self._relay(attempt, opened, trace_id)
+            relay = self._relay(request, attempt, opened, attempts[index + 1 :], trace_id)
             try:
                 async for event in relay:
                     yield event
@@ -261,49 +269,100 @@ class ProviderChain:
         yield StreamEnd(provider=NO_PROVIDER, model=NO_PROVIDER, usage=None, trace_id=trace_id, degraded=True)
 
     async def _relay(
-        self, attempt: Attempt, opened: OpenStream, trace_id: str
+        self,
+        request: ChatRequest,
+        attempt: Attempt,
+        opened: OpenStream,
+        later: Sequence[Attempt],
+        trace_id: str,
     ) -> AsyncGenerator[StreamEvent, None]:
-        link = opened.link
+        """One provider's stream to its end. When it breaks after its first token, the answer is
+        continued: the same prompt with the text streamed so far as an assistant prefill goes to
+        the next of ``later`` that continues prefills (``ProviderLink.continues_prefill``), and only
+        what it adds is streamed. Where none does, or each refuses, the stream ends with the
+        break's own ``StreamFailed`` (a refused prefill is never the reason given)."""
+        started_by = Answerer(opened.link.name, opened.answered_model)
+        continued_by: Answerer | None = None
+        current, current_attempt = opened, attempt
+        remaining = list(later)
+        streamed: list[str] = []
         try:
-            yield StreamStart(provider=link.name, model=opened.model)
-            yield TextDelta(opened.first)
-            try:
-                async for text in opened.rest():
-                    yield TextDelta(text)
-            except ProviderError as error:
-                link.observer.on_attempt(
-                    provider=link.name,
-                    model=opened.model,
-                    outcome=error.code,
-                    latency_s=opened.elapsed_s,
-                    usage=None,
-                )
-                await self._failed(attempt, error)
-                yield StreamFailed(
-                    provider=link.name,
-                    model=opened.model,
-                    code=error.code,
-                    message=error.message,
-                    trace_id=trace_id,
-                )
-                return
-            link.observer.on_attempt(
-                provider=link.name,
-                model=opened.model,
-                outcome=SUCCESS,
-                latency_s=opened.elapsed_s,
-                usage=opened.usage,
-            )
-            await self._succeeded(link, attempt.state, opened.elapsed_s)
+            yield StreamStart(provider=started_by.provider, model=started_by.model)
+            while True:
+                try:
+                    streamed.append(current.first)
+                    yield TextDelta(current.first)
+                    async for text in current.rest():
+                        streamed.append(text)
+                        yield TextDelta(text)
+                    break
+                except ProviderError as error:
+                    broken = current
+                    self._report(broken, error.code)
+                    await self._failed(current_attempt, error)
+                    await broken.aclose()
+                    taken = await self._continuation(request, "".join(streamed), remaining, error)
+                    if taken is None:
+                        yield StreamFailed(
+                            provider=broken.link.name,
+                            model=broken.answered_model,
+                            code=error.code,
+                            message=error.message,
+                            trace_id=trace_id,
+                        )
+                        return
+                    current_attempt, current = taken
+                    continued_by = Answerer(current.link.name, current.answered_model)
+                    yield StreamContinued(
+                        provider=continued_by.provider, model=continued_by.model, code=error.code
+                    )
+            self._report(current, SUCCESS, current.usage)
+            await self._succeeded(current.link, current_attempt.state, current.elapsed_s)
             yield StreamEnd(
-                provider=link.name,
-                model=opened.model,
-                usage=opened.usage,
+                provider=started_by.provider,
+                model=started_by.model,
+                # A continued answer's first call broke before its usage: the whole is unknown.
+                usage=current.usage if continued_by is None else None,
                 trace_id=trace_id,
-                cacheable=self._cacheable(link.name),
+                cacheable=self._cacheable(started_by.provider)
+                and (continued_by is None or self._cacheable(continued_by.provider)),
+                continued_by=continued_by,
             )
         finally:
+            await current.aclose()
             await opened.aclose()
+
+    @staticmethod
+    def _report(opened: OpenStream, outcome: str, usage: Usage | None = None) -> None:
+        opened.link.observer.on_attempt(
+            provider=opened.link.name,
+            model=opened.model,
+            outcome=outcome,
+            latency_s=opened.elapsed_s,
+            usage=usage,
+        )
+
+    async def _continuation(
+        self, request: ChatRequest, streamed: str, remaining: list[Attempt], broke: ProviderError
+    ) -> tuple[Attempt, OpenStream] | None:
+        """The next provider of ``remaining`` (consumed as they are tried) that continues
+        ``streamed`` and has produced the first token of what follows, or None."""
+        prefilled = replace(request, messages=(*request.messages, Message("assistant", streamed)))
+        while remaining:
+            attempt = remaining.pop(0)
+            link = attempt.link
+            if not link.continues_prefill or not await self._admit(link, attempt.state):
+                continue
+            try:
+                opened = await link.open_stream(prefilled, attempt.model)
+            except ProviderError as error:
+                logger.info("continuation_failed", provider=link.name, code=error.code, after=broke.code)
+                with suppress(ProviderKeyRejected):  # the break stays the reason given
+                    await self._failed(attempt, error)
+                continue
+            logger.info("stream_continued", provider=link.name, after=broke.code, prefill_chars=len(streamed))
+            return attempt, opened
+        return None
 
     async def status(self) -> list[ProviderStatus]:
         states = await self.cooldowns.states(

@@ -100,6 +100,14 @@ def allowed_models(settings: Settings, name: str) -> frozenset[str]:
     return frozenset(getattr(settings, f"{name}_allowed_models"))
 
 
+def continues_prefill(settings: Settings, name: str) -> bool:
+    """GEMINI_/GROQ_/OPENAI_CONTINUES_PREFILL: whether the provider may finish an answer another
+    provider broke part-way. The local model and the extractive answerer never do."""
+    if name not in _SDK_PROVIDERS:
+        return False
+    return bool(getattr(settings, f"{name}_continues_prefill"))
+
+
 def cooldown_store(settings: Settings, redis: Redis) -> CooldownStore:
     """The cooldown store on ``redis``; its keys are ``REDIS_KEY_PREFIX`` + ``"llm:…"``."""
     return CooldownStore(redis, prefix=settings.redis_key_prefix + "llm:")
@@ -120,6 +128,7 @@ def build_provider_chain(
             policy=policy_for(settings, p.name),
             observer=safe,
             allowed_models=allowed_models(settings, p.name),
+            continues_prefill=continues_prefill(settings, p.name),
         )
         for p in providers
     ]

@@ -18,7 +18,7 @@ from google.genai import types as genai_types
 from app.llm.classify import body_message, from_status, from_unexpected, headers_of
 from app.llm.errors import EmptyResponse, MalformedResponse, ProviderError, TruncatedStream
 from app.llm.provider import SDKProvider
-from app.llm.types import ChatRequest, Generation, ProviderChunk, Usage
+from app.llm.types import ChatRequest, Generation, ProviderChunk, ResponseModel, Usage
 
 API_VERSION = "v1beta"
 
@@ -146,12 +146,16 @@ class GeminiProvider(SDKProvider[GeminiClient]):
             model=model, contents=contents, config=config
         )
         finished = False
-        usage: Usage | None = None
+        named = False
+        usage: Usage | None = None  # usage_metadata: running totals, the last one counts
         try:
             async for chunk in stream:
                 blocked = blocked_reason(chunk)
                 if blocked is not None:  # the prompt's doing, not a broken stream
                     raise EmptyResponse(f"Gemini blocked the prompt ({blocked})")
+                if not named and chunk.model_version:
+                    named = True
+                    yield ResponseModel(chunk.model_version)
                 usage = usage_of(chunk) or usage
                 text = text_of(chunk)
                 if text:

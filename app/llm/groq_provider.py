@@ -12,3 +12,4 @@ class GroqProvider(OpenAICompatibleProvider):
     key_variable = "GROQ_API_KEY"
     client_class = groq.AsyncGroq
     timeout_class = groq.Timeout
+    stream_options_in_body = True  # groq 1.x's ``create`` has no ``stream_options`` argument

@@ -21,13 +21,16 @@ from app.llm.health import ProviderHealth
 from app.llm.observer import SUCCESS, RouterObserver
 from app.llm.policy import ProviderPolicy
 from app.llm.provider import Provider
-from app.llm.types import ChatRequest, Generation, ProviderChunk, Usage
+from app.llm.types import ChatRequest, Generation, ProviderChunk, ResponseModel, Usage
 
 Sleep = Callable[[float], Awaitable[None]]
 
 
 class OpenStream:
-    """A stream that has produced its first token; iterate ``rest()`` for the remainder."""
+    """A stream that has produced its first token; iterate ``rest()`` for the remainder.
+
+    ``model`` is the model asked for (metrics label it so); ``answered_model`` the one the
+    provider's response named, when it named one."""
 
     def __init__(
         self,
@@ -37,11 +40,13 @@ class OpenStream:
         first: str,
         deadline: float,
         started: float,
+        reported_model: str | None = None,
     ) -> None:
         self.link = link
         self.model = model
         self.first = first
         self.usage: Usage | None = None
+        self.reported_model = reported_model
         self._iterator = iterator
         self._deadline = deadline
         self._started = started
@@ -63,8 +68,15 @@ class OpenStream:
                 raise ProviderTimeout(f"stream stalled past its {limit}") from exc
             if isinstance(chunk, Usage):
                 self.usage = chunk
+            elif isinstance(chunk, ResponseModel):
+                self.reported_model = self.reported_model or chunk.name
             elif chunk:
                 yield chunk
+
+    @property
+    def answered_model(self) -> str:
+        """The model as the provider's response named it, else the one asked for."""
+        return self.reported_model or self.model
 
     @property
     def elapsed_s(self) -> float:
@@ -90,6 +102,10 @@ class ProviderLink:
     # Built for one request around the caller's own key (``app.llm.caller_keys``): its policy has
     # cooldowns off, and the chain ends the request when the provider refuses the key.
     caller_keyed: bool = False
+    # Whether the provider continues an answer given as a trailing assistant message (a prefill)
+    # instead of starting a new one: the chain then lets it finish a stream another provider broke
+    # part-way (*_CONTINUES_PREFILL; ``app.llm.chain``).
+    continues_prefill: bool = False
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.policy.max_concurrency)
@@ -171,7 +187,7 @@ class ProviderLink:
                 parts.append(text)
         finally:
             await opened.aclose()
-        return Generation(text="".join(parts), model=model, usage=opened.usage)
+        return Generation(text="".join(parts), model=opened.answered_model, usage=opened.usage)
 
     async def open_stream(self, request: ChatRequest, model: str) -> OpenStream:
         """A stream whose first real token has arrived. Failures before that point (including a
@@ -198,7 +214,7 @@ class ProviderLink:
         first_deadline = min(deadline, loop.time() + self.policy.first_token_timeout_s)
         try:
             async with asyncio.timeout_at(first_deadline):
-                first = await self._first_text(iterator)
+                first, reported_model = await self._first_text(iterator)
         except TimeoutError as exc:
             await self.abandon(iterator)
             limit = "first-token timeout" if first_deadline < deadline else "budget"
@@ -206,15 +222,19 @@ class ProviderLink:
         except BaseException:
             await self.abandon(iterator)
             raise
-        return OpenStream(self, model, iterator, first, deadline, started)
+        return OpenStream(self, model, iterator, first, deadline, started, reported_model)
 
     @staticmethod
-    async def _first_text(iterator: AsyncIterator[ProviderChunk]) -> str:
-        """Everything up to and including the first chunk with non-whitespace text."""
+    async def _first_text(iterator: AsyncIterator[ProviderChunk]) -> tuple[str, str | None]:
+        """Everything up to and including the first chunk with non-whitespace text, and the model
+        the provider named before it (if it did)."""
         blank = ""
+        reported: str | None = None
         async for chunk in iterator:
-            if isinstance(chunk, str):
+            if isinstance(chunk, ResponseModel):
+                reported = reported or chunk.name
+            elif isinstance(chunk, str):
                 if chunk.strip():
-                    return blank + chunk
+                    return blank + chunk, reported
                 blank += chunk
         raise EmptyResponse("the answer was only whitespace" if blank else "the answer ended before any text")

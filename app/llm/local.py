@@ -174,7 +174,7 @@ class LocalProvider:
         async for chunk in self.stream(request, model):
             if isinstance(chunk, Usage):
                 usage = chunk
-            else:
+            elif isinstance(chunk, str):
                 parts.append(chunk)
         return Generation(text="".join(parts), model=self.default_model, usage=usage)
 

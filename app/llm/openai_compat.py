@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from app.llm.classify import body_message, from_status, from_unexpected, headers_of
 from app.llm.errors import EmptyResponse, MalformedResponse, ProviderError, TruncatedStream
 from app.llm.provider import SDKProvider
-from app.llm.types import ChatRequest, Generation, ProviderChunk, Usage
+from app.llm.types import ChatRequest, Generation, ProviderChunk, ResponseModel, Usage
 
 
 def chat_options(request: ChatRequest) -> dict[str, Any]:
@@ -47,10 +47,18 @@ def generation_of(response: Any, model: str) -> Generation:
 
 
 async def stream_chunks(stream: Any) -> AsyncIterator[ProviderChunk]:
-    """Text chunks, then the usage; ``TruncatedStream`` unless a ``finish_reason`` arrived."""
+    """The model the chunks name (once, before any text), text chunks, then the usage;
+    ``TruncatedStream`` unless a ``finish_reason`` arrived. Text after the ``finish_reason`` chunk
+    is not expected; a stream that ends after its ``finish_reason`` without ``data: [DONE]`` is
+    complete (the SDKs end iteration at the end of the body either way)."""
     finished = False
     usage: Usage | None = None
+    named = False
     async for chunk in stream:
+        model = getattr(chunk, "model", None)
+        if not named and isinstance(model, str) and model:
+            named = True
+            yield ResponseModel(model)
         usage = usage_of(getattr(chunk, "usage", None)) or usage
         x_groq = getattr(chunk, "x_groq", None)
         if x_groq is not None:
@@ -71,12 +79,15 @@ class OpenAICompatibleProvider(SDKProvider[Any]):
     """The adapter both SDKs share; subclasses name the provider and its SDK's client and timeout
     classes (the two SDKs mirror each other but do not share types).
 
-    ``stream_options`` carries what one SDK needs that the other does not (OpenAI reports usage in
-    a stream only when asked; Groq always sends it in ``x_groq``)."""
+    Both are asked for the usage of a stream (``stream_options.include_usage``: OpenAI reports
+    it only when asked, in a last chunk without choices; Groq also sends it in ``x_groq``).
+    ``stream_options_in_body``: the SDK has no ``stream_options`` argument (Groq's), so it goes in
+    ``extra_body``."""
 
     client_class: ClassVar[Callable[..., Any]]
     timeout_class: ClassVar[Callable[..., Any]]
-    stream_options: ClassVar[dict[str, Any] | None] = None
+    stream_options: ClassVar[dict[str, Any]] = {"include_usage": True}
+    stream_options_in_body: ClassVar[bool] = False
 
     def make_client(self, api_key: str, base_url: str | None, connect_s: float, total_s: float) -> Any:
         timeout = self.timeout_class(total_s, connect=connect_s)
@@ -100,7 +111,8 @@ class OpenAICompatibleProvider(SDKProvider[Any]):
     async def generate_stream(
         self, client: Any, request: ChatRequest, model: str
     ) -> AsyncGenerator[ProviderChunk, None]:
-        extra = {"stream_options": self.stream_options} if self.stream_options else {}
+        options = {"stream_options": self.stream_options}
+        extra = {"extra_body": options} if self.stream_options_in_body else options
         stream = await client.chat.completions.create(
             model=model, stream=True, **extra, **chat_options(request)
         )

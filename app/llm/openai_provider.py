@@ -12,4 +12,3 @@ class OpenAIProvider(OpenAICompatibleProvider):
     key_variable = "OPENAI_API_KEY"
     client_class = openai.AsyncOpenAI
     timeout_class = openai.Timeout
-    stream_options = {"include_usage": True}

@@ -55,11 +55,21 @@ class Usage:
 
 @dataclass(frozen=True)
 class Generation:
-    """One provider's complete answer."""
+    """One provider's complete answer; ``model`` as the provider's response named it (the
+    requested name only when the response names none)."""
 
     text: str
     model: str
     usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class ResponseModel:
+    """A provider stream's announcement of the model that answers, as its response names it
+    (OpenAI's and Groq's ``model``, Gemini's ``modelVersion``): "gpt-4o-mini-2024-07-18" where
+    "gpt-4o-mini" was asked for. Yielded at most once, before the text."""
+
+    name: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,8 +94,9 @@ class Completion(AnswerMetadata):
 
 
 # --- streaming ----------------------------------------------------------------------------------
-# A provider streams ``str`` text chunks and, at most once, a ``Usage``. The chain turns that into
-# the events below. Nothing is emitted before a provider produced its first real token.
+# A provider streams ``str`` text chunks, at most once a ``ResponseModel`` and at most once a
+# ``Usage``. The chain turns that into the events below. Nothing is emitted before a provider
+# produced its first real token.
 
 
 @dataclass(frozen=True)
@@ -100,9 +111,31 @@ class TextDelta:
     text: str
 
 
+@dataclass(frozen=True)
+class Answerer:
+    """A provider and the model that produced (part of) an answer."""
+
+    provider: str
+    model: str
+
+
+@dataclass(frozen=True)
+class StreamContinued:
+    """The provider that was streaming broke after its first token (``code``); ``provider`` and
+    ``model`` continue the same answer from where it stopped (the text so far sent to them as an
+    assistant prefill). Deltas after this event are theirs."""
+
+    provider: str
+    model: str
+    code: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class StreamEnd(AnswerMetadata):
-    """The streamed answer is complete."""
+    """The streamed answer is complete. ``provider`` and ``model`` started it; ``continued_by``
+    finished it when the first one broke part-way (``StreamContinued``)."""
+
+    continued_by: Answerer | None = None
 
 
 @dataclass(frozen=True)
@@ -116,5 +149,5 @@ class StreamFailed:
     trace_id: str
 
 
-StreamEvent = StreamStart | TextDelta | StreamEnd | StreamFailed
-ProviderChunk = str | Usage
+StreamEvent = StreamStart | TextDelta | StreamContinued | StreamEnd | StreamFailed
+ProviderChunk = str | Usage | ResponseModel

@@ -78,7 +78,7 @@ def extra(model: Any) -> dict[str, Any]:
 
 
 def test_sync_completion(served: Served, fake: FakeLLMServer) -> None:
-    fake.configure("openai", text="On the fourth floor [1].")
+    fake.configure("openai", text="On the fourth floor [1].", response_model="gpt-4o-mini-2024-07-18")
     completion = served.client().chat.completions.create(
         model="rag",
         messages=[
@@ -89,7 +89,7 @@ def test_sync_completion(served: Served, fake: FakeLLMServer) -> None:
         max_tokens=200,
     )
     assert completion.object == "chat.completion"
-    assert completion.model == "rag"
+    assert completion.model == "rag/openai/gpt-4o-mini-2024-07-18"  # who answered, as it named itself
     assert completion.choices[0].message.role == "assistant"
     assert completion.choices[0].message.content == "On the fourth floor [1]."
     assert completion.choices[0].finish_reason == "stop"
@@ -118,7 +118,7 @@ def test_async_completion_and_models(served: Served, fake: FakeLLMServer) -> Non
 
 
 def test_streaming_iteration(served: Served, fake: FakeLLMServer) -> None:
-    fake.configure("openai", text="The kickoff is on the fourth floor [1].")
+    fake.configure("openai", text="The kickoff is on the fourth floor [1].", response_model="gpt-4o-mini-x")
     stream = served.client().chat.completions.create(
         model="rag",
         messages=[{"role": "user", "content": "Tell me where the kickoff takes place."}],
@@ -126,6 +126,7 @@ def test_streaming_iteration(served: Served, fake: FakeLLMServer) -> None:
     )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
+    assert {c.model for c in chunks} == {"rag/openai/gpt-4o-mini-x"}
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "The kickoff is on the fourth floor [1]."
     last = chunks[-1]
@@ -140,7 +141,7 @@ def test_a_pinned_provider(served: Served, fake: FakeLLMServer) -> None:
     completion = served.client().chat.completions.create(
         model="rag/openai", messages=[{"role": "user", "content": "Kickoff floor?"}]
     )
-    assert completion.model == "rag/openai"
+    assert completion.model == "rag/openai/gpt-4o-mini"
     assert (completion.model_extra or {})["rag"]["provider"] == "openai"
 
 

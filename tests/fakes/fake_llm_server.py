@@ -25,6 +25,17 @@ Behaviour per provider is switched at run time:
 ``finish_reason: content_filter`` and no text; Gemini: ``promptFeedback.blockReason`` and no
 candidates).
 
+Stream faults and prefills, on every wire, whatever the mode (see the second block of
+``Behaviour``): ``invalid_chunk_after`` puts one chunk that is not JSON after N tokens and goes on
+well-formed; ``omit_done`` ends an OpenAI/Groq stream after its ``finish_reason`` without
+``data: [DONE]``; ``stall_for_s`` bounds a ``stall`` (then the stream goes on); ``stream_usage``
+false leaves usage out of streams; ``response_model`` is the model name responses carry (else the
+requested one). A request whose last message is the assistant's (Gemini: a last ``model`` turn)
+is a prefill: ``prefill="continue"`` answers only the rest of ``text`` after it, ``"ignore"``
+answers the whole ``text`` anew (OpenAI's behaviour), ``"refuse"`` answers 400
+``prefill_unsupported``. ``GET /_control/stats`` shows ``prefill_requests`` and ``last_prefill``.
+``wrong_body`` answers 200 with a body that is not the protocol's (``broken_json``, ``html``).
+
 Standalone: ``python -m tests.fakes.fake_llm_server --port 8099`` (or ``make fake-llm``).
 """
 
@@ -55,6 +66,8 @@ ProviderName = Literal["openai", "groq", "gemini"]
 PROVIDERS: tuple[ProviderName, ...] = ("openai", "groq", "gemini")
 MODES = ("ok", "slow", "error", "hang", "cut", "stall", "malformed", "context_too_long", "empty", "blocked")
 DEFAULT_TEXT = "The fake provider answers from its own wire protocol."
+PREFILL_BEHAVIOURS = ("continue", "ignore", "refuse")
+INVALID_CHUNK = b'data: {"choices": [{"delta": {"content": "unterminated\n\n'
 
 
 @dataclass
@@ -75,6 +88,16 @@ class Behaviour:
     # Chat requests made with one of these keys get 401, whatever the mode, with an error message
     # that quotes the key (real providers quote it too, at least in part).
     reject_keys: list[str] = field(default_factory=list)
+    # --- stream faults and prefills (any mode; see the module docstring) ---
+    invalid_chunk_after: int | None = None  # SSE: one non-JSON chunk after N tokens, then the rest
+    omit_done: bool = False  # OpenAI/Groq SSE: no ``data: [DONE]`` after the finish_reason chunk
+    stall_for_s: float = 3600.0  # mode "stall": how long the stream stays silent before going on
+    stream_usage: bool = True  # report usage in streams (OpenAI wire: when include_usage asks)
+    response_model: str | None = None  # the model responses name; None: the requested one
+    prefill: Literal["continue", "ignore", "refuse"] = "continue"  # a trailing assistant turn
+    # A 200 chat response whose body is not the protocol's, streamed or not: "broken_json"
+    # (application/json cut off mid-object) or "html" (a proxy's text/html error page).
+    wrong_body: Literal["broken_json", "html"] | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Behaviour:
@@ -85,6 +108,8 @@ class Behaviour:
         behaviour = cls(**data)
         if behaviour.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
+        if behaviour.prefill not in PREFILL_BEHAVIOURS:
+            raise ValueError(f"prefill must be one of {PREFILL_BEHAVIOURS}")
         return behaviour
 
 
@@ -97,6 +122,8 @@ class ProviderState:
     failures_served: int = 0
     streams_completed: int = 0  # SSE bodies sent to the end
     streams_abandoned: int = 0  # SSE bodies cut short because the client went away
+    prefill_requests: int = 0  # chat requests whose last turn was the assistant's
+    last_prefill: str | None = None
     last_request: dict[str, Any] | None = None
     last_headers: dict[str, str] = field(default_factory=dict)
     released: asyncio.Event = field(default_factory=asyncio.Event)  # see Behaviour.hold_first_token
@@ -284,6 +311,46 @@ def count_prompt_tokens(body: dict[str, Any]) -> int:
     return max(words, 1)
 
 
+# --- prefills -------------------------------------------------------------------------------------
+
+
+def openai_prefill(body: dict[str, Any]) -> str | None:
+    """The assistant text a chat request ends with (a prefill to continue), if it ends so."""
+    messages = body.get("messages") or []
+    if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
+        return str(messages[-1].get("content") or "")
+    return None
+
+
+def gemini_prefill(body: dict[str, Any]) -> str | None:
+    """The text of a trailing ``model`` turn in ``contents``, if the request ends with one."""
+    contents = body.get("contents") or []
+    if contents and isinstance(contents[-1], dict) and contents[-1].get("role") == "model":
+        return "".join(str(part.get("text", "")) for part in contents[-1].get("parts", []))
+    return None
+
+
+def answer_text(behaviour: Behaviour, prefill: str | None) -> str:
+    """What the fake answers: ``text``, or after a prefill it continues, the rest of it."""
+    if prefill is None or behaviour.prefill == "ignore":
+        return behaviour.text
+    if behaviour.text.startswith(prefill):
+        return behaviour.text[len(prefill) :]
+    return behaviour.text
+
+
+PREFILL_REFUSAL = "Assistant message prefill is not supported for this model."
+
+
+def wrong_body_response(behaviour: Behaviour) -> Response | None:
+    """A 200 whose body is not what the protocol promises (``Behaviour.wrong_body``), or None."""
+    if behaviour.wrong_body == "broken_json":
+        return Response(b'{"id": "chatcmpl-fake", "choices": [{"delta": ', media_type="application/json")
+    if behaviour.wrong_body == "html":
+        return Response(b"<html><body><h1>502 Bad Gateway</h1></body></html>", media_type="text/html")
+    return None
+
+
 # --- the app ------------------------------------------------------------------------------------
 
 
@@ -364,12 +431,16 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
                 if behaviour.cut_clean:
                     return
                 raise BrokenStream("connection dropped mid-stream")
-            if mode == "stall" and index >= behaviour.stall_after_tokens:
-                await wait_or_disconnect(request, 3600)
-                return
+            if mode == "stall" and index == behaviour.stall_after_tokens:
+                if await wait_or_disconnect(request, behaviour.stall_for_s):
+                    raise ClientGone
+                if behaviour.stall_for_s >= HOLD_LIMIT_S:
+                    return
             if mode == "malformed" and index >= behaviour.malformed_after_tokens:
-                yield b'data: {"choices": [{"delta": {"content": "unterminated\n\n'
+                yield INVALID_CHUNK
                 return
+            if index == behaviour.invalid_chunk_after:
+                yield INVALID_CHUNK  # one broken event; the stream goes on
             yield f"data: {json.dumps(event)}\n\n".encode()
             if behaviour.token_delay_s and await wait_or_disconnect(request, behaviour.token_delay_s):
                 raise ClientGone
@@ -384,6 +455,19 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
             state.stream_requests += 1
         else:
             state.json_requests += 1
+
+    def prefill_refused(provider: str, prefill: str | None) -> Response | None:
+        """Counts a prefill request; the 400 a provider that does not take prefills answers."""
+        if prefill is None:
+            return None
+        state = fake.providers[provider]
+        state.prefill_requests += 1
+        state.last_prefill = prefill
+        if state.behaviour.prefill != "refuse":
+            return None
+        return JSONResponse(
+            error_body(provider, 400, PREFILL_REFUSAL, "prefill_unsupported"), status_code=400
+        )
 
     def key_rejected(request: Request, provider: str) -> Response | None:
         key = request.headers.get("x-goog-api-key") or request.headers.get("authorization", "")
@@ -406,6 +490,9 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         record(provider, body, request, stream=stream)
         if (rejected := key_rejected(request, provider)) is not None:
             return rejected
+        prefill = openai_prefill(body)
+        if (refused := prefill_refused(provider, prefill)) is not None:
+            return refused
         behaviour = fake.providers[provider].behaviour
         mode = fake.effective_mode(provider)
         if behaviour.latency_s and await wait_or_disconnect(request, behaviour.latency_s):
@@ -413,9 +500,11 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         failed = await failure_response(request, provider, mode)
         if failed is not None:
             return failed
-        model = str(body.get("model", "fake-model"))
+        if (wrong := wrong_body_response(behaviour)) is not None:
+            return wrong
+        model = behaviour.response_model or str(body.get("model", "fake-model"))
         prompt_tokens = count_prompt_tokens(body)
-        text = "" if mode in ("empty", "blocked") else behaviour.text
+        text = "" if mode in ("empty", "blocked") else answer_text(behaviour, prefill)
         finish = "content_filter" if mode == "blocked" else "stop"
         if not stream:
             if mode == "malformed":
@@ -431,16 +520,17 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
             "total_tokens": prompt_tokens + len(pieces),
         }
         final = openai_chunk(model, None, finish)
-        if provider == "groq":
+        if provider == "groq" and behaviour.stream_usage:
             final["x_groq"] = {"id": "req_fake", "usage": usage}
         events.append(final)
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if (body.get("stream_options") or {}).get("include_usage") and behaviour.stream_usage:
             usage_chunk = openai_chunk(model, None, None)
             usage_chunk["choices"] = []
             usage_chunk["usage"] = usage
             events.append(usage_chunk)
+        closing = [] if behaviour.omit_done else ["data: [DONE]\n\n"]
         return StreamingResponse(
-            sse(request, provider, mode, events, ["data: [DONE]\n\n"]), media_type="text/event-stream"
+            sse(request, provider, mode, events, closing), media_type="text/event-stream"
         )
 
     async def openai_chat(request: Request) -> Response:
@@ -488,6 +578,9 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         record("gemini", body, request, stream=stream)
         if (rejected := key_rejected(request, "gemini")) is not None:
             return rejected
+        prefill = gemini_prefill(body)
+        if (refused := prefill_refused("gemini", prefill)) is not None:
+            return refused
         behaviour = fake.providers["gemini"].behaviour
         mode = fake.effective_mode("gemini")
         if behaviour.latency_s and await wait_or_disconnect(request, behaviour.latency_s):
@@ -495,7 +588,11 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         failed = await failure_response(request, "gemini", mode)
         if failed is not None:
             return failed
+        if (wrong := wrong_body_response(behaviour)) is not None:
+            return wrong
         prompt_tokens = count_prompt_tokens(body)
+        model = behaviour.response_model or model
+        text = answer_text(behaviour, prefill)
         if mode in ("empty", "blocked"):
             make = gemini_empty_response if mode == "empty" else gemini_blocked_response
             if not stream:
@@ -506,12 +603,15 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         if not stream:
             if mode == "malformed":
                 return Response(b'{"candidates": [{"content": ', media_type="application/json")
-            return JSONResponse(gemini_response(model, behaviour.text, prompt_tokens, "STOP"))
-        pieces = tokens_of(behaviour.text)
+            return JSONResponse(gemini_response(model, text, prompt_tokens, "STOP"))
+        pieces = tokens_of(text)
         events = [
             gemini_response(model, piece, prompt_tokens, "STOP" if i == len(pieces) - 1 else None, i + 1)
             for i, piece in enumerate(pieces)
         ]
+        if not behaviour.stream_usage:
+            for event in events:
+                del event["usageMetadata"]
         return StreamingResponse(sse(request, "gemini", mode, events, []), media_type="text/event-stream")
 
     async def gemini_embeddings(request: Request, action: str, body: dict[str, Any]) -> Response:
@@ -567,6 +667,8 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
                     "embedding_requests": state.embedding_requests,
                     "streams_completed": state.streams_completed,
                     "streams_abandoned": state.streams_abandoned,
+                    "prefill_requests": state.prefill_requests,
+                    "last_prefill": state.last_prefill,
                     "behaviour": asdict(state.behaviour),
                     "last_request": state.last_request,
                     "authorization": state.last_headers.get("authorization")

@@ -65,7 +65,7 @@ async def test_completion_has_openai_shape_and_the_rag_extension(
     client: httpx.AsyncClient, library: Library, editor: Caller, fake: FakeLLMServer
 ) -> None:
     await library.add(DOC, filename="review.txt")
-    fake.configure("openai", text="It happens in the Blue Room [1].")
+    fake.configure("openai", text="It happens in the Blue Room [1].", response_model="gpt-4o-mini-2024-07-18")
     response = await complete(
         client,
         editor,
@@ -85,7 +85,8 @@ async def test_completion_has_openai_shape_and_the_rag_extension(
     assert body["id"] == f"chatcmpl-{trace_id}"
     assert body["object"] == "chat.completion"
     assert isinstance(body["created"], int)
-    assert body["model"] == "rag"
+    # who answered, as the provider's own response named the model
+    assert body["model"] == "rag/openai/gpt-4o-mini-2024-07-18"
     assert body["choices"] == [
         {
             "index": 0,
@@ -132,7 +133,7 @@ async def test_a_pinned_provider_is_used(
     fake.configure("openai", text="In the Blue Room [1].")
     response = await complete(client, editor, model="rag/openai")
     assert response.status_code == 200, response.text
-    assert response.json()["model"] == "rag/openai"
+    assert response.json()["model"] == "rag/openai/gpt-4o-mini"  # the fake names the model asked for
     assert response.json()["rag"]["provider"] == "openai"
 
 
@@ -239,7 +240,7 @@ async def test_stream_sends_chunks_then_done(
     chunks = [json.loads(e) for e in events[:-1]]
     trace_id = response.headers["X-Trace-ID"]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
-    assert all(c["id"] == f"chatcmpl-{trace_id}" and c["model"] == "rag/openai" for c in chunks)
+    assert all(c["id"] == f"chatcmpl-{trace_id}" and c["model"] == "rag/openai/gpt-4o-mini" for c in chunks)
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "It happens in the Blue Room [1]."

@@ -242,7 +242,10 @@ async def test_fault(
 ) -> None:
     behaviour = {**fault.behaviour, **(fault.stream_behaviour if mode == "stream" else {})}
     fake.configure(failing, **behaviour)
-    async with start_router_app(**positioned(failing)) as router:
+    # In-band failures as they are where no provider continues the answer (continuations:
+    # test_stream_continuation.py).
+    no_continuation = {f"{name}_continues_prefill": False for name in SDK_PROVIDERS}
+    async with start_router_app(**positioned(failing), **no_continuation) as router:
         clock = router.chain.cooldowns.clock = SteppedClock(time.time)
         outcome = await ask(router, mode)
 
