@@ -125,10 +125,10 @@ def _respond(outcome_status: str, response: Response, body: UploadAccepted) -> U
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=UploadAccepted,
-    summary="Upload a document (or a new version of the live document with the same path), or add one from a URL",
+    summary="Upload a document (a new version of the live document with the same path), or add a URL",
     description=(
-        "multipart/form-data: the file and its metadata. application/json: `{\"url\", \"title\"?, "
-        "\"tags\"?, \"author\"?}`, a document the worker fetches (HTML, PDF, text or Markdown); "
+        'multipart/form-data: the file and its metadata. application/json: `{"url", "title"?, '
+        '"tags"?, "author"?}`, a document the worker fetches (HTML, PDF, text or Markdown); '
         "a URL that may not be fetched is refused now (`url_forbidden`, `url_unreachable`), "
         "anything found while fetching ends the job with its code."
     ),

@@ -140,7 +140,9 @@ class UrlDocumentIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=1, max_length=2048, description="http(s) URL of an HTML, PDF, text or Markdown document")
+    url: str = Field(
+        min_length=1, max_length=2048, description="http(s) URL of an HTML, PDF, text or Markdown document"
+    )
     title: PlainText | None = Field(default=None, max_length=500)
     tags: list[PlainText] | None = None
     author: PlainText | None = Field(default=None, max_length=200)

@@ -257,7 +257,9 @@ class DocumentService:
         if document.deleted_at is not None:
             raise DocumentDeletedError("restore the document before refreshing it")
         if document.source_url is None:
-            raise NotUrlDocumentError("only a document added from a URL can be refreshed; upload a new version")
+            raise NotUrlDocumentError(
+                "only a document added from a URL can be refreshed; upload a new version"
+            )
         pending = await repo.pending_fetch_job(self.session, document.id)
         if pending is not None:
             return UploadOutcome(document.id, None, pending.id, "queued")

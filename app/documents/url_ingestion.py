@@ -79,7 +79,13 @@ async def run_fetch_stage(
         log.warning("url_fetch_refused", code=exc.code, error=exc.detail)
         return "failed"
     except Exception as exc:
-        await _fail(session_factory, job_id, code=INGESTION_ERROR, error=generic_job_error(job_id), final=final_attempt)
+        await _fail(
+            session_factory,
+            job_id,
+            code=INGESTION_ERROR,
+            error=generic_job_error(job_id),
+            final=final_attempt,
+        )
         log.exception("url_fetch_failed", error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
     async with session_factory() as session, session.begin():
@@ -88,7 +94,9 @@ async def run_fetch_stage(
     return outcome
 
 
-async def _start(session_factory: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> _PendingFetch | str | None:
+async def _start(
+    session_factory: async_sessionmaker[AsyncSession], job_id: uuid.UUID
+) -> _PendingFetch | str | None:
     async with session_factory() as session, session.begin():
         job = await repo.get_job_for_update(session, job_id)
         if job is None or job.status in FINISHED:
@@ -99,7 +107,9 @@ async def _start(session_factory: async_sessionmaker[AsyncSession], job_id: uuid
         if document is None or document.source_url is None:
             return "skipped"
         latest = await repo.latest_version(session, document.id)
-        current = latest is not None and latest.status == "succeeded" and document.current_version == latest.version
+        current = (
+            latest is not None and latest.status == "succeeded" and document.current_version == latest.version
+        )
         job.status, job.stage, job.progress = "running", FETCH_STAGE, 1
         job.error, job.error_code = None, None
         job.started_at = repo.utcnow()
@@ -124,7 +134,12 @@ def _sniff(fetched: FetchedDocument) -> DocumentType:
 
 
 async def _fail(
-    session_factory: async_sessionmaker[AsyncSession], job_id: uuid.UUID, *, code: str, error: str, final: bool
+    session_factory: async_sessionmaker[AsyncSession],
+    job_id: uuid.UUID,
+    *,
+    code: str,
+    error: str,
+    final: bool,
 ) -> None:
     async with session_factory() as session, session.begin():
         job = await repo.get_job_for_update(session, job_id)
@@ -157,7 +172,9 @@ async def _store_fetched(
         document.source_etag = fetched.validators.etag
         document.source_last_modified = fetched.validators.last_modified
     digest = None if fetched.content is None else hashlib.sha256(fetched.content).hexdigest()
-    if latest is not None and (fetched.not_modified or (latest.content_sha256 == digest and latest.status in ACTIVE)):
+    if latest is not None and (
+        fetched.not_modified or (latest.content_sha256 == digest and latest.status in ACTIVE)
+    ):
         job.version_id = latest.id
         job.status, job.stage, job.progress = "succeeded", FETCH_STAGE, 100
         job.attempts += 1

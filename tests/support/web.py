@@ -95,7 +95,9 @@ def web_server(host: str = "127.0.0.1", *, tls: ssl.SSLContext | None = None) ->
     if tls is not None:
         httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     state.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), name=f"web-server-{state.port}", daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, args=(0.02,), name=f"web-server-{state.port}", daemon=True
+    )
     thread.start()
     try:
         yield state

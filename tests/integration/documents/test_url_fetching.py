@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,10 +130,12 @@ async def test_loopback_is_refused_without_the_allow_list_and_nothing_is_sent() 
 
 
 async def test_a_name_resolving_to_a_private_address_is_refused() -> None:
-    fetch, _ = fetcher(allow=(), names={"intranet.test": ["10.0.0.5"], "mixed.test": ["93.184.215.14", "10.0.0.5"]})
-    with pytest.raises(UrlForbiddenError, match="10.0.0.5"):
+    fetch, _ = fetcher(
+        allow=(), names={"intranet.test": ["10.0.0.5"], "mixed.test": ["93.184.215.14", "10.0.0.5"]}
+    )
+    with pytest.raises(UrlForbiddenError, match=re.escape("10.0.0.5")):
         await fetch.vet("https://intranet.test/wiki")
-    with pytest.raises(UrlForbiddenError, match="10.0.0.5"):  # one bad answer is enough
+    with pytest.raises(UrlForbiddenError, match=re.escape("10.0.0.5")):  # one bad answer is enough
         await fetch.vet("https://mixed.test/wiki")
 
 
@@ -141,7 +144,7 @@ async def test_a_redirect_to_127_0_0_1_is_refused_at_the_hop() -> None:
         inner.routes["/secret"] = Route(b"metadata credentials")
         outer.routes["/start"] = Route(status=302, headers={"Location": inner.url("/secret")})
         fetch, _ = fetcher(allow=("127.0.0.2/32",))
-        with pytest.raises(UrlForbiddenError, match="127.0.0.1"):
+        with pytest.raises(UrlForbiddenError, match=re.escape("127.0.0.1")):
             await fetch.fetch(outer.url("/start"))
     assert outer.paths() == ["/start"] and inner.requests == []
 
@@ -188,7 +191,9 @@ async def test_an_error_status_is_unreachable() -> None:
 
 async def test_a_conditional_request_sends_the_validators_and_reads_304_as_not_modified() -> None:
     with web_server() as server:
-        server.routes["/guide"] = Route(PAGE, headers={"ETag": '"v1"', "Last-Modified": "Mon, 07 Dec 2026 01:00:00 GMT"})
+        server.routes["/guide"] = Route(
+            PAGE, headers={"ETag": '"v1"', "Last-Modified": "Mon, 07 Dec 2026 01:00:00 GMT"}
+        )
         fetch, _ = fetcher()
         first = await fetch.fetch(server.url("/guide"))
         again = await fetch.fetch(server.url("/guide"), first.validators)

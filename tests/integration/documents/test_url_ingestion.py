@@ -69,7 +69,12 @@ async def test_a_url_is_fetched_by_the_worker_into_a_searchable_version(
     client: httpx.AsyncClient, caller: Caller, resources: Resources, site: WebServer
 ) -> None:
     site.routes["/guide.html"] = Route(
-        guide(90), headers={"Content-Type": "text/html", "ETag": '"g1"', "Last-Modified": "Mon, 07 Dec 2026 01:00:00 GMT"}
+        guide(90),
+        headers={
+            "Content-Type": "text/html",
+            "ETag": '"g1"',
+            "Last-Modified": "Mon, 07 Dec 2026 01:00:00 GMT",
+        },
     )
     accepted = await add_url(client, caller, site.url("/guide.html"), tags=["keys"])
     assert accepted.status_code == 202, accepted.text
@@ -82,8 +87,13 @@ async def test_a_url_is_fetched_by_the_worker_into_a_searchable_version(
     assert job["status"] == "succeeded" and job["version"] == 1 and job["progress"] == 100
     document_id = accepted.json()["document_id"]
     detail = (await client.get(f"/api/v1/docs/{document_id}", headers=caller.headers)).json()
-    assert detail["source_url"] == site.url("/guide.html") and detail["title"] == f"{SERVED_FROM}:{site.port}/guide.html"
-    assert detail["source_etag"] == '"g1"' and detail["source_last_modified"] == "Mon, 07 Dec 2026 01:00:00 GMT"
+    assert (
+        detail["source_url"] == site.url("/guide.html")
+        and detail["title"] == f"{SERVED_FROM}:{site.port}/guide.html"
+    )
+    assert (
+        detail["source_etag"] == '"g1"' and detail["source_last_modified"] == "Mon, 07 Dec 2026 01:00:00 GMT"
+    )
     assert detail["current"]["mime_type"] == "text/html" and detail["tags"] == ["keys"]
     rows = await chunk_rows(resources, document_id)
     assert any("90 days" in row.text for row in rows)
@@ -112,7 +122,9 @@ async def test_a_url_that_may_not_be_fetched_is_refused_at_the_request(
         assert await count_rows(resources, model) == 0
 
 
-async def test_a_json_body_without_a_url_is_a_validation_problem(client: httpx.AsyncClient, caller: Caller) -> None:
+async def test_a_json_body_without_a_url_is_a_validation_problem(
+    client: httpx.AsyncClient, caller: Caller
+) -> None:
     response = await client.post("/api/v1/docs", json={"title": "no url"}, headers=caller.headers)
     assert response.status_code == 422 and response.json()["code"] == "validation_error", response.text
 
@@ -122,7 +134,10 @@ def _failures(site: WebServer) -> dict[str, tuple[Route, str]]:
     return {
         "redirect to 127.0.0.1": (Route(status=302, headers={"Location": inner}), "url_forbidden"),
         "too large": (Route(b"word " * 300_000, chunked=True), "url_too_large"),  # MAX_UPLOAD_MB=1
-        "wrong type": (Route(gzip.compress(b"x" * 1000), headers={"Content-Type": "text/html"}), "unsupported_media_type"),
+        "wrong type": (
+            Route(gzip.compress(b"x" * 1000), headers={"Content-Type": "text/html"}),
+            "unsupported_media_type",
+        ),
         "error status": (Route(b"gone", status=410), "url_unreachable"),
         "too many redirects": (Route(status=301, headers={"Location": "/loop"}), "url_unreachable"),
         "too slow": (Route(hang=True), "url_timeout"),
@@ -130,10 +145,16 @@ def _failures(site: WebServer) -> dict[str, tuple[Route, str]]:
 
 
 @pytest.mark.parametrize(
-    "case", ["redirect to 127.0.0.1", "too large", "wrong type", "error status", "too many redirects", "too slow"]
+    "case",
+    ["redirect to 127.0.0.1", "too large", "wrong type", "error status", "too many redirects", "too slow"],
 )
 async def test_what_the_fetch_meets_ends_the_job_with_its_code_and_a_readable_error(
-    case: str, client: httpx.AsyncClient, caller: Caller, resources: Resources, site: WebServer, settings: Settings
+    case: str,
+    client: httpx.AsyncClient,
+    caller: Caller,
+    resources: Resources,
+    site: WebServer,
+    settings: Settings,
 ) -> None:
     route, code = _failures(site)[case]
     site.routes["/loop"] = route
@@ -250,7 +271,9 @@ async def test_only_a_url_document_can_be_refreshed(
     client: httpx.AsyncClient, caller: Caller, resources: Resources
 ) -> None:
     uploaded = await upload(client, caller.headers, make_pdf([page_text(1)]))
-    response = await client.post(f"/api/v1/docs/{uploaded.json()['document_id']}/refresh", headers=caller.headers)
+    response = await client.post(
+        f"/api/v1/docs/{uploaded.json()['document_id']}/refresh", headers=caller.headers
+    )
     assert response.status_code == 409 and response.json()["code"] == "not_a_url_document"
     unknown = await client.post(f"/api/v1/docs/{uuid.uuid4()}/refresh", headers=caller.headers)
     assert unknown.status_code == 404
