@@ -161,6 +161,15 @@ def _header(value: str | None, limit: int) -> str | None:
     return value
 
 
+def _unreachable(host: str, exc: httpx.HTTPError) -> str:
+    """In words, without the exception's class or text (job errors are shown to readers)."""
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc) or isinstance(exc.__context__, ssl.SSLCertVerificationError):
+        return f"the TLS certificate of {host} could not be verified"
+    if isinstance(exc, httpx.ConnectError):
+        return f"could not connect to {host}"
+    return f"the connection to {host} failed while reading the answer"
+
+
 @dataclass(frozen=True)
 class UrlFetcher:
     limits: FetchLimits
@@ -193,9 +202,10 @@ class UrlFetcher:
             raise UrlUnreachableError(f"the host name {host!r} does not resolve")
         for address in addresses:
             if is_forbidden_address(address, self.limits.allow):
+                where = f"{address} is" if str(address) == host else f"{host} resolves to {address},"
                 raise UrlForbiddenError(
-                    f"{host!r} resolves to {address}, a loopback, private, link-local, multicast or "
-                    "reserved address; only public addresses (or URL_FETCH_ALLOW_CIDRS) are fetched"
+                    f"{where} a loopback, private, link-local, multicast or reserved address; only "
+                    "public addresses (or the networks in URL_FETCH_ALLOW_CIDRS) are fetched"
                 )
         return VettedTarget(parsed, addresses[0])
 
@@ -233,9 +243,7 @@ class UrlFetcher:
                 except httpx.TimeoutException as exc:
                     raise UrlTimeoutError("the server did not answer in time") from exc
                 except httpx.HTTPError as exc:
-                    raise UrlUnreachableError(
-                        f"could not connect to {target.url.host} ({type(exc).__name__})"
-                    ) from exc
+                    raise UrlUnreachableError(_unreachable(target.url.host, exc)) from exc
         raise UrlUnreachableError(
             f"more than {self.limits.max_redirects} redirects (URL_FETCH_MAX_REDIRECTS)"
         )

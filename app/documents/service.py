@@ -24,6 +24,7 @@ from app.documents.errors import (
     InvalidMetadataError,
     JobNotFoundError,
     NotUrlDocumentError,
+    UrlUnreachableError,
 )
 from app.documents.fetching import FetchLimits, UrlFetcher
 from app.documents.parsing import ParsedDocument, ParseLimits, parse_document
@@ -33,6 +34,7 @@ from app.settings import Settings
 
 MAX_TAGS = 50
 MAX_TAG_CHARS = 64
+MAX_URL_CHARS = 2048  # documents.source_url
 ACTIVE = frozenset({"queued", "running", "succeeded"})
 
 
@@ -237,7 +239,13 @@ class DocumentService:
         tags = normalise_tags(meta.tags)
         _check_lengths(meta)
         fetcher = self.url_fetcher or UrlFetcher(FetchLimits.from_settings(self.settings))
-        target = await fetcher.vet(url)
+        try:
+            async with asyncio.timeout(self.settings.url_fetch_timeout_s):
+                target = await fetcher.vet(url)
+        except TimeoutError as exc:
+            raise UrlUnreachableError("the host name did not resolve in time (URL_FETCH_TIMEOUT_S)") from exc
+        if len(str(target.url)) > MAX_URL_CHARS:
+            raise InvalidMetadataError(f"the URL is longer than {MAX_URL_CHARS} characters once encoded")
         document = Document(
             tenant_id=tenant_id,
             title=(meta.title or "").strip() or _title_of_url(str(target.url)),
