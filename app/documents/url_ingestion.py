@@ -73,7 +73,7 @@ async def run_fetch_stage(
     log = logger.bind(job_id=str(job_id), document_id=str(pending.document_id))
     try:
         fetched = await fetcher.fetch(pending.url, pending.validators)
-        kind = None if fetched.not_modified else await asyncio.to_thread(_sniff, fetched)
+        kind = None if fetched.not_modified else await asyncio.to_thread(sniff_fetched, fetched)
     except DocumentInputError as exc:
         await _fail(session_factory, job_id, code=exc.code, error=exc.detail, final=True)
         log.warning("url_fetch_refused", code=exc.code, error=exc.detail)
@@ -117,7 +117,7 @@ async def _start(
         return _PendingFetch(document.id, document.source_url, validators)
 
 
-def _sniff(fetched: FetchedDocument) -> DocumentType:
+def sniff_fetched(fetched: FetchedDocument) -> DocumentType:
     """The type from the bytes; the server's Content-Type only tells Markdown from plain text."""
     assert fetched.content is not None
     name = httpx.URL(fetched.url).path.rsplit("/", 1)[-1] or None
