@@ -105,6 +105,9 @@ async def test_a_url_is_fetched_by_the_worker_into_a_searchable_version(
         "http://127.0.0.1:9/guide",  # loopback outside the allow-list
         "http://[::ffff:127.0.0.1]:9/guide",  # the same, IPv4-mapped
         "http://[::1]:9/guide",
+        "http://2130706433:9/guide",  # 127.0.0.1 written as one number: the resolver decides
+        "http://0x7f000001:9/guide",
+        "http://127.1:9/guide",
         "http://169.254.169.254/latest/meta-data/",
         "http://10.0.0.1/wiki",
         "file:///etc/passwd",
