@@ -104,8 +104,10 @@ async def _start(
         if job.version_id is not None:
             return None
         document = await session.get(Document, job.document_id)
-        if document is None or document.source_url is None:
-            return "skipped"
+        if document is None or document.source_url is None:  # nothing to fetch: never leave it queued
+            job.status, job.error_code, job.error = "failed", INGESTION_ERROR, generic_job_error(job_id)
+            job.finished_at = repo.utcnow()
+            return "failed"
         latest = await repo.latest_version(session, document.id)
         current = (
             latest is not None and latest.status == "succeeded" and document.current_version == latest.version
