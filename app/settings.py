@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     memory_max_turns: int = Field(default=20, ge=1, le=100)
     memory_retention_days: int = Field(default=30, ge=1)
     max_upload_mb: int = Field(default=10, ge=1)
+    # URL ingestion (app/documents/fetching.py): networks a fetch may reach although not public
+    url_fetch_allow_cidrs: Annotated[list[str], NoDecode] = []
+    url_fetch_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    url_fetch_max_redirects: int = Field(default=5, ge=0, le=20)
 
     # HTTP
     allow_origins: Annotated[list[str] | None, NoDecode] = None
@@ -232,12 +236,12 @@ class Settings(BaseSettings):
     def _csv_models(cls, value: object) -> object:
         return _split_csv(value)
 
-    @field_validator("trusted_proxies", "auth_jwt_algorithms", mode="before")
+    @field_validator("trusted_proxies", "auth_jwt_algorithms", "url_fetch_allow_cidrs", mode="before")
     @classmethod
     def _csv_security(cls, value: object) -> object:
         return _split_csv(value)
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "url_fetch_allow_cidrs")
     @classmethod
     def _valid_networks(cls, value: list[str]) -> list[str]:
         for network in value:

@@ -444,7 +444,10 @@ def follow_job(api: Api, status_url: str) -> None:
         job = api.get(status_url)
         if job["status"] == "succeeded":
             bar.progress(100, text="Ingested · 100 %")
-            st.success(f"Ready: version {job['version']} is searchable.")
+            if job["stage"] == "fetching":  # a URL job that found the content it already had
+                st.info(f"Unchanged since the last fetch: version {job['version']} stays current.")
+            else:
+                st.success(f"Ready: version {job['version']} is searchable.")
             return
         if job["status"] == "failed":
             st.error(
@@ -505,6 +508,31 @@ def add_document(api: Api, conn: Connection) -> None:
             )
 
 
+def add_url(api: Api) -> None:
+    """The other way in: a web page, PDF, text or Markdown file the server fetches itself."""
+    with st.container(border=True):
+        st.subheader("Add a URL")
+        url = st.text_input("URL", key="new_url", placeholder="https://example.org/handbook.html")
+        title = st.text_input("Title", key="new_url_title", placeholder="the URL's host and path")
+        tags = st.text_input("Tags", key="new_url_tags", placeholder="comma-separated, e.g. policy, hr")
+        if st.button("Fetch", type="primary", disabled=not url.strip(), key="fetch_new"):
+            body: dict[str, Any] = {"url": url.strip()}
+            if title.strip():
+                body["title"] = title.strip()
+            if tags.strip():
+                body["tags"] = [tag.strip() for tag in tags.split(",") if tag.strip()]
+            follow_request(api, lambda: api.post("/api/v1/docs", json=body))
+
+
+def follow_request(api: Api, send: Any) -> None:
+    """Send, then follow the job it queued with the progress bar (a URL has no file to check)."""
+    try:
+        accepted = send()
+        follow_job(api, accepted["status_url"])
+    except ApiError as exc:
+        show_api_error(exc)
+
+
 FORMAT_NAMES = {"md": "Markdown", "markdown": "Markdown", "mdown": "Markdown", "htm": "HTML", "html": "HTML"}
 STATUS_COLORS = {"succeeded": "green", "failed": "red", "queued": "gray", "running": "blue"}
 
@@ -535,6 +563,8 @@ def document_row(api: Api, conn: Connection, document: dict[str, Any]) -> None:
                     run_action(lambda: api.delete(f"/api/v1/docs/{document_id}"), "Deleted (restorable)")
                 with actions.popover("New version"):
                     new_version(api, conn, document_id)
+                if detail.get("source_url") and actions.button("Refresh", key=f"refresh_{document_id}"):
+                    follow_request(api, lambda: api.post(f"/api/v1/docs/{document_id}/refresh"))
         if st.toggle("Versions", key=f"versions_{document_id}"):
             try:
                 versions = api.get(f"/api/v1/docs/{document_id}/versions")
@@ -590,6 +620,7 @@ def documents_view(api: Api, conn: Connection) -> None:
         retry_countdown()
     if conn.can_edit:
         add_document(api, conn)
+        add_url(api)
     else:
         st.info("This key has the reader role: uploading, deleting and restoring need an editor key.")
     st.subheader("Documents")

@@ -6,8 +6,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
-from pydantic import WithJsonSchema
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError, WithJsonSchema
 
 from app.api.auth import EditorPrincipal, ReaderPrincipal
 from app.api.deps import JobQueueDep, SessionDep, SettingsDep
@@ -21,6 +22,7 @@ from app.documents.schemas import (
     DocumentOut,
     DocumentPatch,
     UploadAccepted,
+    UrlDocumentIn,
     VersionOut,
 )
 from app.documents.service import DocumentMetadata, DocumentService, UploadedFile
@@ -95,6 +97,24 @@ FilePart = Annotated[
 ]
 
 
+def _is_json(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower() == "application/json"
+
+
+async def read_url_document(request: Request) -> UrlDocumentIn:
+    """The JSON alternative of ``POST /api/v1/docs`` (its size is bounded by MAX_REQUEST_BODY_MB)."""
+    try:
+        return UrlDocumentIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from exc
+
+
+# The operation takes a multipart upload or, documented here, a JSON body naming a URL.
+URL_BODY_OPENAPI = {
+    "requestBody": {"content": {"application/json": {"schema": UrlDocumentIn.model_json_schema()}}}
+}
+
+
 def _respond(outcome_status: str, response: Response, body: UploadAccepted) -> UploadAccepted:
     response.headers["Location"] = body.status_url
     response.status_code = status.HTTP_200_OK if outcome_status == "unchanged" else status.HTTP_202_ACCEPTED
@@ -105,12 +125,20 @@ def _respond(outcome_status: str, response: Response, body: UploadAccepted) -> U
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=UploadAccepted,
-    summary="Upload a document (or a new version of the live document with the same path)",
+    summary="Upload a document (a new version of the live document with the same path), or add a URL",
+    description=(
+        'multipart/form-data: the file and its metadata. application/json: `{"url", "title"?, '
+        '"tags"?, "author"?}`, a document the worker fetches (HTML, PDF, text or Markdown); '
+        "a URL that may not be fetched is refused now (`url_forbidden`, `url_unreachable`), "
+        "anything found while fetching ends the job with its code."
+    ),
     responses={
         200: {"model": UploadAccepted, "description": "identical to the latest version; nothing stored"}
     },
+    openapi_extra=URL_BODY_OPENAPI,
 )
 async def upload_document(
+    request: Request,
     response: Response,
     service: WriterService,
     principal: UploadRateLimit,
@@ -123,6 +151,11 @@ async def upload_document(
     author: Annotated[PlainText | None, Form(max_length=200)] = None,
     path: Annotated[PlainText | None, Form(max_length=1000)] = None,
 ) -> UploadAccepted:
+    if file is None and _is_json(request):
+        body = await read_url_document(request)
+        url_meta = DocumentMetadata(title=body.title, tags=body.tags, author=body.author)
+        added = await service.add_url(principal.tenant_id, body.url, url_meta)
+        return _respond(added.status, response, UploadAccepted.of(added))
     upload = await read_limited(file, settings)
     meta = DocumentMetadata(title=title, tags=tags, author=author, path=path or None)
     outcome = await service.upload(principal.tenant_id, upload, meta)
@@ -148,6 +181,19 @@ async def upload_version(
 ) -> UploadAccepted:
     upload = await read_limited(file, settings)
     outcome = await service.upload_version(principal.tenant_id, document_id, upload)
+    return _respond(outcome.status, response, UploadAccepted.of(outcome))
+
+
+@router.post(
+    "/{document_id}/refresh",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadAccepted,
+    summary="Fetch a URL document again; a new version only if its content changed",
+)
+async def refresh_document(
+    document_id: uuid.UUID, response: Response, service: WriterService, principal: UploadRateLimit
+) -> UploadAccepted:
+    outcome = await service.refresh(principal.tenant_id, document_id)
     return _respond(outcome.status, response, UploadAccepted.of(outcome))
 
 

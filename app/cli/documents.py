@@ -12,7 +12,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,7 +45,14 @@ def add_document_commands(commands: Subcommands) -> None:
     worker.set_defaults(handler=cmd_worker)
 
     ingest = commands.add_parser("ingest", help="ingest a folder of documents with a progress bar")
-    ingest.add_argument("directory", type=Path)
+    ingest.add_argument("directory", type=Path, nargs="?", help="a folder (recursively)")
+    ingest.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        help="a web page or document to fetch and ingest as a new document (repeatable; the API's "
+        "SSRF rules and URL_FETCH_* settings apply)",
+    )
     ingest.add_argument("--tags", default="", help="comma-separated tags for every document")
     ingest.add_argument("--tenant", default=DEV_TENANT, help=f"tenant slug (default: {DEV_TENANT})")
     ingest.set_defaults(handler=cmd_ingest)
@@ -245,6 +252,35 @@ async def ingest_directory(
     return summary
 
 
+async def ingest_url(
+    services: IngestionServices, url: str, *, tenant_slug: str, tags: list[str]
+) -> FileOutcome:
+    """One URL, fetched and ingested now, as ``POST /api/v1/docs`` with a JSON ``url`` would."""
+    from app.auth.api_keys import get_or_create_tenant
+    from app.documents.ingestion import ingest_document_version
+    from app.documents.service import DocumentMetadata, DocumentService
+    from app.errors import AppError
+
+    outcome = FileOutcome(path=url, status="failed")
+    try:
+        async with services.session_factory() as session, session.begin():
+            tenant = await get_or_create_tenant(session, tenant_slug)
+            service = DocumentService(session, services.settings, principal_id="cli:ingest")
+            added = await service.add_url(tenant.id, url, DocumentMetadata(tags=tags))
+        ingested = await ingest_document_version(services.context, added.job_id)
+        if ingested.status == "succeeded":
+            outcome.status = "ingested"
+            outcome.pages, outcome.chunks = ingested.pages, ingested.chunks
+            outcome.chunks_embedded = ingested.chunks_embedded
+        else:
+            async with services.session_factory() as session:
+                job, _ = await DocumentService(session, services.settings).job(tenant.id, added.job_id)
+            outcome.reason = f"{job.error_code}: {job.error}" if job.error_code else ingested.status
+    except AppError as exc:
+        outcome.reason = f"{exc.code}: {exc.detail}"
+    return outcome
+
+
 def render_summary(summary: IngestSummary) -> Table:
     from rich.table import Table
 
@@ -270,11 +306,13 @@ def render_summary(summary: IngestSummary) -> Table:
     return table
 
 
-def _run_ingest(directory: Path, tenant: str, tags: list[str]) -> int:
+def _run_ingest(directory: Path | None, tenant: str, tags: list[str], urls: Sequence[str] = ()) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    if not directory.is_dir():
+    if directory is None and not urls:
+        raise StartupError("name a folder to ingest, or one or more --url")
+    if directory is not None and not directory.is_dir():
         raise StartupError(f"{directory} is not a directory")
     settings = load_settings()
     console = Console()
@@ -288,10 +326,17 @@ def _run_ingest(directory: Path, tenant: str, tags: list[str]) -> int:
                     MofNCompleteColumn(),
                     TimeElapsedColumn(),
                 )
-                with Progress(*columns, console=console, transient=False) as progress:
-                    return await ingest_directory(
-                        services, directory, tenant_slug=tenant, tags=tags, progress=progress
-                    )
+                summary = IngestSummary()
+                if directory is not None:
+                    with Progress(*columns, console=console, transient=False) as progress:
+                        summary = await ingest_directory(
+                            services, directory, tenant_slug=tenant, tags=tags, progress=progress
+                        )
+                started = time.perf_counter()
+                for url in urls:
+                    summary.outcomes.append(await ingest_url(services, url, tenant_slug=tenant, tags=tags))
+                summary.seconds += time.perf_counter() - started
+                return summary
 
         summary = asyncio.run(run())
     console.print(render_summary(summary))
@@ -309,7 +354,7 @@ def _run_ingest(directory: Path, tenant: str, tags: list[str]) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     tags = [tag.strip() for tag in args.tags.split(",") if tag.strip()]
-    return _run_ingest(args.directory, args.tenant, tags)
+    return _run_ingest(args.directory, args.tenant, tags, args.url)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:

@@ -89,6 +89,10 @@ class Document(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
     )
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Added from a URL: where it is fetched from, and the validators of the last fetched content
+    source_url: Mapped[str | None] = mapped_column(String(2048))
+    source_etag: Mapped[str | None] = mapped_column(String(500))
+    source_last_modified: Mapped[str | None] = mapped_column(String(100))
 
 
 class DocumentVersion(Base):
@@ -172,8 +176,9 @@ class IngestionJob(Base):
     document_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("documents.id", ondelete="CASCADE"), nullable=False
     )
-    version_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("document_versions.id", ondelete="CASCADE"), nullable=False
+    # NULL while a URL document's job has not fetched the content its version is made of
+    version_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("document_versions.id", ondelete="CASCADE"), nullable=True
     )
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
     progress: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

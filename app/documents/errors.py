@@ -84,6 +84,41 @@ class PageParseTimeoutError(DocumentInputError):
     title = "A page took longer than DOC_PAGE_PARSE_TIMEOUT_S to parse"
 
 
+class UrlForbiddenError(DocumentInputError):
+    status = 422
+    code = "url_forbidden"
+    title = "The URL may not be fetched"
+
+
+class UrlUnreachableError(DocumentInputError):
+    status = 422
+    code = "url_unreachable"
+    title = "The URL could not be fetched"
+
+
+class UrlTooLargeError(DocumentInputError):
+    status = 413
+    code = "url_too_large"
+    title = "The document at the URL is larger than MAX_UPLOAD_MB"
+
+
+class UrlTimeoutError(DocumentInputError):
+    status = 422
+    code = "url_timeout"
+    title = "Fetching the URL took longer than URL_FETCH_TIMEOUT_S"
+
+
+class UnsupportedMediaTypeError(DocumentInputError):
+    status = 415
+    code = "unsupported_media_type"
+    title = "The URL serves a type of content that cannot be ingested"
+
+
+class NotUrlDocumentError(ConflictError):
+    code = "not_a_url_document"
+    title = "The document was not added from a URL"
+
+
 class InvalidMetadataError(AppError):
     status = 422
     code = "invalid_document_metadata"
@@ -114,6 +149,11 @@ DOCUMENT_INPUT_ERRORS: tuple[type[DocumentInputError], ...] = (
     TooManyPagesError,
     DocumentTooLargeError,
     PageParseTimeoutError,
+    UrlForbiddenError,
+    UrlUnreachableError,
+    UrlTooLargeError,
+    UrlTimeoutError,
+    UnsupportedMediaTypeError,
 )
 
 

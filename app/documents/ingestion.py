@@ -37,6 +37,7 @@ from app.documents.errors import (
     generic_job_error,
 )
 from app.documents.parsing import DocumentType, Page, ParseLimits, parse_document
+from app.documents.url_ingestion import run_fetch_stage
 from app.observability.context import bind_job_context
 from app.observability.metrics import DomainMetrics
 from app.observability.metrics.noop import NoopBackend
@@ -194,6 +195,9 @@ async def ingest_document_version(
     else is recorded and re-raised so the queue retries it (unless this was the last attempt).
     Its log lines carry the request and trace id of the upload that queued it."""
     started = time.perf_counter()
+    fetched = await run_fetch_stage(ctx.session_factory, ctx.settings, job_id, final_attempt=final_attempt)
+    if fetched is not None:  # a URL job that ended at its fetch (unchanged, refused, superseded)
+        return IngestionResult(job_id=job_id, status=fetched, seconds=time.perf_counter() - started)
     claim = await _claim(ctx, job_id)
     if claim is None:
         return IngestionResult(job_id=job_id, status="skipped")

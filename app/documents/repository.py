@@ -111,8 +111,9 @@ async def get_version(session: AsyncSession, document_id: uuid.UUID, version: in
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def get_version_by_id(session: AsyncSession, version_id: uuid.UUID) -> DocumentVersion | None:
-    return await session.get(DocumentVersion, version_id)
+async def get_version_by_id(session: AsyncSession, version_id: uuid.UUID | None) -> DocumentVersion | None:
+    """None for None: a URL job has no version until it fetched the content."""
+    return None if version_id is None else await session.get(DocumentVersion, version_id)
 
 
 async def list_versions(session: AsyncSession, document_id: uuid.UUID) -> list[DocumentVersion]:
@@ -128,7 +129,9 @@ async def list_versions(session: AsyncSession, document_id: uuid.UUID) -> list[D
     return list((await session.execute(query)).scalars())
 
 
-async def set_version_status(session: AsyncSession, version_id: uuid.UUID, status: str) -> None:
+async def set_version_status(session: AsyncSession, version_id: uuid.UUID | None, status: str) -> None:
+    if version_id is None:  # a URL job that has not fetched: no version to mark
+        return
     await session.execute(
         update(DocumentVersion).where(DocumentVersion.id == version_id).values(status=status)
     )
@@ -165,6 +168,21 @@ async def queued_jobs_of_document(session: AsyncSession, document_id: uuid.UUID)
         .with_for_update()
     )
     return list((await session.execute(query)).scalars())
+
+
+async def pending_fetch_job(session: AsyncSession, document_id: uuid.UUID) -> IngestionJob | None:
+    """A URL document's job that has not fetched yet (queued, or running its fetch stage)."""
+    query = (
+        select(IngestionJob)
+        .where(
+            IngestionJob.document_id == document_id,
+            IngestionJob.version_id.is_(None),
+            IngestionJob.status.in_(("queued", "running")),
+        )
+        .order_by(IngestionJob.created_at.desc())
+        .limit(1)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
 
 
 async def update_job(session: AsyncSession, job_id: uuid.UUID, **values: Any) -> None:

@@ -19,7 +19,9 @@ def status_url(job_id: uuid.UUID) -> str:
 
 class UploadAccepted(BaseModel):
     document_id: uuid.UUID
-    version: int
+    version: int | None = Field(
+        description="null for a URL: the worker makes the version once it has fetched new content"
+    )
     job_id: uuid.UUID
     status_url: str
     status: Literal["queued", "unchanged"] = Field(
@@ -86,6 +88,9 @@ class DocumentOut(BaseModel):
     author: str | None
     tags: list[str]
     current_version: int | None
+    source_url: str | None = Field(description="where a document added from a URL is fetched from")
+    source_etag: str | None = Field(description="ETag of the content last fetched from source_url")
+    source_last_modified: str | None = Field(description="Last-Modified of the content last fetched")
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None
@@ -130,6 +135,19 @@ class DocumentListOut(BaseModel):
     offset: int
 
 
+class UrlDocumentIn(BaseModel):
+    """``POST /api/v1/docs`` with a JSON body: a document the worker fetches from ``url``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        min_length=1, max_length=2048, description="http(s) URL of an HTML, PDF, text or Markdown document"
+    )
+    title: PlainText | None = Field(default=None, max_length=500)
+    tags: list[PlainText] | None = None
+    author: PlainText | None = Field(default=None, max_length=200)
+
+
 class DocumentPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -144,7 +162,7 @@ class JobOut(BaseModel):
     version: int | None
     status: Literal["queued", "running", "succeeded", "failed"]
     progress: int
-    stage: Literal["parsing", "chunking", "embedding", "storing"] | None
+    stage: Literal["fetching", "parsing", "chunking", "embedding", "storing"] | None
     error: str | None
     error_code: str | None
     attempts: int

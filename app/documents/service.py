@@ -23,7 +23,10 @@ from app.documents.errors import (
     DocumentNotFoundError,
     InvalidMetadataError,
     JobNotFoundError,
+    NotUrlDocumentError,
+    UrlUnreachableError,
 )
+from app.documents.fetching import FetchLimits, UrlFetcher
 from app.documents.parsing import ParsedDocument, ParseLimits, parse_document
 from app.observability.context import current_request_id, current_trace_id
 from app.security.audit import record_audit_entry
@@ -31,6 +34,7 @@ from app.settings import Settings
 
 MAX_TAGS = 50
 MAX_TAG_CHARS = 64
+MAX_URL_CHARS = 2048  # documents.source_url
 ACTIVE = frozenset({"queued", "running", "succeeded"})
 
 
@@ -65,7 +69,7 @@ class DocumentMetadata:
 @dataclass(frozen=True)
 class UploadOutcome:
     document_id: uuid.UUID
-    version: int
+    version: int | None  # None: a URL job, whose version exists once the worker fetched the content
     job_id: uuid.UUID
     status: str  # "queued" for a new version, "unchanged" when the bytes equal the latest version
 
@@ -104,6 +108,12 @@ def normalise_tags(tags: Sequence[str] | None) -> list[str] | None:
     return list(seen)
 
 
+def _title_of_url(url: str) -> str:
+    """A URL document's default title: its host and path, as a person would write it."""
+    without_scheme = url.split("://", 1)[-1].split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    return without_scheme[:500] or "Untitled"
+
+
 def _check_lengths(meta: DocumentMetadata) -> None:
     limits = {"title": (meta.title, 500), "author": (meta.author, 200), "path": (meta.path, 1000)}
     for name, (value, limit) in limits.items():
@@ -117,6 +127,7 @@ class DocumentService:
     settings: Settings
     dispatcher: JobDispatcher | None = None
     principal_id: str | None = None
+    url_fetcher: UrlFetcher | None = None  # default: built from the settings
 
     # --- uploads ------------------------------------------------------------------------------
 
@@ -218,6 +229,68 @@ class DocumentService:
             {"version": number, "sha256": upload.sha256, "size": upload.size, "mime": parsed.mime_type},
         )
         return UploadOutcome(document.id, number, job.id, "queued")
+
+    # --- URL documents ------------------------------------------------------------------------
+
+    async def add_url(self, tenant_id: uuid.UUID, url: str, meta: DocumentMetadata) -> UploadOutcome:
+        """A document fetched from ``url`` by the worker. What is knowable now is refused now
+        (scheme, credentials, a literal or resolved address that is not public: ``url_forbidden``;
+        a name that does not resolve: ``url_unreachable``); the worker checks again at each hop."""
+        tags = normalise_tags(meta.tags)
+        _check_lengths(meta)
+        fetcher = self.url_fetcher or UrlFetcher(FetchLimits.from_settings(self.settings))
+        try:
+            async with asyncio.timeout(self.settings.url_fetch_timeout_s):
+                target = await fetcher.vet(url)
+        except TimeoutError as exc:
+            raise UrlUnreachableError("the host name did not resolve in time (URL_FETCH_TIMEOUT_S)") from exc
+        if len(str(target.url)) > MAX_URL_CHARS:
+            raise InvalidMetadataError(f"the URL is longer than {MAX_URL_CHARS} characters once encoded")
+        document = Document(
+            tenant_id=tenant_id,
+            title=(meta.title or "").strip() or _title_of_url(str(target.url)),
+            author=meta.author,
+            tags=tags or [],
+            source_url=str(target.url),
+        )
+        self.session.add(document)
+        await self.session.flush()
+        await self._record(document, "document.create", {"title": document.title, "url": document.source_url})
+        return await self._queue_fetch(document, "document.fetch")
+
+    async def refresh(self, tenant_id: uuid.UUID, document_id: uuid.UUID) -> UploadOutcome:
+        """Fetch a URL document again (conditionally); the worker makes a new version only when
+        the content changed. A fetch already waiting is returned instead of a second one."""
+        document = await self._document(tenant_id, document_id, include_deleted=True, for_update=True)
+        if document.deleted_at is not None:
+            raise DocumentDeletedError("restore the document before refreshing it")
+        if document.source_url is None:
+            raise NotUrlDocumentError(
+                "only a document added from a URL can be refreshed; upload a new version"
+            )
+        pending = await repo.pending_fetch_job(self.session, document.id)
+        if pending is not None:
+            return UploadOutcome(document.id, None, pending.id, "queued")
+        return await self._queue_fetch(document, "document.refresh")
+
+    async def _queue_fetch(self, document: Document, action: str) -> UploadOutcome:
+        job = IngestionJob(
+            tenant_id=document.tenant_id,
+            document_id=document.id,
+            version_id=None,
+            status="queued",
+            progress=0,
+            attempts=0,
+            request_id=current_request_id(),
+            trace_id=current_trace_id(),
+        )
+        self.session.add(job)
+        await self.session.flush()
+        if self.dispatcher is not None:
+            job.queue_job_id = await self.dispatcher.enqueue_ingestion(self.session, job.id, document.id)
+        document.updated_at = repo.utcnow()
+        await self._record(document, action, {"url": document.source_url, "job_id": str(job.id)})
+        return UploadOutcome(document.id, None, job.id, "queued")
 
     # --- metadata, delete, restore ------------------------------------------------------------
 
@@ -321,6 +394,8 @@ class DocumentService:
         job = await repo.get_job(self.session, tenant_id, job_id)
         if job is None:
             raise JobNotFoundError()
+        if job.version_id is None:
+            return job, None  # a URL job that has not fetched (yet, or ever: the fetch failed)
         version = await repo.get_version_by_id(self.session, job.version_id)
         return job, (version.version if version is not None else None)
 

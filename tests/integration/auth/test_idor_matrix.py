@@ -114,6 +114,7 @@ RESOURCES = [
             Access("PUT", "/api/v1/docs/{id}", files=NEW_VERSION),
             Access("DELETE", "/api/v1/docs/{id}"),
             Access("POST", "/api/v1/docs/{id}/restore"),
+            Access("POST", "/api/v1/docs/{id}/refresh"),
         ],
         listings=["/api/v1/docs", "/api/v1/docs?include_deleted=true"],
         still_intact=document_intact,

@@ -48,6 +48,8 @@ ENDPOINTS = [
     Endpoint("PATCH", f"/api/v1/docs/{uuid.UUID(int=2)}", Role.editor, {"title": "t"}),
     Endpoint("DELETE", f"/api/v1/docs/{uuid.UUID(int=2)}", Role.editor),
     Endpoint("POST", f"/api/v1/docs/{uuid.UUID(int=2)}/restore", Role.editor),
+    Endpoint("POST", f"/api/v1/docs/{uuid.UUID(int=2)}/refresh", Role.editor),
+    Endpoint("POST", "/api/v1/docs", Role.editor, {"url": "http://10.0.0.1/wiki"}),
     Endpoint("POST", "/api/v1/chat", Role.reader, {"question": "anything?", "mode": "text"}),
     Endpoint("GET", f"/api/v1/sessions/{uuid.UUID(int=4)}/messages", Role.reader),
     Endpoint("DELETE", f"/api/v1/sessions/{uuid.UUID(int=4)}", Role.reader),
