@@ -187,8 +187,9 @@ chaos: $(STAMP) ## fault injection under load (Redis kill, PostgreSQL restart, w
 
 .PHONY: image image-local test-image
 IMAGE_NAME ?= ragchat
-image: ## the default container image (ONNX embeddings, no torch, < 400 MB): ragchat:latest
-	docker build --target runtime -t $(IMAGE_NAME):latest .
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image: ## the default container image (ONNX embeddings, no torch, < 400 MB): ragchat:<version> and :latest
+	docker build --target runtime -t $(IMAGE_NAME):$(VERSION) -t $(IMAGE_NAME):latest .
 
 image-local: ## the `local` image: adds torch (EMBEDDING_BACKEND=torch) and gpt4all: ragchat:local
 	docker build --target local -t $(IMAGE_NAME):local .
