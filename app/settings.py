@@ -156,6 +156,8 @@ class Settings(BaseSettings):
     sse_heartbeat_s: float = Field(default=10.0, gt=0)
     memory_max_turns: int = Field(default=20, ge=1, le=100)
     memory_retention_days: int = Field(default=30, ge=1)
+    deleted_history_purge_days: int = Field(default=7, ge=0)
+    feedback_retention_days: int = Field(default=365, ge=1)
     max_upload_mb: int = Field(default=10, ge=1)
 
     # HTTP
