@@ -164,6 +164,7 @@ class Settings(BaseSettings):
     allow_origins: Annotated[list[str] | None, NoDecode] = None
     trusted_proxies: Annotated[list[str], NoDecode] = []
     max_request_body_mb: int = Field(default=1, ge=1, le=1024)
+    shutdown_grace_s: float = Field(default=10.0, ge=2, le=600)
 
     # Observability
     log_level: str = "INFO"
