@@ -33,9 +33,7 @@ def statements(resources: Resources) -> Iterator[list[str]]:
     event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
-async def test_calls_within_a_second_run_the_checks_once(
-    resources: Resources, statements: list[str]
-) -> None:
+async def test_calls_within_a_second_run_the_checks_once(resources: Resources, statements: list[str]) -> None:
     clock = SteppedClock(base=lambda: 1000.0)  # stands still unless the test moves it
     probe = ReadinessProbe(resources.engine, resources.redis, head_revision(), clock=clock)
 
@@ -55,4 +53,3 @@ async def test_calls_within_a_second_run_the_checks_once(
     clock.advance(CACHE_S * 0.02)  # the second is over
     assert (await probe.check()).ready
     assert len(statements) == 2 * queries_per_check
-
