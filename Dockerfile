@@ -7,12 +7,16 @@
 #       docker build --target local -t ragchat:local .     (make image-local)
 #
 # Build arguments; the defaults are the public ones, `make test-image` passes its own:
-#   BASE_IMAGE          Debian bookworm with Python 3.11 and its venv module
+#   BASE_IMAGE          Debian bookworm with Python 3.11 and its venv module, pinned by digest so a
+#                       rebuild gets the same bytes (a tag moves with every Debian point release).
+#                       To move to a newer base, look up the index digest of the tag and replace it:
+#                           docker buildx imagetools inspect python:3.11-slim-bookworm
+#                       (the "Digest:" line), then rebuild and run `make test-image`.
 #   EXTRA_CA_CERTS      PEM text of CAs pip must trust besides the base image's (a TLS-intercepting proxy)
 #   TORCH_INDEX_URL     where the CPU build of torch comes from (`local` only)
 #   TORCH_TRUSTED_HOST  that index's host, if it is served over plain HTTP (`local` only)
 # The legacy builder (no BuildKit) builds every stage before the target, the `local` ones included.
-ARG BASE_IMAGE=python:3.11-slim-bookworm
+ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 FROM ${BASE_IMAGE} AS deps
 ARG EXTRA_CA_CERTS=""

@@ -132,9 +132,12 @@ chat: $(STAMP) ## ask the running service: make chat Q="How do I rotate keys?"
 	@test -n "$(Q)" || { echo 'usage: make chat Q="your question"'; exit 2; }
 	$(PY) -m scripts.chat_cli "$(Q)" --url $(BASE_URL)
 
-demo: $(STAMP) ## Streamlit demo on :8501 against the running service
+# 127.0.0.1 unless DEMO_HOST says otherwise: on loopback the demo uses the dev key (read on the
+# server, never sent to the browser); on any other address every visitor pastes their own key.
+DEMO_HOST ?= 127.0.0.1
+demo: $(STAMP) ## Streamlit demo on 127.0.0.1:8501 (DEMO_HOST=0.0.0.0 to share it) against the running service
 	API_URL=$(BASE_URL) $(VENV)/bin/streamlit run demo/app.py --server.headless true --server.port 8501 \
-		--browser.gatherUsageStats false
+		--server.address $(DEMO_HOST) --browser.gatherUsageStats false
 
 .PHONY: worker ingest seed reembed benchmark-vectors
 worker: $(STAMP) ## run ingestion job workers (any number, on any machine sharing the database)
@@ -198,8 +201,9 @@ failover-matrix: $(STAMP) ## the 16 provider-fault scenarios of a gateway failov
 
 .PHONY: image image-local test-image
 IMAGE_NAME ?= ragchat
-image: ## the default container image (ONNX embeddings, no torch, < 400 MB): ragchat:latest
-	docker build --target runtime -t $(IMAGE_NAME):latest .
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image: ## the default container image (ONNX embeddings, no torch, < 400 MB): ragchat:<version> and :latest
+	docker build --target runtime -t $(IMAGE_NAME):$(VERSION) -t $(IMAGE_NAME):latest .
 
 image-local: ## the `local` image: adds torch (EMBEDDING_BACKEND=torch) and gpt4all: ragchat:local
 	docker build --target local -t $(IMAGE_NAME):local .

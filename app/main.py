@@ -106,6 +106,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             )
             stack.push_async_callback(provider_chain.aclose)
             await provider_chain.warm_up()
+            # Who received which answer, for feedback: in the main Redis (never the cache's LRU).
+            ledger = RedisAnswerLedger(
+                redis, keys, window_s=settings.feedback_window_seconds, metrics=telemetry.metrics
+            )
             memory = ConversationMemory(
                 WindowStore(
                     redis,
@@ -114,6 +118,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                     ttl_s=settings.memory_retention_days * 86400,
                 ),
                 max_turns=settings.memory_max_turns,
+                answers=ledger,  # a reset forgets the conversation's answers there too
             )
             cache = AnswerCache(
                 cache_redis, keys, ttl_s=settings.cache_ttl_s, max_entries=settings.cache_max_entries
@@ -129,10 +134,6 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 reranker=reranker,
                 counter=WordPieceTokenCounter(settings.embedding_tokenizer_path),
                 telemetry=telemetry,
-            )
-            # Who received which answer, for feedback: in the main Redis (never the cache's LRU).
-            ledger = RedisAnswerLedger(
-                redis, keys, window_s=settings.feedback_window_seconds, metrics=telemetry.metrics
             )
             chat = ChatService(
                 settings=settings,

@@ -173,6 +173,8 @@ class Settings(BaseSettings):
     sse_heartbeat_s: float = Field(default=10.0, gt=0)
     memory_max_turns: int = Field(default=20, ge=1, le=100)
     memory_retention_days: int = Field(default=30, ge=1)
+    deleted_history_purge_days: int = Field(default=7, ge=0)
+    feedback_retention_days: int = Field(default=365, ge=1)
     max_upload_mb: int = Field(default=10, ge=1)
     # URL ingestion (app/documents/fetching.py): networks a fetch may reach although not public
     url_fetch_allow_cidrs: Annotated[list[str], NoDecode] = []
@@ -183,6 +185,7 @@ class Settings(BaseSettings):
     allow_origins: Annotated[list[str] | None, NoDecode] = None
     trusted_proxies: Annotated[list[str], NoDecode] = []
     max_request_body_mb: int = Field(default=1, ge=1, le=1024)
+    shutdown_grace_s: float = Field(default=10.0, ge=2, le=600)
 
     # Observability
     log_level: str = "INFO"

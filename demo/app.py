@@ -1,7 +1,12 @@
 """Streamlit demo: chat with your documents through the running API.
 
-Run with `make demo` (http://localhost:8501) while `make run` serves the API. The dev API key that
-`make run` created is read from DATA_DIR/dev-api-key unless you paste another one.
+Run with `make demo` (http://localhost:8501) while `make run` serves the API.
+
+Keys stay on the server that runs this script: the API URL is ``API_URL`` (a visitor cannot change
+where keys are sent), and the dev API key that `make run` created (DATA_DIR/dev-api-key) is used
+when the key field is empty, read here and never put in a widget the browser can read back, and
+only while Streamlit listens on a loopback address (`make demo` binds 127.0.0.1; DEMO_HOST=0.0.0.0
+shares the page, and then every visitor pastes a key of their own).
 
 Everything the page shows comes from the API: who you are (`/api/v1/me`), what it accepts
 (`/api/v1/limits`: upload size and formats, slider bounds, provider-key headers), which models it
@@ -12,6 +17,7 @@ documents and models goes through `safe_markdown`: no raw HTML, no remote images
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import os
 import re
@@ -25,7 +31,7 @@ import streamlit as st
 from api_client import Api, ApiError  # demo/api_client.py: streamlit puts the script folder on sys.path
 from render import safe_markdown
 
-DEFAULT_API_URL = os.environ.get("API_URL", "http://127.0.0.1:8000")
+API_URL = os.environ.get("API_URL", "http://127.0.0.1:8000").strip()
 KEY_FILE = Path(os.environ.get("DATA_DIR", ".data")) / "dev-api-key"
 PROVIDERS_TTL_S = 30.0  # how long the model list's availability marks are reused
 JOB_POLL_S = 0.5
@@ -49,7 +55,22 @@ BUDGET_LABELS = {
 }
 
 
-def default_key() -> str:
+def served_on_loopback_only() -> bool:
+    """Streamlit listens on all interfaces unless ``server.address`` names one; only a loopback
+    address keeps the page to people who could read the key file anyway."""
+    address = str(st.get_option("server.address") or "").strip("[]")
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def dev_key() -> str:
+    """The key `make run` wrote, for a demo only this machine can open; "" otherwise."""
+    if not served_on_loopback_only():
+        return ""
     try:
         return KEY_FILE.read_text().strip()
     except OSError:
@@ -92,16 +113,25 @@ def forget_connection() -> None:
 
 
 def sidebar_connection() -> tuple[str, str]:
+    """The API URL is the server's setting, not a field: keys go to ``API_URL`` and nowhere else.
+    An empty key field means the dev key, which stays on the server."""
     st.header("Connection")
-    st.text_input("API URL", key="api_url")
+    st.caption(f"API: `{API_URL}` (API_URL where the demo runs)")  # the operator's, not a visitor's
     st.text_input(
         "API key",
         key="api_key",
         type="password",
-        help=f"Prefilled from {KEY_FILE} when `make run` created it.",
+        help=f"Empty: the dev key in {KEY_FILE} (`make run` writes it), used on the server and never "
+        "shown here, and only while the demo listens on this machine alone.",
     )
     st.button("Check connection", on_click=forget_connection)
-    return st.session_state["api_url"].strip(), st.session_state["api_key"].strip()
+    typed = st.session_state["api_key"].strip()
+    if typed:
+        return API_URL, typed
+    fallback = dev_key()
+    if fallback:
+        st.caption(f"Using the dev key from `{safe_markdown(str(KEY_FILE))}`.")
+    return API_URL, fallback
 
 
 def connection_failed(exc: ApiError) -> None:
@@ -112,7 +142,7 @@ def connection_failed(exc: ApiError) -> None:
             "`make run`; `python -m app keys create --tenant dev --role editor` makes another."
         )
     elif exc.status == 0:
-        st.sidebar.error(f"Cannot reach the API at {safe_markdown(st.session_state['api_url'])}.")
+        st.sidebar.error(f"Cannot reach the API at {safe_markdown(API_URL)}.")
         st.info("Start it with `make run` in another terminal, then press **Check connection**.")
     else:
         show_api_error(exc, where=st.sidebar)
@@ -639,8 +669,7 @@ def documents_view(api: Api, conn: Connection) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="Chat with your documents", page_icon=":material/forum:")
-    st.session_state.setdefault("api_url", DEFAULT_API_URL)
-    st.session_state.setdefault("api_key", default_key())
+    st.session_state.setdefault("api_key", "")
     st.title(":material/forum: Chat with your documents")
     with st.sidebar:
         url, key = sidebar_connection()

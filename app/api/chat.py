@@ -26,6 +26,7 @@ from app.errors import DATABASE_UNAVAILABLE_ERRORS, AppError
 from app.limits.enforcement import principal_identity
 from app.memory.service import SessionId
 from app.observability.context import current_trace_id
+from app.observability.draining import SHUTDOWN, SHUTTING_DOWN_CODE, SHUTTING_DOWN_MESSAGE
 from app.rag.query import RetrievalFilters, RetrievalMode
 from app.security.text import PlainText
 from app.settings import Settings
@@ -126,14 +127,23 @@ async def with_heartbeats(
     """The pipeline's events as they come, and ``None`` whenever nothing happened for ``every_s``
     seconds (the surface sends a keep-alive, so proxies keep an idle connection while the model
     thinks). Always ends with a ``DoneEvent`` or an ``ErrorEvent``: a failure after the 200 was
-    sent becomes an error event (``_error_event``), and so does a stream that just stops."""
+    sent becomes an error event (``_error_event``), and so does a stream that just stops, or one
+    still running when a stopping worker's drain time is over (``server_shutting_down``)."""
     iterator = aiter(events)
     pending: asyncio.Task[ChatEvent] | None = None
+    stopping = asyncio.ensure_future(SHUTDOWN.wait())
     try:
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait({pending}, timeout=every_s)
+            done, _ = await asyncio.wait(
+                {pending, stopping}, timeout=every_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if pending not in done and stopping in done:
+                logger.warning("chat_stream_stopped_by_shutdown")
+                trace_id = current_trace_id() or ""
+                yield ErrorEvent(code=SHUTTING_DOWN_CODE, message=SHUTTING_DOWN_MESSAGE, trace_id=trace_id)
+                return
             if not done:
                 yield None
                 continue
@@ -155,6 +165,7 @@ async def with_heartbeats(
         # Client gone or stream over: stop the producer, which closes the provider's stream.
         # Shielded: when the response task is being cancelled, these awaits must still run.
         with anyio.CancelScope(shield=True):
+            stopping.cancel()
             if pending is not None:
                 pending.cancel()
                 await asyncio.gather(pending, return_exceptions=True)

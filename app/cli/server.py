@@ -53,20 +53,22 @@ def _forward_signals(child: subprocess.Popen[bytes]) -> Callable[[int, FrameType
     return handler
 
 
-def _gunicorn_command(host: str, port: int, workers: int) -> list[str]:
+def _gunicorn_command(host: str, port: int, workers: int, grace_s: float) -> list[str]:
+    """``grace_s`` (SHUTDOWN_GRACE_S): how long a stopping worker has before gunicorn SIGKILLs it;
+    the worker class ends its streams and requests within it (``app.observability.draining``)."""
     return [
         sys.executable,
         "-m",
         "gunicorn",
         "app.asgi:app",
         "--worker-class",
-        "uvicorn_worker.UvicornWorker",
+        "app.observability.gunicorn_worker.DrainingUvicornWorker",
         "--workers",
         str(workers),
         "--bind",
         f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "--graceful-timeout",
-        "10",
+        f"{grace_s:g}",
         "--timeout",
         "120",
         "--control-socket",
@@ -106,7 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if settings.uses_embedded_postgres:
             # The embedded default runs an ingestion worker inside each server process.
             os.environ.setdefault("RUN_WORKER_IN_PROCESS", "true")
-        command = _gunicorn_command(host, port, workers)
+        command = _gunicorn_command(host, port, workers, settings.shutdown_grace_s)
         print(
             f"serving on http://{host}:{port} with {workers} worker(s)"
             + (" on embedded PostgreSQL" if attached.embedded_postgres else "")

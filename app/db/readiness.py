@@ -1,9 +1,16 @@
 """Readiness: can this process serve traffic right now? Each dependency is checked alone so the
-answer names exactly what is down."""
+answer names exactly what is down.
+
+``/readyz`` needs no credentials and no budget, so its answer is kept for ``CACHE_S`` (one
+second): any number of calls within that second, concurrent ones included, run the checks (three
+catalogue queries and a Redis PING) once. A probe every few seconds still sees every change.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -11,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 CHECK_TIMEOUT_S = 2.0
+CACHE_S = 1.0
 
 
 @dataclass
@@ -54,10 +62,22 @@ class SchemaProbe:
 
 
 class ReadinessProbe:
-    def __init__(self, engine: AsyncEngine, redis: Redis, migration_head: str) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        redis: Redis,
+        migration_head: str,
+        *,
+        cache_s: float = CACHE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._engine = engine
         self._redis = redis
         self.migration_head = migration_head
+        self._cache_s = cache_s
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._cached: tuple[float, ReadinessReport] | None = None
 
     async def _check_postgres(self, report: ReadinessReport) -> None:
         try:
@@ -91,6 +111,17 @@ class ReadinessProbe:
             report.checks["redis"] = {"ok": False, "error": type(exc).__name__}
 
     async def check(self) -> ReadinessReport:
+        """The last report if it is younger than ``cache_s``; otherwise a fresh one. Callers that
+        arrive while a check runs wait for it rather than starting their own."""
+        async with self._lock:
+            if self._cached is not None and self._clock() - self._cached[0] < self._cache_s:
+                return self._cached[1]
+            started = self._clock()
+            report = await self._check_now()
+            self._cached = (started, report)
+            return report
+
+    async def _check_now(self) -> ReadinessReport:
         report = ReadinessReport()
 
         async def bounded(name: str, check: object) -> None:

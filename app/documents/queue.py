@@ -11,7 +11,8 @@ a crash in a parser) cannot cycle forever at the head of the FIFO queue.
 
 Every worker also runs the periodic maintenance jobs (procrastinate's periodic deferrer: one job
 per tick however many workers run): ``expire_conversations`` hourly enforces
-``MEMORY_RETENTION_DAYS``.
+``MEMORY_RETENTION_DAYS`` (soft delete), then deletes for good what was soft-deleted more than
+``DELETED_HISTORY_PURGE_DAYS`` ago and ratings older than ``FEEDBACK_RETENTION_DAYS``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from app.documents.ingestion import (
     record_worker_stopped,
     sample_queue_depth,
 )
-from app.memory.retention import expire_conversations
+from app.feedback.retention import purge_feedback
+from app.memory.retention import expire_conversations, purge_deleted_history
 from app.settings import Settings
 
 logger = structlog.get_logger(__name__)
@@ -61,10 +63,16 @@ async def _ingest_task(context: JobContext, job_id: str) -> None:
 async def _retention_task(context: JobContext, timestamp: int) -> None:
     """``timestamp`` is the tick procrastinate deferred the job for; "now" is the worker's clock."""
     worker: IngestionContext = context.additional_context[CONTEXT_KEY]
-    expired = await expire_conversations(
-        worker.session_factory, worker.settings.memory_retention_days, now=worker.clock()
-    )
+    settings, now = worker.settings, worker.clock()
+    expired = await expire_conversations(worker.session_factory, settings.memory_retention_days, now=now)
     logger.info("conversations_expired", count=expired, tick=timestamp)
+    conversations, messages = await purge_deleted_history(
+        worker.session_factory, settings.deleted_history_purge_days, now=now
+    )
+    ratings = await purge_feedback(worker.session_factory, settings.feedback_retention_days, now=now)
+    logger.info(
+        "user_text_purged", conversations=conversations, messages=messages, ratings=ratings, tick=timestamp
+    )
 
 
 @dataclass

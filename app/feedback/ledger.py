@@ -6,12 +6,16 @@ with what was rated, without a PostgreSQL round trip on the chat path.
 Writing is one ``SET … EX`` per turn. A failed write is logged and counted
 (``answer_records_total{outcome="failed"}``), never raised: the chat answer matters more than the
 chance to rate it. The key carries the tenant, so a lookup from another tenant cannot even find
-the record: ``<REDIS_KEY_PREFIX>answered:<tenant_id>:<trace_id>``."""
+the record: ``<REDIS_KEY_PREFIX>answered:<tenant_id>:<trace_id>``.
+
+Retention: a record lives ``FEEDBACK_WINDOW_SECONDS`` (its TTL), and a conversation reset deletes the
+records of that conversation's answers at once (``forget``)."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -169,3 +173,13 @@ class RedisAnswerLedger:
             logger.warning("answer_ledger_unavailable", error_type=type(exc).__name__)
             raise FeedbackUnavailableError() from exc
         return None if raw is None else AnsweredTurn.from_json(raw)
+
+    async def forget(self, tenant_id: uuid.UUID, trace_ids: Sequence[str]) -> None:
+        """Delete the records of these answers (a conversation reset). A failure is logged, never
+        raised: the record still expires after the window."""
+        if not trace_ids:
+            return
+        try:
+            await self._redis.delete(*(self.key(tenant_id, trace_id) for trace_id in trace_ids))
+        except Exception as exc:
+            logger.warning("answer_ledger_unavailable", error_type=type(exc).__name__)

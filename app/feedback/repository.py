@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, literal_column, or_, select, tuple_
+from sqlalchemy import delete, func, literal_column, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -123,3 +123,13 @@ class FeedbackRepository:
             query = query.where(tuple_(AnswerFeedback.updated_at, AnswerFeedback.id) > tuple_(*after))
         query = query.order_by(AnswerFeedback.updated_at, AnswerFeedback.id).limit(limit)
         return [_row(values) for values in (await self._session.execute(query)).all()]
+
+    async def purge_older_than(self, updated_before: datetime) -> int:
+        """Delete ratings (with their copies of question, answer and comment) last changed before
+        ``updated_before``; returns how many."""
+        deleted = await self._session.execute(
+            delete(AnswerFeedback)
+            .where(AnswerFeedback.updated_at < updated_before)
+            .returning(AnswerFeedback.id)
+        )
+        return len(deleted.scalars().all())

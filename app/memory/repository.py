@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -91,3 +91,33 @@ class ConversationRepository:
         if expired:
             await self.soft_delete_messages(expired, now)
         return expired
+
+    async def answered_trace_ids(self, conversation_id: uuid.UUID) -> list[str]:
+        """The trace ids of the conversation's live answers (their records in the answer ledger)."""
+        rows = await self._session.execute(
+            select(Message.trace_id)
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.deleted_at.is_(None),
+                Message.role == "assistant",
+                Message.trace_id.is_not(None),
+            )
+            .distinct()
+        )
+        return [trace_id for trace_id in rows.scalars() if trace_id]
+
+    async def purge_deleted(self, deleted_before: datetime) -> tuple[int, int]:
+        """Hard-delete messages and conversations soft-deleted before ``deleted_before`` (a reset,
+        or idle past the retention). Returns (conversations, messages) deleted."""
+        messages = await self._session.execute(
+            delete(Message)
+            .where(Message.deleted_at.is_not(None), Message.deleted_at < deleted_before)
+            .returning(Message.id)
+        )
+        message_count = len(messages.scalars().all())
+        conversations = await self._session.execute(
+            delete(Conversation)
+            .where(Conversation.deleted_at.is_not(None), Conversation.deleted_at < deleted_before)
+            .returning(Conversation.id)
+        )
+        return len(conversations.scalars().all()), message_count

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import AfterValidator, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -114,13 +115,26 @@ class RecordedTurn:
     turn: TurnRecord
 
 
+class AnswerRecords(Protocol):
+    """Where else a conversation's answers are kept (the answer ledger, for feedback): a reset
+    forgets them there too."""
+
+    async def forget(self, tenant_id: uuid.UUID, trace_ids: Sequence[str]) -> None: ...
+
+
+class _NoAnswerRecords:
+    async def forget(self, tenant_id: uuid.UUID, trace_ids: Sequence[str]) -> None:
+        return None
+
+
 class ConversationMemory:
     """Every method that reads or writes PostgreSQL takes the caller's session (its unit of work)
     and never commits; Redis is touched only for the window, and never before a write commits."""
 
-    def __init__(self, window: WindowStore, *, max_turns: int) -> None:
+    def __init__(self, window: WindowStore, *, max_turns: int, answers: AnswerRecords | None = None) -> None:
         self._window = window
         self._max_turns = max_turns
+        self._answers: AnswerRecords = answers or _NoAnswerRecords()
 
     async def _owned(
         self, db: AsyncSession, principal: Principal, session_id: str, *, admin_may_read: bool
@@ -240,14 +254,19 @@ class ConversationMemory:
         return SessionHistory(conversation_id=row.id, session_id=row.client_id, messages=stored)
 
     async def delete(self, db: AsyncSession, principal: Principal, session_id: str) -> None:
-        """Soft-delete the session's history; the id may be used again and starts empty."""
+        """Soft-delete the session's history (purged for good after ``DELETED_HISTORY_PURGE_DAYS``)
+        and forget its answers' ledger records; the id may be used again and starts empty."""
         now = datetime.now(UTC)
         row = await self._owned(db, principal, session_id, admin_may_read=True)
         if row is None or row.deleted_at is not None:
             raise SessionNotFoundError(f"no session {session_id}")
+        conversations = ConversationRepository(db)
+        answered = await conversations.answered_trace_ids(row.id)
         row.deleted_at = now
-        await ConversationRepository(db).soft_delete_messages([row.id], now)
+        await conversations.soft_delete_messages([row.id], now)
         await db.flush()
         # Dropped before the commit: a commit that then fails leaves a window the next read
-        # rebuilds from PostgreSQL, never one that outlives the deletion.
+        # rebuilds from PostgreSQL, never one that outlives the deletion (and answers that can no
+        # longer be rated, rather than a question and answer kept after the reset).
         await self._window.drop(row.id)
+        await self._answers.forget(row.tenant_id, answered)

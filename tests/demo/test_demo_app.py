@@ -7,12 +7,15 @@ API received."""
 
 from __future__ import annotations
 
+import tomllib
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 from tests.demo.conftest import DEMO_APP, RUN_TIMEOUT_S, MakeDemo
@@ -113,7 +116,9 @@ def test_connection_shows_who_you_are(make_demo: MakeDemo, demo_api: DemoApi) ->
     assert at.chat_input, "a connected page offers the chat"
 
 
-def test_a_wrong_key_or_an_unreachable_api_is_a_clear_message(make_demo: MakeDemo, demo_api: DemoApi) -> None:
+def test_a_wrong_key_or_an_unreachable_api_is_a_clear_message(
+    make_demo: MakeDemo, demo_api: DemoApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
     at = make_demo("rk_000000000000_not-a-real-key")
     at.run()
     assert_no_exception(at)
@@ -121,25 +126,84 @@ def test_a_wrong_key_or_an_unreachable_api_is_a_clear_message(make_demo: MakeDem
     assert "dev-api-key" in at.info[0].value
     assert not at.chat_input
 
-    at.session_state["api_url"] = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("API_URL", f"http://127.0.0.1:{free_port()}")  # where the demo runs
     at.run()
     assert_no_exception(at)
     assert "Cannot reach the API" in at.sidebar.error[0].value
     assert "make run" in at.info[0].value
 
 
-def test_the_dev_key_is_prefilled_from_the_data_dir(
-    demo_api: DemoApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_visitor_cannot_send_the_key_elsewhere(make_demo: MakeDemo, demo_api: DemoApi) -> None:
+    """The API URL is the server's API_URL: no field for it, and session state cannot move it."""
+    at = make_demo()
+    at.session_state["api_url"] = f"http://127.0.0.1:{free_port()}"  # what the old URL field held
+    at.run()
+    assert_no_exception(at)
+    assert [field.label for field in at.text_input if "URL" in field.label] == []
+    assert demo_api.url in sidebar_text(at)
+    assert at.sidebar.success, "still connected to API_URL"
+
+
+@pytest.fixture
+def listening_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """Set Streamlit's ``server.address`` (what `make demo` passes) for the test."""
+    before = st_config.get_option("server.address")
+
+    def listen(address: str) -> None:
+        st_config.set_option("server.address", address)
+
+    yield listen
+    st_config.set_option("server.address", before)
+
+
+def dev_key_demo(demo_api: DemoApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[AppTest, str]:
     key = demo_api.new_key()
     (tmp_path / "dev-api-key").write_text(key + "\n")
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     monkeypatch.setenv("API_URL", demo_api.url)
-    at = AppTest.from_file(str(DEMO_APP), default_timeout=RUN_TIMEOUT_S)
+    return AppTest.from_file(str(DEMO_APP), default_timeout=RUN_TIMEOUT_S), key
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "localhost", "::1"])
+def test_on_loopback_the_dev_key_is_used_and_never_shown(
+    demo_api: DemoApi,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    listening_on: Callable[[str], None],
+    address: str,
+) -> None:
+    listening_on(address)
+    at, key = dev_key_demo(demo_api, tmp_path, monkeypatch)
     at.run()
     assert_no_exception(at)
-    assert at.text_input(key="api_key").value == key
-    assert at.sidebar.success, "connected with the prefilled key"
+    assert at.sidebar.success, "connected with the dev key"
+    assert at.text_input(key="api_key").value == "", "the key field is not prefilled"
+    shown = [str(element.proto) for element in at.sidebar] + [str(element.proto) for element in at.main]
+    assert not [proto for proto in shown if key in proto], "the key is in what the browser gets"
+    assert key not in str(at.session_state.to_dict())
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "", "192.0.2.7"])
+def test_on_other_addresses_the_dev_key_is_not_used(
+    demo_api: DemoApi,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    listening_on: Callable[[str], None],
+    address: str,
+) -> None:
+    listening_on(address)
+    at, _key = dev_key_demo(demo_api, tmp_path, monkeypatch)
+    at.run()
+    assert_no_exception(at)
+    assert not at.sidebar.success and not at.chat_input, "a visitor got the dev key's access"
+    assert at.sidebar.error, "asked for a key of their own"
+
+
+def test_make_demo_listens_on_loopback_by_default() -> None:
+    config = tomllib.loads((DEMO_APP.parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
+    makefile = (DEMO_APP.parent.parent / "Makefile").read_text()
+    assert "DEMO_HOST ?= 127.0.0.1" in makefile and "--server.address $(DEMO_HOST)" in makefile
 
 
 # --- upload ------------------------------------------------------------------------------------

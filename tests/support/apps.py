@@ -19,6 +19,7 @@ from app.rag.embeddings import Embedder
 from app.resources import Resources
 from app.settings import Settings
 from tests.support.callers import MakeCaller, caller_factory
+from tests.support.waiting import wait_for_async
 
 BASE_URL = "http://testserver"
 
@@ -52,3 +53,12 @@ async def running_app(
         transport = httpx.ASGITransport(app=app, client=client_addr)
         async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, timeout=30) as client:
             yield RunningApp(app, client, caller_factory(app.state.resources.session_factory))
+
+
+async def readyz_turns(client: httpx.AsyncClient, status: int) -> None:
+    """Poll ``/readyz`` until it answers ``status``: its answer is cached for a second."""
+
+    async def answers() -> bool:
+        return (await client.get("/readyz")).status_code == status
+
+    await wait_for_async(answers, timeout=10, what=f"/readyz answers {status}")

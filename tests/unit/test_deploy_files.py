@@ -26,3 +26,17 @@ def test_dockerfile_is_multi_stage_non_root_with_a_health_check_and_existing_pat
         for path in sources:
             assert (ROOT / path).exists(), f"COPY {path}: missing"
     assert "--require-hashes" in dockerfile
+
+
+def test_every_base_image_is_pinned_by_digest() -> None:
+    """A tag moves (every Debian point release); a digest names the same bytes on every build."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    defaults = dict(re.findall(r"^ARG (\w+)=(\S+)$", dockerfile, re.M))
+    stages = set(re.findall(r"^FROM \S+ AS (\S+)$", dockerfile, re.M))
+    bases = re.findall(r"^FROM (\S+)", dockerfile, re.M)
+    assert bases
+    for base in bases:
+        if base in stages:
+            continue  # a previous stage of this file
+        image = defaults.get(base[2:-1], "") if base.startswith("${") else base
+        assert re.fullmatch(r"[\w./:-]+@sha256:[0-9a-f]{64}", image), f"FROM {base} ({image}): no digest"

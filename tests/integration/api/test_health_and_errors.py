@@ -5,7 +5,7 @@ import pytest
 
 from app.embedded.redis import EmbeddedRedis
 from app.settings import Settings
-from tests.support.apps import running_app
+from tests.support.apps import readyz_turns, running_app
 from tests.support.callers import MakeCaller
 
 pytestmark = pytest.mark.integration
@@ -79,8 +79,9 @@ async def test_readiness_follows_redis_down_and_back_without_restart(
     async with running_app(settings, redis_url=stoppable_redis.url) as (_, client, _make):
         assert (await client.get("/readyz")).status_code == 200
         stoppable_redis.stop()
+        await readyz_turns(client, 503)  # within the second the answer is cached for
         body = assert_problem(await client.get("/readyz"), 503, "not_ready")
         assert "redis" in str(body["detail"])
         assert body["checks"]["redis"]["ok"] is False  # type: ignore[index]
         stoppable_redis.start()
-        assert (await client.get("/readyz")).status_code == 200
+        await readyz_turns(client, 200)

@@ -1,4 +1,5 @@
-"""MEMORY_RETENTION_DAYS is enforced by a periodic job that every ingestion worker runs."""
+"""MEMORY_RETENTION_DAYS, DELETED_HISTORY_PURGE_DAYS and FEEDBACK_RETENTION_DAYS are enforced by a
+periodic job that every ingestion worker runs (its clock injected: "now" is 400 days ahead)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from procrastinate.periodic import PeriodicDeferrer
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from app.db.models import Conversation, Message
+from app.db.models import AnswerFeedback, Conversation, Message
 from app.documents.ingestion import IngestionContext
 from app.documents.queue import RETENTION_TASK
 from app.resources import Resources
@@ -65,3 +66,63 @@ async def test_the_worker_soft_deletes_conversations_idle_past_the_retention_and
         messages = (await session.execute(select(Message))).scalars().all()
     assert deleted == {idle: NOW, recent: None}
     assert {(m.conversation_id, m.deleted_at) for m in messages} == {(idle, NOW), (recent, None)}
+
+
+async def soft_deleted(
+    resources: Resources, tenant_id: uuid.UUID, client_id: str, ago: timedelta
+) -> uuid.UUID:
+    conversation_id = await conversation(resources, tenant_id, client_id, timedelta(days=1))
+    async with resources.session_factory() as session, session.begin():
+        for model, column in ((Conversation, Conversation.id), (Message, Message.conversation_id)):
+            await session.execute(update(model).where(column == conversation_id).values(deleted_at=NOW - ago))
+    return conversation_id
+
+
+async def rating(resources: Resources, tenant_id: uuid.UUID, trace_id: str, age: timedelta) -> None:
+    async with resources.session_factory() as session, session.begin():
+        session.add(
+            AnswerFeedback(
+                tenant_id=tenant_id,
+                principal_id="api_key:test",
+                trace_id=trace_id,
+                score=5,
+                comment="my account number is in the question",
+                question="How long are backups kept?",
+                answer="Thirty days.",
+                provider="fake",
+                model="m",
+                answered_at=NOW - age,
+                created_at=NOW - age,
+                updated_at=NOW - age,
+            )
+        )
+
+
+async def test_the_worker_purges_deleted_history_and_old_ratings_for_good(
+    make_caller: MakeCaller, resources: Resources
+) -> None:
+    settings = resources.settings
+    assert (settings.deleted_history_purge_days, settings.feedback_retention_days) == (7, 365)
+    tenant_id = (await make_caller()).tenant_id
+    purged = await soft_deleted(resources, tenant_id, "reset long ago", timedelta(days=8))
+    recent = await soft_deleted(resources, tenant_id, "reset lately", timedelta(days=6))
+    live = await conversation(resources, tenant_id, "live", timedelta(days=1))
+    await rating(resources, tenant_id, "old", timedelta(days=366))
+    await rating(resources, tenant_id, "new", timedelta(days=364))
+
+    await defer_due_periodic_jobs(resources)
+    context = IngestionContext(
+        resources.session_factory, resources.embedder, resources.settings, clock=lambda: NOW
+    )
+    await resources.job_queue.run_worker(context, burst=True)
+
+    async with resources.session_factory() as session:
+        conversations = set((await session.execute(select(Conversation.id))).scalars())
+        texts = {
+            (row.conversation_id, row.content) for row in (await session.execute(select(Message))).scalars()
+        }
+        ratings = set((await session.execute(select(AnswerFeedback.trace_id))).scalars())
+    assert conversations == {recent, live}, "deleted 8 days ago: gone; 6 days ago: still kept"
+    assert {conversation_id for conversation_id, _ in texts} == {recent, live}
+    assert purged not in {conversation_id for conversation_id, _ in texts}, "the text stayed"
+    assert ratings == {"new"}

@@ -6,7 +6,9 @@ or, for secrets, from references to a Secret that the operator creates."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +239,72 @@ def test_the_readme_names_every_secret_key_to_create() -> None:
     for name, pod in workloads().items():
         for variable in environment(only_container(pod))[1]:
             assert variable in deploy, f"{name} reads {variable} from {SECRET_NAME}: document it"
+
+
+# --- images, /metrics, forwarded addresses ------------------------------------------------------
+
+
+def project_version() -> str:
+    return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
+
+
+@pytest.mark.parametrize("name", ["api", "worker", "migrate"])
+def test_images_are_pinned_to_the_release_never_latest(name: str) -> None:
+    """``:latest`` with ``IfNotPresent`` runs whatever each node pulled first."""
+    container = only_container(workloads()[name])
+    image = container["image"]
+    pinned_by_digest = re.fullmatch(r"[\w./-]+@sha256:[0-9a-f]{64}", image)
+    assert pinned_by_digest or image == f"ragchat:{project_version()}", image
+    assert container["imagePullPolicy"] in {"IfNotPresent", "Always"}
+    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    (override,) = kustomization["images"]
+    assert override.get("newTag") == project_version() or "digest" in override
+    assert "latest" not in str(override)
+
+
+def test_only_the_ingress_controller_and_prometheus_reach_the_api_port() -> None:
+    found = resources()
+    policy = found["NetworkPolicy/ragchat-api-ingress"]["spec"]
+    pod_labels = found["Deployment/ragchat-api"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    peers = []
+    for rule in policy["ingress"]:
+        assert rule.get("from"), "a rule without `from` admits every peer"
+        assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+        for peer in rule["from"]:
+            assert set(peer) == {"namespaceSelector"}, "no ipBlock or open pod selector"
+            peers.append(peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
+    assert sorted(peers) == ["ingress-nginx", "monitoring"]
+
+
+def test_the_ingress_routes_the_api_and_never_metrics_or_the_probes() -> None:
+    found = resources()
+    ingress = found["Ingress/ragchat-api"]["spec"]
+    service = found["Service/ragchat-api"]
+    routed = []
+    for rule in ingress["rules"]:
+        for path in rule["http"]["paths"]:
+            assert path["pathType"] == "Prefix"
+            assert path["backend"]["service"]["name"] == service["metadata"]["name"]
+            assert path["backend"]["service"]["port"]["name"] == service["spec"]["ports"][0]["name"]
+            routed.append(path["path"])
+    for private in ("/metrics", "/healthz", "/readyz"):
+        assert not [prefix for prefix in routed if private.startswith(prefix.rstrip("/") or "/")], private
+    for public in ("/api/v1/chat", "/v1/chat/completions", "/mcp"):
+        assert [prefix for prefix in routed if public.startswith(prefix)], public
+
+
+def test_forwarded_addresses_are_believed_from_the_ingress_controller_only() -> None:
+    """Empty TRUSTED_PROXIES behind an Ingress puts every client in the controller pod's per-IP
+    bucket; the default trusts private (pod) addresses, which the NetworkPolicy narrows to the
+    ingress controller and Prometheus."""
+    values = resources()[f"ConfigMap/{CONFIG_NAME}"]["data"]
+    settings = Settings(trusted_proxies=values["TRUSTED_PROXIES"], _env_file=None)  # type: ignore[call-arg]
+    networks = [ipaddress.ip_network(network) for network in settings.trusted_proxies]
+    assert networks and all(network.is_private for network in networks)
+    for pod_address in ("10.244.1.7", "10.42.0.9", "172.17.0.5", "192.168.1.20"):  # common pod CIDRs
+        assert any(ipaddress.ip_address(pod_address) in network for network in networks), pod_address
+    for public in ("203.0.113.9", "8.8.8.8", "2001:db8::1"):
+        assert not any(ipaddress.ip_address(public) in network for network in networks), public
+    assert "NetworkPolicy/ragchat-api-ingress" in resources()

@@ -4,7 +4,6 @@ time per page) that bound what one upload can cost."""
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +21,7 @@ from app.documents.errors import (
 )
 from app.documents.parsing import DocumentType, ParseLimits, detect, docx, limits, parse_document, sniff, text
 from app.settings import Settings
+from tests.support.complexity import assert_linear
 from tests.support.documents import (
     make_corrupt_pdf,
     make_docx,
@@ -36,26 +36,23 @@ pytestmark = pytest.mark.unit
 FAST_PAGE = b"BT /F1 12 Tf 72 720 Td (a quick page) Tj ET\n"
 
 
-def timed(call: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    with contextlib.suppress(EmptyDocumentError, CorruptDocumentError):
-        call()
-    return time.perf_counter() - started
-
-
 # --- linear-time sniffing and splitting ------------------------------------------------------
 
 
 def test_the_html_comment_bomb_is_sniffed_in_linear_time() -> None:
     # `(<!--.*?-->\s*)*` needed hours for the 281-byte file and longer than anyone waits for this
-    small = b"<!---->" * 40 + b"x"
-    large = b"<!---->" * (64 * 1024 // 7 + 1) + b"x"
-    assert len(small) == 281 and len(large) > 64 * 1024
-    for data in (small, large):
-        started = time.perf_counter()
-        assert sniff(data) is DocumentType.text
-        assert parse_document(data, filename="bomb").type is DocumentType.text
-        assert time.perf_counter() - started < 1.0
+    def bomb(count: int) -> bytes:
+        return b"<!---->" * count + b"x"
+
+    assert len(bomb(40)) == 281 and len(bomb(64 * 1024 // 7 + 1)) > 64 * 1024
+    assert sniff(bomb(40)) is DocumentType.text
+    assert parse_document(bomb(40), filename="bomb").type is DocumentType.text
+
+    def sniffed_and_parsed(count: int) -> None:
+        assert sniff(bomb(count)) is DocumentType.text
+        assert parse_document(bomb(count), filename="bomb").type is DocumentType.text
+
+    assert_linear(sniffed_and_parsed, 64 * 1024 // 7 // 4)
 
 
 def test_html_after_leading_comments_is_still_recognised() -> None:
@@ -67,31 +64,42 @@ def test_html_after_leading_comments_is_still_recognised() -> None:
     assert sniff(b"<!-- a --> text <html>") is DocumentType.text
 
 
-ADVERSARIAL: dict[str, Callable[[], Any]] = {
-    "comment bomb, whole input": lambda: detect._looks_like_html(b"<!---->" * 40_000 + b"x"),
-    "unterminated comment": lambda: detect._looks_like_html(b"<!--" + b"-" * 300_000),
-    "markdown hint on blank lines": lambda: detect._MARKDOWN_HINT.findall("\n" * 200_000),
-    "markdown hint on blank lines then digits": lambda: detect._MARKDOWN_HINT.findall(
-        "\n" * 100_000 + "1" * 100_000
+# Each case does its work on an input of the size it is given; the test runs it at a quarter of
+# the size the old patterns choked on and at that size, and bounds the ratio of the CPU times.
+ADVERSARIAL: dict[str, tuple[Callable[[int], Any], int]] = {
+    "comment bomb, whole input": (lambda n: detect._looks_like_html(b"<!---->" * n + b"x"), 40_000),
+    "unterminated comment": (lambda n: detect._looks_like_html(b"<!--" + b"-" * n), 300_000),
+    "markdown hint on blank lines": (lambda n: detect._MARKDOWN_HINT.findall("\n" * n), 200_000),
+    "markdown hint on blank lines then digits": (
+        lambda n: detect._MARKDOWN_HINT.findall("\n" * n + "1" * n),
+        100_000,
     ),
-    "markdown hint on whitespace lines": lambda: detect._MARKDOWN_HINT.findall(" \t\n" * 70_000),
-    "fences and headings on long blank lines": lambda: text._section_pages(
-        (" " * 2000 + "\n") * 200, limits._Budget(ParseLimits())
+    "markdown hint on whitespace lines": (lambda n: detect._MARKDOWN_HINT.findall(" \t\n" * n), 70_000),
+    "fences and headings on long blank lines": (
+        lambda n: text._section_pages((" " * 2000 + "\n") * n, limits._Budget(ParseLimits())),
+        200,
     ),
-    "paragraph split on whitespace runs": lambda: text._text_pages(
-        "a\n \n" * 100_000, limits._Budget(ParseLimits())
+    "paragraph split on whitespace runs": (
+        lambda n: text._text_pages("a\n \n" * n, limits._Budget(ParseLimits())),
+        100_000,
     ),
-    "whitespace collapsing": lambda: limits._normalise(" \t\u00a0\n\n\n" * 100_000),
+    "whitespace collapsing": (lambda n: limits._normalise(" \t\u00a0\n\n\n" * n), 100_000),
     # the standard library's HTMLParser (Python < 3.11.13) took ~60 s / ~6 s on these 200 KB
-    "unclosed start tags": lambda: parse_document(b"<html>" + b"<a" * 100_000),
-    "unclosed end tags": lambda: parse_document(b"<html>" + b"</" * 100_000),
-    "marked sections": lambda: parse_document(b"<html>" + b"<![" * 60_000),
+    "unclosed start tags": (lambda n: _parsed(b"<html>" + b"<a" * n), 100_000),
+    "unclosed end tags": (lambda n: _parsed(b"<html>" + b"</" * n), 100_000),
+    "marked sections": (lambda n: _parsed(b"<html>" + b"<![" * n), 60_000),
 }
+
+
+def _parsed(data: bytes) -> None:
+    with contextlib.suppress(EmptyDocumentError, CorruptDocumentError):
+        parse_document(data)
 
 
 @pytest.mark.parametrize("case", list(ADVERSARIAL), ids=list(ADVERSARIAL))
 def test_patterns_stay_linear_on_adversarial_input(case: str) -> None:
-    assert timed(ADVERSARIAL[case]) < 1.0
+    run, size = ADVERSARIAL[case]
+    assert_linear(run, size // 4)
 
 
 def test_html_text_keeps_sections_and_drops_scripts() -> None:
@@ -187,12 +195,10 @@ def test_a_slow_pdf_page_is_stopped_at_the_time_limit_and_its_process_killed() -
     pdf = make_raw_pdf([FAST_PAGE, text_operators(600_000)])
     assert len(pdf) < 100_000
     before = {child.pid for child in psutil.Process().children()}
-    started = time.perf_counter()
     with pytest.raises(PageParseTimeoutError, match=r"page 2 took longer than 0\.5 s") as caught:
         parse_document(pdf, limits=ParseLimits(page_timeout_s=0.5))
-    elapsed = time.perf_counter() - started
+    # the page runs for tens of seconds: the error (not a parsed page) is the proof it was stopped
     assert caught.value.code == "page_parse_timeout" and caught.value.status == 422
-    assert elapsed < 8.0, f"not stopped: {elapsed:.1f}s"
     assert {child.pid for child in psutil.Process().children()} <= before, "the parser process is left"
 
 

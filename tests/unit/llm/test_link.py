@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -61,29 +60,29 @@ async def test_auth_failures_are_not_retried() -> None:
 
 
 async def test_a_silent_provider_costs_at_most_its_total_budget() -> None:
-    link, _ = make_link([Step(delay_s=60)], total_timeout_s=0.3)
-    started = time.monotonic()
+    # Each attempt is abandoned at the 0.2 s first-token timeout; without the 0.3 s total budget
+    # the link would make all 3 attempts (max_retries=2).
+    link, provider = make_link([Step(delay_s=60)], total_timeout_s=0.3)
     with pytest.raises(ProviderTimeout):
         await link.complete(REQUEST, "m")
-    assert time.monotonic() - started <= 0.3 + 0.2
+    assert provider.calls < 3, "the total budget did not stop the retries"
 
 
 async def test_retry_after_longer_than_the_budget_gives_up_at_once() -> None:
     link, provider = make_link([Step(error=RateLimited("429", retry_after=30))], total_timeout_s=1.0)
-    started = time.monotonic()
     with pytest.raises(RateLimited):
-        await link.complete(REQUEST, "m")
+        # a guard, not a measurement: waiting out the 30 s Retry-After would trip it
+        await asyncio.wait_for(link.complete(REQUEST, "m"), timeout=15)
     assert provider.calls == 1
-    assert time.monotonic() - started < 0.2
 
 
 async def test_stream_opens_only_when_the_first_token_arrives_in_time() -> None:
     link, provider = make_link([Step(delay_s=5), Step(delay_s=5), Step()], first_token_timeout_s=0.1)
-    started = time.monotonic()
     opened = await link.open_stream(REQUEST, "m")
     assert opened.first == "hello"
-    assert provider.calls == 3  # two attempts abandoned at the first-token timeout, then success
-    assert time.monotonic() - started < 0.1 * 2 + 0.2
+    # Two attempts abandoned at the first-token timeout, then success: had the first one been
+    # waited for, it would have answered (after 5 s) on the first call.
+    assert provider.calls == 3
     rest = [text async for text in opened.rest()]
     assert rest == [" world"]
     assert opened.usage == Usage(1, 2)
@@ -93,10 +92,8 @@ async def test_stream_opens_only_when_the_first_token_arrives_in_time() -> None:
 async def test_stream_that_goes_silent_after_the_first_token_fails_at_the_idle_timeout() -> None:
     link, _ = make_link([Step(tokens=("a", "b"), token_delay_s=10)], stream_idle_timeout_s=0.1)
     opened = await link.open_stream(REQUEST, "m")
-    started = time.monotonic()
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(ProviderTimeout):  # waited for, the tokens would come (after 10 s each)
         _ = [text async for text in opened.rest()]
-    assert time.monotonic() - started < 0.1 + 0.2
     await opened.aclose()
 
 
@@ -128,12 +125,12 @@ async def test_complete_abandons_a_slow_start_at_the_first_token_timeout() -> No
     """JSON answers are streamed from the provider too, so a slow start costs the first-token
     timeout, not the whole budget."""
     link, provider = make_link([Step(delay_s=5), Step()], first_token_timeout_s=0.1, total_timeout_s=5.0)
-    started = time.monotonic()
     generation = await link.complete(REQUEST, "m")
     assert generation.text == "hello world"
     assert generation.usage == Usage(1, 2)
+    # The slow start was abandoned: waited for, it would have answered on the first call, or
+    # used up the whole 5 s budget and failed.
     assert provider.calls == 2
-    assert time.monotonic() - started < 0.1 + 0.3
 
 
 async def test_complete_retries_a_stream_broken_part_way_and_never_returns_the_part() -> None:
@@ -149,10 +146,8 @@ async def test_complete_holds_the_idle_timeout_between_tokens() -> None:
     link, provider = make_link(
         [Step(tokens=("a", "b"), token_delay_s=10)], stream_idle_timeout_s=0.1, max_retries=0
     )
-    started = time.monotonic()
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(ProviderTimeout):  # waited for, the tokens would come (after 10 s each)
         await link.complete(REQUEST, "m")
-    assert time.monotonic() - started < 0.1 + 0.2
     assert provider.calls == 1
 
 

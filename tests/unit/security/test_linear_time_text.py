@@ -2,8 +2,9 @@
 
 Each function runs on 64 KB inputs built from its own patterns' worst cases (long runs of what a
 pattern repeats, with no match at the end). The old patterns took seconds to hours on these (the
-e-mail mask ~30 s, ``![](http://a?`` repeated far longer); linear code takes milliseconds, so the
-bound is generous and counts CPU time, not wall time, to stay quiet on a busy machine.
+e-mail mask ~30 s, ``![](http://a?`` repeated far longer). No wall-clock bound: each function runs
+on 16 KB and on 64 KB, and 4 times the input may cost about 4 times the CPU time, not 16
+(``tests.support.complexity``), which holds on a busy machine too.
 
 The rewritten patterns must also behave as the old ones did: on short random strings (where the
 old patterns are quick) both give the same results.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import random
 import re
-import time
 import unicodedata
 from collections.abc import Callable
 
@@ -22,43 +22,48 @@ import pytest
 from app.cache.answers import normalise_question
 from app.observability.masking import mask_text, mask_value
 from app.security.injection import detect_injection
+from tests.support.complexity import assert_linear
 
 pytestmark = pytest.mark.unit
 
 SIZE = 64 * 1024
-BOUND_S = 1.0
+Build = Callable[[int], str]
 
 
-def _fill(unit: str, head: str = "", tail: str = "") -> str:
-    return head + unit * ((SIZE - len(head) - len(tail)) // len(unit)) + tail
+def _fill(unit: str, head: str = "", tail: str = "") -> Build:
+    return lambda size: head + unit * ((size - len(head) - len(tail)) // len(unit)) + tail
 
 
-MASK_INPUTS = {
+def _newline_blank(size: int) -> str:
+    return "a" + "\n " * ((size - 2) // 2) + "b"
+
+
+MASK_INPUTS: dict[str, Build] = {
     "email-local-dots": _fill("a."),
     "email-local-dashes": _fill("a-"),
     "email-domain": _fill("a.", head="a@"),
     "email-ats": _fill("a@"),
     "jwt": _fill("eyJ-"),
     "url-scheme": _fill("a.", tail="://x"),
-    "url-scheme-then-user": _fill("a+")[: SIZE // 2] + "://" + "u" * (SIZE // 2),
+    "url-scheme-then-user": lambda size: _fill("a+")(size)[: size // 2] + "://" + "u" * (size // 2),
     "url-empty-user": _fill("p", head="x://:"),
     "bearer": _fill(" ", head="Bearer", tail="!"),
     "key-value": _fill(" ", head="token", tail="x"),
     "key-value-repeated": _fill("password: "),
-    "provider-keys": _fill("sk-") + _fill("gsk_") + _fill("AIza"),
+    "provider-keys": lambda size: _fill("sk-")(size) + _fill("gsk_")(size) + _fill("AIza")(size),
     "api-keys": _fill("rk_"),
 }
 
-QUESTION_INPUTS = {
+QUESTION_INPUTS: dict[str, Build] = {
     "question-marks": _fill("?", tail="a"),
-    "newline-blank": "a" + "\n " * ((SIZE - 2) // 2) + "b",
+    "newline-blank": _newline_blank,
     "blank-question-marks": _fill(" ?", tail="a"),
     "dots": _fill(".", tail="a"),
 }
 
-INJECTION_INPUTS = {
+INJECTION_INPUTS: dict[str, Build] = {
     "newlines": _fill("\n", tail="a"),
-    "newline-blank": "a" + "\n " * ((SIZE - 2) // 2) + "b",
+    "newline-blank": _newline_blank,
     "image-opens": _fill("!["),
     "image-links": _fill("![](http://"),
     "image-links-query": _fill("![](http://a?"),
@@ -67,35 +72,35 @@ INJECTION_INPUTS = {
     "ignore-all": _fill("skip all "),
     "ignore-the": _fill("ignore the "),
     "reveal-system": _fill("show system "),
-    "markup": _fill("<|") + _fill("[/"),
+    "markup": lambda size: _fill("<|")(size) + _fill("[/")(size),
     "system-colon": _fill("system "),
 }
 
 
-def _assert_fast(function: Callable[[str], object], text: str) -> None:
-    started = time.process_time()
-    function(text)
-    elapsed = time.process_time() - started
-    assert elapsed < BOUND_S, f"{elapsed:.2f} s of CPU for {len(text)} characters"
+def _assert_linear(function: Callable[[str], object], build: Build) -> None:
+    """The function on 16 KB and on 64 KB of the hostile input: about 4 times the CPU time."""
+    assert_linear(lambda size: function(build(size)), SIZE // 4)
 
 
-@pytest.mark.parametrize("text", MASK_INPUTS.values(), ids=MASK_INPUTS.keys())
-def test_masking_is_linear(text: str) -> None:
-    _assert_fast(mask_text, text)
+@pytest.mark.parametrize("build", MASK_INPUTS.values(), ids=MASK_INPUTS.keys())
+def test_masking_is_linear(build: Build) -> None:
+    _assert_linear(mask_text, build)
 
 
 def test_masking_an_access_log_event_with_a_hostile_path_is_linear() -> None:
-    _assert_fast(lambda path: mask_value({"event": "request", "path": path}), "/" + _fill("a."))
+    _assert_linear(
+        lambda path: mask_value({"event": "request", "path": path}), lambda size: "/" + _fill("a.")(size)
+    )
 
 
-@pytest.mark.parametrize("text", QUESTION_INPUTS.values(), ids=QUESTION_INPUTS.keys())
-def test_question_normalisation_is_linear(text: str) -> None:
-    _assert_fast(normalise_question, text)
+@pytest.mark.parametrize("build", QUESTION_INPUTS.values(), ids=QUESTION_INPUTS.keys())
+def test_question_normalisation_is_linear(build: Build) -> None:
+    _assert_linear(normalise_question, build)
 
 
-@pytest.mark.parametrize("text", INJECTION_INPUTS.values(), ids=INJECTION_INPUTS.keys())
-def test_injection_detection_is_linear(text: str) -> None:
-    _assert_fast(detect_injection, text)
+@pytest.mark.parametrize("build", INJECTION_INPUTS.values(), ids=INJECTION_INPUTS.keys())
+def test_injection_detection_is_linear(build: Build) -> None:
+    _assert_linear(detect_injection, build)
 
 
 # The old patterns, as references (quadratic or worse, but quick on short strings). The URL
