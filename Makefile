@@ -159,7 +159,7 @@ fake-llm: $(STAMP) ## fake OpenAI/Groq/Gemini server (real wire protocols) on :8
 benchmark-router: $(STAMP) ## LLM router overhead (ours vs LiteLLM Router) vs a direct SDK call: N=300
 	$(PY) -m scripts.benchmark_router --requests $(or $(N),300)
 
-.PHONY: benchmark benchmark-chat benchmark-load benchmark-embeddings benchmark-hostile
+.PHONY: benchmark benchmark-chat benchmark-load benchmark-embeddings
 benchmark-embeddings: $(STAMP) ## local embeddings, ONNX vs torch: query p50/p95, ingestion chunks/s, agreement
 	$(PY) -m scripts.benchmark_embeddings
 benchmark-load: $(STAMP) ## ours vs the LiteLLM proxy under wrk: cache hit, uncached, SSE first token (1 and 2 workers)
@@ -168,6 +168,7 @@ benchmark-load: $(STAMP) ## ours vs the LiteLLM proxy under wrk: cache hit, unca
 benchmark-chat: $(STAMP) ## /api/v1/chat p50/p99, uncached vs cached, against the fake provider
 	$(PY) -m scripts.benchmark_chat
 
+.PHONY: benchmark-hostile
 benchmark-hostile: $(STAMP) ## the largest chat requests a reader can send: event-loop block, RSS kept, /healthz under 4
 	$(PY) -m scripts.benchmark_hostile
 
