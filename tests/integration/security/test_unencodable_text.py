@@ -95,3 +95,27 @@ async def test_a_lone_surrogate_is_openais_400_on_v1(
     assert error["type"] == "invalid_request_error"
     param = next(iter(body.keys() - {"messages"}), "messages")
     assert error["code"] == f"invalid_{param}"
+
+
+async def test_a_lone_surrogate_in_an_mcp_tool_argument_is_a_parse_error_not_a_500(
+    client: httpx.AsyncClient, make_caller: MakeCaller
+) -> None:
+    """The stateless JSON transport parses JSON-RPC strictly (pydantic-core refuses the escape
+    itself): a 400 parse error. A transport that parses with ``json.loads`` reaches the tool's
+    argument model, whose ``PlainText`` makes it a tool error naming UTF-8. Never a 500."""
+    reader = await make_caller(role=Role.reader)
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "search_documents", "arguments": {"query": LONE}},
+    }
+    headers = {**reader.headers, "Accept": "application/json, text/event-stream"}
+    response = await post(client, "POST", "/mcp", call, headers)
+    if response.status_code == 400:
+        assert response.json()["error"]["code"] == -32700  # JSON-RPC parse error
+    else:
+        assert response.status_code == 200, response.text
+        result = response.json()["result"]
+        assert result["isError"] is True
+        assert "UTF-8" in " ".join(block["text"] for block in result["content"])
