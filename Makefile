@@ -181,6 +181,10 @@ benchmark-load: $(STAMP) ## ours vs the LiteLLM proxy under wrk: cache hit, unca
 benchmark-chat: $(STAMP) ## /api/v1/chat p50/p99, uncached vs cached, against the fake provider
 	$(PY) -m scripts.benchmark_chat
 
+.PHONY: benchmark-hostile
+benchmark-hostile: $(STAMP) ## the largest chat requests a reader can send: event-loop block, RSS kept, /healthz under 4
+	$(PY) -m scripts.benchmark_hostile
+
 benchmark: benchmark-vectors benchmark-router benchmark-chat benchmark-embeddings ## every benchmark, each printing a table
 
 .PHONY: eval eval-check

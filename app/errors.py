@@ -151,10 +151,21 @@ def _validation_code(errors: list[dict[str, Any]]) -> str:
     return "validation_error"
 
 
+def _printable(text: str) -> str:
+    """A lone surrogate (which a JSON escape can carry into a dict key) as its ``\\udXXX`` escape,
+    so the problem can be encoded as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    # A location can name a client's dict key, which may hold a lone surrogate: rendered escaped.
     errors = [
-        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        {
+            "loc": [_printable(part) if isinstance(part, str) else part for part in err.get("loc", ())],
+            "msg": _printable(str(err.get("msg", ""))),
+            "type": err.get("type", ""),
+        }
         for err in exc.errors()
     ]
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}

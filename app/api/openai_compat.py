@@ -76,7 +76,7 @@ from app.observability.context import current_trace_id
 from app.rag.prompt import Turn
 from app.rag.query import RetrievalMode
 from app.rag.sources import Source
-from app.security.text import PlainText
+from app.security.text import PlainText, plain_text_problem
 from app.settings import Settings
 
 logger = structlog.get_logger(__name__)
@@ -107,14 +107,22 @@ router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 # --- request ---------------------------------------------------------------------------------------
 
 
+# Every message is bounded, not only the question: earlier turns become prompt history, and the
+# ignored roles are still parsed and checked. A user message is at most a question's length.
+MAX_MESSAGE_CHARS = 16_000
+MAX_CONTENT_PARTS = 100
+# OpenAI's own bounds on ``metadata``.
+MAX_METADATA_PAIRS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS = 16, 64, 512
+
+
 class ContentPart(BaseModel):
-    type: str
+    type: str = Field(max_length=64)
     text: str | None = None
 
 
 class Message(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
+    content: str | Annotated[list[ContentPart], Field(max_length=MAX_CONTENT_PARTS)] | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -122,6 +130,28 @@ class Message(BaseModel):
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text or "" for part in self.content if part.type == "text")
+
+    def strings(self) -> list[str]:
+        """Every text the message carries (the text of non-text parts too)."""
+        if self.content is None:
+            return []
+        if isinstance(self.content, str):
+            return [self.content]
+        return [s for part in self.content for s in (part.type, part.text) if s is not None]
+
+    def max_chars(self) -> int:
+        return MAX_QUESTION_CHARS if self.role == "user" else MAX_MESSAGE_CHARS
+
+    def problem(self) -> str | None:
+        """Why this message is refused, or None."""
+        for text in self.strings():
+            problem = plain_text_problem(text)
+            if problem is not None:
+                return problem
+        length = len(self.text().strip())
+        if length > self.max_chars():
+            return f"a {self.role} message is at most {self.max_chars()} characters; this one has {length}"
+        return None
 
 
 class StreamOptions(BaseModel):
@@ -139,7 +169,7 @@ class ChatCompletionBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1, max_length=200)
+    model: PlainText = Field(min_length=1, max_length=200)
     messages: list[Message] = Field(min_length=1, max_length=200)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
@@ -147,12 +177,17 @@ class ChatCompletionBody(BaseModel):
     n: int = Field(default=1, ge=1, le=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = Field(default=None, max_length=256)
+    user: PlainText | None = Field(default=None, max_length=256)
     metadata: dict[str, str] | None = None
 
     @field_validator("messages")
     @classmethod
     def _has_question(cls, messages: list[Message]) -> list[Message]:
+        """One error location (``messages``) for every message problem, naming the message."""
+        for index, message in enumerate(messages):
+            problem = message.problem()
+            if problem is not None:
+                raise ValueError(f"messages[{index}]: {problem}")
         users = [m for m in messages if m.role == "user"]
         if not users:
             raise ValueError("at least one message must have the role 'user'")
@@ -164,6 +199,24 @@ class ChatCompletionBody(BaseModel):
         if not question:
             raise ValueError("the last user message is empty")
         return messages
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_is_bounded(cls, metadata: dict[str, str] | None) -> dict[str, str] | None:
+        if not metadata:
+            return metadata
+        if len(metadata) > MAX_METADATA_PAIRS:
+            raise ValueError(f"metadata holds at most {MAX_METADATA_PAIRS} pairs")
+        for key, value in metadata.items():
+            if len(key) > MAX_METADATA_KEY_CHARS or len(value) > MAX_METADATA_VALUE_CHARS:
+                raise ValueError(
+                    f"metadata keys are at most {MAX_METADATA_KEY_CHARS} characters and values "
+                    f"at most {MAX_METADATA_VALUE_CHARS}"
+                )
+            problem = plain_text_problem(key) or plain_text_problem(value)
+            if problem is not None:
+                raise ValueError(f"metadata keys and values {problem}")
+        return metadata
 
     @field_validator("metadata")
     @classmethod

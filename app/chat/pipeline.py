@@ -8,8 +8,10 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
+import anyio
 import structlog
 from cachetools import LRUCache
 
@@ -146,6 +148,17 @@ class Preparation:
         """422 ``invalid_max_tokens`` / ``question_too_long``, naming the numbers, before any work."""
         build_prompt(chat.question, [], [], budget_tokens=self.prompt_budget(chat), counter=self._counter)
 
+    async def _fit_prompt(self, chat: ChatInput, history: list[Turn], chunks: list[RetrievedChunk]) -> Prompt:
+        """``build_prompt`` in a worker thread: tokenizing a long history and the passages is
+        CPU work (linear, and bounded by the API's message caps), and the token counter lets the
+        event loop run meanwhile. ``validate`` stays inline: it counts only the question, which
+        the API bounds."""
+        budget = self.prompt_budget(chat)
+        fit = partial(
+            build_prompt, chat.question, history, chunks, budget_tokens=budget, counter=self._counter
+        )
+        return await anyio.to_thread.run_sync(fit)
+
     async def _embed_query(self, question: str) -> list[float]:
         key = f"{self._embedder.model_name}\0{normalise_question(question)}"
         vector = self._query_vectors.get(key)
@@ -224,10 +237,7 @@ class Preparation:
                 )
                 _flag_injection(chat.question, chunks, metrics)
                 if chunks:
-                    budget = self.prompt_budget(chat)
-                    prompt = build_prompt(
-                        chat.question, history, chunks, budget_tokens=budget, counter=self._counter
-                    )
+                    prompt = await self._fit_prompt(chat, history, chunks)
                     sources = [source_for(n, chunk) for n, chunk in enumerate(prompt.passages, start=1)]
                 else:
                     fixed = FixedAnswer(NO_CONTEXT_ANSWER, "none", "none", None, cached=False)

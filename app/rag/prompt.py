@@ -59,25 +59,30 @@ def format_passage(number: int, chunk: RetrievedChunk) -> str:
     return f"[{number}] {quote_data(chunk.title)} (page {chunk.page})\n{quote_data(chunk.text)}"
 
 
-def _context_block(passages: list[RetrievedChunk]) -> str:
-    body = "\n\n".join(format_passage(n, chunk) for n, chunk in enumerate(passages, start=1))
-    return f"<context>\n{body}\n</context>"
+def format_turn(turn: Turn) -> str:
+    return f"Q: {quote_data(turn.question)}\nA: {quote_data(turn.answer)}"
 
 
-def _history_block(turns: list[Turn]) -> str:
-    lines = [f"Q: {quote_data(turn.question)}\nA: {quote_data(turn.answer)}" for turn in turns]
-    return "<history>\n" + "\n\n".join(lines) + "\n</history>"
+HISTORY_OPEN, HISTORY_CLOSE = "<history>\n", "\n</history>"
+CONTEXT_OPEN, CONTEXT_CLOSE = "<context>\n", "\n</context>"
+NO_PASSAGES = "<context>\n(no passages)\n</context>"
+PART_SEPARATOR = "\n\n"  # between turns, passages and the blocks of the user message
 
 
-def _render(question: str, history: list[Turn], passages: list[RetrievedChunk]) -> tuple[PromptMessage, ...]:
+def _question_part(question: str) -> str:
+    return f"Question: {quote_data(question)}"
+
+
+def _render(question: str, turns: list[str], passages: list[str]) -> tuple[PromptMessage, ...]:
+    """The messages, from parts already formatted (``format_turn``, ``format_passage``)."""
     parts = []
-    if history:
-        parts.append(_history_block(history))
-    parts.append(_context_block(passages) if passages else "<context>\n(no passages)\n</context>")
-    parts.append(f"Question: {quote_data(question)}")
+    if turns:
+        parts.append(HISTORY_OPEN + PART_SEPARATOR.join(turns) + HISTORY_CLOSE)
+    parts.append(CONTEXT_OPEN + PART_SEPARATOR.join(passages) + CONTEXT_CLOSE if passages else NO_PASSAGES)
+    parts.append(_question_part(question))
     return (
         PromptMessage("system", SYSTEM_INSTRUCTIONS),
-        PromptMessage("user", "\n\n".join(parts)),
+        PromptMessage("user", PART_SEPARATOR.join(parts)),
     )
 
 
@@ -102,23 +107,52 @@ def build_prompt(
 
     Passages keep retrieval order, which puts the strongest evidence of each document first
     (``app.rag.retrieval``), so ``[1]`` is the strongest evidence and the last passage is the
-    first to go when the budget is short.
+    first to go when the budget is short. History goes before any passage: with every passage
+    kept, the newest turns that still fit stay.
+
+    Linear: each part (the question, a passage, a turn) is tokenized once, on its own, and the
+    counts are added; parts are joined by whitespace, which a tokenizer splits on, so the sum is
+    the count of the rendered prompt. Turns are counted newest first and counting stops at the
+    first that does not fit, so the older ones are never tokenized at all.
     """
-    kept_history = list(history)
-    kept_chunks = list(chunks)
-    messages = _render(question, kept_history, kept_chunks)
-    tokens = count_tokens(messages, counter)
-    while tokens > budget_tokens and (kept_history or kept_chunks):
-        if kept_history:
-            kept_history.pop(0)
-        else:
-            kept_chunks.pop()
-        messages = _render(question, kept_history, kept_chunks)
-        tokens = count_tokens(messages, counter)
-    if tokens > budget_tokens:
-        raise PromptTooLargeError(tokens, budget_tokens)
+    fixed = (
+        counter.count(SYSTEM_INSTRUCTIONS)
+        + counter.count(_question_part(question))
+        + 2 * MESSAGE_OVERHEAD_TOKENS
+    )
+    passages = [format_passage(n, chunk) for n, chunk in enumerate(chunks, start=1)]
+    # The longest prefix of the passages that fits, with no history.
+    kept_passages = 0
+    used = fixed + counter.count(CONTEXT_OPEN) + counter.count(CONTEXT_CLOSE)
+    for passage in passages:
+        cost = counter.count(passage)
+        if used + cost > budget_tokens:
+            break
+        used += cost
+        kept_passages += 1
+    if kept_passages == 0:
+        used = fixed + counter.count(NO_PASSAGES)
+    # With every passage kept, the newest turns that fit.
+    turns: list[str] = []
+    if kept_passages == len(passages) and history:
+        room = budget_tokens - used - counter.count(HISTORY_OPEN) - counter.count(HISTORY_CLOSE)
+        for turn in reversed(history):
+            text = format_turn(turn)
+            cost = counter.count(text)
+            if cost > room:
+                break
+            room -= cost
+            turns.append(text)
+        if turns:
+            used = budget_tokens - room
+        turns.reverse()
+    if used > budget_tokens:
+        raise PromptTooLargeError(used, budget_tokens)
     return Prompt(
-        messages=messages, passages=tuple(kept_chunks), history_used=len(kept_history), tokens=tokens
+        messages=_render(question, turns, passages[:kept_passages]),
+        passages=tuple(chunks[:kept_passages]),
+        history_used=len(turns),
+        tokens=used,
     )
 
 

@@ -184,6 +184,13 @@ async def test_a_bad_key_is_openais_401_and_the_body_is_not_read(
     assert legacy.headers["content-type"].startswith("application/problem+json")
 
 
+QUESTION = {"role": "user", "content": "Where is the review?"}
+
+
+def earlier(question: str, answer: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -192,6 +199,13 @@ async def test_a_bad_key_is_openais_401_and_the_body_is_not_read(
         ({"messages": [{"role": "user", "content": "   "}]}, "messages"),
         ({"messages": [{"role": "user", "content": "x" * 5000}]}, "messages"),
         ({"messages": [{"role": "user", "content": "a\u0000b"}]}, "messages"),
+        # every message is bounded, not only the question: history is what the prompt is built of
+        ({"messages": [*earlier("x" * 4001, "ok"), QUESTION]}, "messages"),
+        ({"messages": [*earlier("ok", "x" * 16001), QUESTION]}, "messages"),
+        ({"messages": [{"role": "system", "content": "x" * 16001}, QUESTION]}, "messages"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 4001}]}]}, "messages"),
+        # the body-limit repro: 20 user/assistant pairs of 25 KB before the question
+        ({"messages": [*earlier("w " * 12_500, "w " * 12_500) * 20, QUESTION]}, "messages"),
         ({"n": 2}, "n"),
         ({"temperature": 3}, "temperature"),
         ({"max_tokens": 0}, "max_tokens"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from app.observability.telemetry import Telemetry
 from app.rag.prompt import Turn
 from app.rag.query import RetrievalQuery, RetrievedChunk
 from app.rag.rerank import NoReranker
+from app.rag.tokens import TokenCounter, WordPieceTokenCounter
 from app.settings import Settings
 from tests.support.chains import chain_of
 from tests.support.embedders import HashingEmbedder
@@ -117,6 +119,7 @@ def harness(
     chunks: list[RetrievedChunk] | None = None,
     embedder: HashingEmbedder | None = None,
     cache: InMemoryCache | None = None,
+    counter: TokenCounter | None = None,
 ) -> Harness:
     settings = Settings(_env_file=None)
     memory, db = InMemoryMemory(), FakeDb()
@@ -142,7 +145,7 @@ def harness(
         retriever=retriever,
         embedder=embedder or HashingEmbedder(),
         reranker=NoReranker(),
-        counter=WhitespaceTokenCounter(),
+        counter=counter or WhitespaceTokenCounter(),
         telemetry=Telemetry.disabled(),
     )
     service = ChatService(
@@ -239,3 +242,46 @@ async def test_a_client_that_leaves_mid_stream_leaves_a_cancelled_turn() -> None
     (turn,) = h.memory.turns[(ALICE.id, "s")]
     assert (turn.answer, turn.status) == ("30", "cancelled")
     assert h.cache.entries == {}
+
+
+class WatchedCounter:
+    """The real WordPiece counter, recording the characters it tokenizes and on which thread."""
+
+    def __init__(self) -> None:
+        self._counter = WordPieceTokenCounter()
+        self.by_thread: dict[int, int] = {}
+
+    @property
+    def characters(self) -> int:
+        return sum(self.by_thread.values())
+
+    def count(self, text: str) -> int:
+        thread = threading.get_ident()
+        self.by_thread[thread] = self.by_thread.get(thread, 0) + len(text)
+        return self._counter.count(text)
+
+
+async def test_a_stored_window_of_the_largest_questions_is_counted_once_per_turn_off_the_loop() -> None:
+    """A principal fills its 20-turn window with the largest question validation accepts (945
+    ``&``, 4,725 characters once escaped, 2,835 tokens); each later turn used to re-tokenize the
+    whole prompt once per dropped turn (about 1 s on the event loop). Now a later turn tokenizes
+    its question, its passage and the newest turn, in a worker thread."""
+    provider = generator(*[Step(tokens=("ok",)) for _ in range(22)])
+    counter = WatchedCounter()
+    h = harness(provider, counter=counter)
+    largest = "&" * 945
+    h.service.validate(ChatInput(largest))  # the largest question passes validation
+    for _ in range(20):
+        h.memory.turns.setdefault((ALICE.id, "filled"), []).append(
+            TurnRecord(largest, "ok", [], "ok", "openai", "m", None)
+        )
+    counter.by_thread.clear()
+    answer = await h.service.answer(ALICE, ChatInput("How long is the refund window?", session_id="filled"))
+    assert answer.answer == "ok" and provider.calls == 1
+    escaped_turn = len("Q: \nA: ok") + 945 * len("&amp;")
+    # the question, the system text and framing, the passage, and one turn that does not fit
+    assert counter.characters < 2 * escaped_turn, counter.characters
+    # on the event loop: only the budget and validation (system text, framing and the question,
+    # which the API bounds); no stored turn and no passage
+    on_loop = counter.by_thread.get(threading.get_ident(), 0)
+    assert on_loop < escaped_turn, on_loop

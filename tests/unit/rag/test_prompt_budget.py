@@ -106,3 +106,83 @@ def test_wordpiece_counter_counts_subwords_without_truncation() -> None:
     assert counter.count("hello world") == 2
     assert counter.count("pgvector") > 1  # split into word pieces
     assert counter.count("word " * 1000) == 1000  # no 128/512-token truncation
+
+
+class CountingCounter:
+    """The whitespace counter, remembering how many characters it was asked to tokenize."""
+
+    def __init__(self) -> None:
+        self.characters = 0
+
+    def count(self, text: str) -> int:
+        self.characters += len(text)
+        return COUNTER.count(text)
+
+
+def _characters_tokenized(turns: int) -> tuple[int, int]:
+    """Characters tokenized to fit ``turns`` stored turns, of which only a few fit, and the size of
+    everything there was to count (each part once)."""
+    history = [Turn(f"question {i} " + "& " * 200, f"answer {i} " + "word " * 200) for i in range(turns)]
+    counter = CountingCounter()
+    prompt = build_prompt(
+        "q?", history, [chunk(1, "passage " * 50, 0.9)], budget_tokens=BARE + 900, counter=counter
+    )
+    assert 0 < prompt.history_used < turns
+    everything = (
+        len(prompt.messages[0].content)
+        + len(prompt.messages[1].content)
+        + sum(len(t.question) * 5 + len(t.answer) for t in history)
+    )
+    return counter.characters, everything
+
+
+def test_fitting_a_long_history_tokenizes_each_part_at_most_once() -> None:
+    """Linear, by step count: dropping turns never re-tokenizes the prompt, so 4x the turns costs
+    at most 4x the tokenizing (it was quadratic: the whole prompt once per dropped turn)."""
+    small, small_everything = _characters_tokenized(20)
+    large, large_everything = _characters_tokenized(80)
+    assert small <= small_everything
+    assert large <= large_everything
+    assert large <= 4 * small
+
+
+def test_counts_of_the_parts_add_up_to_the_count_of_the_prompt() -> None:
+    """Fitting adds the counts of separately tokenized parts: with the real WordPiece tokenizer,
+    that sum is the count of the rendered prompt, whatever the text (escapes, CJK, accents,
+    punctuation, words too long for the vocabulary, blank parts)."""
+    counter = WordPieceTokenCounter()
+    texts = [
+        "R&D <b>bold</b> && >>",
+        "naïve café 東京 タワー ﬁ",
+        "x" * 150 + " end.",
+        "   ",
+        "",
+        "don't-stop... (ok) [1] 3.14",
+    ]
+    turns = [Turn(q, a) for q in texts for a in texts[:2]]
+    chunks = [chunk(n, text or "-", 1.0) for n, text in enumerate(texts, start=1)]
+    for question in ("what?", "A&B <x> \u00e9t\u00e9 東"):
+        for budget in (BARE + 30, BARE + 120, BARE + 400, 10_000):
+            try:
+                prompt = build_prompt(question, turns, chunks, budget_tokens=budget, counter=counter)
+            except PromptTooLargeError:
+                continue
+            assert prompt.tokens == count_tokens(prompt.messages, WordPieceTokenCounter()) <= budget
+
+
+def test_the_token_count_cache_does_not_keep_the_texts_it_counted() -> None:
+    """Counting large distinct texts (history a client sends) retains almost nothing: the cache
+    held every text as a key (4,096 of any size)."""
+    import tracemalloc
+
+    counter = WordPieceTokenCounter()
+    counter.count("warm up the tokenizer")
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        for n in range(20):
+            counter.count(f"{n} " + "lorem ipsum " * 2000)  # 24 KB each, gone after the call
+        retained = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    assert retained < 24_000, retained  # less than one of the 20 texts
