@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, ClassVar
 
-from app.llm.classify import body_message, from_status, from_unexpected, headers_of
-from app.llm.errors import EmptyResponse, MalformedResponse, ProviderError, TruncatedStream
+from app.llm.classify import (
+    body_message,
+    from_status,
+    from_unexpected,
+    headers_of,
+    refused_by_content_filter,
+)
+from app.llm.errors import ContentFiltered, EmptyResponse, MalformedResponse, ProviderError, TruncatedStream
 from app.llm.provider import SDKProvider
 from app.llm.types import ChatRequest, Generation, ProviderChunk, Usage
 
@@ -38,6 +44,8 @@ def generation_of(response: Any, model: str) -> Generation:
     content = choices[0].message.content
     if content is None or (isinstance(content, str) and not content.strip()):
         reason = getattr(choices[0], "finish_reason", None)
+        if refused_by_content_filter(reason):
+            raise ContentFiltered(f"the answer was withheld by the content filter (finish_reason {reason})")
         raise EmptyResponse(f"the completion has no text (finish_reason {reason})")
     if not isinstance(content, str):
         raise MalformedResponse("the completion has no text content")
@@ -49,6 +57,7 @@ def generation_of(response: Any, model: str) -> Generation:
 async def stream_chunks(stream: Any) -> AsyncIterator[ProviderChunk]:
     """Text chunks, then the usage; ``TruncatedStream`` unless a ``finish_reason`` arrived."""
     finished = False
+    texted = False
     usage: Usage | None = None
     async for chunk in stream:
         usage = usage_of(getattr(chunk, "usage", None)) or usage
@@ -58,9 +67,14 @@ async def stream_chunks(stream: Any) -> AsyncIterator[ProviderChunk]:
         for choice in chunk.choices or ():
             text = choice.delta.content if choice.delta is not None else None
             if text:
+                texted = True
                 yield text
             if choice.finish_reason:
                 finished = True
+                if not texted and refused_by_content_filter(choice.finish_reason):
+                    raise ContentFiltered(
+                        f"the answer was withheld by the content filter (finish_reason {choice.finish_reason})"
+                    )
     if not finished:
         raise TruncatedStream("the stream ended without a finish_reason")
     if usage is not None:

@@ -55,6 +55,7 @@ def router_overrides(fake: FakeLLMServer) -> dict[str, Any]:
     values: dict[str, Any] = {
         "llm_providers": list(SDK_PROVIDERS),
         "router_cooldown_s": COOLDOWN_S,
+        "router_cooldown_base_s": COOLDOWN_S,
         "router_max_retries": 2,
         "router_backoff_base_s": 0.05,
         "router_backoff_max_s": 0.2,
