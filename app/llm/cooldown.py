@@ -158,7 +158,15 @@ class CooldownStore:
         try:
             raw = await self._trip(
                 keys=[self._key(provider), self._probe_key(provider)],
-                args=[repr(now), repr(base_s), repr(cap), repr(floor_s), error, repr(HALF_OPEN_WINDOW_S), code],
+                args=[
+                    repr(now),
+                    repr(base_s),
+                    repr(cap),
+                    repr(floor_s),
+                    error,
+                    repr(HALF_OPEN_WINDOW_S),
+                    code,
+                ],
             )
         except (RedisError, OSError) as exc:
             logger.warning("cooldown_write_failed", provider=provider, error=str(exc))

@@ -90,6 +90,7 @@ class Behaviour:
     malformed_after_tokens: int = 0  # mode "malformed" (SSE): valid chunks before the broken one
     fail_times: int | None = None  # failure modes apply to the first N requests only
     fail_for_s: float | None = None  # failure modes apply this long (fake's clock) after configuring
+    refusal_message: str | None = None  # mode "content_policy" (OpenAI/Groq): the 400's message
     # Chat requests made with one of these keys get 401, whatever the mode, with an error message
     # that quotes the key (real providers quote it too, at least in part).
     reject_keys: list[str] = field(default_factory=list)
@@ -312,9 +313,9 @@ CONTENT_POLICY_MESSAGE = (
 CONTENT_POLICY_CODES = {"openai": "content_policy_violation", "groq": "content_filter"}
 
 
-def openai_wire_policy_refusal(provider: str) -> Response:
+def openai_wire_policy_refusal(provider: str, message: str | None) -> Response:
     """OpenAI's (and Groq's) 400 for a prompt its content policy refuses."""
-    body = openai_error(400, CONTENT_POLICY_MESSAGE, CONTENT_POLICY_CODES[provider])
+    body = openai_error(400, message or CONTENT_POLICY_MESSAGE, CONTENT_POLICY_CODES[provider])
     return JSONResponse(body, status_code=400)
 
 
@@ -476,7 +477,7 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         if behaviour.latency_s and await wait_or_disconnect(request, behaviour.latency_s):
             return Response(status_code=499)
         if mode == "content_policy":
-            return openai_wire_policy_refusal(provider)
+            return openai_wire_policy_refusal(provider, behaviour.refusal_message)
         failed = await failure_response(request, provider, mode)
         if failed is not None:
             return failed

@@ -98,8 +98,7 @@ async def warm_up_sdks(fake: FakeLLMServer) -> None:
 
 @dataclass
 class RouterApp:
-    """A running app whose chain talks to the fake, and an admin's HTTP client for it (the router
-    state it reads includes last_error, which only admins see)."""
+    """A running app whose chain talks to the fake, and an admin's HTTP client for it."""
 
     app: FastAPI
     chain: ProviderChain
