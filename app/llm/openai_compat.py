@@ -71,10 +71,9 @@ async def stream_chunks(stream: Any) -> AsyncIterator[ProviderChunk]:
                 yield text
             if choice.finish_reason:
                 finished = True
-                if not texted and refused_by_content_filter(choice.finish_reason):
-                    raise ContentFiltered(
-                        f"the answer was withheld by the content filter (finish_reason {choice.finish_reason})"
-                    )
+                reason = choice.finish_reason
+                if not texted and refused_by_content_filter(reason):
+                    raise ContentFiltered(f"the content filter withheld the answer (finish_reason {reason})")
     if not finished:
         raise TruncatedStream("the stream ended without a finish_reason")
     if usage is not None:

@@ -12,6 +12,7 @@ Small budgets (tests/support/llm.py) keep each case to about a second; nothing a
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -54,39 +55,38 @@ SILENT_OR_SLOW = {
 }
 
 
-@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fault", list(SILENT_OR_SLOW), ids=list(SILENT_OR_SLOW))
 async def test_a_silent_or_slow_provider_is_tried_once_then_the_fallback_answers(
-    fault: str, mode: Mode, start_router_app: StartRouterApp, fake: FakeLLMServer
+    fault: str, start_router_app: StartRouterApp, fake: FakeLLMServer
 ) -> None:
-    fake.configure("openai", **SILENT_OR_SLOW[fault])
     async with start_router_app(**PRIMARY_THEN_FALLBACK, router_max_retries=2) as router:
-        assert await answer(router, mode) == ("groq", DEFAULT_TEXT)
-    assert fake.requests("openai") == 1  # retries were allowed (2), but not for a timeout
-    assert fake.requests("groq") == 1
+        for mode in MODES:
+            fake.reset()
+            await router.chain.cooldowns.clear("openai")  # the last mode's failure opened its circuit
+            fake.configure("openai", **SILENT_OR_SLOW[fault])
+            assert await answer(router, mode) == ("groq", DEFAULT_TEXT), mode
+            assert fake.requests("openai") == 1, mode  # retries were allowed (2), not for a timeout
+            assert fake.requests("groq") == 1, mode
 
 
-TRANSIENT = {
-    "unavailable_503": ({"mode": "error", "status": 503}, "server_error"),
-    "rate_limited_429_with_retry_after": (
-        {"mode": "error", "status": 429, "retry_after": 0.1},
-        "rate_limited",
-    ),
-    "connection_reset_before_the_first_token": ({"mode": "cut", "cut_after_tokens": 0}, "server_error"),
+TRANSIENT: dict[str, dict[str, Any]] = {
+    "unavailable_503": {"mode": "error", "status": 503},
+    "rate_limited_429_with_retry_after": {"mode": "error", "status": 429, "retry_after": 0.1},
+    "connection_reset_before_the_first_token": {"mode": "cut", "cut_after_tokens": 0},
 }
 
 
-@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fault", list(TRANSIENT), ids=list(TRANSIENT))
 async def test_a_transient_failure_is_retried_on_the_same_provider(
-    fault: str, mode: Mode, start_router_app: StartRouterApp, fake: FakeLLMServer
+    fault: str, start_router_app: StartRouterApp, fake: FakeLLMServer
 ) -> None:
-    behaviour, _ = TRANSIENT[fault]
-    fake.configure("openai", **behaviour, fail_times=1)
     async with start_router_app(**PRIMARY_THEN_FALLBACK, router_max_retries=2) as router:
-        assert await answer(router, mode) == ("openai", DEFAULT_TEXT)
-    assert fake.requests("openai") == 2  # the failure, then the retry that answered
-    assert fake.requests("groq") == 0
+        for mode in MODES:
+            fake.reset()
+            fake.configure("openai", **TRANSIENT[fault], fail_times=1)
+            assert await answer(router, mode) == ("openai", DEFAULT_TEXT), mode
+            assert fake.requests("openai") == 2, mode  # the failure, then the retry that answered
+            assert fake.requests("groq") == 0, mode
 
 
 class AttemptLog(NoopObserver):
@@ -108,10 +108,8 @@ def unaccepting_port() -> Iterator[int]:
     for _ in range(3):
         filler = socket.socket()
         filler.setblocking(False)
-        try:
+        with contextlib.suppress(BlockingIOError):
             filler.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
         fillers.append(filler)
     yield port
     for filler in fillers:
@@ -168,26 +166,22 @@ def first_then_next(provider: str) -> tuple[dict[str, Any], str]:
     return {"llm_providers": [provider, nxt]}, nxt
 
 
-@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("provider", "refusal"), REFUSALS)
 async def test_a_content_policy_refusal_is_neither_retried_nor_failed_over(
-    provider: str,
-    refusal: dict[str, Any],
-    mode: Mode,
-    start_router_app: StartRouterApp,
-    fake: FakeLLMServer,
+    provider: str, refusal: dict[str, Any], start_router_app: StartRouterApp, fake: FakeLLMServer
 ) -> None:
     overrides, nxt = first_then_next(provider)
     fake.configure(provider, **refusal)
     async with start_router_app(**overrides, router_max_retries=2) as router:
-        with pytest.raises(AnswerRefused) as refused:
-            await answer(router, mode)
-        shown = (await router.providers())[provider]
-    assert refused.value.code == "content_filtered" and refused.value.status == 422
-    assert provider in refused.value.detail
-    assert fake.requests(provider) == 1
-    assert fake.requests(nxt) == 0
-    assert (shown["circuit"], shown["last_error_code"]) == ("closed", "content_filtered")  # not benched
+        for count, mode in enumerate(MODES, start=1):
+            with pytest.raises(AnswerRefused) as refused:
+                await answer(router, mode)
+            assert refused.value.code == "content_filtered" and refused.value.status == 422
+            assert provider in refused.value.detail
+            assert fake.requests(provider) == count, mode  # one attempt per request, no retry
+            assert fake.requests(nxt) == 0, mode
+            shown = (await router.providers())[provider]
+            assert (shown["circuit"], shown["last_error_code"]) == ("closed", "content_filtered")
 
 
 @pytest.mark.parametrize("mode", MODES)
