@@ -17,7 +17,8 @@ Every error the service raises is an ``AppError`` with a stable ``code``, an HTT
         documents (4xx), rag (PromptTooLargeError 422 ``question_too_long``, …),
         llm (UnknownModelError 422 ``unknown_model``; a caller's own provider key:
         ProviderKeyRejected 422 ``provider_key_rejected``, InvalidProviderKey 422
-        ``invalid_provider_key``)
+        ``invalid_provider_key``; a provider's content policy refused: AnswerRefused 422
+        ``content_filtered``)
 """
 
 from __future__ import annotations

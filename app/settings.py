@@ -85,7 +85,13 @@ class Settings(BaseSettings):
 
     # LLM router
     llm_providers: Annotated[list[ProviderName], NoDecode] = ["gemini", "groq", "openai", "local"]
-    router_cooldown_s: float = Field(default=300.0, ge=0)
+    # Circuit breaker per provider, shared in Redis: the first opening lasts ROUTER_COOLDOWN_BASE_S,
+    # each failed half-open probe doubles it, up to ROUTER_COOLDOWN_S (so a recovered provider is
+    # probed, and serves again, at most ROUTER_COOLDOWN_S after its recovery).
+    router_cooldown_s: float = Field(default=20.0, ge=0)
+    router_cooldown_base_s: float = Field(default=5.0, ge=0)
+    # A content-policy refusal reaches the client (422 content_filtered); true: try the next provider.
+    router_failover_on_content_filter: bool = False
     gemini_api_key: SecretStr | None = None
     gemini_base_url: str | None = None
     gemini_model: str = "gemini-2.5-flash"

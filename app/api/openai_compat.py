@@ -58,7 +58,12 @@ from app.api.chat import (
 )
 from app.api.deps import ChainDep, ChatServiceDep, SettingsDep, StreamSlotsDep
 from app.api.limits import ChatRateLimit
-from app.api.openai_errors import model_not_found, openai_error_for_exception
+from app.api.openai_errors import (
+    model_not_found,
+    openai_code,
+    openai_error_for_exception,
+    stream_error_type,
+)
 from app.api.provider_keys import CallerChainDep, answering_with
 from app.chat.types import (
     ChatEvent,
@@ -436,8 +441,8 @@ class _ChunkRenderer:
             {
                 "error": {
                     "message": event.message,
-                    "type": "server_error",
-                    "code": event.code,
+                    "type": stream_error_type(event.code),
+                    "code": openai_code(event.code),
                     "param": None,
                     "trace_id": event.trace_id,
                 }

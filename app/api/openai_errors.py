@@ -22,6 +22,21 @@ OPENAI_PREFIX = "/v1/"
 
 _TYPE_BY_STATUS = {429: "rate_limit_error"}
 _CODE_BY_STATUS = {401: "invalid_api_key", 403: "permission_denied"}
+# The service's codes that OpenAI's clients know under OpenAI's own name: a provider's content
+# policy refused the request (``content_filtered`` on /api/v1) is OpenAI's 400
+# ``content_policy_violation``, the message naming the provider and quoting its reason.
+_OPENAI_CODE = {"content_filtered": "content_policy_violation"}
+
+
+def openai_code(code: str) -> str:
+    """The ``code`` an OpenAI client expects for one of this service's stable codes."""
+    return _OPENAI_CODE.get(code, code)
+
+
+def stream_error_type(code: str) -> str:
+    """The ``type`` of an error ending a stream: the request's own (a content-policy refusal) or
+    the server's (everything else that breaks a stream)."""
+    return "invalid_request_error" if code in _OPENAI_CODE else "server_error"
 
 
 def openai_error_body(
@@ -83,7 +98,7 @@ async def openai_error_for_exception(request: Request, exc: Exception) -> Respon
     status = problem_response.status_code
     if status == 422:
         status = 400
-    code = _CODE_BY_STATUS.get(status, str(problem.get("code") or "error"))
+    code = _CODE_BY_STATUS.get(status, openai_code(str(problem.get("code") or "error")))
     param = _param(problem) if isinstance(exc, RequestValidationError) else None
     body = openai_error_body(
         message=str(problem.get("detail") or problem.get("title") or "request failed"),

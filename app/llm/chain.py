@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 import structlog
 
 from app.llm.cooldown import CooldownState, CooldownStore
-from app.llm.errors import ProviderError, ProviderKeyRejected, UnknownModelError
+from app.llm.errors import AnswerRefused, ProviderError, ProviderKeyRejected, UnknownModelError
 from app.llm.extractive import EXTRACTIVE
 from app.llm.link import OpenStream, ProviderLink
 from app.llm.observer import SUCCESS, RouterObserver
@@ -77,13 +77,18 @@ class Attempt:
 
 @dataclass(frozen=True)
 class ProviderStatus:
+    """One provider as ``/api/v1/providers`` shows it to any tenant's caller: nothing in it comes
+    from one tenant's request (the provider's error texts stay in logs, see ``app.llm.health``)."""
+
     name: str
     model: str
     configured: bool
     healthy: bool
     state: str  # "ok", "cooling_down", "half_open" or "unconfigured"
+    circuit: str  # "closed", "open" (until cooling_down_until) or "half_open" (the next request probes)
     cooling_down_until: datetime | None
-    last_error: str | None
+    circuit_open_s: float | None  # how long the current (or last) opening lasts; doubles per failed probe
+    last_error_code: str | None  # the stable code of the last failure ("server_error", "timeout")
     recent_latency_ms: float | None
     detail: str | None = None
 
@@ -175,26 +180,36 @@ class ProviderChain:
 
     async def _failed(self, attempt: Attempt, error: ProviderError) -> None:
         link = attempt.link
-        link.health.record_failure(error.describe())
-        seconds = link.policy.cooldown_for(error, ordinary=attempt.ordinary)
+        link.health.record_failure(error.code, error.describe())
+        bench = link.policy.cooldown_for(error, ordinary=attempt.ordinary)
         logger.warning(
             "provider_failed",
             provider=link.name,
             model=attempt.model,
             code=error.code,
             error=error.message,
-            benched=seconds is not None,
+            benched=bench is not None,
             caller_key=link.caller_keyed,
         )
         if link.caller_keyed and error.cause == "account":
             # The caller's own key was refused: say so instead of quietly answering with ours.
             raise ProviderKeyRejected.by(link.name, error.upstream_status) from None
-        if seconds is None:
+        if bench is None:
             if attempt.state.phase == "half_open" and link.policy.cooldown_enabled:
                 await self.cooldowns.release_probe(link.name)  # no verdict: the next request probes
-            return
-        until = await self.cooldowns.bench(link.name, seconds, error.describe())
-        self._observer.on_cooldown(provider=link.name, until=until, error_code=error.code)
+        else:
+            until = await self.cooldowns.bench(
+                link.name,
+                error.describe(),
+                base_s=bench.base_s,
+                max_s=bench.max_s,
+                floor_s=bench.floor_s,
+                code=error.code,
+            )
+            self._observer.on_cooldown(provider=link.name, until=until, error_code=error.code)
+        if not link.policy.fails_over(error):
+            # A content-policy refusal: the caller learns why, no other model is asked.
+            raise AnswerRefused.by(link.name, error) from None
 
     async def _candidates(self, request: ChatRequest) -> list[Attempt]:
         routes = self.routes(request.model)
@@ -357,7 +372,7 @@ class ProviderChain:
                 opened = await link.open_stream(prefilled, attempt.model)
             except ProviderError as error:
                 logger.info("continuation_failed", provider=link.name, code=error.code, after=broke.code)
-                with suppress(ProviderKeyRejected):  # the break stays the reason given
+                with suppress(ProviderKeyRejected, AnswerRefused):  # the break stays the reason given
                     await self._failed(attempt, error)
                 continue
             logger.info("stream_continued", provider=link.name, after=broke.code, prefill_chars=len(streamed))
@@ -387,10 +402,12 @@ class ProviderChain:
                     configured=availability.configured,
                     healthy=availability.configured and state.phase == "closed",
                     state=label,
+                    circuit={"cooling": "open"}.get(state.phase, state.phase),
                     cooling_down_until=datetime.fromtimestamp(state.until, UTC)
                     if cooling and state.until
                     else None,
-                    last_error=state.error or link.health.last_error,
+                    circuit_open_s=state.seconds,
+                    last_error_code=state.code or link.health.last_error_code,
                     recent_latency_ms=link.health.recent_latency_ms,
                     detail=availability.reason,
                 )

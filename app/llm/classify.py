@@ -14,6 +14,7 @@ import pydantic
 from app.llm.errors import (
     AuthFailed,
     BadRequest,
+    ContentFiltered,
     ContextTooLong,
     MalformedResponse,
     ProviderError,
@@ -31,6 +32,25 @@ _CONTEXT_MARKERS = (
     "too many tokens",
     "prompt is too long",
 )
+
+# The error codes (OpenAI ``content_policy_violation``, Azure OpenAI and Groq ``content_filter``)
+# and phrases with which providers refuse a request under their content policy.
+_CONTENT_POLICY_MARKERS = (
+    "content_policy_violation",
+    "content_filter",
+    "content management policy",
+    "safety system",
+)
+# Finish reasons that mean "the answer was withheld by a content filter" (OpenAI wire, Gemini).
+CONTENT_FILTER_FINISH_REASONS = frozenset(
+    {"content_filter", "SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"}
+)
+
+
+def refused_by_content_filter(finish_reason: object) -> bool:
+    """Whether a finish reason (an OpenAI-wire string or a Gemini enum) is a content-filter stop."""
+    value = getattr(finish_reason, "value", finish_reason)
+    return isinstance(value, str) and value in CONTENT_FILTER_FINISH_REASONS
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -71,6 +91,8 @@ def from_status(status: int, message: str, headers: Mapping[str, str] | None = N
         return ServerError(message, upstream_status=status, retry_after=parse_retry_after(headers))
     if status in (400, 413, 422) and any(marker in lowered for marker in _CONTEXT_MARKERS):
         return ContextTooLong(message, upstream_status=status)
+    if status in (400, 422) and any(marker in lowered for marker in _CONTENT_POLICY_MARKERS):
+        return ContentFiltered(message, upstream_status=status)
     return BadRequest(message, upstream_status=status)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 from app.errors import AppError
+from app.observability.masking import mask_text
 
 # What a failure is evidence against:
 #   "provider": the provider's health (5xx, 429, timeouts, broken or truncated answers);
@@ -47,9 +48,11 @@ class ProviderError(AppError):
 
 
 class ProviderTimeout(ProviderError):
+    """No answer in time: the connection, the first token, a stalled stream or the budget. Not
+    retried on the same provider: it already had its chance, and the next one answers sooner."""
+
     status = 504
     code = "timeout"
-    retryable = True
 
 
 class RateLimited(ProviderError):
@@ -71,6 +74,15 @@ class BadRequest(ProviderError):
 
 class ContextTooLong(BadRequest):
     code = "context_too_long"
+
+
+class ContentFiltered(BadRequest):
+    """The provider's content policy refused the request or its answer (OpenAI/Groq
+    ``content_policy_violation`` / ``content_filter``, Gemini's safety block). The chain neither
+    retries it nor falls back (unless ``ROUTER_FAILOVER_ON_CONTENT_FILTER``): the client gets
+    ``AnswerRefused`` with the provider's reason."""
+
+    code = "content_filtered"
 
 
 class ServerError(ProviderError):
@@ -135,6 +147,23 @@ class ProviderKeyRejected(AppError):
         return cls(
             f"{provider} refused the key sent in {provider_key_header(provider)}{status}; check the "
             "key, or leave the header out to use this service's own providers"
+        )
+
+
+class AnswerRefused(AppError):
+    """A provider's content policy refused to answer (``ContentFiltered``), told to the client:
+    422 ``content_filtered`` naming the provider and quoting its reason, masked of secrets."""
+
+    status = 422
+    code = "content_filtered"
+    title = "Refused by the provider's content policy"
+
+    @classmethod
+    def by(cls, provider: str, error: ProviderError) -> AnswerRefused:
+        reason = mask_text(error.message)[:500]
+        return cls(
+            f"{provider} refused to answer under its content policy: {reason}",
+            extra={"provider": provider},
         )
 
 

@@ -32,6 +32,8 @@ def policy_for(settings: Settings, name: str) -> ProviderPolicy:
         "backoff_max_s": settings.router_backoff_max_s,
         "stream_idle_timeout_s": settings.router_stream_idle_timeout_s,
         "cooldown_s": settings.router_cooldown_s,
+        "cooldown_base_s": settings.router_cooldown_base_s,
+        "failover_on_content_filter": settings.router_failover_on_content_filter,
         "ordinary_max_tokens": settings.answer_max_tokens,
     }
     if name == "extractive":

@@ -15,8 +15,14 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from app.llm.classify import body_message, from_status, from_unexpected, headers_of
-from app.llm.errors import EmptyResponse, MalformedResponse, ProviderError, TruncatedStream
+from app.llm.classify import (
+    body_message,
+    from_status,
+    from_unexpected,
+    headers_of,
+    refused_by_content_filter,
+)
+from app.llm.errors import ContentFiltered, EmptyResponse, MalformedResponse, ProviderError, TruncatedStream
 from app.llm.provider import SDKProvider
 from app.llm.types import ChatRequest, Generation, ProviderChunk, ResponseModel, Usage
 
@@ -131,9 +137,11 @@ class GeminiProvider(SDKProvider[GeminiClient]):
         candidates = response.candidates or []
         blocked = blocked_reason(response)
         if blocked is not None:
-            raise EmptyResponse(f"Gemini blocked the prompt ({blocked})")
+            raise ContentFiltered(f"Gemini blocked the prompt ({blocked})")
         if not candidates or candidates[0].finish_reason is None:
             raise MalformedResponse("the response has no finished candidate")
+        if not text.strip() and refused_by_content_filter(candidates[0].finish_reason):
+            raise ContentFiltered(f"Gemini withheld the answer (finish reason {candidates[0].finish_reason})")
         if not text.strip():
             raise EmptyResponse(f"the answer has no text (finish reason {candidates[0].finish_reason})")
         return Generation(text=text, model=response.model_version or model, usage=usage_of(response))
@@ -147,22 +155,27 @@ class GeminiProvider(SDKProvider[GeminiClient]):
         )
         finished = False
         named = False
+        texted = False
         usage: Usage | None = None  # usage_metadata: running totals, the last one counts
         try:
             async for chunk in stream:
                 blocked = blocked_reason(chunk)
                 if blocked is not None:  # the prompt's doing, not a broken stream
-                    raise EmptyResponse(f"Gemini blocked the prompt ({blocked})")
+                    raise ContentFiltered(f"Gemini blocked the prompt ({blocked})")
                 if not named and chunk.model_version:
                     named = True
                     yield ResponseModel(chunk.model_version)
                 usage = usage_of(chunk) or usage
                 text = text_of(chunk)
                 if text:
+                    texted = True
                     yield text
                 candidates = chunk.candidates or []
                 if candidates and candidates[0].finish_reason is not None:
                     finished = True
+                    reason = candidates[0].finish_reason
+                    if not texted and refused_by_content_filter(reason):
+                        raise ContentFiltered(f"Gemini withheld the answer (finish reason {reason})")
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:

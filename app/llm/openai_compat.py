@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, ClassVar
 
-from app.llm.classify import body_message, from_status, from_unexpected, headers_of
-from app.llm.errors import EmptyResponse, MalformedResponse, ProviderError, TruncatedStream
+from app.llm.classify import (
+    body_message,
+    from_status,
+    from_unexpected,
+    headers_of,
+    refused_by_content_filter,
+)
+from app.llm.errors import ContentFiltered, EmptyResponse, MalformedResponse, ProviderError, TruncatedStream
 from app.llm.provider import SDKProvider
 from app.llm.types import ChatRequest, Generation, ProviderChunk, ResponseModel, Usage
 
@@ -38,6 +44,8 @@ def generation_of(response: Any, model: str) -> Generation:
     content = choices[0].message.content
     if content is None or (isinstance(content, str) and not content.strip()):
         reason = getattr(choices[0], "finish_reason", None)
+        if refused_by_content_filter(reason):
+            raise ContentFiltered(f"the answer was withheld by the content filter (finish_reason {reason})")
         raise EmptyResponse(f"the completion has no text (finish_reason {reason})")
     if not isinstance(content, str):
         raise MalformedResponse("the completion has no text content")
@@ -52,6 +60,7 @@ async def stream_chunks(stream: Any) -> AsyncIterator[ProviderChunk]:
     is not expected; a stream that ends after its ``finish_reason`` without ``data: [DONE]`` is
     complete (the SDKs end iteration at the end of the body either way)."""
     finished = False
+    texted = False
     usage: Usage | None = None
     named = False
     async for chunk in stream:
@@ -66,9 +75,13 @@ async def stream_chunks(stream: Any) -> AsyncIterator[ProviderChunk]:
         for choice in chunk.choices or ():
             text = choice.delta.content if choice.delta is not None else None
             if text:
+                texted = True
                 yield text
             if choice.finish_reason:
                 finished = True
+                reason = choice.finish_reason
+                if not texted and refused_by_content_filter(reason):
+                    raise ContentFiltered(f"the content filter withheld the answer (finish_reason {reason})")
     if not finished:
         raise TruncatedStream("the stream ended without a finish_reason")
     if usage is not None:

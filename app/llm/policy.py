@@ -1,12 +1,23 @@
-"""Per-provider policy: timeout budgets, retry decisions with backoff and jitter, cooldown."""
+"""Per-provider policy: timeout budgets, retry decisions with backoff and jitter, when a failure
+opens the provider's circuit (``app.llm.cooldown``) and for how long."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 
-from app.llm.errors import ProviderError
+from app.llm.errors import ContentFiltered, ProviderError
 from app.llm.types import ChatRequest
+
+
+@dataclass(frozen=True)
+class Bench:
+    """How a failure opens a provider's circuit: ``base_s`` doubled per consecutive opening up to
+    ``max_s``, never shorter than ``floor_s`` (the provider's ``Retry-After``)."""
+
+    base_s: float
+    max_s: float
+    floor_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -19,8 +30,11 @@ class ProviderPolicy:
     backoff_base_s: float = 0.25
     backoff_max_s: float = 4.0
     max_concurrency: int = 32
-    cooldown_s: float = 300.0
+    cooldown_s: float = 20.0  # the longest the circuit stays open (ROUTER_COOLDOWN_S)
+    cooldown_base_s: float = 5.0  # its first opening, doubled per consecutive one (ROUTER_COOLDOWN_BASE_S)
     cooldown_enabled: bool = True
+    # A content-policy refusal falls back to the next provider instead of reaching the client.
+    failover_on_content_filter: bool = False
     # Longest answer an ordinary request asks for (ANSWER_MAX_TOKENS); None: any length is ordinary.
     ordinary_max_tokens: int | None = None
 
@@ -32,6 +46,10 @@ class ProviderPolicy:
         rng: random.Random | None = None,
     ) -> float | None:
         """Seconds to wait before retry number ``attempt + 1``, or None to give up now.
+
+        Only failures that may pass on their own are retried on the same provider (5xx, a reset
+        connection, 429: ``retryable``). A connect or first-token timeout is not: the provider
+        already had its chance, and the next provider is the faster answer.
 
         Exponential backoff with equal jitter; a ``Retry-After`` is honoured as a floor. A wait
         that would not leave time for another attempt inside the budget is not taken at all.
@@ -55,8 +73,14 @@ class ProviderPolicy:
         limit = self.ordinary_max_tokens
         return request.max_tokens is None or limit is None or request.max_tokens <= limit
 
-    def cooldown_for(self, error: ProviderError, *, ordinary: bool = True) -> float | None:
-        """How long a failure benches the provider for every caller, or None when it must not.
+    def fails_over(self, error: ProviderError) -> bool:
+        """Whether the chain tries the next provider after ``error``. Everything but a content
+        policy refusal (unless ``failover_on_content_filter``): another model would only be asked
+        to say what this one refused to, and the caller must learn why."""
+        return self.failover_on_content_filter or not isinstance(error, ContentFiltered)
+
+    def cooldown_for(self, error: ProviderError, *, ordinary: bool = True) -> Bench | None:
+        """How a failure opens the provider's circuit for every caller, or None when it must not.
 
         The one rule for "may this failure cost the other callers this provider?":
 
@@ -74,5 +98,9 @@ class ProviderPolicy:
         if not self.cooldown_enabled:
             return None
         if error.cause == "account" or (error.cause == "provider" and ordinary):
-            return max(self.cooldown_s, error.retry_after or 0.0)
+            return Bench(
+                base_s=min(self.cooldown_base_s, self.cooldown_s),
+                max_s=self.cooldown_s,
+                floor_s=error.retry_after or 0.0,
+            )
         return None

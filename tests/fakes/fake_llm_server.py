@@ -17,13 +17,18 @@ Behaviour per provider is switched at run time:
 - ``POST /_control/{provider}/release`` lets streams held by ``hold_first_token`` go on (tests
   order events by what they have seen, not by how fast the machine is),
 - ``POST /_control/reset`` back to ``ok`` with zeroed counters,
+- ``POST /_control/clock`` with ``{"advance": seconds}`` moves the fake's own clock forward (it
+  times ``fail_for_s``), so a test can let a provider "recover" without waiting,
 - ``GET /_control/stats`` the requests seen per provider and endpoint (``chat_requests`` counts
   chat completions of either kind, ``json_requests`` and ``stream_requests`` each kind).
 
 ``empty`` answers 200 with no text (JSON: empty content; SSE: only the end-of-answer chunk);
 ``blocked`` is the same refusal the provider's content filter gives (OpenAI wire:
 ``finish_reason: content_filter`` and no text; Gemini: ``promptFeedback.blockReason`` and no
-candidates).
+candidates). ``content_policy`` is each provider's content-policy refusal of the prompt: OpenAI
+400 ``code: content_policy_violation``, Groq 400 ``code: content_filter``, Gemini 200 with a
+candidate stopped for ``SAFETY`` and no text. ``fail_for_s`` limits a failure mode to the first
+seconds (on the fake's clock) after it was configured: the provider recovers by itself.
 
 Stream faults and prefills, on every wire, whatever the mode (see the second block of
 ``Behaviour``): ``invalid_chunk_after`` puts one chunk that is not JSON after N tokens and goes on
@@ -64,7 +69,19 @@ from starlette.routing import Route
 
 ProviderName = Literal["openai", "groq", "gemini"]
 PROVIDERS: tuple[ProviderName, ...] = ("openai", "groq", "gemini")
-MODES = ("ok", "slow", "error", "hang", "cut", "stall", "malformed", "context_too_long", "empty", "blocked")
+MODES = (
+    "ok",
+    "slow",
+    "error",
+    "hang",
+    "cut",
+    "stall",
+    "malformed",
+    "context_too_long",
+    "empty",
+    "blocked",
+    "content_policy",
+)
 DEFAULT_TEXT = "The fake provider answers from its own wire protocol."
 PREFILL_BEHAVIOURS = ("continue", "ignore", "refuse")
 INVALID_CHUNK = b'data: {"choices": [{"delta": {"content": "unterminated\n\n'
@@ -85,6 +102,8 @@ class Behaviour:
     stall_after_tokens: int = 2  # mode "stall": tokens sent before the stream goes silent
     malformed_after_tokens: int = 0  # mode "malformed" (SSE): valid chunks before the broken one
     fail_times: int | None = None  # failure modes apply to the first N requests only
+    fail_for_s: float | None = None  # failure modes apply this long (fake's clock) after configuring
+    refusal_message: str | None = None  # mode "content_policy" (OpenAI/Groq): the 400's message
     # Chat requests made with one of these keys get 401, whatever the mode, with an error message
     # that quotes the key (real providers quote it too, at least in part).
     reject_keys: list[str] = field(default_factory=list)
@@ -127,22 +146,35 @@ class ProviderState:
     last_request: dict[str, Any] | None = None
     last_headers: dict[str, str] = field(default_factory=dict)
     released: asyncio.Event = field(default_factory=asyncio.Event)  # see Behaviour.hold_first_token
+    configured_at: float = 0.0  # the fake's clock when the behaviour was set (see fail_for_s)
 
 
 class FakeState:
     def __init__(self) -> None:
         self.providers: dict[str, ProviderState] = {name: ProviderState() for name in PROVIDERS}
+        self.clock_offset = 0.0  # POST /_control/clock moves the fake's clock forward
+
+    def now(self) -> float:
+        return time.monotonic() + self.clock_offset
 
     def reset(self) -> None:
         self.providers = {name: ProviderState() for name in PROVIDERS}
 
+    def recovered(self, state: ProviderState) -> bool:
+        """Whether a ``fail_for_s`` outage is over (on the fake's clock)."""
+        limit = state.behaviour.fail_for_s
+        return limit is not None and self.now() - state.configured_at >= limit
+
     def effective_mode(self, provider: str) -> str:
-        """The mode for this request; ``fail_times`` turns failure modes off after N requests."""
+        """The mode for this request; ``fail_times`` turns failure modes off after N requests,
+        ``fail_for_s`` after that many seconds."""
         state = self.providers[provider]
         behaviour = state.behaviour
         if behaviour.mode in ("ok", "slow"):
             return behaviour.mode
         if behaviour.fail_times is not None and state.failures_served >= behaviour.fail_times:
+            return "ok"
+        if self.recovered(state):
             return "ok"
         state.failures_served += 1
         return behaviour.mode
@@ -293,6 +325,40 @@ def gemini_blocked_response(model: str, prompt_tokens: int) -> dict[str, Any]:
     """The prompt refused by Gemini's safety filter: feedback, no candidates."""
     return {
         "promptFeedback": {"blockReason": "SAFETY"},
+        "usageMetadata": {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens},
+        "modelVersion": model,
+        "responseId": "fake-response",
+    }
+
+
+# --- content-policy refusals (mode "content_policy") ---------------------------------------------
+
+CONTENT_POLICY_MESSAGE = (
+    "Your request was rejected as a result of our safety system. Your prompt may contain text "
+    "that is not allowed by our safety system."
+)
+CONTENT_POLICY_CODES = {"openai": "content_policy_violation", "groq": "content_filter"}
+
+
+def openai_wire_policy_refusal(provider: str, message: str | None) -> Response:
+    """OpenAI's (and Groq's) 400 for a prompt its content policy refuses."""
+    body = openai_error(400, message or CONTENT_POLICY_MESSAGE, CONTENT_POLICY_CODES[provider])
+    return JSONResponse(body, status_code=400)
+
+
+def gemini_safety_stop(model: str, prompt_tokens: int) -> dict[str, Any]:
+    """Gemini's answer withheld by its safety filter: a candidate finished for ``SAFETY``, no text."""
+    return {
+        "candidates": [
+            {
+                "content": {"role": "model"},
+                "finishReason": "SAFETY",
+                "index": 0,
+                "safetyRatings": [
+                    {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}
+                ],
+            }
+        ],
         "usageMetadata": {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens},
         "modelVersion": model,
         "responseId": "fake-response",
@@ -497,6 +563,8 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         mode = fake.effective_mode(provider)
         if behaviour.latency_s and await wait_or_disconnect(request, behaviour.latency_s):
             return Response(status_code=499)
+        if mode == "content_policy":
+            return openai_wire_policy_refusal(provider, behaviour.refusal_message)
         failed = await failure_response(request, provider, mode)
         if failed is not None:
             return failed
@@ -593,8 +661,12 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         prompt_tokens = count_prompt_tokens(body)
         model = behaviour.response_model or model
         text = answer_text(behaviour, prefill)
-        if mode in ("empty", "blocked"):
-            make = gemini_empty_response if mode == "empty" else gemini_blocked_response
+        if mode in ("empty", "blocked", "content_policy"):
+            make = {
+                "empty": gemini_empty_response,
+                "blocked": gemini_blocked_response,
+                "content_policy": gemini_safety_stop,
+            }[mode]
             if not stream:
                 return JSONResponse(make(model, prompt_tokens))
             return StreamingResponse(
@@ -653,7 +725,13 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         state.behaviour = behaviour
         state.failures_served = 0
         state.released = asyncio.Event()
+        state.configured_at = fake.now()
         return JSONResponse(asdict(behaviour))
+
+    async def advance_clock(request: Request) -> Response:
+        seconds = float((await read_json(request)).get("advance", 0))
+        fake.clock_offset += max(0.0, seconds)
+        return JSONResponse({"offset": fake.clock_offset})
 
     async def stats(_: Request) -> Response:
         return JSONResponse(
@@ -685,6 +763,7 @@ def create_fake_app(state: FakeState | None = None) -> Starlette:
         Route("/v1beta/models/{target:path}", gemini_models, methods=["POST"]),
         Route("/v1/models/{target:path}", gemini_models, methods=["POST"]),  # the SDK's default version
         Route("/_control/stats", stats, methods=["GET"]),
+        Route("/_control/clock", advance_clock, methods=["POST"]),
         Route("/_control/{provider}/release", release, methods=["POST"]),
         Route("/_control/{provider}", control, methods=["POST"]),
     ]
@@ -757,6 +836,10 @@ class FakeLLMServer:
     def release(self, provider: str) -> None:
         """Let a stream held by ``hold_first_token`` send its first token."""
         httpx.post(f"{self.url}/_control/{provider}/release", timeout=5).raise_for_status()
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the fake's clock forward (ends ``fail_for_s`` outages without waiting)."""
+        httpx.post(f"{self.url}/_control/clock", json={"advance": seconds}, timeout=5).raise_for_status()
 
     def stats(self) -> dict[str, Any]:
         response = httpx.get(f"{self.url}/_control/stats", timeout=5)

@@ -55,6 +55,7 @@ def router_overrides(fake: FakeLLMServer) -> dict[str, Any]:
     values: dict[str, Any] = {
         "llm_providers": list(SDK_PROVIDERS),
         "router_cooldown_s": COOLDOWN_S,
+        "router_cooldown_base_s": COOLDOWN_S,
         "router_max_retries": 2,
         "router_backoff_base_s": 0.05,
         "router_backoff_max_s": 0.2,
@@ -97,8 +98,7 @@ async def warm_up_sdks(fake: FakeLLMServer) -> None:
 
 @dataclass
 class RouterApp:
-    """A running app whose chain talks to the fake, and an admin's HTTP client for it (the router
-    state it reads includes last_error, which only admins see)."""
+    """A running app whose chain talks to the fake, and an admin's HTTP client for it."""
 
     app: FastAPI
     chain: ProviderChain

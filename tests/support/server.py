@@ -65,6 +65,7 @@ def fake_router_env(
     env = {
         "LLM_PROVIDERS": ",".join(providers),
         "ROUTER_COOLDOWN_S": str(cooldown_s),
+        "ROUTER_COOLDOWN_BASE_S": str(cooldown_s),
         "ROUTER_MAX_RETRIES": "0",
     }
     base_urls = {"gemini": fake.gemini_base_url, "groq": fake.groq_base_url, "openai": fake.openai_base_url}

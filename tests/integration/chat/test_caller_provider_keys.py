@@ -123,7 +123,7 @@ async def test_a_refused_callers_key_is_provider_key_rejected_and_benches_nobody
     admin = await make_caller(tenant="acme", role=Role.admin)
     providers = (await client.get("/api/v1/providers", headers=admin.headers)).json()["providers"]
     openai = next(p for p in providers if p["name"] == "openai")
-    assert (openai["state"], openai["healthy"], openai["last_error"]) == ("ok", True, None)
+    assert (openai["state"], openai["healthy"], openai["last_error_code"]) == ("ok", True, None)
     answered = await ask(client, editor, QUESTION)
     assert answered.json()["provider"] == "openai"
     assert fake.stats()["openai"]["authorization"] == f"Bearer {OPERATOR_KEY}"

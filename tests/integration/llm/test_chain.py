@@ -125,7 +125,7 @@ async def test_half_open_provider_is_probed_by_one_request_at_a_time(
 ) -> None:
     resources = router.app.state.resources
     store = cooldown_store(resources.settings, resources.redis)
-    await store.bench("gemini", 0.0, "server_error: test")  # cooled down until now: half-open
+    await store.bench("gemini", "server_error: test", base_s=0.0)  # open until now: half-open
     assert await store.claim_probe("gemini", 5.0)  # someone else is probing right now
     completion = await resources.provider_chain.complete(ask())
     assert completion.provider == "groq"

@@ -24,7 +24,7 @@ async def store(settings: Settings) -> AsyncIterator[CooldownStore]:
 
 async def test_bench_then_half_open_then_cleared(store: CooldownStore) -> None:
     clock = store.clock = SteppedClock(time.time)
-    until = await store.bench("groq", 30, "rate_limited (HTTP 429): slow down")
+    until = await store.bench("groq", "rate_limited (HTTP 429): slow down", base_s=30)
     state = (await store.states(["groq", "openai"]))["groq"]
     assert state.phase == "cooling" and state.until == pytest.approx(until)
     assert state.error == "rate_limited (HTTP 429): slow down"
@@ -38,7 +38,7 @@ async def test_bench_then_half_open_then_cleared(store: CooldownStore) -> None:
 
 
 async def test_keys_use_the_service_prefix(store: CooldownStore, settings: Settings) -> None:
-    await store.bench("openai", 5, "auth_failed")
+    await store.bench("openai", "auth_failed", base_s=5)
     redis = Redis.from_url(settings.redis_url or "")
     try:
         keys = [k.decode() async for k in redis.scan_iter(match=settings.redis_key_prefix + "llm:*")]
@@ -52,7 +52,7 @@ async def test_redis_outage_reads_as_not_cooling(settings: Settings) -> None:
     store = cooldown_store(settings, dead)
     try:
         assert (await store.states(["gemini"]))["gemini"].phase == "closed"
-        await store.bench("gemini", 5, "timeout")  # logged, not raised
+        await store.bench("gemini", "timeout", base_s=5)  # logged, not raised
         assert await store.claim_probe("gemini", 1.0)
     finally:
         await dead.aclose()

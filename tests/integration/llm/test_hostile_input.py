@@ -147,7 +147,7 @@ async def test_only_failures_the_provider_caused_bench_it_for_the_next_caller(
         assert first.provider != "gemini" or mode == "stream"  # a stream may fail in band
         shown = (await router.providers())["gemini"]
         assert shown["state"] == ("cooling_down" if blame.benches else "ok"), shown
-        assert shown["last_error"]  # the failure is reported either way
+        assert shown["last_error_code"]  # the failure is reported either way
 
         fake.reset()
         nxt = await ask(router, mode)  # the next, ordinary caller
@@ -181,7 +181,7 @@ async def test_a_caller_who_goes_away_benches_nothing_and_gives_its_slot_back(
             await leaving
 
         shown = (await router.providers())["gemini"]
-        assert shown["state"] == "ok" and shown["last_error"] is None, shown
+        assert shown["state"] == "ok" and shown["last_error_code"] is None, shown
         fake.reset()
         nxt = await asyncio.wait_for(ask(router, mode), timeout=5)  # a leaked slot would wait 30 s
         assert nxt.provider == "gemini" and nxt.text == DEFAULT_TEXT

@@ -147,6 +147,6 @@ async def test_local_model_answers_when_remote_providers_fail_and_is_never_bench
         assert isinstance(events[-1], StreamFailed) and events[-1].code == "timeout"
         shown = (await router.providers())["local"]
         assert shown["state"] == "ok" and shown["cooling_down_until"] is None
-        assert "timeout" in shown["last_error"]
+        assert shown["last_error_code"] == "timeout"
         completion = await router.chain.complete(REQUEST)
         assert completion.provider == "local"

@@ -12,6 +12,7 @@ from google.genai import types as genai_types
 
 from app.llm.errors import (
     AuthFailed,
+    ContentFiltered,
     ContextTooLong,
     EmptyResponse,
     MalformedResponse,
@@ -98,21 +99,31 @@ async def test_errors_are_typed_and_the_sdk_never_retries_on_its_own(
 
 
 @pytest.mark.parametrize("name", SDK_PROVIDERS)
-@pytest.mark.parametrize("mode", ["empty", "blocked"])
 async def test_an_answer_without_text_is_never_an_empty_success(
-    name: str, mode: str, adapters: dict[str, Provider], fake: FakeLLMServer
+    name: str, adapters: dict[str, Provider], fake: FakeLLMServer
 ) -> None:
     """JSON: ``EmptyResponse``. Streamed: no text at all (the router then raises it before anything
-    reaches the client), or ``EmptyResponse`` at once where the wire says the prompt was blocked."""
-    fake.configure(name, mode=mode)
+    reaches the client)."""
+    fake.configure(name, mode="empty")
     with pytest.raises(EmptyResponse):
         await adapters[name].complete(REQUEST, "model-x")
-    try:
-        chunks = [chunk async for chunk in adapters[name].stream(REQUEST, "model-x")]
-    except EmptyResponse:
-        assert (name, mode) == ("gemini", "blocked")
-        chunks = []
+    chunks = [chunk async for chunk in adapters[name].stream(REQUEST, "model-x")]
     assert not [chunk for chunk in chunks if isinstance(chunk, str) and chunk.strip()]
+
+
+@pytest.mark.parametrize("name", SDK_PROVIDERS)
+@pytest.mark.parametrize("mode", ["blocked", "content_policy"])
+async def test_a_content_filters_refusal_is_content_filtered_in_both_modes(
+    name: str, mode: str, adapters: dict[str, Provider], fake: FakeLLMServer
+) -> None:
+    """Each wire's refusal (a 400 ``content_policy_violation`` / ``content_filter``, a
+    ``content_filter`` or ``SAFETY`` finish without text, Gemini's blocked prompt) is
+    ``ContentFiltered``, never an empty answer the router would fall back from."""
+    fake.configure(name, mode=mode)
+    with pytest.raises(ContentFiltered):
+        await adapters[name].complete(REQUEST, "model-x")
+    with pytest.raises(ContentFiltered):
+        _ = [chunk async for chunk in adapters[name].stream(REQUEST, "model-x")]
 
 
 @pytest.mark.parametrize("name", SDK_PROVIDERS)

@@ -5,11 +5,13 @@ import json
 import time
 
 import pytest
+from google.genai import types as genai_types
 
-from app.llm.classify import from_status, from_unexpected, parse_retry_after
+from app.llm.classify import from_status, from_unexpected, parse_retry_after, refused_by_content_filter
 from app.llm.errors import (
     AuthFailed,
     BadRequest,
+    ContentFiltered,
     ContextTooLong,
     MalformedResponse,
     ProviderTimeout,
@@ -59,3 +61,26 @@ def test_transport_failures_map_to_timeouts_malformed_or_server_errors() -> None
     assert isinstance(from_unexpected(TimeoutError()), ProviderTimeout)
     assert isinstance(from_unexpected(json.JSONDecodeError("bad", "{", 0)), MalformedResponse)
     assert isinstance(from_unexpected(ConnectionResetError("reset")), ServerError)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Your request was rejected as a result of our safety system. content_policy_violation",
+        "The prompt was filtered. content_filter",
+        "The response was filtered due to the prompt triggering Azure OpenAI's content management policy.",
+    ],
+)
+def test_a_content_policy_refusal_is_its_own_error_not_a_bad_request(message: str) -> None:
+    error = from_status(400, message)
+    assert isinstance(error, ContentFiltered) and error.code == "content_filtered"
+    assert not error.retryable and error.cause == "request"
+    assert type(from_status(400, "messages must not be empty")) is BadRequest
+
+
+def test_finish_reasons_of_a_content_filter() -> None:
+    assert refused_by_content_filter("content_filter")
+    assert refused_by_content_filter(genai_types.FinishReason.SAFETY)
+    assert not refused_by_content_filter("stop")
+    assert not refused_by_content_filter(genai_types.FinishReason.STOP)
+    assert not refused_by_content_filter(None)

@@ -9,6 +9,7 @@ import pytest
 from app.llm.errors import (
     AuthFailed,
     BadRequest,
+    ContentFiltered,
     ContextTooLong,
     EmptyResponse,
     MalformedResponse,
@@ -18,7 +19,7 @@ from app.llm.errors import (
     ServerError,
     TruncatedStream,
 )
-from app.llm.policy import ProviderPolicy
+from app.llm.policy import Bench, ProviderPolicy
 from app.llm.types import ChatRequest, Message
 
 pytestmark = pytest.mark.unit
@@ -51,9 +52,30 @@ def test_no_retry_after_max_retries() -> None:
     assert policy(max_retries=2).retry_delay(2, ServerError("boom"), 100.0) is None
 
 
-@pytest.mark.parametrize("error", [AuthFailed("no"), ContextTooLong("long")])
+@pytest.mark.parametrize("error", [AuthFailed("no"), ContextTooLong("long"), ContentFiltered("unsafe")])
 def test_non_retryable_errors_are_not_retried(error: Exception) -> None:
     assert policy().retry_delay(0, error, 100.0) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (ServerError("503"), True),
+        (ServerError("ConnectError: connection reset by peer"), True),
+        (RateLimited("429"), True),
+        # A silent provider (connect or first-token timeout) had its chance: fail over at once.
+        (ProviderTimeout("no first token within the first-token timeout"), False),
+        (ProviderTimeout("APITimeoutError: Request timed out."), False),
+    ],
+)
+def test_only_errors_that_may_pass_retry_on_the_same_provider(error: Any, retried: bool) -> None:
+    assert (policy().retry_delay(0, error, 100.0, random.Random(1)) is not None) is retried
+
+
+def test_a_content_policy_refusal_is_not_failed_over_unless_the_operator_says_so() -> None:
+    assert policy().fails_over(ContentFiltered("unsafe")) is False
+    assert policy(failover_on_content_filter=True).fails_over(ContentFiltered("unsafe")) is True
+    assert policy().fails_over(BadRequest("400")) and policy().fails_over(ServerError("500"))
 
 
 def test_retry_after_is_a_floor_for_the_wait() -> None:
@@ -63,14 +85,16 @@ def test_retry_after_is_a_floor_for_the_wait() -> None:
 def test_a_wait_that_does_not_fit_the_remaining_budget_is_not_taken() -> None:
     p = policy()
     assert p.retry_delay(0, RateLimited("slow down", retry_after=5.0), 4.0) is None
-    assert p.retry_delay(0, ProviderTimeout("slow"), 0.1) is None
+    assert p.retry_delay(0, ServerError("boom"), 0.1) is None
 
 
 def test_cooldown_covers_provider_faults_but_not_request_faults() -> None:
-    p = policy()
-    assert p.cooldown_for(ServerError("boom")) == 300.0
-    assert p.cooldown_for(RateLimited("wait", retry_after=900.0)) == 900.0
+    p = policy(cooldown_base_s=5.0)
+    assert p.cooldown_for(ServerError("boom")) == Bench(base_s=5.0, max_s=300.0)
+    assert p.cooldown_for(RateLimited("wait", retry_after=900.0)) == Bench(5.0, 300.0, floor_s=900.0)
+    assert policy(cooldown_s=2.0).cooldown_for(ServerError("boom")) == Bench(base_s=2.0, max_s=2.0)
     assert p.cooldown_for(ContextTooLong("too long")) is None
+    assert p.cooldown_for(ContentFiltered("unsafe")) is None
     assert policy(cooldown_enabled=False).cooldown_for(ServerError("boom")) is None
 
 
