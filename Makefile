@@ -78,11 +78,11 @@ metrics: ## the Prometheus metrics of a running service (all workers)
 
 COV_GATE := --cov=app --cov-report=term:skip-covered --cov-fail-under=80
 
-test: $(STAMP) ## all suites (unit, integration, e2e) on real PostgreSQL and Redis, 80 % coverage gate on app/; the retrieval floor
+test: $(STAMP) local-model ## all suites (unit, integration, e2e) on real PostgreSQL and Redis, 80 % coverage gate on app/; the retrieval floor
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(COV_GATE)
 	$(MAKE) --no-print-directory eval-check
 
-test-fast: $(STAMP) ## all suites without coverage measurement
+test-fast: $(STAMP) local-model ## all suites without coverage measurement
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test-unit: $(STAMP)
@@ -91,7 +91,7 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(VENV)/bin/pytest -m integration -n $(PYTEST_WORKERS) --dist loadfile
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) local-model
 	$(VENV)/bin/pytest -m e2e -n $(PYTEST_WORKERS) --dist loadfile
 
 test-pgvector: $(STAMP) ## vector search, retrieval and embedding tests only
@@ -100,7 +100,7 @@ test-pgvector: $(STAMP) ## vector search, retrieval and embedding tests only
 test-metrics: $(STAMP) ## logging, metrics and tracing tests only
 	$(VENV)/bin/pytest -m metrics -n $(PYTEST_WORKERS) --dist loadfile
 
-test-cov: $(STAMP) ## all suites with the coverage gate and an HTML report in htmlcov/
+test-cov: $(STAMP) local-model ## all suites with the coverage gate and an HTML report in htmlcov/
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(COV_GATE) --cov-report=html
 
 .PHONY: fuzz
