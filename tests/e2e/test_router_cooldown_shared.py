@@ -128,7 +128,14 @@ def test_cooldown_set_in_one_process_is_seen_by_every_worker_and_lifted_by_the_p
     fake.configure("gemini", mode="error", status=503)
     assert asyncio.run(ask_once(settings)) == "groq"
 
+    # Until both workers have answered: on a loaded machine one worker can take a long run of
+    # connections, so the number of rounds is a bound, not a guess at the kernel's scheduling.
     seen, pids = gemini_as_seen_by_workers(served_router, key)
+    for _ in range(20):
+        if len(pids) >= 2:
+            break
+        more, pids = gemini_as_seen_by_workers(served_router, key)
+        seen += more
     assert len(pids) >= 2, f"only worker(s) {pids} answered"
     assert all(p["state"] == "cooling_down" and not p["healthy"] for p in seen), seen
     assert all(p["last_error_code"] == "server_error" for p in seen)

@@ -38,6 +38,10 @@ IDLE_S = 0.5
 # Long: no test waits a cooldown out; they jump the cooldown store's clock (SteppedClock), so a
 # slow, loaded machine can never end one mid-assertion.
 COOLDOWN_S = 60.0
+# Connecting to the loopback fake is instant on an idle machine; on a loaded one it can take longer
+# than any fault-sized budget, and a connect timeout fails over at once. No fault here is about
+# connecting (test_failover_policy.py sets its own for that), so the budget is generous.
+CONNECT_S = 5.0
 
 
 def fake_openai_overrides(fake: FakeLLMServer, *, timeout_s: float = 2.0) -> dict[str, Any]:
@@ -68,7 +72,7 @@ def router_overrides(fake: FakeLLMServer) -> dict[str, Any]:
         values[f"{name}_api_key"] = SecretStr(f"test-key-{name}")
         values[f"{name}_timeout_s"] = TOTAL_S
         values[f"{name}_first_token_timeout_s"] = FIRST_TOKEN_S
-        values[f"{name}_connect_timeout_s"] = 0.5
+        values[f"{name}_connect_timeout_s"] = CONNECT_S
     return values
 
 

@@ -48,7 +48,8 @@ def test_the_slim_image_is_the_default_target_and_local_adds_torch() -> None:
 
 
 def test_real_world_defaults_stay_and_the_test_only_overrides_build_arguments() -> None:
-    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim-bookworm$", DOCKERFILE, re.M)
+    # the real default, pinned by digest so a rebuild gets the same base (issue 25)
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}$", DOCKERFILE, re.M)
     assert re.search(r"^ARG EXTRA_CA_CERTS=\"\"$", DOCKERFILE, re.M)
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in DOCKERFILE
     assert "--require-hashes" in DOCKERFILE and "pip check" in DOCKERFILE
