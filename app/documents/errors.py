@@ -84,6 +84,21 @@ class PageParseTimeoutError(DocumentInputError):
     title = "A page took longer than DOC_PAGE_PARSE_TIMEOUT_S to parse"
 
 
+class ImageTooLargeError(DocumentInputError):
+    status = 422
+    code = "image_too_large"
+    title = "The image has more pixels than OCR_MAX_PIXELS"
+
+
+class OcrUnavailableError(DocumentInputError):
+    """A scanned page or an image needs OCR, and this installation has none (the default image
+    leaves it out to stay small; the `ocr` image and ``make`` installs have it)."""
+
+    status = 422
+    code = "ocr_unavailable"
+    title = "The document needs OCR, which this installation does not have"
+
+
 class InvalidMetadataError(AppError):
     status = 422
     code = "invalid_document_metadata"
@@ -114,6 +129,8 @@ DOCUMENT_INPUT_ERRORS: tuple[type[DocumentInputError], ...] = (
     TooManyPagesError,
     DocumentTooLargeError,
     PageParseTimeoutError,
+    ImageTooLargeError,
+    OcrUnavailableError,
 )
 
 
