@@ -165,7 +165,14 @@ main()
 
 def ocr_installed() -> bool:
     """Whether requirements-ocr.txt is installed (the `ocr` image, ``make`` installs)."""
-    return all(importlib.util.find_spec(name) is not None for name in _OCR_MODULES)
+    return all(_importable(name) for name in _OCR_MODULES)
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules (set to None)
+        return False
 
 
 def ocr_available(limits: OcrLimits) -> bool:
