@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     # OCR_PAGE_MIN_CHARS in their text layer, and image uploads, are recognised by the worker.
     ocr_enabled: bool = True
     ocr_page_min_chars: int = Field(default=32, ge=0, le=10_000)
-    ocr_page_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    ocr_page_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     ocr_max_pixels: int = Field(default=40_000_000, ge=10_000)
     ocr_render_dpi: int = Field(default=200, ge=72, le=600)
     run_worker_in_process: bool = False

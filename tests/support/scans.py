@@ -72,7 +72,7 @@ def scanned_pdf(pages: list[Image.Image], dpi: int) -> bytes:
 
 
 def png_with_header_size(width: int, height: int) -> bytes:
-    """A tiny PNG whose header declares ``width`` × ``height`` pixels (a decompression bomb's
+    """A tiny PNG whose header declares ``width`` x ``height`` pixels (a decompression bomb's
     shape: a few bytes that would decode to gigabytes)."""
 
     def chunk(kind: bytes, payload: bytes) -> bytes:

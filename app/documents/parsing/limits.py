@@ -21,7 +21,7 @@ class OcrLimits:
 
     enabled: bool = True
     page_min_chars: int = 32  # a PDF page with fewer non-space characters is OCR'd
-    page_timeout_s: float = 60.0  # rendering and recognising one page
+    page_timeout_s: float = 120.0  # rendering and recognising one page
     max_pixels: int = 40_000_000  # per image frame or rendered page: decompression bombs
     render_dpi: int = 200  # PDF pages are rendered at this resolution (less if over max_pixels)
 

@@ -137,7 +137,10 @@ def main():
     from rapidocr_onnxruntime import RapidOCR
 
     Image.MAX_IMAGE_PIXELS = None  # this process checks every frame against max_pixels itself
-    engine = RapidOCR()
+    # Detection on the page scaled to at most 1280 px a side (RapidOCR's default scales the
+    # shorter side up to 736, i.e. full size for a page: 4x the pixels, several times slower);
+    # recognition still reads the text lines at up to 2000 px a side.
+    engine = RapidOCR(det_limit_type="max", det_limit_side_len=1280)
     send(b"R")
     current = [0]
     images = pdf_images if options["pdf"] else frame_images
