@@ -161,7 +161,12 @@ async def _retrieval(text_set: GoldenSet, ocr_set: GoldenSet, modes: list[Retrie
                 )
                 results.append(
                     await evaluate(
-                        settings, golden, Configuration(name), modes=modes, embedder=embedder, progress=_progress
+                        settings,
+                        golden,
+                        Configuration(name),
+                        modes=modes,
+                        embedder=embedder,
+                        progress=_progress,
                     )
                 )
             await embedder.aclose()
@@ -194,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print(f"\nScanned golden set {golden.name!r}: {len(pages)} pages, {len(questions)} questions\n")
     print(cer_table(scans))
-    print(f"\nOCR throughput, one worker: {len(pages) / elapsed:.3f} pages/s ({elapsed:.0f} s for {len(pages)})")
+    print(
+        f"\nOCR throughput, one worker: {len(pages) / elapsed:.3f} pages/s ({elapsed:.0f} s for {len(pages)})"
+    )
     if args.retrieval:
         ocr_pages = {s.page.id: Page(s.page.id, s.page.title, s.ocr_text) for s in scans}
         text_set = GoldenSet(f"{golden.name}-text", tuple(pages), tuple(questions))

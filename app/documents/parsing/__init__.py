@@ -29,7 +29,13 @@ from app.documents.parsing.html import HTML_FEED_CHUNK
 from app.documents.parsing.image import IMAGE_SUFFIXES
 from app.documents.parsing.limits import OcrLimits, ParseLimits
 from app.documents.parsing.model import DocumentType, Page, ParsedDocument
-from app.documents.parsing.ocr import OCR_IMAGE_TARGET, OnPage, ocr_available, recognise_pages
+from app.documents.parsing.ocr import (
+    OCR_IMAGE_TARGET,
+    OnPage,
+    ocr_available,
+    recognise_pages,
+    upload_suffixes,
+)
 from app.documents.parsing.parse import parse_document
 from app.documents.parsing.pdf import PDF_PARSER_START_TIMEOUT_S
 from app.documents.parsing.text import TEXT_PAGE_CHARS
@@ -58,4 +64,5 @@ __all__ = [
     "parse_document",
     "recognise_pages",
     "sniff",
+    "upload_suffixes",
 ]

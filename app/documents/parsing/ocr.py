@@ -29,6 +29,8 @@ from app.documents.errors import (
     OcrUnavailableError,
     PageParseTimeoutError,
 )
+from app.documents.parsing.detect import UPLOAD_SUFFIXES
+from app.documents.parsing.image import IMAGE_SUFFIXES
 from app.documents.parsing.limits import OcrLimits, ParseLimits, _Budget
 from app.documents.parsing.model import DocumentType, Page, ParsedDocument
 from app.documents.parsing.pdf import (
@@ -192,6 +194,13 @@ def require_ocr(limits: OcrLimits, what: str) -> None:
             f"`{OCR_IMAGE_TARGET}` image (docker build --target {OCR_IMAGE_TARGET}, make image-ocr) "
             "or install requirements-ocr.txt"
         )
+
+
+def upload_suffixes(limits: OcrLimits) -> tuple[str, ...]:
+    """The file names a client may offer for upload: images only where OCR can read them."""
+    if ocr_available(limits):
+        return UPLOAD_SUFFIXES
+    return tuple(suffix for suffix in UPLOAD_SUFFIXES if suffix not in IMAGE_SUFFIXES)
 
 
 def needs_ocr(text: str, min_chars: int) -> bool:
