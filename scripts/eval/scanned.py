@@ -1,6 +1,6 @@
 """`make eval-ocr`: OCR on a scanned copy of the golden set, measured.
 
-    python -m scripts.eval.scanned [--pages 60] [--questions 0] [--modes vector,text,hybrid]
+    python -m scripts.eval.scanned [--pages 51] [--modes vector,text,hybrid] [--cache F] [--shard i/n]
 
 Renders golden-set pages (eval/sqlite) as scans with Pillow: A4 at 150, 200 or 300 dpi in turn,
 rotated by up to ±1.5°, 2-5 % of pixels noise; every other page is an image-only PDF, the others
@@ -9,7 +9,8 @@ child process, one per document, as the worker runs it) and reports:
 
 - the character error rate of the OCR text against the page's text (edit distance over the
   original's length, whitespace collapsed on both sides), overall and per resolution;
-- OCR throughput: pages per second of one worker (wall clock, child start-up included);
+- OCR throughput: pages per second of one worker (wall clock per document, child start-up
+  included);
 - retrieval hit@5 / MRR (``make eval``'s harness) on the OCR'd pages beside the same pages as
   text, with the golden questions whose relevant pages are among them.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import re
@@ -177,12 +179,28 @@ async def _retrieval(text_set: GoldenSet, ocr_set: GoldenSet, modes: list[Retrie
     return results
 
 
+def _cached(path: Path | None, pages: dict[str, Page]) -> dict[str, Scan]:
+    if path is None or not path.exists():
+        return {}
+    scans = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row["id"] in pages:
+            page = pages[row["id"]]
+            scans[page.id] = Scan(page, row["dpi"], row["kind"], row["ocr_text"], row["seconds"])
+    return scans
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="sqlite")
-    parser.add_argument("--pages", type=int, default=60)
+    parser.add_argument("--pages", type=int, default=51)
     parser.add_argument("--modes", default="vector,text,hybrid")
     parser.add_argument("--no-retrieval", dest="retrieval", action="store_false")
+    parser.add_argument(
+        "--cache", type=Path, help="JSON lines of recognised pages: appended to; pages in it are not redone"
+    )
+    parser.add_argument("--shard", default="1/1", help="i/n: every n-th page from the i-th (parallel runs)")
     args = parser.parse_args(argv)
     golden = load(args.corpus)
     pages, questions = choose(golden, args.pages)
@@ -190,22 +208,30 @@ def main(argv: list[str] | None = None) -> int:
     # the page time limit raised: a busy shared machine must not cut the measurement short
     settings = Settings(_env_file=None, ocr_page_timeout_s=600)  # type: ignore[call-arg]
     limits = ParseLimits.from_settings(settings)
-    scans = []
-    started = time.perf_counter()
+    done = _cached(args.cache, {page.id: page for page in pages})
+    shard, shards = (int(part) for part in args.shard.split("/"))
     for number, page in enumerate(pages, start=1):
-        scans.append(scan(page, number, limits))
-        if number % 10 == 0:
-            _progress(f"OCR {number}/{len(pages)} pages")
-    elapsed = time.perf_counter() - started
-    print(f"\nScanned golden set {golden.name!r}: {len(pages)} pages, {len(questions)} questions\n")
+        if page.id in done or (number - shard) % shards:
+            continue
+        done[page.id] = scanned = scan(page, number, limits)
+        _progress(f"OCR page {number}/{len(pages)}: {scanned.seconds:.1f} s")
+        if args.cache is not None:
+            row = {"id": page.id, "dpi": scanned.dpi, "kind": scanned.kind, "ocr_text": scanned.ocr_text}
+            with args.cache.open("a") as cache:
+                cache.write(json.dumps({**row, "seconds": scanned.seconds}) + "\n")
+    scans = [done[page.id] for page in pages if page.id in done]
+    seconds = sum(s.seconds for s in scans)
+    print(f"\nScanned golden set {golden.name!r}: {len(scans)} of {len(pages)} pages recognised\n")
     print(cer_table(scans))
-    print(
-        f"\nOCR throughput, one worker: {len(pages) / elapsed:.3f} pages/s ({elapsed:.0f} s for {len(pages)})"
-    )
+    rate = len(scans) / seconds
+    print(f"\nOCR throughput, one worker: {rate:.3f} pages/s ({seconds:.0f} s for {len(scans)} pages)")
     if args.retrieval:
         ocr_pages = {s.page.id: Page(s.page.id, s.page.title, s.ocr_text) for s in scans}
-        text_set = GoldenSet(f"{golden.name}-text", tuple(pages), tuple(questions))
-        ocr_set = GoldenSet(f"{golden.name}-ocr", tuple(ocr_pages[p.id] for p in pages), tuple(questions))
+        kept = [page for page in pages if page.id in ocr_pages]
+        asked = [q for q in questions if q.relevant <= ocr_pages.keys()]
+        print(f"Retrieval: {len(kept)} pages, {len(asked)} questions whose relevant pages are among them")
+        text_set = GoldenSet(f"{golden.name}-text", tuple(kept), tuple(asked))
+        ocr_set = GoldenSet(f"{golden.name}-ocr", tuple(ocr_pages[p.id] for p in kept), tuple(asked))
         modes = [RetrievalMode(mode) for mode in args.modes.split(",")]
         results = asyncio.run(_retrieval(text_set, ocr_set, modes))
         print()

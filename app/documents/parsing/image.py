@@ -9,6 +9,7 @@ import io
 from app.documents.errors import CorruptDocumentError, ImageTooLargeError
 from app.documents.parsing.limits import _Budget
 from app.documents.parsing.model import DocumentType
+from app.errors import AppError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 
@@ -52,6 +53,10 @@ def image_frame_count(data: bytes, max_pixels: int, budget: _Budget) -> int:
         raise ImageTooLargeError(
             f"the image has more pixels than OCR_MAX_PIXELS ({max_pixels}) allows"
         ) from exc
+    except AppError:
+        raise  # the limits
     except (UnidentifiedImageError, OSError, ValueError, EOFError, SyntaxError) as exc:
+        raise CorruptDocumentError("the image cannot be read: its header is damaged") from exc
+    except Exception as exc:  # Pillow's plugins raise assorted errors (struct, index) on hostile headers
         raise CorruptDocumentError("the image cannot be read: its header is damaged") from exc
     return frames
