@@ -98,7 +98,7 @@ def choose(golden: GoldenSet, count: int) -> tuple[list[Page], list[Question]]:
     chosen: dict[str, Page] = {}
     for question in golden.questions:
         if all(pid in fits for pid in question.relevant) and len(chosen) + len(question.relevant) <= count:
-            chosen.update((pid, fits[pid]) for pid in question.relevant)
+            chosen.update((pid, fits[pid]) for pid in sorted(question.relevant))  # same order every run
     for page in fits.values():
         if len(chosen) >= count:
             break
