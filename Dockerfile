@@ -5,6 +5,10 @@
 #       docker build -t ragchat .                          (make image)
 #   local: adds torch (EMBEDDING_BACKEND=torch) and gpt4all (a local LLM at LOCAL_MODEL_PATH)
 #       docker build --target local -t ragchat:local .     (make image-local)
+#   ocr: the default image plus OCR of scanned PDF pages and images (requirements-ocr.txt:
+#       RapidOCR's ONNX models, headless OpenCV, PDFium, Pillow; about 220 MB more, so not in the
+#       default image, which answers a scan with 422 `ocr_unavailable` naming this target)
+#       docker build --target ocr -t ragchat:ocr .         (make image-ocr)
 #
 # Build arguments; the defaults are the public ones, `make test-image` passes its own:
 #   BASE_IMAGE          Debian bookworm with Python 3.11 and its venv module, pinned by digest so a
@@ -52,6 +56,17 @@ RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binutils > /dev/null \
  && sh slim_venv.sh /opt/venv
 
+# The default venv plus OCR, slimmed the same way. scripts/pip_check.py is `pip check` accepting
+# the one substitution the OCR lock makes (opencv-python-headless for opencv-python).
+FROM deps AS venv-ocr
+COPY requirements-ocr.txt scripts/pip_check.py scripts/slim_venv.sh ./
+RUN /opt/venv/bin/pip install --quiet --no-compile --no-deps --require-hashes --only-binary :all: \
+    -r requirements-ocr.txt \
+ && /opt/venv/bin/python pip_check.py \
+ && apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binutils > /dev/null \
+ && sh slim_venv.sh /opt/venv
+
 FROM deps AS venv-local
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG TORCH_TRUSTED_HOST=""
@@ -83,6 +98,14 @@ CMD ["python", "-m", "app", "serve"]
 
 FROM base AS local
 COPY --from=venv-local /opt/venv /opt/venv
+COPY --from=deps /opt/models /opt/models
+COPY alembic.ini pyproject.toml ./
+COPY alembic ./alembic
+COPY app ./app
+USER app
+
+FROM base AS ocr
+COPY --from=venv-ocr /opt/venv /opt/venv
 COPY --from=deps /opt/models /opt/models
 COPY alembic.ini pyproject.toml ./
 COPY alembic ./alembic

@@ -16,19 +16,22 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
-LOCKS := requirements-pip.txt requirements.txt requirements-local.txt requirements-dev.txt
+LOCKS := requirements-pip.txt requirements.txt requirements-local.txt requirements-dev.txt requirements-ocr.txt
 # Exact install: a hashed pip is bootstrapped first, then every lock is installed with --no-deps, so
 # nothing is resolved at install time and an upstream release cannot change what lands in .venv.
 # `pip check` fails the install if the locks are not a complete, consistent set. requirements.txt is
 # what the default image runs (ONNX embeddings, no torch); requirements-local.txt adds torch
-# (EMBEDDING_BACKEND=torch) and gpt4all, so the test suite checks both embedding backends.
+# (EMBEDDING_BACKEND=torch) and gpt4all, so the test suite checks both embedding backends;
+# requirements-ocr.txt adds OCR (the `ocr` image), and scripts/pip_check.py is `pip check` with the
+# one substitution that lock makes (opencv-python-headless for opencv-python: the same cv2 module).
 $(STAMP): $(LOCKS)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-pip.txt
 	$(PIP) install --quiet --no-deps --require-hashes --only-binary :all: -r requirements.txt
 	$(PIP) install --quiet --no-deps --require-hashes --only-binary :all: -r requirements-local.txt
 	$(PIP) install --quiet --no-deps --require-hashes --only-binary :all: -r requirements-dev.txt
-	$(PIP) check
+	$(PIP) install --quiet --no-deps --require-hashes --only-binary :all: -r requirements-ocr.txt
+	$(PY) scripts/pip_check.py
 	@touch $(STAMP)
 
 deps-install: $(STAMP) ## create .venv and install the locked dependencies
@@ -36,6 +39,8 @@ deps-install: $(STAMP) ## create .venv and install the locked dependencies
 # pip-compile resolves extras (google-auth[requests] → requests, …) into plain pinned lines, so each
 # lock lists every package its extras need; --strip-extras only drops the "[extra]" spelling.
 PIP_COMPILE = $(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe
+# The OCR lock leaves opencv-python out (its headless build is pinned instead): see requirements-ocr.in.
+PIP_COMPILE_OCR = $(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --unsafe-package opencv-python
 
 deps-compile: $(STAMP) ## re-lock requirements*.txt from requirements*.in (same versions where possible)
 	$(PIP_COMPILE) -o requirements-pip.txt requirements-pip.in
@@ -43,12 +48,14 @@ deps-compile: $(STAMP) ## re-lock requirements*.txt from requirements*.in (same 
 	$(PIP_COMPILE) -o requirements-local.txt requirements-local.in
 	$(PIP_COMPILE) -o requirements-dev.txt requirements-dev.in
 	$(PY) -m scripts.local_model --lock
+	$(PIP_COMPILE_OCR) -o requirements-ocr.txt requirements-ocr.in
 
 deps-update: $(STAMP) ## re-lock with the newest versions the .in pins allow
 	$(PIP_COMPILE) --upgrade -o requirements-pip.txt requirements-pip.in
 	$(PIP_COMPILE) --upgrade -o requirements.txt requirements.in
 	$(PIP_COMPILE) --upgrade -o requirements-local.txt requirements-local.in
 	$(PIP_COMPILE) --upgrade -o requirements-dev.txt requirements-dev.in
+	$(PIP_COMPILE_OCR) --upgrade -o requirements-ocr.txt requirements-ocr.in
 
 run: $(STAMP) ## start the service (embedded PostgreSQL + Redis unless URLs are set) on :8000
 	$(PY) -m app seed
@@ -187,10 +194,13 @@ benchmark-hostile: $(STAMP) ## the largest chat requests a reader can send: even
 
 benchmark: benchmark-vectors benchmark-router benchmark-chat benchmark-embeddings ## every benchmark, each printing a table
 
-.PHONY: eval eval-check
+.PHONY: eval eval-check eval-ocr
 # The golden set through the real service, outside pytest: coverage tracing would triple its time.
 eval-check: $(STAMP) ## fail if retrieval on the golden set falls below scripts/eval/floors.py (part of make test)
 	$(PY) -m scripts.eval --check --no-baselines
+
+eval-ocr: $(STAMP) ## OCR on a scanned golden set (51 pages): CER, pages/s, retrieval beside text: EVAL_OCR_ARGS="--pages N"
+	$(PY) -m scripts.eval.scanned $(or $(EVAL_OCR_ARGS),--pages 51)
 
 eval: $(STAMP) ## retrieval quality on the golden set (eval/sqlite): hit@k, MRR, nDCG@10 per mode: EVAL_ARGS="--config name:key=value,..."
 	$(PY) -m scripts.eval $(EVAL_ARGS)
@@ -203,7 +213,7 @@ chaos: $(STAMP) ## fault injection under load (Redis kill, PostgreSQL restart, w
 failover-matrix: $(STAMP) ## the 16 provider-fault scenarios of a gateway failover suite through the real server, one line each: FAILOVER_ARGS="--short --only cut_mid_stream"
 	$(PY) -m scripts.failover_matrix $(FAILOVER_ARGS)
 
-.PHONY: image image-local test-image
+.PHONY: image image-local image-ocr test-image
 IMAGE_NAME ?= ragchat
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 image: ## the default container image (ONNX embeddings, no torch, < 400 MB): ragchat:<version> and :latest
@@ -211,6 +221,9 @@ image: ## the default container image (ONNX embeddings, no torch, < 400 MB): rag
 
 image-local: ## the `local` image: adds torch (EMBEDDING_BACKEND=torch) and gpt4all: ragchat:local
 	docker build --target local -t $(IMAGE_NAME):local .
+
+image-ocr: ## the `ocr` image: the default one plus OCR of scanned PDFs and images (requirements-ocr.txt): ragchat:ocr
+	docker build --target ocr -t $(IMAGE_NAME):ocr .
 
 test-image: $(STAMP) ## build both images here (private dockerd, --network host) and check them running
 	$(PY) -m scripts.test_image

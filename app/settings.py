@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     doc_max_pages: int = Field(default=2000, ge=1)
     doc_max_chars: int = Field(default=5_000_000, ge=1)
     doc_page_parse_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    # OCR (requirements-ocr.txt, the `ocr` image): PDF pages with fewer non-space characters than
+    # OCR_PAGE_MIN_CHARS in their text layer, and image uploads, are recognised by the worker.
+    ocr_enabled: bool = True
+    ocr_page_min_chars: int = Field(default=32, ge=0, le=10_000)
+    ocr_page_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    ocr_max_pixels: int = Field(default=40_000_000, ge=10_000)
+    ocr_render_dpi: int = Field(default=200, ge=72, le=600)
     run_worker_in_process: bool = False
     worker_concurrency: int = Field(default=1, ge=1, le=32)
     job_max_attempts: int = Field(default=3, ge=1, le=20)

@@ -361,8 +361,10 @@ def show_sources(sources: list[dict[str, Any]]) -> None:
         for source in sources:
             tags = ", ".join(safe_markdown(tag) for tag in source.get("tags") or []) or "no tags"
             mark = ":green[:material/check_circle: **cited**]" if source.get("cited") else "not cited"
+            recognised = " (OCR)" if source.get("ocr") else ""  # text recognised in a scan or image
+            page = f"page {source['page']}{recognised}"
             st.markdown(
-                f"**[{source['number']}] {safe_markdown(source['title'])}** · page {source['page']} · "
+                f"**[{source['number']}] {safe_markdown(source['title'])}** · {page} · "
                 f"version {source['version']} · tags: {tags} · score {source['score']:.3f} · {mark}"
             )
             st.caption(safe_markdown(source["snippet"]))
@@ -486,6 +488,8 @@ def follow_job(api: Api, status_url: str) -> None:
             return
         percent = max(0, min(100, int(job["progress"])))
         stage = (job["stage"] or job["status"]).capitalize()
+        if job.get("stage") == "ocr" and job.get("stage_pages"):
+            stage = f"OCR page {min(job['stage_page'] + 1, job['stage_pages'])} of {job['stage_pages']}"
         bar.progress(percent, text=f"{stage} · {percent} %")
         time.sleep(JOB_POLL_S)
     st.info("Still ingesting; its status is in the list below.")
@@ -563,7 +567,10 @@ def follow_request(api: Api, send: Any) -> None:
         show_api_error(exc)
 
 
-FORMAT_NAMES = {"md": "Markdown", "markdown": "Markdown", "mdown": "Markdown", "htm": "HTML", "html": "HTML"}
+FORMAT_NAMES = {
+    **{"md": "Markdown", "markdown": "Markdown", "mdown": "Markdown", "htm": "HTML", "html": "HTML"},
+    **{"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF", "webp": "WebP"},  # images: OCR
+}
 STATUS_COLORS = {"succeeded": "green", "failed": "red", "queued": "gray", "running": "blue"}
 
 

@@ -4,7 +4,7 @@ An ingestion job of a URL document fetches the content before it has a version, 
 ingestion_jobs.version_id may be NULL until then.
 
 Revision ID: 0008_document_source_url
-Revises: 0006_chunk_context
+Revises: 0007_ocr_pages
 """
 
 from collections.abc import Sequence
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_document_source_url"
-down_revision: str | None = "0006_chunk_context"
+down_revision: str | None = "0007_ocr_pages"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

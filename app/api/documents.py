@@ -83,7 +83,7 @@ MAX_LIST_OFFSET = 1_000_000  # far past any real listing, far below PostgreSQL's
 
 WriterService = Annotated[DocumentService, Depends(writer_service)]
 ReaderService = Annotated[DocumentService, Depends(reader_service)]
-FILE_DESCRIPTION = "PDF, DOCX, TXT, Markdown or HTML"
+FILE_DESCRIPTION = "PDF, DOCX, TXT, Markdown, HTML or an image (PNG, JPEG, TIFF, WebP: OCR)"
 # Optional in the signature so that a request without it gets our 400 `missing_file` problem, but
 # documented as what it is: a binary file part (OpenAPI 3.1's `format: binary`). Left to itself,
 # `UploadFile | None` becomes `anyOf: [binary string, null]`, which clients and generators (e.g.

@@ -79,6 +79,7 @@ class Passage(BaseModel):
     score: float
     text: str
     tags: list[str]
+    ocr: bool = False
 
 
 class SearchResult(BaseModel):
@@ -94,6 +95,7 @@ class AnswerSource(BaseModel):
     score: float
     snippet: str
     cited: bool
+    ocr: bool = False
 
 
 class AskResult(BaseModel):
@@ -200,6 +202,7 @@ async def _search(call: _Call, query: str, top_k: int, tags: list[str] | None) -
                 score=c.score,
                 text=c.text,
                 tags=list(c.tags),
+                ocr=c.ocr,
             )
             for c in chunks
         ]
@@ -229,6 +232,7 @@ async def _ask(call: _Call, question: str, session_id: SessionId | None) -> AskR
                 score=s.score,
                 snippet=s.snippet,
                 cited=s.cited,
+                ocr=s.ocr,
             )
             for s in answer.sources
         ],

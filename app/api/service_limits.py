@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from app.api.auth import CurrentPrincipal
 from app.api.chat import MAX_QUESTION_CHARS, ChatBody
 from app.api.deps import CallerChainsDep, SettingsDep
-from app.documents.parsing import UPLOAD_SUFFIXES
+from app.documents.parsing import ParseLimits, upload_suffixes
 from app.llm.errors import provider_key_header
 
 router = APIRouter(prefix="/api/v1", tags=["limits"])
@@ -62,7 +62,9 @@ async def service_limits(
 ) -> ServiceLimits:
     return ServiceLimits(
         max_upload_mb=settings.max_upload_mb,
-        upload_extensions=[suffix.lstrip(".") for suffix in UPLOAD_SUFFIXES],
+        upload_extensions=[
+            suffix.lstrip(".") for suffix in upload_suffixes(ParseLimits.from_settings(settings).ocr)
+        ],
         chat=ChatLimits(
             temperature=_bounds("temperature", None),
             max_tokens=_bounds("max_tokens", settings.answer_max_tokens),

@@ -9,6 +9,7 @@ from typing import Any
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Computed,
     DateTime,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -154,6 +156,8 @@ class Chunk(Base):
     # The document title and section heading the chunk was embedded and indexed with.
     context: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     page_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    # The page's text was recognised by OCR (a scan, an image), not extracted: shown in sources.
+    ocr: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
     embedding: Mapped[Any] = mapped_column(Vector(EMBEDDING_DIM), nullable=False)
     embedding_model: Mapped[str] = mapped_column(String(200), nullable=False)
     valid_from_version: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -183,6 +187,9 @@ class IngestionJob(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
     progress: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     stage: Mapped[str | None] = mapped_column(String(32))
+    # Page n of N within a stage that goes page by page (ocr); NULL in the others.
+    stage_page: Mapped[int | None] = mapped_column(Integer)
+    stage_pages: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

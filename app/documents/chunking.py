@@ -34,6 +34,7 @@ class ChunkDraft:
     text: str
     page_sha256: str
     context: str = ""  # the document title and the page's heading (``chunk_context``)
+    ocr: bool = False  # the page's text was recognised by OCR
 
     @property
     def embedding_input(self) -> str:
@@ -145,7 +146,14 @@ def chunk_pages(
             page.text, max_tokens=room, overlap_tokens=min(overlap_tokens, room // 2), count=count
         )
         drafts.extend(
-            ChunkDraft(page=page.number, position=index, text=text, page_sha256=page.sha256, context=context)
+            ChunkDraft(
+                page=page.number,
+                position=index,
+                text=text,
+                page_sha256=page.sha256,
+                context=context,
+                ocr=page.ocr,
+            )
             for index, text in enumerate(texts)
         )
     return drafts

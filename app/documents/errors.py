@@ -119,6 +119,21 @@ class NotUrlDocumentError(ConflictError):
     title = "The document was not added from a URL"
 
 
+class ImageTooLargeError(DocumentInputError):
+    status = 422
+    code = "image_too_large"
+    title = "The image has more pixels than OCR_MAX_PIXELS"
+
+
+class OcrUnavailableError(DocumentInputError):
+    """A scanned page or an image needs OCR, and this installation has none (the default image
+    leaves it out to stay small; the `ocr` image and ``make`` installs have it)."""
+
+    status = 422
+    code = "ocr_unavailable"
+    title = "The document needs OCR, which this installation does not have"
+
+
 class InvalidMetadataError(AppError):
     status = 422
     code = "invalid_document_metadata"
@@ -154,6 +169,8 @@ DOCUMENT_INPUT_ERRORS: tuple[type[DocumentInputError], ...] = (
     UrlTooLargeError,
     UrlTimeoutError,
     UnsupportedMediaTypeError,
+    ImageTooLargeError,
+    OcrUnavailableError,
 )
 
 

@@ -1,6 +1,7 @@
 """``ingest_document_version``: the job that turns an uploaded version into current chunks.
 
-Stages: parsing → chunking → embedding → storing. Pages whose SHA-256 (and embedding model) match
+Stages: parsing → ocr (only for pages without a text layer: scanned PDF pages, images; the job
+reports page n of N) → chunking → embedding → storing. Pages whose SHA-256 (and embedding model) match
 a current chunk set are carried over unchanged; only the other pages are chunked and embedded.
 Everything the job writes to ``chunks`` happens in the one storing transaction, which also marks
 the job succeeded, so a worker killed at any point leaves either nothing or the finished result;
@@ -36,7 +37,14 @@ from app.documents.errors import (
     DocumentInputError,
     generic_job_error,
 )
-from app.documents.parsing import DocumentType, Page, ParseLimits, parse_document
+from app.documents.parsing import (
+    DocumentType,
+    Page,
+    ParsedDocument,
+    ParseLimits,
+    parse_document,
+    recognise_pages,
+)
 from app.documents.url_ingestion import run_fetch_stage
 from app.observability.context import bind_job_context
 from app.observability.metrics import DomainMetrics
@@ -99,9 +107,25 @@ class _Claim:
     title: str
 
 
-async def _progress(ctx: IngestionContext, job_id: uuid.UUID, stage: str, progress: int) -> None:
+async def _progress(
+    ctx: IngestionContext,
+    job_id: uuid.UUID,
+    stage: str,
+    progress: int,
+    *,
+    pages: tuple[int, int] | None = None,
+) -> None:
+    """Record the job's stage and progress; ``pages`` (done, of) for a stage that goes page by page."""
+    done, total = pages if pages is not None else (None, None)
     async with ctx.session_factory() as session, session.begin():
-        await repo.update_job(session, job_id, stage=stage, progress=max(0, min(100, progress)))
+        await repo.update_job(
+            session,
+            job_id,
+            stage=stage,
+            progress=max(0, min(100, progress)),
+            stage_page=done,
+            stage_pages=total,
+        )
 
 
 async def _claim(ctx: IngestionContext, job_id: uuid.UUID) -> _Claim | None:
@@ -258,13 +282,15 @@ async def _run(
     ctx: IngestionContext, job_id: uuid.UUID, claim: _Claim, log: structlog.BoundLogger
 ) -> IngestionResult:
     settings = ctx.settings
+    limits = ParseLimits.from_settings(settings)
     parsed = await asyncio.to_thread(
         parse_document,
         claim.content,
         doc_type=DocumentType.from_mime(claim.mime_type),
         max_uncompressed_bytes=settings.docx_max_uncompressed_mb * 1024 * 1024,
-        limits=ParseLimits.from_settings(settings),
+        limits=limits,
     )
+    parsed = await _recognise(ctx, job_id, claim.content, parsed, limits)
     await _progress(ctx, job_id, "chunking", 15)
 
     async with ctx.session_factory() as session:
@@ -317,6 +343,24 @@ async def _run(
     )
 
 
+async def _recognise(
+    ctx: IngestionContext, job_id: uuid.UUID, content: bytes, parsed: ParsedDocument, limits: ParseLimits
+) -> ParsedDocument:
+    """The ``ocr`` stage: pages without a text layer recognised in a killable child process
+    (``recognise_pages``), the job reporting page n of N (progress 5 → 15) after each."""
+    if not parsed.ocr_pages:
+        return parsed
+    total = len(parsed.ocr_pages)
+    await _progress(ctx, job_id, "ocr", 5, pages=(0, total))
+    loop = asyncio.get_running_loop()
+
+    def on_page(done: int, of: int) -> None:  # runs in the OCR thread; waits for the update
+        update = _progress(ctx, job_id, "ocr", 5 + 10 * done // of, pages=(done, of))
+        asyncio.run_coroutine_threadsafe(update, loop).result()
+
+    return await asyncio.to_thread(recognise_pages, content, parsed, limits, on_page)
+
+
 async def _embed(ctx: IngestionContext, job_id: uuid.UUID, drafts: list[ChunkDraft]) -> list[list[float]]:
     batch = max(1, ctx.settings.embedding_batch_size)
     vectors: list[list[float]] = []
@@ -365,6 +409,7 @@ async def _store(
                 "embedding": vector,
                 "embedding_model": ctx.embedder.model_name,
                 "valid_from_version": claim.version,
+                "ocr": draft.ocr,
             }
             for draft, vector in zip(drafts, vectors, strict=True)
         ],

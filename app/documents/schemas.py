@@ -162,7 +162,9 @@ class JobOut(BaseModel):
     version: int | None
     status: Literal["queued", "running", "succeeded", "failed"]
     progress: int
-    stage: Literal["fetching", "parsing", "chunking", "embedding", "storing"] | None
+    stage: Literal["fetching", "parsing", "ocr", "chunking", "embedding", "storing"] | None
+    stage_page: int | None = Field(default=None, description="page n of stage_pages in the ocr stage")
+    stage_pages: int | None = None
     error: str | None
     error_code: str | None
     attempts: int
@@ -179,6 +181,8 @@ class JobOut(BaseModel):
             status=job.status,
             progress=job.progress,
             stage=job.stage,
+            stage_page=job.stage_page,
+            stage_pages=job.stage_pages,
             error=job.error,
             error_code=job.error_code,
             attempts=job.attempts,

@@ -44,3 +44,4 @@ class RetrievedChunk:
     text: str
     tags: tuple[str, ...]
     score: float
+    ocr: bool = False  # the page's text was recognised by OCR, not extracted

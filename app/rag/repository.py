@@ -23,7 +23,7 @@ _SCOPE = """
 _SELECT = (
     """
     SELECT c.id AS chunk_id, c.document_id, d.current_version AS version, d.title, c.page, c.text,
-           d.tags
+           c.ocr, d.tags
     FROM chunks c JOIN documents d ON d.id = c.document_id"""
     + _SCOPE
 )
@@ -99,7 +99,7 @@ scored AS (
     GROUP BY pool.id, pool.complete
 )
 SELECT c.id AS chunk_id, c.document_id, d.current_version AS version, d.title, c.page, c.text,
-       d.tags, scored.rank
+       c.ocr, d.tags, scored.rank
 FROM scored JOIN chunks c ON c.id = scored.id JOIN documents d ON d.id = c.document_id
 WHERE scored.complete OR NOT EXISTS (SELECT 1 FROM scored WHERE scored.complete)
 ORDER BY scored.rank DESC, c.id
@@ -131,6 +131,7 @@ def _row_to_chunk(row: Any, score: float) -> RetrievedChunk:
         text=row.text,
         tags=tuple(row.tags or ()),
         score=score,
+        ocr=bool(row.ocr),
     )
 
 

@@ -22,6 +22,7 @@ class Source:
     snippet: str
     tags: list[str]
     cited: bool = False
+    ocr: bool = False  # the passage was recognised by OCR (a scan, an image), not extracted
 
 
 def source_for(number: int, chunk: RetrievedChunk) -> Source:
@@ -36,6 +37,7 @@ def source_for(number: int, chunk: RetrievedChunk) -> Source:
         score=round(chunk.score, 6),
         snippet=snippet,
         tags=list(chunk.tags),
+        ocr=chunk.ocr,
     )
 
 

@@ -47,6 +47,15 @@ def test_the_slim_image_is_the_default_target_and_local_adds_torch() -> None:
     assert "-r requirements-local.txt" in bodies["venv-local"]
 
 
+def test_ocr_has_an_image_target_of_its_own_the_one_ocr_unavailable_names() -> None:
+    from app.documents.parsing import OCR_IMAGE_TARGET
+
+    bodies = dict(stages())
+    assert "COPY --from=venv-ocr " in bodies[OCR_IMAGE_TARGET]
+    assert "-r requirements-ocr.txt" in bodies["venv-ocr"] and "pip_check.py" in bodies["venv-ocr"]
+    assert "requirements-ocr" not in bodies["runtime"] + bodies["venv"] + bodies["deps"]
+
+
 def test_real_world_defaults_stay_and_the_test_only_overrides_build_arguments() -> None:
     # the real default, pinned by digest so a rebuild gets the same base (issue 25)
     assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}$", DOCKERFILE, re.M)
@@ -80,6 +89,7 @@ def test_the_build_context_leaves_out(path: str) -> None:
     [
         *("app/main.py", "alembic/env.py", "alembic.ini", "pyproject.toml", "requirements.txt"),
         *("requirements-local.txt", "requirements-pip.txt", "scripts/slim_venv.sh"),
+        *("requirements-ocr.txt", "scripts/pip_check.py"),
     ],
 )
 def test_the_build_context_has_what_the_dockerfile_copies(path: str) -> None:

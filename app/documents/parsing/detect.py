@@ -8,6 +8,7 @@ import re
 import zipfile
 
 from app.documents.errors import CorruptDocumentError, EmptyDocumentError, UnsupportedDocumentTypeError
+from app.documents.parsing.image import IMAGE_SUFFIXES, sniff_image
 from app.documents.parsing.model import DocumentType
 
 SNIFF_BYTES = 4096
@@ -15,7 +16,8 @@ SNIFF_BYTES = 4096
 _MARKDOWN_SUFFIXES = (".md", ".markdown", ".mdown")
 # The file names a client may offer its users for upload (``GET /api/v1/limits``). The type is
 # sniffed from the bytes; a name only tells Markdown and HTML from plain text.
-UPLOAD_SUFFIXES = (".pdf", ".docx", ".txt", *_MARKDOWN_SUFFIXES, ".html", ".htm")
+UPLOAD_SUFFIXES = (".pdf", ".docx", ".txt", *_MARKDOWN_SUFFIXES, ".html", ".htm", *IMAGE_SUFFIXES)
+_ACCEPTED = "upload PDF, DOCX, TXT, Markdown, HTML or an image (PNG, JPEG, TIFF, WebP)"
 # ``[ \t]*``, not ``\s*``: ``\s`` crosses newlines, so a run of blank lines made every line start
 # rescan the rest of the run (quadratic in the sniffed text).
 _MARKDOWN_HINT = re.compile(r"^(#{1,6} |[ \t]*[-*] |[ \t]*\d+\. |```|> )", re.MULTILINE)
@@ -35,6 +37,9 @@ def sniff(data: bytes, filename: str | None = None) -> DocumentType:
         return DocumentType.pdf
     if head.startswith(b"PK\x03\x04"):
         return _sniff_zip(data)
+    image = sniff_image(head)
+    if image is not None:
+        return image
     if _looks_like_html(_strip_bom(head)):
         return DocumentType.html
     text = _decode_text(data, detected_binary=_binary_kind(head))
@@ -99,13 +104,9 @@ def _decode_text(data: bytes, *, detected_binary: str | None) -> str:
         except UnicodeDecodeError as exc:
             raise CorruptDocumentError("the UTF-16 text does not decode") from exc
     if detected_binary is not None:
-        raise UnsupportedDocumentTypeError(
-            f"the content is {detected_binary}; upload PDF, DOCX, TXT, Markdown or HTML"
-        )
+        raise UnsupportedDocumentTypeError(f"the content is {detected_binary}; {_ACCEPTED}")
     if _CONTROL_BYTES.search(data[:SNIFF_BYTES]):
-        raise UnsupportedDocumentTypeError(
-            "the content is binary, not text; upload PDF, DOCX, TXT, Markdown or HTML"
-        )
+        raise UnsupportedDocumentTypeError(f"the content is binary, not text; {_ACCEPTED}")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:

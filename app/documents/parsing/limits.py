@@ -15,6 +15,18 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class OcrLimits:
+    """How pages without a text layer are recognised (``OCR_*`` settings). ``enabled`` is the
+    operator's switch; OCR also needs requirements-ocr.txt installed (``ocr_installed``)."""
+
+    enabled: bool = True
+    page_min_chars: int = 32  # a PDF page with fewer non-space characters is OCR'd
+    page_timeout_s: float = 120.0  # rendering and recognising one page
+    max_pixels: int = 40_000_000  # per image frame or rendered page: decompression bombs
+    render_dpi: int = 200  # PDF pages are rendered at this resolution (less if over max_pixels)
+
+
+@dataclass(frozen=True)
 class ParseLimits:
     """What one document may cost (``DOC_MAX_PAGES``, ``DOC_MAX_CHARS``,
     ``DOC_PAGE_PARSE_TIMEOUT_S``); see ``parse_document`` for exactly what each bounds."""
@@ -22,6 +34,7 @@ class ParseLimits:
     max_pages: int = 2000
     max_chars: int = 5_000_000
     page_timeout_s: float = 10.0
+    ocr: OcrLimits = OcrLimits()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ParseLimits:
@@ -29,6 +42,13 @@ class ParseLimits:
             max_pages=settings.doc_max_pages,
             max_chars=settings.doc_max_chars,
             page_timeout_s=settings.doc_page_parse_timeout_s,
+            ocr=OcrLimits(
+                enabled=settings.ocr_enabled,
+                page_min_chars=settings.ocr_page_min_chars,
+                page_timeout_s=settings.ocr_page_timeout_s,
+                max_pixels=settings.ocr_max_pixels,
+                render_dpi=settings.ocr_render_dpi,
+            ),
         )
 
 

@@ -15,10 +15,18 @@ class DocumentType(StrEnum):
     markdown = "markdown"
     text = "text"
     html = "html"
+    png = "png"
+    jpeg = "jpeg"
+    tiff = "tiff"
+    webp = "webp"
 
     @property
     def mime_type(self) -> str:
         return _MIME_TYPES[self]
+
+    @property
+    def is_image(self) -> bool:
+        return self in _IMAGE_TYPES
 
     @classmethod
     def from_mime(cls, mime: str) -> DocumentType:
@@ -34,13 +42,19 @@ _MIME_TYPES = {
     DocumentType.markdown: "text/markdown",
     DocumentType.text: "text/plain",
     DocumentType.html: "text/html",
+    DocumentType.png: "image/png",
+    DocumentType.jpeg: "image/jpeg",
+    DocumentType.tiff: "image/tiff",
+    DocumentType.webp: "image/webp",
 }
+_IMAGE_TYPES = frozenset({DocumentType.png, DocumentType.jpeg, DocumentType.tiff, DocumentType.webp})
 
 
 @dataclass(frozen=True)
 class Page:
     number: int  # 1-based
     text: str
+    ocr: bool = False  # the text was recognised in an image of the page, not extracted
 
     @property
     def sha256(self) -> str:
@@ -51,6 +65,9 @@ class Page:
 class ParsedDocument:
     type: DocumentType
     pages: tuple[Page, ...]
+    # Pages without a usable text layer (a scanned PDF page, every frame of an image) that the
+    # ingestion worker recognises (``recognise_pages``) before chunking; empty without OCR.
+    ocr_pages: tuple[int, ...] = ()
 
     @property
     def mime_type(self) -> str:

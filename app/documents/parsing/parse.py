@@ -6,8 +6,10 @@ from app.documents.errors import EmptyDocumentError
 from app.documents.parsing.detect import _decode_text, sniff
 from app.documents.parsing.docx import _docx_pages
 from app.documents.parsing.html import _html_to_markdown
+from app.documents.parsing.image import image_frame_count
 from app.documents.parsing.limits import ParseLimits, _Budget
 from app.documents.parsing.model import DocumentType, Page, ParsedDocument
+from app.documents.parsing.ocr import needs_ocr, ocr_available, require_ocr
 from app.documents.parsing.pdf import _pdf_pages
 from app.documents.parsing.text import _section_pages, _text_pages
 
@@ -43,6 +45,8 @@ def parse_document(
     limits = limits or ParseLimits()
     budget = _Budget(limits)
     kind = doc_type or sniff(data, filename)
+    if kind.is_image:
+        return _image_document(data, kind, limits, budget)
     if kind is DocumentType.pdf:
         texts = _pdf_pages(data, budget)
     elif kind is DocumentType.docx:
@@ -55,10 +59,25 @@ def parse_document(
     else:
         texts = _text_pages(_decode_text(data, detected_binary=None), budget)
     pages = tuple(Page(number, text) for number, text in enumerate(texts, start=1))
-    parsed = ParsedDocument(kind, pages)
-    if not parsed.pages_with_text():
-        detail = "the document has no extractable text"
+    parsed = ParsedDocument(kind, pages, _pdf_pages_to_ocr(pages, limits) if kind is DocumentType.pdf else ())
+    if not parsed.pages_with_text() and not parsed.ocr_pages:
         if kind is DocumentType.pdf:
-            detail += " (a scanned PDF? OCR is not supported)"
-        raise EmptyDocumentError(detail)
+            require_ocr(limits.ocr, "the PDF has no text layer (a scanned PDF?); it")
+        raise EmptyDocumentError("the document has no extractable text")
     return parsed
+
+
+def _pdf_pages_to_ocr(pages: tuple[Page, ...], limits: ParseLimits) -> tuple[int, ...]:
+    """PDF pages whose text layer is negligible (``OCR_PAGE_MIN_CHARS``), when OCR is available;
+    without it, such pages are ingested with what text they have (a PDF with none is refused)."""
+    if not ocr_available(limits.ocr):
+        return ()
+    return tuple(page.number for page in pages if needs_ocr(page.text, limits.ocr.page_min_chars))
+
+
+def _image_document(data: bytes, kind: DocumentType, limits: ParseLimits, budget: _Budget) -> ParsedDocument:
+    """An image: one page per frame, all of them to OCR (the worker recognises them)."""
+    require_ocr(limits.ocr, "an image")
+    frames = image_frame_count(data, limits.ocr.max_pixels, budget)
+    numbers = tuple(range(1, frames + 1))
+    return ParsedDocument(kind, tuple(Page(number, "") for number in numbers), numbers)

@@ -14,7 +14,7 @@ from tests.support.services import PostgresForTests, libpq
 
 pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 
-BEFORE = "0006_chunk_context"
+BEFORE = "0007_ocr_pages"
 
 
 @pytest.fixture

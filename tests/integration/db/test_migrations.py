@@ -54,3 +54,31 @@ def test_pgvector_is_0_8_or_newer(database_url: str) -> None:
     assert row is not None
     major, minor = (int(part) for part in row[0].split(".")[:2])
     assert (major, minor) >= (0, 8)
+
+
+def columns(url: str, table: str) -> set[str]:
+    with psycopg.connect(libpq(url)) as conn:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,)
+        ).fetchall()
+    return {name for (name,) in rows}
+
+
+def test_ocr_pages_migration_marks_existing_chunks_extracted_and_steps_back_cleanly(
+    empty_database: str,
+) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0007_ocr_pages")
+    assert "ocr" in columns(empty_database, "chunks")
+    assert {"stage_page", "stage_pages"} <= columns(empty_database, "ingestion_jobs")
+    with psycopg.connect(libpq(empty_database)) as conn:
+        default = conn.execute(
+            "SELECT column_default FROM information_schema.columns "
+            "WHERE table_name = 'chunks' AND column_name = 'ocr'"
+        ).fetchone()
+    assert default is not None and default[0] == "false"
+    command.downgrade(config, "0006_chunk_context")
+    assert "ocr" not in columns(empty_database, "chunks")
+    assert not {"stage_page", "stage_pages"} & columns(empty_database, "ingestion_jobs")
+    command.upgrade(config, "0007_ocr_pages")
+    assert "ocr" in columns(empty_database, "chunks")

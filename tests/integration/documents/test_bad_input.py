@@ -11,7 +11,7 @@ from app.db.models import Document, DocumentVersion, IngestionJob
 from app.resources import Resources
 from tests.support.callers import MakeCaller
 from tests.support.documents import (
-    PNG_BYTES,
+    GIF_BYTES,
     count_rows,
     make_corrupt_pdf,
     make_docx_bomb,
@@ -20,15 +20,22 @@ from tests.support.documents import (
     page_text,
     upload,
 )
+from tests.support.scans import png_with_header_size
 
 pytestmark = pytest.mark.integration
 
 BAD_FILES = {
-    "wrong type": ("picture.pdf", PNG_BYTES, 415, "unsupported_document_type"),
+    "wrong type": ("picture.pdf", GIF_BYTES, 415, "unsupported_document_type"),
     "encrypted PDF": ("locked.pdf", make_encrypted_pdf([page_text(1)]), 422, "encrypted_document"),
     "corrupt PDF": ("broken.pdf", make_corrupt_pdf(), 422, "corrupt_document"),
     "empty document": ("empty.txt", b"  \n\n ", 422, "empty_document"),
-    "PDF without text": ("blank.pdf", make_pdf([""]), 422, "empty_document"),
+    "image decompression bomb": ("bomb.png", png_with_header_size(60_000, 60_000), 422, "image_too_large"),
+    "image with a damaged header": (
+        "broken.png",
+        b"\x89PNG\r\n\x1a\n" + b"\x07" * 64,
+        422,
+        "corrupt_document",
+    ),
     "DOCX zip bomb": ("bomb.docx", make_docx_bomb(), 422, "archive_bomb"),
     "ZIP that is no DOCX": ("a.docx", b"PK\x03\x04" + b"\0" * 100, 422, "corrupt_document"),
     "file over the limit": ("big.txt", b"word " * 230_000, 413, "upload_too_large"),
