@@ -32,6 +32,7 @@ from app.documents.runtime import start_documents_runtime
 from app.errors import install_error_handlers
 from app.feedback.ledger import RedisAnswerLedger
 from app.feedback.service import FeedbackService
+from app.limits.budgets import TokenBudgets, log_unpriced_models
 from app.limits.limiter import RequestLimiter
 from app.limits.middleware import RateLimitHeadersMiddleware
 from app.limits.streams import StreamSlots
@@ -97,6 +98,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 )
             )
             session_factory = create_session_factory(engine)
+            limiter.token_budgets = TokenBudgets(redis, keys.key("budgets", ""), settings, session_factory)
+            log_unpriced_models(settings)
             reranker = await open_reranker(settings, stack)
             docs_runtime = await start_documents_runtime(
                 stack, settings, session_factory, embedder=embedder, metrics=telemetry.metrics
@@ -144,6 +147,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 unit_of_work=session_factory,
                 telemetry=telemetry,
                 ledger=ledger,
+                budgets=limiter.token_budgets,
             )
             app.state.resources = Resources(
                 settings=settings,
