@@ -1,0 +1,211 @@
+"""Token budgets (issue 32): the real app, real PostgreSQL and Redis, the OpenAI provider played by
+the wire fake through the real SDK. Reserve, then settle: parallel streams never overspend."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from app.auth.principal import Role
+from app.limits.budgets import BudgetScope, Period, TokenBudget, TokenBudgets
+from app.rag.embeddings import LocalEmbedder
+from app.settings import Settings
+from tests.fakes.fake_llm_server import FakeLLMServer
+from tests.support.apps import RunningApp, running_app
+from tests.support.callers import Caller
+from tests.support.library import Library
+from tests.support.llm import fake_openai_overrides
+from tests.support.services import libpq
+
+pytestmark = pytest.mark.integration
+
+WORST_CASE = 1200  # PROMPT_BUDGET_TOKENS: the prompt is fitted into it minus max_tokens
+BUDGET = 10 * WORST_CASE  # room for about ten answers at once
+# Enough text that the prompt is filled: each answer costs close to its worst case.
+GUIDE = "\n\n".join(
+    f"Section {n}. The quarterly review of team {n} happens in the Blue Room on floor {n}; "
+    + " ".join(f"detail{n}x{m} about the review agenda and its budget" for m in range(30))
+    for n in range(12)
+)
+ANSWER = "The quarterly review happens in the Blue Room [1]. " * 8
+
+
+@pytest.fixture
+def app_embedder(embedder: LocalEmbedder) -> LocalEmbedder:
+    return embedder
+
+
+@pytest.fixture
+def budget_settings(settings: Settings, fake: FakeLLMServer) -> Settings:
+    return settings.model_copy(
+        update={
+            **fake_openai_overrides(fake),
+            "prompt_budget_tokens": WORST_CASE,
+            "answer_max_tokens": 200,
+            "budget_tokens_per_day_tenant": BUDGET,
+            "rate_limit_per_principal": "1000/minute",
+            "rate_limit_per_tenant": "1000/minute",
+            "max_streams_per_principal": 100,
+            "budget_reservation_ttl_s": 10,
+        }
+    )
+
+
+@pytest.fixture
+async def budget_app(budget_settings: Settings, embedder: LocalEmbedder) -> AsyncIterator[RunningApp]:
+    async with running_app(budget_settings, embedder=embedder) as running:
+        yield running
+
+
+def token_budgets(running: RunningApp) -> TokenBudgets:
+    budgets = running.resources.limiter.token_budgets
+    assert budgets is not None
+    return budgets
+
+
+def tenant_day_budget(caller: Caller) -> TokenBudget:
+    return TokenBudget(BudgetScope.tenant, caller.tenant_id, None, Period.day, BUDGET)
+
+
+def settled_in_postgres(database_url: str, tenant_id: uuid.UUID) -> int:
+    with psycopg.connect(libpq(database_url)) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(tokens), 0) FROM token_usage WHERE tenant_id = %s", (tenant_id,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def open_reservations(running: RunningApp, caller: Caller) -> tuple[int, int]:
+    """(the budget's reserved tokens, the reservations listed) in Redis."""
+    budgets = token_budgets(running)
+    key, reservations = budgets.keys(tenant_day_budget(caller), datetime.now(UTC))
+    redis = running.resources.redis
+    reserved = await redis.hget(key, "reserved")
+    return int(reserved or 0), int(await redis.zcard(reservations))
+
+
+async def ask_stream(client: httpx.AsyncClient, caller: Caller, n: int) -> httpx.Response:
+    return await client.post(
+        "/api/v1/chat",
+        json={"question": f"Where does the quarterly review of team {n % 12} happen?", "stream": True},
+        headers=caller.headers,
+    )
+
+
+async def prepared_tenant(running: RunningApp, fake: FakeLLMServer) -> list[Caller]:
+    editor = await running.make_caller(tenant="budgeted", role=Role.editor)
+    await Library(running.client, running.resources, editor).add(GUIDE, filename="guide.md")
+    fake.configure("openai", text=ANSWER)
+    return [editor] + [await running.make_caller(tenant="budgeted", role=Role.reader) for _ in range(4)]
+
+
+def assert_budget_exhausted(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 429, response.text
+    problem: dict[str, Any] = response.json()
+    assert problem["code"] == "budget_exhausted"
+    assert problem["budget"] == "tenant_tokens_per_day"
+    assert datetime.fromisoformat(problem["reset_at"]) > datetime.now(UTC)
+    assert int(response.headers["Retry-After"]) >= 1
+    return problem
+
+
+async def test_fifty_parallel_streams_never_spend_more_than_the_budget(
+    budget_app: RunningApp, budget_settings: Settings, fake: FakeLLMServer
+) -> None:
+    callers = await prepared_tenant(budget_app, fake)
+    responses = await asyncio.gather(
+        *(ask_stream(budget_app.client, callers[n % len(callers)], n) for n in range(50))
+    )
+    answered = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code != 200]
+    assert answered and refused
+    for response in answered:
+        assert "event: done" in response.text, response.text[-300:]
+    for response in refused:
+        assert_budget_exhausted(response)
+    spent = settled_in_postgres(budget_settings.database_url, callers[0].tenant_id)
+    assert 0 < spent <= BUDGET
+    # Unchecked, the answers given would have cost this much: the budget is what held them back.
+    assert spent / len(answered) * 50 > BUDGET
+    (state,) = await token_budgets(budget_app).states([tenant_day_budget(callers[0])])
+    assert state.spent == spent  # Redis and PostgreSQL agree
+    assert await open_reservations(budget_app, callers[0]) == (0, 0)
+
+
+async def test_a_worst_case_above_what_is_left_is_refused_before_the_router(
+    budget_app: RunningApp, fake: FakeLLMServer
+) -> None:
+    callers = await prepared_tenant(budget_app, fake)
+    budget = tenant_day_budget(callers[0])
+    key, _ = token_budgets(budget_app).keys(budget, datetime.now(UTC))
+    await budget_app.resources.redis.hset(key, "spent", BUDGET - WORST_CASE + 1)
+    before = fake.requests("openai")
+    problem = assert_budget_exhausted(await ask_stream(budget_app.client, callers[1], 1))
+    assert problem["remaining"] == WORST_CASE - 1
+    assert fake.requests("openai") == before  # the provider was never asked
+    openai = await budget_app.client.post(
+        "/v1/chat/completions",
+        json={"model": "rag", "messages": [{"role": "user", "content": "Where is the review?"}]},
+        headers=callers[1].headers,
+    )
+    assert openai.status_code == 429
+    assert openai.json()["error"]["code"] == "budget_exhausted"
+    assert openai.json()["error"]["type"] == "rate_limit_error"
+    assert await open_reservations(budget_app, callers[0]) == (0, 0)
+
+
+async def test_cache_hits_and_unmatched_questions_cost_nothing(
+    budget_app: RunningApp, fake: FakeLLMServer
+) -> None:
+    callers = await prepared_tenant(budget_app, fake)
+    first = await ask_stream(budget_app.client, callers[0], 3)
+    assert first.status_code == 200
+    (after_first,) = await token_budgets(budget_app).states([tenant_day_budget(callers[0])])
+    assert after_first.spent > 0
+    again = await ask_stream(budget_app.client, callers[0], 3)  # the same question: a cache hit
+    assert '"cached":true' in again.text
+    nothing = await budget_app.client.post(
+        "/api/v1/chat", json={"question": "zyzzyva quokka"}, headers=callers[0].headers
+    )
+    assert nothing.status_code == 200 and nothing.json()["provider"] == "none"
+    (after,) = await token_budgets(budget_app).states([tenant_day_budget(callers[0])])
+    assert (after.spent, after.reserved) == (after_first.spent, 0)
+
+
+async def test_a_reservation_whose_worker_died_expires(budget_app: RunningApp, fake: FakeLLMServer) -> None:
+    callers = await prepared_tenant(budget_app, fake)
+    budgets = token_budgets(budget_app)
+    budget = tenant_day_budget(callers[0])
+    # A worker reserved ten worst cases and died: nothing is left until its reservations expire.
+    dead = [budgets.reservation([budget]) for _ in range(10)]
+    limiter = budget_app.resources.limiter
+    for reservation in dead:
+        assert await limiter.hit_many([], reserve=(budgets, reservation)) == []
+    assert_budget_exhausted(await ask_stream(budget_app.client, callers[1], 2))
+    # Their expiry passes (the budgets' clock, injected: no sleeping).
+    budgets.clock = lambda: datetime.now(UTC).timestamp() + budgets.reservation_ttl_s + 1
+    response = await ask_stream(budget_app.client, callers[1], 2)
+    assert response.status_code == 200, response.text
+    assert await open_reservations(budget_app, callers[0]) == (0, 0)
+
+
+async def test_settled_spend_survives_losing_redis(
+    budget_app: RunningApp, budget_settings: Settings, fake: FakeLLMServer
+) -> None:
+    callers = await prepared_tenant(budget_app, fake)
+    assert (await ask_stream(budget_app.client, callers[0], 4)).status_code == 200
+    spent = settled_in_postgres(budget_settings.database_url, callers[0].tenant_id)
+    key, _ = token_budgets(budget_app).keys(tenant_day_budget(callers[0]), datetime.now(UTC))
+    await budget_app.resources.redis.delete(key)  # what a Redis without persistence restarts with
+    assert (await ask_stream(budget_app.client, callers[1], 5)).status_code == 200
+    (state,) = await token_budgets(budget_app).states([tenant_day_budget(callers[0])])
+    assert state.spent == settled_in_postgres(budget_settings.database_url, callers[0].tenant_id)
+    assert state.spent > spent
