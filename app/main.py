@@ -11,7 +11,18 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import chat as chat_api
-from app.api import documents, health, jobs, keys, me, openai_compat, rate_limit, service_limits, sessions
+from app.api import (
+    documents,
+    health,
+    jobs,
+    keys,
+    me,
+    openai_compat,
+    rate_limit,
+    service_limits,
+    sessions,
+    usage,
+)
 from app.api import feedback as feedback_api
 from app.api import metrics as metrics_api
 from app.api import providers as providers_api
@@ -211,6 +222,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(me.router)
     app.include_router(keys.router)
     app.include_router(rate_limit.router)
+    app.include_router(usage.router)
     app.include_router(service_limits.router)
     app.include_router(documents.router)
     app.include_router(jobs.router)

@@ -14,12 +14,15 @@ import psycopg
 import pytest
 
 from app.auth.principal import Role
+from app.embedded.redis import EmbeddedRedis
 from app.limits.budgets import BudgetScope, Period, TokenBudget, TokenBudgets
+from app.limits.limiter import STORAGE_RETRY_S
 from app.rag.embeddings import LocalEmbedder
 from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
 from tests.support.apps import RunningApp, running_app
 from tests.support.callers import Caller
+from tests.support.clock import SteppedClock
 from tests.support.library import Library
 from tests.support.llm import fake_openai_overrides
 from tests.support.services import libpq
@@ -209,3 +212,77 @@ async def test_settled_spend_survives_losing_redis(
     (state,) = await token_budgets(budget_app).states([tenant_day_budget(callers[0])])
     assert state.spent == settled_in_postgres(budget_settings.database_url, callers[0].tenant_id)
     assert state.spent > spent
+
+
+async def test_a_redis_restart_mid_run_loses_no_settled_spend(
+    budget_settings: Settings, embedder: LocalEmbedder, fake: FakeLLMServer, stoppable_redis: EmbeddedRedis
+) -> None:
+    async with running_app(budget_settings, embedder=embedder, redis_url=stoppable_redis.url) as running:
+        clock = running.resources.limiter.clock = SteppedClock()
+        callers = await prepared_tenant(running, fake)
+        assert (await ask_stream(running.client, callers[0], 1)).status_code == 200
+        stoppable_redis.stop()
+        for dump in stoppable_redis.directory.rglob("*.rdb"):
+            dump.unlink()  # a Redis that comes back empty
+        # Redis down, limits failing open: answered, and its spend is still written down.
+        assert (await ask_stream(running.client, callers[1], 2)).status_code == 200
+        stoppable_redis.start()
+        clock.advance(STORAGE_RETRY_S)
+        assert (await ask_stream(running.client, callers[2], 3)).status_code == 200
+        settled = settled_in_postgres(budget_settings.database_url, callers[0].tenant_id)
+        (state,) = await token_budgets(running).states([tenant_day_budget(callers[0])])
+        assert state.spent == settled  # reseeded from PostgreSQL: all three answers
+        usage = (await running.client.get("/api/v1/usage", headers=callers[0].headers)).json()
+        assert usage["budgets"] == [
+            {
+                "budget": "tenant_tokens_per_day",
+                "limit": BUDGET,
+                "spent": settled,
+                "reserved": 0,
+                "remaining": BUDGET - settled,
+                "reset_at": state.reset_at.isoformat().replace("+00:00", "Z"),
+            }
+        ]
+
+
+async def test_admins_set_budgets_per_tenant_and_key_and_bad_ones_are_invalid_budget(
+    budget_app: RunningApp, fake: FakeLLMServer
+) -> None:
+    callers = await prepared_tenant(budget_app, fake)
+    admin = await budget_app.make_caller(tenant="budgeted", role=Role.admin)
+    client = budget_app.client
+    for body in (
+        {"period": "day", "tokens": -5},
+        {"period": "day", "tokens": 0},
+        {"period": "day", "tokens": 10**13},
+        {"period": "day", "tokens": 1.5},
+        {"period": "week", "tokens": 1000},
+    ):
+        response = await client.put("/api/v1/budgets", json=body, headers=admin.headers)
+        assert response.status_code == 422, body
+        assert response.json()["code"] == "invalid_budget"
+    reader = callers[1]
+    refused = await client.put(
+        "/api/v1/budgets", json={"period": "day", "tokens": 5000}, headers=reader.headers
+    )
+    assert refused.status_code == 403
+    # One key gets less than one worst case a month: it is refused, the tenant's others are not.
+    response = await client.put(
+        "/api/v1/budgets",
+        json={"period": "month", "tokens": WORST_CASE - 1, "principal_id": reader.principal_id},
+        headers=admin.headers,
+    )
+    assert response.status_code == 204, response.text
+    problem = (await ask_stream(client, reader, 1)).json()
+    assert problem["code"] == "budget_exhausted" and problem["budget"] == "key_tokens_per_month"
+    assert (await ask_stream(client, callers[2], 1)).status_code == 200
+    usage = (await client.get("/api/v1/usage", headers=reader.headers)).json()
+    assert [b["budget"] for b in usage["budgets"]] == ["tenant_tokens_per_day", "key_tokens_per_month"]
+    assert usage["budgets"][1]["limit"] == WORST_CASE - 1
+    deleted = await client.delete(
+        "/api/v1/budgets",
+        params={"period": "month", "principal_id": reader.principal_id},
+        headers=admin.headers,
+    )
+    assert deleted.status_code == 204
+    assert (await ask_stream(client, reader, 1)).status_code == 200
