@@ -181,6 +181,14 @@ async def test_cache_hits_and_unmatched_questions_cost_nothing(
     assert nothing.status_code == 200 and nothing.json()["provider"] == "none"
     (after,) = await token_budgets(budget_app).states([tenant_day_budget(callers[0])])
     assert (after.spent, after.reserved) == (after_first.spent, 0)
+    # The settled tokens are counted per tenant, provider and model, once.
+    metrics = (await budget_app.client.get("/metrics")).text
+    counted = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("budget_tokens_total{") and f'tenant="{callers[0].tenant_id}"' in line
+    ]
+    assert sum(counted) == after_first.spent
 
 
 async def test_a_reservation_whose_worker_died_expires(budget_app: RunningApp, fake: FakeLLMServer) -> None:
@@ -286,3 +294,20 @@ async def test_admins_set_budgets_per_tenant_and_key_and_bad_ones_are_invalid_bu
     )
     assert deleted.status_code == 204
     assert (await ask_stream(client, reader, 1)).status_code == 200
+
+
+async def test_answers_on_the_callers_own_key_do_not_draw_on_the_operators_budget(
+    budget_app: RunningApp, fake: FakeLLMServer
+) -> None:
+    callers = await prepared_tenant(budget_app, fake)
+    key, _ = token_budgets(budget_app).keys(tenant_day_budget(callers[0]), datetime.now(UTC))
+    await budget_app.resources.redis.hset(key, "spent", BUDGET)  # the operator's budget is used up
+    assert_budget_exhausted(await ask_stream(budget_app.client, callers[0], 6))
+    own = await budget_app.client.post(
+        "/api/v1/chat",
+        json={"question": "Where does the quarterly review of team 6 happen?", "stream": True},
+        headers={**callers[0].headers, "X-Provider-Key-Openai": "sk-callers-own-key"},
+    )
+    assert own.status_code == 200 and "event: done" in own.text
+    (state,) = await token_budgets(budget_app).states([tenant_day_budget(callers[0])])
+    assert (state.spent, state.reserved) == (BUDGET, 0)
