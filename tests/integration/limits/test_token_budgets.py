@@ -20,6 +20,7 @@ from app.limits.limiter import STORAGE_RETRY_S
 from app.rag.embeddings import LocalEmbedder
 from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
+from tests.integration.api.test_mcp import error_text, mcp_session, structured
 from tests.support.apps import RunningApp, running_app
 from tests.support.callers import Caller
 from tests.support.clock import SteppedClock
@@ -311,3 +312,24 @@ async def test_answers_on_the_callers_own_key_do_not_draw_on_the_operators_budge
     assert own.status_code == 200 and "event: done" in own.text
     (state,) = await token_budgets(budget_app).states([tenant_day_budget(callers[0])])
     assert (state.spent, state.reserved) == (BUDGET, 0)
+
+
+async def test_the_mcp_ask_tool_reserves_and_settles_on_the_same_budgets(
+    budget_app: RunningApp, fake: FakeLLMServer
+) -> None:
+    callers = await prepared_tenant(budget_app, fake)
+    async with mcp_session(budget_app.app, callers[0].headers) as session:
+        answered = structured(
+            await session.call_tool("ask", {"question": "Where does the quarterly review of team 7 happen?"})
+        )
+        assert answered["provider"] == "openai"
+        (state,) = await token_budgets(budget_app).states([tenant_day_budget(callers[0])])
+        assert state.spent > 0 and state.reserved == 0
+        key, _ = token_budgets(budget_app).keys(tenant_day_budget(callers[0]), datetime.now(UTC))
+        await budget_app.resources.redis.hset(key, "spent", BUDGET - 1)
+        refused = await session.call_tool(
+            "ask", {"question": "Where does the quarterly review of team 8 happen?"}
+        )
+        assert "budget_exhausted: the tenant_tokens_per_day budget" in error_text(refused)
+        # Searching costs no provider tokens: it reserves nothing and is not refused.
+        structured(await session.call_tool("search_documents", {"query": "quarterly review"}))
