@@ -315,11 +315,11 @@ def exhausted(state: BudgetState, asked: int) -> BudgetExhaustedError:
     )
 
 
-def log_unpriced_models(settings: Settings) -> list[str]:
-    """With a price table, name in one log sentence the configured models it does not price
-    (they cost tokens only); the unpriced names."""
+def unpriced_models_sentence(settings: Settings) -> str | None:
+    """With a price table, the one sentence naming the configured models it does not price (they
+    cost tokens only); None when all are priced or there is no table."""
     if not settings.budget_price_table:
-        return []
+        return None
     configured = [f"{name}/{getattr(settings, f'{name}_model', '')}" for name in settings.llm_providers]
     configured += [
         f"{name}/{model}"
@@ -329,9 +329,12 @@ def log_unpriced_models(settings: Settings) -> list[str]:
     unpriced = sorted(
         {m for m in configured if m not in settings.budget_price_table and not m.startswith("local/")}
     )
-    if unpriced:
-        logger.warning(
-            "unpriced_models",
-            message=f"BUDGET_PRICE_TABLE prices none of {', '.join(unpriced)}: they cost tokens only",
-        )
-    return unpriced
+    if not unpriced:
+        return None
+    return f"BUDGET_PRICE_TABLE prices none of {', '.join(unpriced)}: they cost tokens only"
+
+
+def log_unpriced_models(settings: Settings) -> None:
+    sentence = unpriced_models_sentence(settings)
+    if sentence is not None:
+        logger.warning("unpriced_models", message=sentence)

@@ -6,10 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-import structlog
 from pydantic import ValidationError
 
-from app.limits.budgets import Period, Price, log_unpriced_models
+from app.limits.budgets import Period, Price, unpriced_models_sentence
 from app.settings import Settings
 
 
@@ -39,11 +38,10 @@ def test_unpriced_models_are_named_in_one_sentence() -> None:
         groq_model="llama-3.3-70b-versatile",
         budget_price_table={"openai/gpt-4o-mini": {"input": 0.15, "output": 0.6}},
     )
-    with structlog.testing.capture_logs() as logs:
-        assert log_unpriced_models(configured) == ["groq/llama-3.3-70b-versatile"]
-    (entry,) = [e for e in logs if e["event"] == "unpriced_models"]
-    assert "groq/llama-3.3-70b-versatile" in entry["message"] and "tokens only" in entry["message"]
-    assert log_unpriced_models(settings()) == []  # no table: nothing is priced, nothing to say
+    assert unpriced_models_sentence(configured) == (
+        "BUDGET_PRICE_TABLE prices none of groq/llama-3.3-70b-versatile: they cost tokens only"
+    )
+    assert unpriced_models_sentence(settings()) is None  # no table: nothing is priced, nothing to say
 
 
 def test_input_and_output_are_priced_separately_in_micro_dollars() -> None:
