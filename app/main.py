@@ -11,7 +11,18 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import chat as chat_api
-from app.api import documents, health, jobs, keys, me, openai_compat, rate_limit, service_limits, sessions
+from app.api import (
+    documents,
+    health,
+    jobs,
+    keys,
+    me,
+    openai_compat,
+    rate_limit,
+    service_limits,
+    sessions,
+    usage,
+)
 from app.api import feedback as feedback_api
 from app.api import metrics as metrics_api
 from app.api import providers as providers_api
@@ -32,6 +43,7 @@ from app.documents.runtime import start_documents_runtime
 from app.errors import install_error_handlers
 from app.feedback.ledger import RedisAnswerLedger
 from app.feedback.service import FeedbackService
+from app.limits.budgets import TokenBudgets, log_unpriced_models
 from app.limits.limiter import RequestLimiter
 from app.limits.middleware import RateLimitHeadersMiddleware
 from app.limits.streams import StreamSlots
@@ -97,6 +109,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 )
             )
             session_factory = create_session_factory(engine)
+            limiter.token_budgets = TokenBudgets(redis, keys.key("budgets", ""), settings, session_factory)
+            log_unpriced_models(settings)
             reranker = await open_reranker(settings, stack)
             docs_runtime = await start_documents_runtime(
                 stack, settings, session_factory, embedder=embedder, metrics=telemetry.metrics
@@ -144,6 +158,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 unit_of_work=session_factory,
                 telemetry=telemetry,
                 ledger=ledger,
+                budgets=limiter.token_budgets,
             )
             app.state.resources = Resources(
                 settings=settings,
@@ -207,6 +222,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(me.router)
     app.include_router(keys.router)
     app.include_router(rate_limit.router)
+    app.include_router(usage.router)
     app.include_router(service_limits.router)
     app.include_router(documents.router)
     app.include_router(jobs.router)

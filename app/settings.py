@@ -161,6 +161,17 @@ class Settings(BaseSettings):
     mcp_stream_max_s: float = Field(default=300.0, gt=0)
     rate_limit_fail_open: bool = True
     rate_limit_strategy: Literal["fixed", "sliding"] = "fixed"
+    # Token budgets (README "Token budgets"): provider tokens a tenant, or one of its API keys, may
+    # spend per UTC day and month; unset: no such budget. Admins override them per tenant or key.
+    budget_tokens_per_day_tenant: int | None = Field(default=None, ge=1, le=10**12)
+    budget_tokens_per_month_tenant: int | None = Field(default=None, ge=1, le=10**12)
+    budget_tokens_per_day_key: int | None = Field(default=None, ge=1, le=10**12)
+    budget_tokens_per_month_key: int | None = Field(default=None, ge=1, le=10**12)
+    # A reservation whose worker died (no settle, no release) frees its tokens after this long.
+    budget_reservation_ttl_s: int = Field(default=900, ge=10, le=86400)
+    # JSON {"<provider>/<model>": {"input": USD per 1M tokens, "output": USD per 1M tokens}}: the
+    # cost counters and token_usage.cost_micro_usd; an unpriced model costs tokens only.
+    budget_price_table: dict[str, dict[str, float]] = {}
     cache_ttl_s: int = Field(default=3600, ge=0)
     cache_max_entries: int = Field(default=10000, ge=1)
     # Answer feedback: how long an answer can be rated (the TTL of its record in Redis); 0 turns it off.
@@ -273,6 +284,19 @@ class Settings(BaseSettings):
                 f"AUTH_JWT_ALGORITHMS allows only {', '.join(sorted(ASYMMETRIC_JWT_ALGORITHMS))}; "
                 f"refused: {', '.join(refused) or 'empty list'}"
             )
+        return value
+
+    @field_validator("budget_price_table")
+    @classmethod
+    def _price_table(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for model, prices in value.items():
+            if model.count("/") < 1 or not all(model.split("/", 1)):
+                raise ValueError(f"BUDGET_PRICE_TABLE key {model!r} is not '<provider>/<model>'")
+            if set(prices) != {"input", "output"}:
+                raise ValueError(f"BUDGET_PRICE_TABLE[{model!r}] needs exactly 'input' and 'output'")
+            for side, price in prices.items():
+                if not (0 <= price <= 10_000):  # USD per 1M tokens; NaN fails too
+                    raise ValueError(f"BUDGET_PRICE_TABLE[{model!r}].{side} = {price} is not 0-10000")
         return value
 
     @field_validator(

@@ -18,8 +18,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import Receive, Scope, Send
 
-from app.api.deps import ChatServiceDep, SettingsDep, StreamSlotsDep
-from app.api.limits import ChatRateLimit
+from app.api.auth import ReaderPrincipal
+from app.api.deps import ChatServiceDep, LimiterDep, SettingsDep, StreamSlotsDep
+from app.api.limits import charge_answer
 from app.api.provider_keys import CallerChainDep, answering_with
 from app.chat.types import ChatAnswer, ChatEvent, ChatInput, DeltaEvent, DoneEvent, ErrorEvent
 from app.errors import DATABASE_UNAVAILABLE_ERRORS, AppError
@@ -218,24 +219,32 @@ def _wants_stream(body: ChatBody, request: Request) -> bool:
 async def chat(
     body: ChatBody,
     request: Request,
-    principal: ChatRateLimit,
+    principal: ReaderPrincipal,
+    limiter: LimiterDep,
     settings: SettingsDep,
     slots: StreamSlotsDep,
     service: ChatServiceDep,
     caller: CallerChainDep,
 ) -> ChatAnswer | StreamingResponse:
     service, chat_input = answering_with(caller, service, _to_input(body, settings))
+    chat_input = await charge_answer(request, limiter, principal, chat_input)
     if not _wants_stream(body, request):
-        return await service.answer(principal, chat_input)
-    service.validate(chat_input)  # bad input is a 4xx before the stream starts
+        return await service.answer(principal, chat_input)  # settles or releases the tokens
     identity = principal_identity(principal)
-    slot = await slots.acquire(identity)  # 429 too_many_streams at the cap
+    try:
+        service.validate(chat_input)  # bad input is a 4xx before the stream starts
+        slot = await slots.acquire(identity)  # 429 too_many_streams at the cap
+    except BaseException:
+        await service.release(chat_input)
+        raise
     events = service.stream(principal, chat_input)
+
+    async def release() -> None:
+        await slots.release(identity, slot)
+        await service.release(chat_input)  # nothing left to give back once settled
+
     return ClosingStreamingResponse(
-        _released_after(
-            _sse_stream(events, settings.sse_heartbeat_s),
-            lambda: slots.release(identity, slot),
-        ),
+        _released_after(_sse_stream(events, settings.sse_heartbeat_s), release),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"},
     )

@@ -11,6 +11,7 @@ the authentication middleware, once per request. Use them in place of the princi
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,8 +19,9 @@ from fastapi import Depends, Request
 from app.api.auth import EditorPrincipal, ReaderPrincipal
 from app.api.deps import LimiterDep
 from app.auth.principal import Principal
+from app.chat.types import ChatInput
 from app.limits.enforcement import charge, charge_chat, principal_identity
-from app.limits.limiter import Budget
+from app.limits.limiter import Budget, RequestLimiter
 
 
 async def chat_rate_limit(request: Request, principal: ReaderPrincipal, limiter: LimiterDep) -> Principal:
@@ -34,3 +36,15 @@ async def upload_rate_limit(request: Request, principal: EditorPrincipal, limite
 
 ChatRateLimit = Annotated[Principal, Depends(chat_rate_limit)]
 UploadRateLimit = Annotated[Principal, Depends(upload_rate_limit)]
+
+
+async def charge_answer(
+    request: Request, limiter: RequestLimiter, principal: Principal, chat: ChatInput
+) -> ChatInput:
+    """``chat`` with its reservation, once the chat rate limits are charged and its worst case is
+    reserved on the token budgets, in one round trip (429 ``rate_limited`` / ``budget_exhausted``).
+    Endpoints that answer call it once the body is valid, so a refused body holds no tokens; an
+    answer with the caller's own keys reserves none."""
+    budgets = limiter.token_budgets if chat.operator_pays else None
+    reservation = await charge_chat(request, limiter, principal, token_budgets=budgets)
+    return replace(chat, reservation=reservation)

@@ -43,6 +43,7 @@ from app.auth.principal import Principal, Role
 from app.chat.types import ChatInput
 from app.documents.service import DocumentService
 from app.errors import DATABASE_UNAVAILABLE_ERRORS, AppError, problem_for_exception
+from app.limits.budgets import Reservation
 from app.limits.enforcement import charge_chat, principal_identity
 from app.limits.errors import TooManyStreamsError
 from app.limits.streams import StreamSlots
@@ -132,9 +133,10 @@ class _Call:
     request: Request
     principal: Principal
     resources: Resources
+    reservation: Reservation | None = None  # the ask tool's tokens on the token budgets
 
 
-async def _charged_call(ctx: Context[Any, Any], app: FastAPI) -> _Call:
+async def _charged_call(ctx: Context[Any, Any], app: FastAPI, *, answers: bool = False) -> _Call:
     """The HTTP request this tool call arrived in, its authenticated principal, and the app's
     resources (set by the lifespan, so read per call), once the call is charged to the chat
     budgets (``rate_limited`` when one is used up)."""
@@ -146,9 +148,12 @@ async def _charged_call(ctx: Context[Any, Any], app: FastAPI) -> _Call:
         raise ToolError("not authenticated")
     if not principal.role.allows(Role.reader):
         raise ToolError("this tool needs the reader role")
-    call = _Call(request, principal, resources_of(app))
-    await charge_chat(request, call.resources.limiter, principal)
-    return call
+    resources = resources_of(app)
+    limiter = resources.limiter
+    # A call that may be answered by a provider also reserves its worst case on the token budgets.
+    budgets = limiter.token_budgets if answers else None
+    reservation = await charge_chat(request, limiter, principal, token_budgets=budgets)
+    return _Call(request, principal, resources, reservation)
 
 
 @contextmanager
@@ -218,8 +223,9 @@ async def _ask(call: _Call, question: str, session_id: SessionId | None) -> AskR
         mode=RetrievalMode(settings.retrieval_mode),
         vector_weight=settings.retrieval_vector_weight,
         text_weight=settings.retrieval_text_weight,
+        reservation=call.reservation,
     )
-    answer = await resources.chat.answer(call.principal, chat_input)
+    answer = await resources.chat.answer(call.principal, chat_input)  # settles or releases it
     return AskResult(
         answer=answer.answer,
         sources=[
@@ -303,7 +309,7 @@ def create_mcp_server(app: FastAPI) -> MCPServer:
         if not question.strip():
             raise ToolError("invalid_question: the question is empty")
         with _reported():
-            return await _ask(await _charged_call(ctx, app), question, session_id)
+            return await _ask(await _charged_call(ctx, app, answers=True), question, session_id)
 
     @server.tool(description="List the tenant's documents (newest first, up to 200), optionally by tag.")
     async def list_documents(ctx: Context[Any, Any], tag: Tag | None = None) -> DocumentList:

@@ -56,8 +56,8 @@ from app.api.chat import (
     _released_after,
     with_heartbeats,
 )
-from app.api.deps import ChainDep, ChatServiceDep, SettingsDep, StreamSlotsDep
-from app.api.limits import ChatRateLimit
+from app.api.deps import ChainDep, ChatServiceDep, LimiterDep, SettingsDep, StreamSlotsDep
+from app.api.limits import charge_answer
 from app.api.openai_errors import (
     model_not_found,
     openai_code,
@@ -477,13 +477,16 @@ async def _chunks(
 )
 async def chat_completions(
     body: ChatCompletionBody,
-    principal: ChatRateLimit,
+    request: Request,
+    principal: ReaderPrincipal,
+    limiter: LimiterDep,
     settings: SettingsDep,
     slots: StreamSlotsDep,
     service: ChatServiceDep,
     caller: CallerChainDep,
 ) -> Response:
     service, chat_input = answering_with(caller, service, _to_input(body, settings))
+    chat_input = await charge_answer(request, limiter, principal, chat_input)
     if not body.stream:
         answer = await service.answer(principal, chat_input)
         return JSONResponse(
@@ -512,15 +515,20 @@ async def chat_completions(
                 ),
             }
         )
-    service.validate(chat_input)  # bad input is a 4xx before the stream starts
     identity = principal_identity(principal)
-    slot = await slots.acquire(identity)  # 429 too_many_streams at the cap
+    try:
+        service.validate(chat_input)  # bad input is a 4xx before the stream starts
+        slot = await slots.acquire(identity)  # 429 too_many_streams at the cap
+    except BaseException:
+        await service.release(chat_input)
+        raise
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     renderer = _ChunkRenderer(include_usage)
     events = service.stream(principal, chat_input)
 
     async def release() -> None:
         await slots.release(identity, slot)
+        await service.release(chat_input)  # nothing left to give back once settled
 
     return ClosingStreamingResponse(
         _released_after(_chunks(events, renderer, settings.sse_heartbeat_s), release),

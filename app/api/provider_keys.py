@@ -58,4 +58,4 @@ def answering_with(
     the shared answer cache is left alone."""
     if caller is None:
         return service, chat
-    return service.with_chain(caller.chain), replace(chat, shared_cache=False)
+    return service.with_chain(caller.chain), replace(chat, shared_cache=False, operator_pays=False)

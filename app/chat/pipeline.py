@@ -138,6 +138,9 @@ class Preparation:
         self._telemetry = telemetry
         self._query_vectors: LRUCache[str, list[float]] = LRUCache(maxsize=2048)
 
+    def count_tokens(self, text: str) -> int:
+        return self._counter.count(text)
+
     def prompt_budget(self, chat: ChatInput) -> int:
         answer_tokens = chat.max_tokens or self._settings.answer_max_tokens
         return prompt_budget(

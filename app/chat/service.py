@@ -22,6 +22,8 @@ from app.chat.ports import AnswerLedger, AnswerStore, Memory
 from app.chat.types import ChatAnswer, ChatEvent, ChatInput, DeltaEvent, DoneEvent, ErrorEvent, SourcesEvent
 from app.db.unit_of_work import UnitOfWork
 from app.feedback.ledger import AnsweredTurn
+from app.limits import repository as budget_repository
+from app.limits.budgets import ZERO_COST_PROVIDERS, TokenBudgets
 from app.llm.chain import ProviderChain
 from app.llm.types import (
     ChatRequest,
@@ -80,8 +82,10 @@ class ChatService:
         unit_of_work: UnitOfWork,
         telemetry: Telemetry | None = None,
         ledger: AnswerLedger | None = None,
+        budgets: TokenBudgets | None = None,
     ) -> None:
         self._settings = settings
+        self._budgets = budgets
         self._preparation = preparation
         self._chain = chain
         self._memory = memory
@@ -156,6 +160,34 @@ class ChatService:
             principal, chat, prepared, fixed.text, prepared.sources, fixed.provider, fixed.model
         )
 
+    def _spent(self, prepared: Prepared, outcome: Outcome) -> tuple[int, int]:
+        """(prompt, completion) tokens the operator's provider was paid for: as it reported them,
+        else as counted here (the prompt as fitted, the text as received); none for an answer no
+        provider made (the apology, the extractive answerer)."""
+        if outcome.provider in ZERO_COST_PROVIDERS:
+            return 0, 0
+        if outcome.usage is not None:
+            return outcome.usage.get("prompt_tokens", 0), outcome.usage.get("completion_tokens", 0)
+        prompt = prepared.prompt.tokens if prepared.prompt is not None else 0
+        return prompt, self._preparation.count_tokens(outcome.text) if outcome.text else 0
+
+    async def _settle(
+        self, principal: Principal, chat: ChatInput, prompt: int, completion: int, outcome: Outcome
+    ) -> None:
+        if self._budgets is None:
+            return
+        await self._budgets.settle(chat.reservation, prompt + completion)
+        if prompt + completion:
+            cost = self._budgets.cost_micro_usd(outcome.provider, outcome.model, prompt, completion)
+            self._telemetry.metrics.budget_settled(
+                str(principal.tenant_id), outcome.provider, outcome.model, prompt, completion, cost / 1e6
+            )
+
+    async def release(self, chat: ChatInput) -> None:
+        """Give back the request's reservation unless it was settled (a refused or failed request)."""
+        if self._budgets is not None:
+            await self._budgets.release(chat.reservation)
+
     async def _finish(
         self, principal: Principal, chat: ChatInput, prepared: Prepared, outcome: Outcome, *, streamed: bool
     ) -> tuple[list[Source], list[int]]:
@@ -168,19 +200,41 @@ class ChatService:
                 outcome.text, tuple(sources), outcome.provider, outcome.model, outcome.usage
             )
             await self._cache.put(prepared.cache_key, answer)
-        if chat.session is not None:
-            record = turn_record(
-                chat,
-                outcome.text,
-                prepared.sources if streamed else sources,
-                status=outcome.status,
-                provider=outcome.provider,
-                model=outcome.model,
-                trace_id=prepared.trace_id,
-            )
+        prompt, completion = self._spent(prepared, outcome) if chat.operator_pays else (0, 0)
+        recorded = None
+        if chat.session is not None or prompt + completion:
+            # The turn and the settled usage (the durable copy of the budget counters): one commit.
             async with self._unit_of_work() as db:
-                recorded = await self._memory.record_turn(db, principal, chat.session, record)
+                if chat.session is not None:
+                    record = turn_record(
+                        chat,
+                        outcome.text,
+                        prepared.sources if streamed else sources,
+                        status=outcome.status,
+                        provider=outcome.provider,
+                        model=outcome.model,
+                        trace_id=prepared.trace_id,
+                    )
+                    recorded = await self._memory.record_turn(db, principal, chat.session, record)
+                if prompt + completion:
+                    await budget_repository.add_usage(
+                        db,
+                        tenant_id=principal.tenant_id,
+                        principal_id=principal.id,
+                        provider=outcome.provider,
+                        model=outcome.model,
+                        day=datetime.now(UTC).date(),
+                        prompt_tokens=prompt,
+                        completion_tokens=completion,
+                        cost_micro_usd=self._budgets.cost_micro_usd(
+                            outcome.provider, outcome.model, prompt, completion
+                        )
+                        if self._budgets is not None
+                        else 0,
+                    )
                 await db.commit()
+        await self._settle(principal, chat, prompt, completion, outcome)
+        if recorded is not None:
             await self._memory.publish(recorded)
         # The ledger holds answers: a broken stream (a failed attempt) is not one, and nobody is
         # left to rate an answer the client left. The apology (provider "none") is the service's.
@@ -193,11 +247,15 @@ class ChatService:
     # --- one-shot answers ------------------------------------------------------------------------
 
     async def answer(self, principal: Principal, chat: ChatInput) -> ChatAnswer:
-        self.validate(chat)
-        async with self._trace(principal, chat, stream=False) as trace:
-            result = await self._answer(principal, chat)
-            trace.update(output=result.answer)
-        return result
+        try:
+            self.validate(chat)
+            async with self._trace(principal, chat, stream=False) as trace:
+                result = await self._answer(principal, chat)
+                trace.update(output=result.answer)
+            return result
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.release(chat)  # settled already unless it failed or cost nothing
 
     async def _answer(self, principal: Principal, chat: ChatInput) -> ChatAnswer:
         prepared = await self._preparation.prepare(principal, chat)
@@ -330,3 +388,5 @@ class ChatService:
                 cancelled = Outcome("".join(streamed), provider, model, None, status="cancelled")
                 with anyio.CancelScope(shield=True):
                     await self._finish(principal, chat, prepared, cancelled, streamed=True)
+            with anyio.CancelScope(shield=True):
+                await self.release(chat)

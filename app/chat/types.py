@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from app.limits.budgets import Reservation
 from app.rag.prompt import Turn
 from app.rag.query import RetrievalFilters, RetrievalMode
 from app.rag.sources import Source
@@ -37,6 +38,11 @@ class ChatInput:
     # would not be what this caller asked their own provider for, and an answer made on their key
     # (with their model, quota and terms) is not the operator's to serve to anyone else.
     shared_cache: bool = True
+    # The tokens reserved on the operator's token budgets for this request (``app.limits.budgets``),
+    # settled when the turn finishes; None when no budget applies. ``operator_pays`` is False for
+    # an answer made with the caller's own provider keys: no budget is drawn on, no usage recorded.
+    reservation: Reservation | None = None
+    operator_pays: bool = True
 
     @property
     def session(self) -> str | None:

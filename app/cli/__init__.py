@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from app.cli import database, documents, keys, server, shell
+from app.cli import budgets, database, documents, keys, server, shell
 from app.embedded.errors import StartupError
 
 EXIT_STARTUP_FAILED = 2
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     shell.add_shell_command(commands)
     database.add_db_status_command(commands)
     keys.add_keys_command(commands)
+    budgets.add_budgets_command(commands)
     documents.add_document_commands(commands)
     return parser
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from pgvector.sqlalchemy import Vector
@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Computed,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -292,3 +293,43 @@ class AnswerFeedback(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
     )
+
+
+class TokenBudgetOverride(Base):
+    """An admin's token budget for a tenant (``principal_id`` empty) or one of its API keys, per
+    ``day`` or ``month``, replacing the default from the settings (``BUDGET_TOKENS_PER_*``)."""
+
+    __tablename__ = "token_budgets"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "principal_id", "period"),
+        CheckConstraint("period IN ('day', 'month')", name="period"),
+        CheckConstraint("tokens > 0", name="tokens_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    principal_id: Mapped[str] = mapped_column(String(200), nullable=False, server_default="")
+    period: Mapped[str] = mapped_column(String(8), nullable=False)
+    tokens: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class TokenUsage(Base):
+    """Settled provider tokens (and cost, in millionths of a US dollar) per tenant, principal,
+    provider, model and UTC day: the durable copy of the Redis budget counters."""
+
+    __tablename__ = "token_usage"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    principal_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    cost_micro_usd: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")

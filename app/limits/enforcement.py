@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from app.auth.principal import Principal
+from app.limits.budgets import Reservation, TokenBudgets
 from app.limits.errors import RateLimitedError
 from app.limits.limiter import Budget, LimitState, RequestLimiter
 
@@ -22,12 +23,30 @@ async def charge_ip(request: Request, limiter: RequestLimiter) -> None:
     await charge(request, limiter, Budget.ip, limiter.ip_bucket(request.scope))
 
 
-async def charge_chat(request: Request, limiter: RequestLimiter, principal: Principal) -> None:
+async def charge_chat(
+    request: Request,
+    limiter: RequestLimiter,
+    principal: Principal,
+    *,
+    token_budgets: TokenBudgets | None = None,
+) -> Reservation | None:
     """The chat budgets, for every request that reads the tenant's documents or answers (REST
     and OpenAI chat, the MCP tools, feedback): the tenant's (``RATE_LIMIT_PER_TENANT``) and the
-    principal's own (``RATE_LIMIT_PER_PRINCIPAL``), both or neither."""
+    principal's own (``RATE_LIMIT_PER_PRINCIPAL``), both or neither. With ``token_budgets`` (a
+    request the operator's providers may answer), its worst case is reserved on the tenant's and
+    the key's token budgets in the same round trip: the reservation to settle, or None when no
+    token budget applies (or Redis is down and the limiter fails open)."""
     charges = [(Budget.tenant, str(principal.tenant_id)), (Budget.chat, principal_identity(principal))]
-    await charge_all(request, limiter, charges)
+    if token_budgets is None:
+        await charge_all(request, limiter, charges)
+        return None
+    applying = await token_budgets.budgets_for(principal)
+    if not applying:
+        await charge_all(request, limiter, charges)
+        return None
+    reservation = token_budgets.reservation(applying)
+    charged = await charge_all(request, limiter, charges, reserve=(token_budgets, reservation))
+    return reservation if charged else None
 
 
 def _remember(request: Request, state: LimitState) -> None:
@@ -41,13 +60,17 @@ async def charge(request: Request, limiter: RequestLimiter, budget: Budget, iden
 
 
 async def charge_all(
-    request: Request, limiter: RequestLimiter, charges: Sequence[tuple[Budget, str]]
-) -> None:
+    request: Request,
+    limiter: RequestLimiter,
+    charges: Sequence[tuple[Budget, str]],
+    *,
+    reserve: tuple[TokenBudgets, Reservation] | None = None,
+) -> bool:
     """One hit on each budget, in one Redis round trip, or none when one is exhausted: 429 naming
-    the first exhausted one."""
-    states = await limiter.hit_many(charges)
+    the first exhausted one. False when Redis is down and the limiter fails open."""
+    states = await limiter.hit_many(charges, reserve=reserve)
     if states is None:  # storage down, failing open
-        return
+        return False
     for state in states:
         if not state.allowed:
             raise RateLimitedError(
@@ -57,6 +80,7 @@ async def charge_all(
             )
     for state in states:
         _remember(request, state)
+    return True
 
 
 def remembered(scope_state: dict[str, Any]) -> list[LimitState]:

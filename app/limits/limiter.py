@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from starlette.types import Scope
 
 from app.db.redis import KeySpace, redis_retry
+from app.limits.budgets import BudgetState, Reservation, TokenBudgets, exhausted
 from app.limits.errors import RateLimitUnavailableError
 from app.security.proxies import TrustedProxies, address_bucket
 from app.settings import Settings
@@ -73,6 +74,87 @@ for i, key in ipairs(KEYS) do
   end
   out[#out + 1] = counts[i]
   out[#out + 1] = ttl
+end
+return out
+"""
+
+
+# The same, and a token reservation (``app.limits.budgets``) in the same atomic step: KEYS are the
+# n rate-limit counters, then per token budget its hash and its reservation set. ARGV: n, the n
+# (limit, window) pairs, the reserved tokens, the reservation id, now and its expiry (epoch s),
+# then per token budget its limit and its keys' TTL. Expired reservations are swept first. A
+# budget hash without ``spent`` stops the script before anything is charged: it returns 2 and the
+# budgets' numbers, to be seeded from PostgreSQL. Else 1 or 0 (all charged and reserved, or
+# nothing), a count and TTL per counter, and per budget its spent and reserved tokens.
+_FIXED_WINDOW_HIT_AND_RESERVE = """
+local n = tonumber(ARGV[1])
+local a = 2 * n + 2
+local amount = tonumber(ARGV[a])
+local rid = ARGV[a + 1]
+local now = tonumber(ARGV[a + 2])
+local expires = tonumber(ARGV[a + 3])
+local nb = (#KEYS - n) / 2
+local missing = {2}
+for j = 1, nb do
+  local h, z = KEYS[n + 2 * j - 1], KEYS[n + 2 * j]
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', z, '-inf', now)) do
+    local held = tonumber(redis.call('HGET', h, 'r:' .. id) or '0')
+    redis.call('HDEL', h, 'r:' .. id)
+    redis.call('HINCRBY', h, 'reserved', -held)
+    redis.call('ZREM', z, id)
+  end
+  if redis.call('HEXISTS', h, 'spent') == 0 then
+    missing[#missing + 1] = j
+  end
+end
+if #missing > 1 then
+  return missing
+end
+local charge = 1
+local counts = {}
+for i = 1, n do
+  counts[i] = tonumber(redis.call('GET', KEYS[i]) or '0') + 1
+  if counts[i] > tonumber(ARGV[2 * i]) then
+    charge = 0
+  end
+end
+local spent, reserved = {}, {}
+for j = 1, nb do
+  local h = KEYS[n + 2 * j - 1]
+  spent[j] = tonumber(redis.call('HGET', h, 'spent') or '0')
+  reserved[j] = tonumber(redis.call('HGET', h, 'reserved') or '0')
+  if spent[j] + reserved[j] + amount > tonumber(ARGV[a + 2 + 2 * j]) then
+    charge = 0
+  end
+end
+local out = {charge}
+for i = 1, n do
+  local window = tonumber(ARGV[2 * i + 1])
+  if charge == 1 then
+    counts[i] = redis.call('INCRBY', KEYS[i], 1)
+  end
+  local ttl = redis.call('PTTL', KEYS[i])
+  if ttl < 0 then
+    if charge == 1 then
+      redis.call('EXPIRE', KEYS[i], window)
+    end
+    ttl = window * 1000
+  end
+  out[#out + 1] = counts[i]
+  out[#out + 1] = ttl
+end
+for j = 1, nb do
+  local h, z = KEYS[n + 2 * j - 1], KEYS[n + 2 * j]
+  if charge == 1 then
+    redis.call('HSET', h, 'r:' .. rid, amount)
+    reserved[j] = redis.call('HINCRBY', h, 'reserved', amount)
+    redis.call('ZADD', z, expires, rid)
+    local keep = tonumber(ARGV[a + 3 + 2 * j])
+    redis.call('EXPIRE', h, keep)
+    redis.call('EXPIRE', z, keep)
+  end
+  out[#out + 1] = spent[j]
+  out[#out + 1] = reserved[j]
 end
 return out
 """
@@ -147,6 +229,7 @@ class RequestLimiter:
         self._on_refused = on_refused
         self._sliding = sliding
         self._fixed_window_hit = None if sliding else self._client().register_script(_FIXED_WINDOW_HIT)
+        self._hit_and_reserve = self._client().register_script(_FIXED_WINDOW_HIT_AND_RESERVE)
         self.proxies = proxies or TrustedProxies()
         self.ipv6_prefix = ipv6_prefix
         self._strategy: RateLimiter = (
@@ -159,6 +242,8 @@ class RequestLimiter:
         self.clock = clock
         self._down_until = 0.0
         self.storage_failures = 0  # requests decided without Redis since start
+        # Set by the app once its database is open: the token budgets the chat charges reserve on.
+        self.token_budgets: TokenBudgets | None = None
 
     @classmethod
     def from_settings(
@@ -217,18 +302,34 @@ class RequestLimiter:
         states = await self.hit_many([(budget, identity)])
         return None if states is None else states[0]
 
-    async def hit_many(self, charges: Sequence[tuple[Budget, str]]) -> list[LimitState] | None:
+    async def hit_many(
+        self,
+        charges: Sequence[tuple[Budget, str]],
+        *,
+        reserve: tuple[TokenBudgets, Reservation] | None = None,
+    ) -> list[LimitState] | None:
         """Charge one request to each (budget, identity), or, when any limit is used up, to none of
         them: per budget, the most restrictive state of its limits (in ``charges`` order); None
-        when Redis is down and the limiter fails open."""
+        when Redis is down and the limiter fails open. With ``reserve``, the reservation's tokens
+        are reserved on its token budgets in the same script, all or nothing with the charges: a
+        token budget without room for them raises ``BudgetExhaustedError`` (when no rate limit
+        refused the request first)."""
         if not self.storage_available:
             self._decide_without_storage(charges[0][0])
             return None
         try:
-            if self._fixed_window_hit is not None:
+            if reserve is not None and reserve[1].budgets and self._fixed_window_hit is not None:
+                per_budget = await self._hit_and_reserve_tokens(charges, *reserve)
+            elif self._fixed_window_hit is not None:
                 per_budget = await self._hit_fixed_windows(charges)
             else:
                 per_budget = await self._hit_sliding_windows(charges)
+                if (
+                    reserve is not None
+                    and reserve[1].budgets
+                    and all(s.allowed for states in per_budget for s in states)
+                ):
+                    await self._hit_and_reserve_tokens([], *reserve)  # its own round trip
         except _STORAGE_ERRORS as exc:
             self._mark_down(exc)
             self._decide_without_storage(charges[0][0])
@@ -238,6 +339,56 @@ class RequestLimiter:
             if not state.allowed and self._on_refused is not None:
                 self._on_refused(state.budget)
         return states
+
+    async def _hit_and_reserve_tokens(
+        self, charges: Sequence[tuple[Budget, str]], budgets: TokenBudgets, reservation: Reservation
+    ) -> list[list[LimitState]]:
+        """``_FIXED_WINDOW_HIT_AND_RESERVE``; once more after seeding budgets Redis had no spend of."""
+        items = self._items(charges)
+        bridge = self._storage.bridge
+        now = reservation.at
+        keys = [
+            bridge.prefixed_key(item.key_for(budget.value, identity)) for _, budget, item, identity in items
+        ]
+        args: list[int | float | str] = [len(items)]
+        args += [value for _, _, item, _ in items for value in (item.amount, item.get_expiry())]
+        args += [
+            reservation.tokens,
+            reservation.id,
+            now.timestamp(),
+            now.timestamp() + budgets.reservation_ttl_s,
+        ]
+        for token_budget in reservation.budgets:
+            keys.extend(budgets.keys(token_budget, now))
+            args += [token_budget.limit, token_budget.ttl_s(now)]
+        raw = await self._hit_and_reserve(keys=keys, args=args)
+        if int(raw[0]) == 2:
+            await budgets.seed([reservation.budgets[int(j) - 1] for j in raw[1:]], now)
+            raw = await self._hit_and_reserve(keys=keys, args=args)
+            if int(raw[0]) == 2:  # seeded a moment ago: only a flush in between gets here
+                raise RedisError("token budget counters vanished while seeding")
+        per_charge = self._fixed_window_states(charges, items, raw)
+        charged = int(raw[0]) == 1
+        offset = 1 + 2 * len(items)
+        refused: list[BudgetState] = []
+        for j, token_budget in enumerate(reservation.budgets):
+            spent, reserved = int(raw[offset + 2 * j]), int(raw[offset + 2 * j + 1])
+            state = BudgetState(token_budget, spent, reserved, token_budget.period.reset_at(now))
+            if spent + reserved + (0 if charged else reservation.tokens) > token_budget.limit:
+                refused.append(state)
+        rate_refused = any(not s.allowed for states in per_charge for s in states)
+        if not charged:
+            reservation.open = False
+            if refused and not rate_refused:
+                raise exhausted(min(refused, key=lambda s: s.remaining), reservation.tokens)
+        return per_charge
+
+    def _items(self, charges: Sequence[tuple[Budget, str]]) -> list[tuple[int, Budget, RateLimitItem, str]]:
+        return [
+            (charge, budget, item, identity)
+            for charge, (budget, identity) in enumerate(charges)
+            for item in self.budgets[budget]
+        ]
 
     async def _hit_fixed_windows(self, charges: Sequence[tuple[Budget, str]]) -> list[list[LimitState]]:
         assert self._fixed_window_hit is not None
@@ -252,6 +403,14 @@ class RequestLimiter:
         ]
         args = [value for _, _, item, _ in items for value in (item.amount, item.get_expiry())]
         raw = await self._fixed_window_hit(keys=keys, args=args)
+        return self._fixed_window_states(charges, items, raw)
+
+    def _fixed_window_states(
+        self,
+        charges: Sequence[tuple[Budget, str]],
+        items: Sequence[tuple[int, Budget, RateLimitItem, str]],
+        raw: Sequence[int],
+    ) -> list[list[LimitState]]:
         now = time.time()
         charged = int(raw[0]) == 1
         per_charge: list[list[LimitState]] = [[] for _ in charges]

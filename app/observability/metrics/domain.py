@@ -83,6 +83,16 @@ class DomainMetrics:
             "cache_misses_total", "Cache misses", ("layer",), known=[{"layer": "answer"}]
         )
         self._rate_limited = b.counter("rate_limited_total", "Requests refused by a rate limit", ("scope",))
+        self._budget_tokens = b.counter(
+            "budget_tokens_total",
+            "Provider tokens settled on the token budgets (README: Token budgets)",
+            ("tenant", "provider", "model", "kind"),
+        )
+        self._budget_cost = b.counter(
+            "budget_cost_usd_total",
+            "Cost of the settled tokens by BUDGET_PRICE_TABLE, in US dollars",
+            ("tenant", "provider", "model"),
+        )
         self._injection_flags = b.counter(
             "prompt_injection_flags_total",
             "Suspected prompt injection seen (kept as quoted data, never obeyed)",
@@ -188,6 +198,27 @@ class DomainMetrics:
         """``source`` is ``question`` or ``retrieved_chunk``; one increment per flag raised."""
         for flag in flags:
             self._injection_flags.inc(source=source, flag=flag)
+
+    def budget_settled(
+        self,
+        tenant: str,
+        provider: str,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost_usd: float,
+    ) -> None:
+        """One answer's settled tokens (and cost, when its model is priced)."""
+        if prompt_tokens:
+            self._budget_tokens.inc(
+                prompt_tokens, tenant=tenant, provider=provider, model=model, kind="prompt"
+            )
+        if completion_tokens:
+            self._budget_tokens.inc(
+                completion_tokens, tenant=tenant, provider=provider, model=model, kind="completion"
+            )
+        if cost_usd:
+            self._budget_cost.inc(cost_usd, tenant=tenant, provider=provider, model=model)
 
     def rate_limited(self, scope: str) -> None:
         """``scope``: ``principal``, ``ip``, ``upload`` …"""

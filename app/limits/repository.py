@@ -1,0 +1,92 @@
+"""Token budgets in PostgreSQL: admins' overrides (``token_budgets``) and settled usage per tenant,
+key, provider, model and UTC day (``token_usage``), the durable copy of the Redis counters."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import TokenBudgetOverride, TokenUsage
+
+
+async def add_usage(
+    db: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    principal_id: str,
+    provider: str,
+    model: str,
+    day: date,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost_micro_usd: int,
+) -> None:
+    """One upsert: the day's row for this tenant, key, provider and model grows by this answer."""
+    tokens = prompt_tokens + completion_tokens
+    statement = insert(TokenUsage).values(
+        tenant_id=tenant_id,
+        principal_id=principal_id,
+        provider=provider,
+        model=model,
+        day=day,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        tokens=tokens,
+        cost_micro_usd=cost_micro_usd,
+    )
+    excluded = statement.excluded
+    await db.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant_id", "principal_id", "provider", "model", "day"],
+            set_={
+                "prompt_tokens": TokenUsage.prompt_tokens + excluded.prompt_tokens,
+                "completion_tokens": TokenUsage.completion_tokens + excluded.completion_tokens,
+                "tokens": TokenUsage.tokens + excluded.tokens,
+                "cost_micro_usd": TokenUsage.cost_micro_usd + excluded.cost_micro_usd,
+            },
+        )
+    )
+
+
+async def tokens_spent(db: AsyncSession, tenant_id: uuid.UUID, principal_id: str | None, since: date) -> int:
+    """Settled tokens since ``since`` (inclusive) of the tenant, or of one key when given."""
+    query = select(func.coalesce(func.sum(TokenUsage.tokens), 0)).where(
+        TokenUsage.tenant_id == tenant_id, TokenUsage.day >= since
+    )
+    if principal_id is not None:
+        query = query.where(TokenUsage.principal_id == principal_id)
+    return int((await db.execute(query)).scalar_one())
+
+
+async def overrides(db: AsyncSession, tenant_id: uuid.UUID) -> list[TokenBudgetOverride]:
+    rows = await db.execute(select(TokenBudgetOverride).where(TokenBudgetOverride.tenant_id == tenant_id))
+    return list(rows.scalars())
+
+
+async def set_override(
+    db: AsyncSession, tenant_id: uuid.UUID, principal_id: str, period: str, tokens: int
+) -> None:
+    statement = insert(TokenBudgetOverride).values(
+        tenant_id=tenant_id, principal_id=principal_id, period=period, tokens=tokens
+    )
+    await db.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant_id", "principal_id", "period"],
+            set_={"tokens": statement.excluded.tokens, "updated_at": func.now()},
+        )
+    )
+
+
+async def delete_override(db: AsyncSession, tenant_id: uuid.UUID, principal_id: str, period: str) -> bool:
+    result = await db.execute(
+        delete(TokenBudgetOverride).where(
+            TokenBudgetOverride.tenant_id == tenant_id,
+            TokenBudgetOverride.principal_id == principal_id,
+            TokenBudgetOverride.period == period,
+        )
+    )
+    return bool(getattr(result, "rowcount", 0))
