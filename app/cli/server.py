@@ -107,6 +107,22 @@ def check_read_replicas(settings: Settings) -> None:
         raise StartupError(str(exc)) from exc
 
 
+def check_sentinels(settings: Settings) -> None:
+    """REDIS_URL / CACHE_REDIS_URL as ``redis+sentinel://``: sentinels reachable and the master
+    known to them, or one sentence (exit status 2)."""
+    from app.db.redis import SentinelError, verify_sentinel
+
+    async def verify_all() -> None:
+        for url in {settings.redis_url, settings.cache_redis_url} - {None}:
+            assert url is not None
+            await verify_sentinel(url)
+
+    try:
+        asyncio.run(verify_all())
+    except (SentinelError, ValueError) as exc:
+        raise StartupError(str(exc)) from exc
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     _check_local_models(settings)
@@ -116,6 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _ensure_port_free(host, port)
     with attach(settings, migrations=Migrations.AUTO, export_env=True) as attached:
         check_read_replicas(attached.settings)
+        check_sentinels(attached.settings)
         if settings.uses_embedded_postgres and settings.debug:
             # Only the developer default (`make run` sets DEBUG=true): an image or any production
             # start never creates or prints an admin key; operators use `python -m app keys`.

@@ -27,7 +27,7 @@ from app.limits.errors import RateLimitUnavailableError
 from app.security.proxies import TrustedProxies, address_bucket
 from app.settings import Settings
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import RedisSentinelStorage, RedisStorage
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
     RateLimiter,
@@ -121,6 +121,7 @@ def storage_uri(redis_url: str) -> str:
     """``limits`` storage URI for a redis-py URL (``unix:///path/redis.sock`` included)."""
     for scheme, replacement in (
         ("unix://", "async+redis+unix://"),
+        ("redis+sentinel://", "async+redis+sentinel://"),
         ("redis://", "async+redis://"),
         ("rediss://", "async+rediss://"),
     ):
@@ -171,13 +172,16 @@ class RequestLimiter:
     ) -> RequestLimiter:
         """``on_refused`` is told of every request a budget refuses (the ``rate_limited_total``
         metric)."""
-        storage = RedisStorage(
+        # A redis+sentinel:// URL: the limits library's Sentinel storage follows a failover.
+        sentinel = redis_url.startswith("redis+sentinel://")
+        storage = (RedisSentinelStorage if sentinel else RedisStorage)(
             storage_uri(redis_url),
             implementation="redispy",
             key_prefix=keys.key("limits"),
             socket_connect_timeout=1.0,
             socket_timeout=2.0,
             retry=redis_retry(),  # type: ignore[arg-type]  # passed through to redis-py
+            **({"use_replicas": False} if sentinel else {}),  # type: ignore[arg-type]
         )
         budgets = {
             Budget.chat: parse_many(settings.rate_limit_per_principal),
