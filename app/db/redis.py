@@ -78,6 +78,18 @@ class SentinelTarget:
         )
 
 
+class SentinelManagedRedis(Redis):
+    """The master's client from ``Sentinel.master_for``; closing it closes the sentinels' too."""
+
+    managing_sentinel: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.managing_sentinel is not None:
+            for client in self.managing_sentinel.sentinels:
+                await client.aclose()
+
+
 def create_redis(url: str) -> Redis:
     # Short timeouts: a Redis outage must surface quickly as "degraded", not hang requests.
     options: dict[str, Any] = {
@@ -90,9 +102,11 @@ def create_redis(url: str) -> Redis:
     target = SentinelTarget.parse(url)
     if target is None:
         return Redis.from_url(url, **options)
-    master: Redis = target.sentinel().master_for(
-        target.master, redis_class=Redis, db=target.db, password=target.password, **options
+    sentinel = target.sentinel()
+    master: SentinelManagedRedis = sentinel.master_for(
+        target.master, redis_class=SentinelManagedRedis, db=target.db, password=target.password, **options
     )
+    master.managing_sentinel = sentinel
     return master
 
 

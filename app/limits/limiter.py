@@ -214,6 +214,10 @@ class RequestLimiter:
 
     async def aclose(self) -> None:
         await self._client().aclose()
+        sentinel = getattr(self._storage.bridge, "sentinel", None)
+        if sentinel is not None:  # redis+sentinel://: the sentinels' own connections too
+            for client in sentinel.sentinels:
+                await client.aclose()
 
     async def hit(self, budget: Budget, identity: str) -> LimitState | None:
         """Charge one request; the most restrictive state of the budget's limits, or None when

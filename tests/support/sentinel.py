@@ -70,9 +70,7 @@ class SentinelRedis:
 
 def _start(binary: str, conf: Path, text: str, *extra: str) -> subprocess.Popen[bytes]:
     conf.write_text(text)
-    return subprocess.Popen(
-        [binary, str(conf), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    return subprocess.Popen([binary, str(conf), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _wait_up(node: RedisNode) -> None:
@@ -96,7 +94,9 @@ def sentinel_redis(root: Path) -> Iterator[SentinelRedis]:
         master_port = free_port()
         master = RedisNode(
             master_port,
-            _start(binary, root / "master.conf", f"port {master_port}\ndir {root}\n{common}dbfilename m.rdb\n"),
+            _start(
+                binary, root / "master.conf", f"port {master_port}\ndir {root}\n{common}dbfilename m.rdb\n"
+            ),
         )
         nodes.append(master)
         _wait_up(master)
