@@ -11,6 +11,7 @@ and no leaf module imports the composition root."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -124,14 +125,11 @@ async def verify_sentinel(url: str) -> None:
     sentinel = target.sentinel()
     where = ",".join(f"{host}:{port}" for host, port in target.sentinels)
     try:
-        reachable = 0
-        for client in sentinel.sentinels:
-            try:
-                await client.ping()
-                reachable += 1
-            except Exception:  # one unreachable sentinel is tolerated; none reachable is not
-                continue
-        if reachable == 0:
+        answers = await asyncio.gather(
+            *(client.ping() for client in sentinel.sentinels), return_exceptions=True
+        )
+        # one unreachable sentinel is tolerated (a quorum may remain); none reachable is not
+        if all(isinstance(answer, BaseException) for answer in answers):
             raise SentinelError(f"cannot reach any Redis Sentinel at {where}")
         try:
             await sentinel.discover_master(target.master)

@@ -69,7 +69,7 @@ def test_bad_sentinel_configuration_is_one_sentence_at_start(sentinels: Sentinel
     unknown = sentinels.url.replace(MASTER_NAME, "nosuchmaster")
     with pytest.raises(StartupError, match="does not know a master named 'nosuchmaster'"):
         check_sentinels(configured(unknown))
-    with pytest.raises(StartupError, match="cannot reach any Redis Sentinel at 127.0.0.1:1"):
+    with pytest.raises(StartupError, match=r"cannot reach any Redis Sentinel at 127\.0\.0\.1:1"):
         check_sentinels(configured(f"redis+sentinel://127.0.0.1:1/{MASTER_NAME}"))
     with pytest.raises(StartupError, match="is not a Sentinel URL"):
         check_sentinels(configured("redis+sentinel://127.0.0.1:26379"))
