@@ -140,6 +140,7 @@ def replicated_postgres(root: Path, database: str) -> Iterator[ReplicatedPostgre
             "-R",
             "-X",
             "stream",
+            "--checkpoint=fast",  # the default spread checkpoint takes minutes
         )
         replica.start()
         try:
