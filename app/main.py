@@ -35,7 +35,7 @@ from app.cache.answers import AnswerCache
 from app.cache.repository import corpus_version
 from app.chat.pipeline import Preparation
 from app.chat.service import ChatService
-from app.db.engine import create_engine, create_session_factory
+from app.db.engine import create_engine, create_read_sessions, create_session_factory
 from app.db.migrations import head_revision
 from app.db.readiness import ReadinessProbe
 from app.db.redis import KeySpace, create_redis
@@ -55,6 +55,7 @@ from app.observability.http import install_http_metrics
 from app.observability.logging import configure_logging
 from app.observability.telemetry import build_metrics, open_telemetry
 from app.rag.embeddings import Embedder
+from app.rag.replica_retrieval import ReplicaRetriever
 from app.rag.rerank import open_reranker
 from app.rag.retrieval import retrieve
 from app.rag.tokens import WordPieceTokenCounter
@@ -111,6 +112,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             session_factory = create_session_factory(engine)
             limiter.token_budgets = TokenBudgets(redis, keys.key("budgets", ""), settings, session_factory)
             log_unpriced_models(settings)
+            # Retrieval and read-only listings on DATABASE_REPLICA_URLS (the primary if none).
+            read_sessions = create_read_sessions(settings, engine, session_factory, telemetry.metrics)
+            stack.push_async_callback(read_sessions.aclose)
+            await read_sessions.start()
             reranker = await open_reranker(settings, stack)
             docs_runtime = await start_documents_runtime(
                 stack, settings, session_factory, embedder=embedder, metrics=telemetry.metrics
@@ -143,7 +148,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 memory=memory,
                 cache=cache,
                 corpus_versions=corpus_version,
-                retriever=retrieve,
+                retriever=ReplicaRetriever(read_sessions, retrieve, corpus_version)
+                if read_sessions.configured
+                else retrieve,
                 embedder=docs_runtime.embedder,
                 reranker=reranker,
                 counter=WordPieceTokenCounter(settings.embedding_tokenizer_path),
@@ -164,9 +171,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 settings=settings,
                 engine=engine,
                 session_factory=session_factory,
+                read_sessions=read_sessions,
                 redis=redis,
                 cache_redis=cache_redis,
-                readiness=ReadinessProbe(engine, redis, head_revision()),
+                readiness=ReadinessProbe(engine, redis, head_revision(), read_sessions=read_sessions),
                 limiter=limiter,
                 stream_slots=StreamSlots(redis, keys.key("streams", ""), settings.max_streams_per_principal),
                 authenticator=Authenticator(
@@ -180,7 +188,12 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 caller_chains=build_caller_chains(settings, provider_chain),
                 memory=memory,
                 chat=chat,
-                feedback=FeedbackService(ledger=ledger, unit_of_work=session_factory, telemetry=telemetry),
+                feedback=FeedbackService(
+                    ledger=ledger,
+                    unit_of_work=session_factory,
+                    read_unit_of_work=read_sessions.session,
+                    telemetry=telemetry,
+                ),
             )
             # The MCP server at /mcp serves its requests in this task group; it stops first.
             await stack.enter_async_context(mcp_server.session_manager.run())

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.auth.authenticator import Authenticator
 from app.chat.service import ChatService
 from app.db.readiness import ReadinessProbe
+from app.db.replicas import ReadSessions
 from app.documents.queue import JobQueue
 from app.feedback.service import FeedbackService
 from app.limits.limiter import RequestLimiter
@@ -32,6 +33,7 @@ class Resources:
     settings: Settings
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
+    read_sessions: ReadSessions  # read-only queries: a healthy replica, else the primary
     redis: Redis
     cache_redis: Redis
     readiness: ReadinessProbe

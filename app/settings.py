@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     auto_migrate: bool | None = None
+    # Read replicas (streaming standbys of DATABASE_URL) for retrieval and read-only listings;
+    # one skipped while down or more than REPLICA_MAX_LAG_S behind, checked every
+    # REPLICA_CHECK_INTERVAL_S. Empty: every query runs on the primary.
+    database_replica_urls: Annotated[list[str], NoDecode] = []
+    replica_max_lag_s: float = Field(default=5.0, ge=0)
+    replica_check_interval_s: float = Field(default=2.0, gt=0, le=60)
 
     # Embeddings
     embedding_provider: Literal["local", "openai", "gemini"] = "local"
@@ -261,6 +267,11 @@ class Settings(BaseSettings):
     @field_validator("gemini_allowed_models", "groq_allowed_models", "openai_allowed_models", mode="before")
     @classmethod
     def _csv_models(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("database_replica_urls", mode="before")
+    @classmethod
+    def _csv_replicas(cls, value: object) -> object:
         return _split_csv(value)
 
     @field_validator("trusted_proxies", "auth_jwt_algorithms", "url_fetch_allow_cidrs", mode="before")

@@ -57,6 +57,14 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
 
 
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A read-only session: on a healthy read replica (``DATABASE_REPLICA_URLS``), else on the
+    primary. For listings that may trail the primary by up to ``REPLICA_MAX_LAG_S``; never for
+    a read that must see the caller's own write."""
+    async with _resources(request).read_sessions.session() as session:
+        yield session
+
+
 async def get_chat_service(request: Request) -> ChatService:
     return _resources(request).chat
 
@@ -103,6 +111,7 @@ async def get_feedback(request: Request) -> FeedbackService:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
 MemoryDep = Annotated[ConversationMemory, Depends(get_memory)]
 ChainDep = Annotated[ProviderChain, Depends(get_chain)]

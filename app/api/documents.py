@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError, WithJsonSchema
 
 from app.api.auth import EditorPrincipal, ReaderPrincipal
-from app.api.deps import JobQueueDep, SessionDep, SettingsDep
+from app.api.deps import JobQueueDep, ReadSessionDep, SessionDep, SettingsDep
 from app.api.limits import UploadRateLimit
 from app.auth.errors import PermissionDeniedError
 from app.auth.principal import Principal, Role
@@ -66,8 +66,9 @@ async def writer_service(
 
 
 async def reader_service(
-    session: SessionDep, settings: SettingsDep, queue: JobQueueDep, principal: ReaderPrincipal
+    session: ReadSessionDep, settings: SettingsDep, queue: JobQueueDep, principal: ReaderPrincipal
 ) -> DocumentService:
+    """Listings, details and versions: on a read replica if one is healthy."""
     return _service(session, settings, queue, principal)
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from starlette.convertors import PathConvertor, register_url_convertor
 
 from app.api.auth import ReaderPrincipal
-from app.api.deps import MemoryDep, SessionDep
+from app.api.deps import MemoryDep, ReadSessionDep, SessionDep
 from app.memory.service import SessionId, StoredMessage
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
@@ -42,7 +42,7 @@ class SessionMessagesOut(BaseModel):
     "/{session_id:raw_session_id}/messages", response_model=SessionMessagesOut, summary="Conversation history"
 )
 async def session_messages(
-    session_id: SessionId, principal: ReaderPrincipal, memory: MemoryDep, db: SessionDep
+    session_id: SessionId, principal: ReaderPrincipal, memory: MemoryDep, db: ReadSessionDep
 ) -> SessionMessagesOut:
     stored = await memory.messages(db, principal, session_id)
     return SessionMessagesOut(

@@ -93,6 +93,36 @@ def _check_local_models(settings: Settings) -> None:
         raise StartupError(str(exc)) from exc
 
 
+def check_read_replicas(settings: Settings) -> None:
+    """Each of DATABASE_REPLICA_URLS reachable and a standby, or one sentence (exit status 2)."""
+    from app.db.replicas import ReplicaError, target_name, verify_replica
+
+    async def verify_all() -> None:
+        for index, url in enumerate(settings.database_replica_urls, start=1):
+            await verify_replica(url, target_name(url, index))
+
+    try:
+        asyncio.run(verify_all())
+    except ReplicaError as exc:
+        raise StartupError(str(exc)) from exc
+
+
+def check_sentinels(settings: Settings) -> None:
+    """REDIS_URL / CACHE_REDIS_URL as ``redis+sentinel://``: sentinels reachable and the master
+    known to them, or one sentence (exit status 2)."""
+    from app.db.redis import SentinelError, verify_sentinel
+
+    async def verify_all() -> None:
+        for url in {settings.redis_url, settings.cache_redis_url} - {None}:
+            assert url is not None
+            await verify_sentinel(url)
+
+    try:
+        asyncio.run(verify_all())
+    except (SentinelError, ValueError) as exc:
+        raise StartupError(str(exc)) from exc
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     _check_local_models(settings)
@@ -101,6 +131,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers: int = args.workers or settings.web_concurrency
     _ensure_port_free(host, port)
     with attach(settings, migrations=Migrations.AUTO, export_env=True) as attached:
+        check_read_replicas(attached.settings)
+        check_sentinels(attached.settings)
         if settings.uses_embedded_postgres and settings.debug:
             # Only the developer default (`make run` sets DEBUG=true): an image or any production
             # start never creates or prints an admin key; operators use `python -m app keys`.

@@ -17,6 +17,8 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.db.replicas import ReadSessions
+
 CHECK_TIMEOUT_S = 2.0
 CACHE_S = 1.0
 
@@ -70,8 +72,10 @@ class ReadinessProbe:
         *,
         cache_s: float = CACHE_S,
         clock: Callable[[], float] = time.monotonic,
+        read_sessions: ReadSessions | None = None,
     ) -> None:
         self._engine = engine
+        self._read_sessions = read_sessions
         self._redis = redis
         self.migration_head = migration_head
         self._cache_s = cache_s
@@ -134,4 +138,7 @@ class ReadinessProbe:
             bounded("postgres", self._check_postgres(report)),
             bounded("redis", self._check_redis(report)),
         )
+        if self._read_sessions is not None and self._read_sessions.configured:
+            # Informational: a skipped replica never makes the service unready (the primary serves).
+            report.checks["read_replicas"] = {"ok": True, "targets": self._read_sessions.describe()}
         return report

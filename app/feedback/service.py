@@ -62,11 +62,15 @@ class FeedbackService:
         *,
         ledger: RedisAnswerLedger,
         unit_of_work: UnitOfWork,
+        read_unit_of_work: UnitOfWork | None = None,
         telemetry: Telemetry | None = None,
         page_size: int = EXPORT_PAGE_SIZE,
     ) -> None:
+        """``read_unit_of_work``: read-only sessions for the export (a read replica, which may
+        trail the primary by up to REPLICA_MAX_LAG_S); the primary's by default."""
         self._ledger = ledger
         self._unit_of_work = unit_of_work
+        self._read_unit_of_work = read_unit_of_work or unit_of_work
         self._telemetry = telemetry or Telemetry.disabled()
         self._page_size = page_size
 
@@ -112,7 +116,7 @@ class FeedbackService:
         after: tuple[datetime, int] | None = None
         while remaining is None or remaining > 0:
             size = self._page_size if remaining is None else min(self._page_size, remaining)
-            async with self._unit_of_work() as db:
+            async with self._read_unit_of_work() as db:
                 rows = await FeedbackRepository(db).page(
                     principal.tenant_id, since=since, after=after, limit=size
                 )

@@ -28,7 +28,7 @@ from app.limits.errors import RateLimitUnavailableError
 from app.security.proxies import TrustedProxies, address_bucket
 from app.settings import Settings
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import RedisSentinelStorage, RedisStorage
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
     RateLimiter,
@@ -203,6 +203,7 @@ def storage_uri(redis_url: str) -> str:
     """``limits`` storage URI for a redis-py URL (``unix:///path/redis.sock`` included)."""
     for scheme, replacement in (
         ("unix://", "async+redis+unix://"),
+        ("redis+sentinel://", "async+redis+sentinel://"),
         ("redis://", "async+redis://"),
         ("rediss://", "async+rediss://"),
     ):
@@ -256,13 +257,16 @@ class RequestLimiter:
     ) -> RequestLimiter:
         """``on_refused`` is told of every request a budget refuses (the ``rate_limited_total``
         metric)."""
-        storage = RedisStorage(
+        # A redis+sentinel:// URL: the limits library's Sentinel storage follows a failover.
+        sentinel = redis_url.startswith("redis+sentinel://")
+        storage = (RedisSentinelStorage if sentinel else RedisStorage)(
             storage_uri(redis_url),
             implementation="redispy",
             key_prefix=keys.key("limits"),
             socket_connect_timeout=1.0,
             socket_timeout=2.0,
             retry=redis_retry(),  # type: ignore[arg-type]  # passed through to redis-py
+            **({"use_replicas": False} if sentinel else {}),  # type: ignore[arg-type]
         )
         budgets = {
             Budget.chat: parse_many(settings.rate_limit_per_principal),
@@ -295,6 +299,10 @@ class RequestLimiter:
 
     async def aclose(self) -> None:
         await self._client().aclose()
+        sentinel = getattr(self._storage.bridge, "sentinel", None)
+        if sentinel is not None:  # redis+sentinel://: the sentinels' own connections too
+            for client in sentinel.sentinels:
+                await client.aclose()
 
     async def hit(self, budget: Budget, identity: str) -> LimitState | None:
         """Charge one request; the most restrictive state of the budget's limits, or None when

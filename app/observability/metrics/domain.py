@@ -35,6 +35,15 @@ class DomainMetrics:
             self._http_duration = b.histogram(
                 "http_request_duration_seconds", "HTTP request latency", ("method", "handler")
             )
+        self._db_queries = b.counter(
+            "db_queries_total", "SQL statements run, by target (primary or a read replica)", ("target",)
+        )
+        self._replica_lag = b.gauge(
+            "db_replica_lag_seconds", "A read replica's replay lag (-1: unknown)", ("target",)
+        )
+        self._replica_healthy = b.gauge(
+            "db_replica_healthy", "1 while a read replica serves reads, 0 while skipped", ("target",)
+        )
         self._search_requests = b.counter(
             "vector_search_requests_total",
             "Retrieval queries",
@@ -248,6 +257,15 @@ class DomainMetrics:
     def db_pool(self, in_use: int, idle: int) -> None:
         self._db_pool.set(in_use, state="in_use")
         self._db_pool.set(idle, state="idle")
+
+    # Read replicas (app.db.replicas)
+    def db_query(self, target: str) -> None:
+        self._db_queries.inc(target=target)
+
+    def replica_state(self, target: str, healthy: bool, lag_s: float | None) -> None:
+        known = lag_s is not None and lag_s != float("inf")
+        self._replica_lag.set(lag_s if known and lag_s is not None else -1.0, target=target)
+        self._replica_healthy.set(1.0 if healthy else 0.0, target=target)
 
     def redis_pool(self, pool: str, in_use: int, idle: int) -> None:
         self._redis_pool.set(in_use, pool=pool, state="in_use")
