@@ -201,8 +201,9 @@ class ChatService:
             )
             await self._cache.put(prepared.cache_key, answer)
         prompt, completion = self._spent(prepared, outcome) if chat.operator_pays else (0, 0)
+        accounted = self._budgets is not None and prompt + completion > 0
         recorded = None
-        if chat.session is not None or prompt + completion:
+        if chat.session is not None or accounted:
             # The turn and the settled usage (the durable copy of the budget counters): one commit.
             async with self._unit_of_work() as db:
                 if chat.session is not None:
@@ -216,7 +217,7 @@ class ChatService:
                         trace_id=prepared.trace_id,
                     )
                     recorded = await self._memory.record_turn(db, principal, chat.session, record)
-                if prompt + completion:
+                if accounted and self._budgets is not None:
                     await budget_repository.add_usage(
                         db,
                         tenant_id=principal.tenant_id,
@@ -228,9 +229,7 @@ class ChatService:
                         completion_tokens=completion,
                         cost_micro_usd=self._budgets.cost_micro_usd(
                             outcome.provider, outcome.model, prompt, completion
-                        )
-                        if self._budgets is not None
-                        else 0,
+                        ),
                     )
                 await db.commit()
         await self._settle(principal, chat, prompt, completion, outcome)

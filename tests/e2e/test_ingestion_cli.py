@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support.documents import PNG_BYTES, make_docx, make_encrypted_pdf, make_pdf, page_text
+from tests.support.documents import GIF_BYTES, make_docx, make_encrypted_pdf, make_pdf, page_text
 from tests.support.server import ROOT
 from tests.support.services import libpq
 
@@ -47,7 +47,7 @@ def test_ingest_prints_a_summary_and_a_second_run_adds_nothing(clean_database: s
     (folder / "notes.txt").write_text(page_text(3))
     (folder / "manual.pdf").write_bytes(make_pdf([page_text(4), page_text(5), page_text(6)]))
     (folder / "setup.docx").write_bytes(make_docx([("Install", page_text(7))]))
-    (folder / "photo.png").write_bytes(PNG_BYTES)
+    (folder / "animation.gif").write_bytes(GIF_BYTES)  # a type nothing reads (PNG: OCR)
     (folder / "locked.pdf").write_bytes(make_encrypted_pdf([page_text(8)]))
     (folder / "empty.txt").write_text("   \n")
 

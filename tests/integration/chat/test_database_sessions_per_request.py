@@ -63,8 +63,9 @@ async def test_a_full_answer_uses_three_connections_and_a_cache_hit_two(
     with counting(resources) as full:
         response = await ask(client, first, "Where is the quarterly review?", session_id=str(uuid.uuid4()))
     assert response.status_code == 200 and response.json()["cached"] is False, response.text
-    # the key's lookup; preparation (window, corpus version, vector and text search); the turn
-    assert (full.connections, len(full.sessions)) == (3, 3)
+    # the key's lookup; the tenant's token-budget overrides (read at most every 5 s per worker);
+    # preparation (window, corpus version, vector and text search); the turn
+    assert (full.connections, len(full.sessions)) == (4, 4)
 
     with counting(resources) as hit:
         response = await ask(client, second, "Where is the quarterly review?", session_id=str(uuid.uuid4()))
