@@ -21,6 +21,8 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
+from app.errors import InternalError
+
 SENTINEL_SCHEME = "redis+sentinel://"
 SENTINEL_TIMEOUT_S = 1.0
 
@@ -111,7 +113,7 @@ def create_redis(url: str) -> Redis:
     return master
 
 
-class SentinelError(Exception):
+class SentinelError(InternalError):
     """Sentinels unreachable, or a master they do not know; the message is one sentence."""
 
 

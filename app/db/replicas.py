@@ -30,6 +30,8 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.errors import InternalError
+
 logger = structlog.get_logger(__name__)
 
 PRIMARY = "primary"
@@ -52,7 +54,7 @@ class ReplicaMetrics(Protocol):
     def replica_state(self, target: str, healthy: bool, lag_s: float | None) -> None: ...
 
 
-class ReplicaError(Exception):
+class ReplicaError(InternalError):
     """A replica that cannot serve at all (startup refuses it); the message is one sentence."""
 
 
