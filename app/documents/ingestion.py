@@ -27,16 +27,15 @@ from functools import cached_property
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.models import Document
 from app.documents import repository as repo
 from app.documents.chunking import ChunkDraft, chunk_context, chunk_pages
 from app.documents.errors import (
     INGESTION_ERROR,
-    WORKER_STOPPED,
     ConcurrentChangeError,
     DocumentInputError,
     generic_job_error,
 )
+from app.documents.job_records import FINISHED, record_failure, record_progress
 from app.documents.parsing import (
     DocumentType,
     Page,
@@ -55,13 +54,12 @@ from app.settings import Settings
 
 logger = structlog.get_logger(__name__)
 
-FINISHED = frozenset({"succeeded", "failed"})
-
 
 @dataclass(frozen=True)
 class IngestionContext:
     """What a worker's jobs need. ``metrics`` is the process's (the server's in-process worker
-    shares its app's); ``clock`` is "now" for the periodic jobs (conversation retention)."""
+    shares its app's); ``clock`` is "now" for every time a job records (started, finished) and for
+    the periodic jobs (conversation retention)."""
 
     session_factory: async_sessionmaker[AsyncSession]
     embedder: Embedder
@@ -107,34 +105,13 @@ class _Claim:
     title: str
 
 
-async def _progress(
-    ctx: IngestionContext,
-    job_id: uuid.UUID,
-    stage: str,
-    progress: int,
-    *,
-    pages: tuple[int, int] | None = None,
-) -> None:
-    """Record the job's stage and progress; ``pages`` (done, of) for a stage that goes page by page."""
-    done, total = pages if pages is not None else (None, None)
-    async with ctx.session_factory() as session, session.begin():
-        await repo.update_job(
-            session,
-            job_id,
-            stage=stage,
-            progress=max(0, min(100, progress)),
-            stage_page=done,
-            stage_pages=total,
-        )
-
-
 async def _claim(ctx: IngestionContext, job_id: uuid.UUID) -> _Claim | None:
     async with ctx.session_factory() as session, session.begin():
         job = await repo.get_job_for_update(session, job_id)
         if job is None or job.status in FINISHED:
             return None  # superseded, already done by an earlier run, or purged
         version = await repo.get_version_by_id(session, job.version_id)
-        document = await session.get(Document, job.document_id)
+        document = await repo.get_job_document(session, job.document_id)
         if version is None or document is None:
             return None
         job.status = "running"
@@ -143,7 +120,7 @@ async def _claim(ctx: IngestionContext, job_id: uuid.UUID) -> _Claim | None:
         job.attempts += 1
         job.error = None
         job.error_code = None
-        job.started_at = repo.utcnow()
+        job.started_at = ctx.clock()
         version.status = "running"
         return _Claim(
             job.document_id,
@@ -168,50 +145,6 @@ async def sample_queue_depth(ctx: IngestionContext) -> None:
     ctx.metrics.ingestion_queue_depth(depth.queued, running=depth.running)
 
 
-async def _finish_failed(
-    ctx: IngestionContext, job_id: uuid.UUID, version_id: uuid.UUID, *, error: str, code: str, final: bool
-) -> None:
-    async with ctx.session_factory() as session, session.begin():
-        values: dict[str, object] = {"error": error, "error_code": code}
-        if final:
-            values |= {"status": "failed", "finished_at": repo.utcnow()}
-            await repo.set_version_status(session, version_id, "failed")
-        else:
-            values |= {"status": "queued"}  # the queue retries it
-            await repo.set_version_status(session, version_id, "queued")
-        await repo.update_job(session, job_id, **values)
-
-
-async def record_worker_stopped(
-    session: AsyncSession, job_id: uuid.UUID, *, attempt: int, max_attempts: int, final: bool
-) -> bool:
-    """The stalled-job reaper's record, in its transaction, that the worker running ``job_id``
-    stopped (no heartbeat: killed, out of memory, lost) during its ``attempt``-th run: queued
-    again with the reason or, after the last attempt, failed for good. False when the job had
-    already finished (nothing to record)."""
-    job = await repo.get_job_for_update(session, job_id)
-    if job is None or job.status in FINISHED:
-        return False
-    job.attempts = max(job.attempts, attempt)  # a run that died before its claim still counts
-    job.error_code = WORKER_STOPPED
-    if final:
-        job.status = "failed"
-        job.finished_at = repo.utcnow()
-        job.error = (
-            f"the worker processing this document stopped during attempt {attempt} of "
-            f"{max_attempts} (JOB_MAX_ATTEMPTS); giving up"
-        )
-        await repo.set_version_status(session, job.version_id, "failed")
-    else:
-        job.status = "queued"
-        job.error = (
-            f"the worker processing this document stopped (attempt {attempt} of {max_attempts}); "
-            "it will be retried"
-        )
-        await repo.set_version_status(session, job.version_id, "queued")
-    return True
-
-
 async def ingest_document_version(
     ctx: IngestionContext, job_id: uuid.UUID, *, final_attempt: bool = True
 ) -> IngestionResult:
@@ -219,7 +152,9 @@ async def ingest_document_version(
     else is recorded and re-raised so the queue retries it (unless this was the last attempt).
     Its log lines carry the request and trace id of the upload that queued it."""
     started = time.perf_counter()
-    fetched = await run_fetch_stage(ctx.session_factory, ctx.settings, job_id, final_attempt=final_attempt)
+    fetched = await run_fetch_stage(
+        ctx.session_factory, ctx.settings, job_id, final_attempt=final_attempt, clock=ctx.clock
+    )
     if fetched is not None:  # a URL job that ended at its fetch (unchanged, refused, superseded)
         return IngestionResult(job_id=job_id, status=fetched, seconds=time.perf_counter() - started)
     claim = await _claim(ctx, job_id)
@@ -249,20 +184,29 @@ async def _ingest_claimed(
     try:
         result = await _run(ctx, job_id, claim, log)
     except DocumentInputError as exc:
-        await _finish_failed(ctx, job_id, claim.version_id, error=exc.detail, code=exc.code, final=True)
+        await record_failure(
+            ctx.session_factory,
+            job_id,
+            claim.version_id,
+            error=exc.detail,
+            code=exc.code,
+            final=True,
+            now=ctx.clock(),
+        )
         cause = repr(exc.__cause__)[:500] if exc.__cause__ is not None else None
         log.warning("ingestion_rejected", code=exc.code, error=exc.detail, cause=cause)
         return IngestionResult(job_id=job_id, status="failed", error=exc.detail)
     except Exception as exc:
         # Readers see the generic message (exception text can hold paths, SQL, internals);
         # the raw text and traceback go to the log, found by the job id the message quotes.
-        await _finish_failed(
-            ctx,
+        await record_failure(
+            ctx.session_factory,
             job_id,
             claim.version_id,
             error=generic_job_error(job_id),
             code=INGESTION_ERROR,
             final=final_attempt,
+            now=ctx.clock(),
         )
         log.exception("ingestion_failed", final=final_attempt, error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
@@ -291,26 +235,11 @@ async def _run(
         limits=limits,
     )
     parsed = await _recognise(ctx, job_id, claim.content, parsed, limits)
-    await _progress(ctx, job_id, "chunking", 15)
+    await record_progress(ctx.session_factory, job_id, "chunking", 15)
 
-    async with ctx.session_factory() as session:
-        current = await repo.current_chunks(session, claim.document_id)
     title = claim.title if settings.chunk_context else None
-    reusable: dict[tuple[int, str, str], list[int]] = defaultdict(list)
-    for chunk in current:
-        if chunk.embedding_model == ctx.embedder.model_name:
-            reusable[(chunk.page, chunk.page_sha256, chunk.context)].append(chunk.id)
-
     pages = parsed.pages_with_text()
-    kept_ids: list[int] = []
-    changed: list[Page] = []
-    for page in pages:
-        context = chunk_context(title, page.text) if title is not None else ""
-        ids = reusable.get((page.number, page.sha256, context))
-        if ids:
-            kept_ids.extend(ids)
-        else:
-            changed.append(page)
+    kept_ids, changed = await _reuse_plan(ctx, claim.document_id, pages, title)
     drafts = await asyncio.to_thread(
         chunk_pages,
         changed,
@@ -319,10 +248,10 @@ async def _run(
         count=ctx.token_counter.count_uncached,
         title=title,
     )
-    await _progress(ctx, job_id, "embedding", 20)
+    await record_progress(ctx.session_factory, job_id, "embedding", 20)
 
     vectors = await _embed(ctx, job_id, drafts)
-    await _progress(ctx, job_id, "storing", 95)
+    await record_progress(ctx.session_factory, job_id, "storing", 95)
 
     counts = _VersionCounts(
         pages=parsed.page_count, pages_reused=len(pages) - len(changed), pages_embedded=len(changed)
@@ -343,6 +272,29 @@ async def _run(
     )
 
 
+async def _reuse_plan(
+    ctx: IngestionContext, document_id: uuid.UUID, pages: list[Page], title: str | None
+) -> tuple[list[int], list[Page]]:
+    """Which current chunks the new version keeps (their page's text, context and embedding model
+    are unchanged) and which pages must be chunked and embedded again."""
+    async with ctx.session_factory() as session:
+        current = await repo.current_chunks(session, document_id)
+    reusable: dict[tuple[int, str, str], list[int]] = defaultdict(list)
+    for chunk in current:
+        if chunk.embedding_model == ctx.embedder.model_name:
+            reusable[(chunk.page, chunk.page_sha256, chunk.context)].append(chunk.id)
+    kept_ids: list[int] = []
+    changed: list[Page] = []
+    for page in pages:
+        context = chunk_context(title, page.text) if title is not None else ""
+        ids = reusable.get((page.number, page.sha256, context))
+        if ids:
+            kept_ids.extend(ids)
+        else:
+            changed.append(page)
+    return kept_ids, changed
+
+
 async def _recognise(
     ctx: IngestionContext, job_id: uuid.UUID, content: bytes, parsed: ParsedDocument, limits: ParseLimits
 ) -> ParsedDocument:
@@ -351,11 +303,11 @@ async def _recognise(
     if not parsed.ocr_pages:
         return parsed
     total = len(parsed.ocr_pages)
-    await _progress(ctx, job_id, "ocr", 5, pages=(0, total))
+    await record_progress(ctx.session_factory, job_id, "ocr", 5, pages=(0, total))
     loop = asyncio.get_running_loop()
 
     def on_page(done: int, of: int) -> None:  # runs in the OCR thread; waits for the update
-        update = _progress(ctx, job_id, "ocr", 5 + 10 * done // of, pages=(done, of))
+        update = record_progress(ctx.session_factory, job_id, "ocr", 5 + 10 * done // of, pages=(done, of))
         asyncio.run_coroutine_threadsafe(update, loop).result()
 
     return await asyncio.to_thread(recognise_pages, content, parsed, limits, on_page)
@@ -367,7 +319,9 @@ async def _embed(ctx: IngestionContext, job_id: uuid.UUID, drafts: list[ChunkDra
     for start in range(0, len(drafts), batch):
         texts = [draft.embedding_input for draft in drafts[start : start + batch]]
         vectors.extend(await ctx.embedder.embed_documents(texts))
-        await _progress(ctx, job_id, "embedding", 20 + int(75 * len(vectors) / len(drafts)))
+        await record_progress(
+            ctx.session_factory, job_id, "embedding", 20 + int(75 * len(vectors) / len(drafts))
+        )
     return vectors
 
 
@@ -382,13 +336,13 @@ async def _store(
     counts: _VersionCounts,
 ) -> bool:
     job = await repo.get_job_for_update(session, job_id)
-    document = await session.get(Document, claim.document_id, with_for_update=True)
+    document = await repo.get_job_document(session, claim.document_id, for_update=True)
     if job is None or document is None or job.status in FINISHED:
         return False
     if document.current_version is not None and document.current_version > claim.version:
         # A newer version became current while this one was running: keep history straight.
         job.status, job.error_code, job.error = "failed", "superseded", "a newer version was ingested first"
-        job.finished_at = repo.utcnow()
+        job.finished_at = ctx.clock()
         await repo.set_version_status(session, claim.version_id, "superseded")
         return False
     await repo.delete_chunks_from_version(session, claim.document_id, claim.version)
@@ -424,5 +378,5 @@ async def _store(
     document.current_version = claim.version
     job.status, job.stage, job.progress = "succeeded", "storing", 100
     job.error, job.error_code = None, None
-    job.finished_at = repo.utcnow()
+    job.finished_at = ctx.clock()
     return True

@@ -33,12 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.urls import libpq_url
 from app.documents import repository as repo
-from app.documents.ingestion import (
-    IngestionContext,
-    ingest_document_version,
-    record_worker_stopped,
-    sample_queue_depth,
-)
+from app.documents.ingestion import IngestionContext, ingest_document_version, sample_queue_depth
+from app.documents.job_records import record_worker_stopped
 from app.feedback.retention import purge_feedback
 from app.memory.retention import expire_conversations, purge_deleted_history
 from app.settings import Settings
@@ -135,28 +131,15 @@ class JobQueue:
                 return "skipped"
             outcome = "failed" if final else "retried"
             if ingestion_job_id is not None and not await record_worker_stopped(
-                session, ingestion_job_id, attempt=attempt, max_attempts=max_attempts, final=final
+                session,
+                ingestion_job_id,
+                attempt=attempt,
+                max_attempts=max_attempts,
+                final=final,
+                now=context.clock(),
             ):
                 outcome = "done"  # stored (or superseded, purged) before the worker stopped
-            connection = await session.connection()
-            if outcome == "retried":
-                await connection.exec_driver_sql(
-                    sql.queries["retry_job"],
-                    {
-                        "job_id": job.id,
-                        "retry_at": repo.utcnow(),
-                        "new_priority": None,
-                        "new_queue_name": None,
-                        "new_lock": None,
-                    },
-                )
-            else:
-                status = Status.FAILED if outcome == "failed" else Status.SUCCEEDED
-                await connection.exec_driver_sql(
-                    sql.queries["finish_job"],
-                    # like the worker's delete_jobs="successful"
-                    {"job_id": job.id, "status": status.value, "delete_job": outcome == "done"},
-                )
+            await _settle_queue_row(session, job.id, outcome)
         log = logger.bind(
             queue_job_id=job.id,
             task=job.task_name,
@@ -216,6 +199,30 @@ class JobQueue:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def _settle_queue_row(session: AsyncSession, queue_job_id: int, outcome: str) -> None:
+    """procrastinate's row of a stalled job: due again now ("retried"), else finished."""
+    connection = await session.connection()
+    if outcome == "retried":
+        await connection.exec_driver_sql(
+            sql.queries["retry_job"],
+            {
+                "job_id": queue_job_id,
+                # procrastinate compares it with the database's now(): the wall clock, not the worker's
+                "retry_at": repo.utcnow(),
+                "new_priority": None,
+                "new_queue_name": None,
+                "new_lock": None,
+            },
+        )
+    else:
+        status = Status.FAILED if outcome == "failed" else Status.SUCCEEDED
+        await connection.exec_driver_sql(
+            sql.queries["finish_job"],
+            # like the worker's delete_jobs="successful"
+            {"job_id": queue_job_id, "status": status.value, "delete_job": outcome == "done"},
+        )
 
 
 def _ingestion_job_id(job: Job) -> uuid.UUID | None:

@@ -33,6 +33,14 @@ async def get_document(
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def get_job_document(
+    session: AsyncSession, document_id: uuid.UUID, *, for_update: bool = False
+) -> Document | None:
+    """The document an ingestion job works on, deleted or not: the worker has the job, not the
+    tenant (clients reach documents through ``get_document``)."""
+    return await session.get(Document, document_id, with_for_update=for_update)
+
+
 async def find_live_document_by_path(
     session: AsyncSession, tenant_id: uuid.UUID, path: str, *, for_update: bool = False
 ) -> Document | None:

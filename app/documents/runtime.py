@@ -1,13 +1,13 @@
-"""What the documents capability adds to a process: the embedder, the job queue and, when
+"""What the documents capability adds to a process: the job queue and, when
 ``RUN_WORKER_IN_PROCESS`` is set (the embedded default of ``python -m app serve``), a worker; and
 the document limits (``DOC_MAX_PAGES``, ``DOC_MAX_CHARS``, ``DOC_PAGE_PARSE_TIMEOUT_S``) for the
-parsing that uploads do before they are accepted."""
+parsing that uploads do before they are accepted. The embedder is the retrieval capability's
+(``app.rag.runtime``): the documents' vectors must be comparable with its, or the process does not
+start."""
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -17,7 +17,7 @@ from app.documents.queue import JobQueue, create_job_queue, in_process_worker
 from app.errors import InternalError
 from app.observability.metrics import DomainMetrics
 from app.observability.metrics.noop import NoopBackend
-from app.rag.embeddings import Embedder, LocalEmbedder, create_embedder, settings_for_vectors
+from app.rag.embeddings import Embedder, settings_for_vectors
 from app.settings import Settings
 
 
@@ -26,12 +26,6 @@ class EmbeddingModelMismatchError(InternalError):
 
     code = "embedding_model_mismatch"
     title = "Embedding model mismatch"
-
-
-@dataclass(frozen=True)
-class DocumentsRuntime:
-    embedder: Embedder
-    job_queue: JobQueue
 
 
 async def check_embedding_compatibility(
@@ -59,18 +53,12 @@ async def start_documents_runtime(
     stack: AsyncExitStack,
     settings: Settings,
     session_factory: async_sessionmaker[AsyncSession],
+    embedder: Embedder,
     *,
-    embedder: Embedder | None = None,
     metrics: DomainMetrics | None = None,
-) -> DocumentsRuntime:
-    """``embedder`` lets the caller share an already-loaded model (it then stays the caller's to
-    close); ``metrics`` are the process's, where the in-process worker records its jobs."""
-    if embedder is None:
-        embedder = create_embedder(settings)
-        stack.push_async_callback(embedder.aclose)
-        if settings.embedding_warm_up and isinstance(embedder, LocalEmbedder):
-            # Off the loop; the first question should not pay for loading the weights.
-            await asyncio.to_thread(embedder.load)
+) -> JobQueue:
+    """The job queue, open until ``stack`` closes, once the stored vectors are known to be
+    ``embedder``'s; ``metrics`` are the process's, where the in-process worker records its jobs."""
     await check_embedding_compatibility(session_factory, embedder.model_name, embedder.dimension)
     queue = create_job_queue(settings)
     await queue.open()
@@ -80,4 +68,4 @@ async def start_documents_runtime(
             session_factory, embedder, settings, metrics=metrics or DomainMetrics(NoopBackend())
         )
         await stack.enter_async_context(in_process_worker(queue, context))
-    return DocumentsRuntime(embedder=embedder, job_queue=queue)
+    return queue

@@ -18,13 +18,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.models import Document, DocumentVersion
+from app.db.models import DocumentVersion
 from app.documents import repository as repo
 from app.documents.errors import (
     INGESTION_ERROR,
@@ -60,11 +62,12 @@ async def run_fetch_stage(
     *,
     final_attempt: bool = True,
     fetcher: UrlFetcher | None = None,
+    clock: Callable[[], datetime] = repo.utcnow,
 ) -> str | None:
     """Fetch the content of a URL job that has no version yet. None when the job goes on to the
     usual stages (it has its version now, or never needed a fetch); otherwise how the job ended
-    here: "unchanged", "failed" or "skipped"."""
-    pending = await _start(session_factory, job_id)
+    here: "unchanged", "failed" or "skipped". ``clock`` is the worker's (the times the job records)."""
+    pending = await _start(session_factory, job_id, clock())
     if pending is None:
         return None
     if isinstance(pending, str):
@@ -75,7 +78,7 @@ async def run_fetch_stage(
         fetched = await fetcher.fetch(pending.url, pending.validators)
         kind = None if fetched.not_modified else await asyncio.to_thread(sniff_fetched, fetched)
     except DocumentInputError as exc:
-        await _fail(session_factory, job_id, code=exc.code, error=exc.detail, final=True)
+        await _fail(session_factory, job_id, code=exc.code, error=exc.detail, final=True, now=clock())
         log.warning("url_fetch_refused", code=exc.code, error=exc.detail)
         return "failed"
     except Exception as exc:
@@ -85,17 +88,18 @@ async def run_fetch_stage(
             code=INGESTION_ERROR,
             error=generic_job_error(job_id),
             final=final_attempt,
+            now=clock(),
         )
         log.exception("url_fetch_failed", error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
     async with session_factory() as session, session.begin():
-        outcome = await _store_fetched(session, job_id, pending, fetched, kind)
+        outcome = await _store_fetched(session, job_id, pending, fetched, kind, now=clock())
     log.info("url_fetched", outcome=outcome or "new_version", not_modified=fetched.not_modified)
     return outcome
 
 
 async def _start(
-    session_factory: async_sessionmaker[AsyncSession], job_id: uuid.UUID
+    session_factory: async_sessionmaker[AsyncSession], job_id: uuid.UUID, now: datetime
 ) -> _PendingFetch | str | None:
     async with session_factory() as session, session.begin():
         job = await repo.get_job_for_update(session, job_id)
@@ -103,10 +107,10 @@ async def _start(
             return "skipped"
         if job.version_id is not None:
             return None
-        document = await session.get(Document, job.document_id)
+        document = await repo.get_job_document(session, job.document_id)
         if document is None or document.source_url is None:  # nothing to fetch: never leave it queued
             job.status, job.error_code, job.error = "failed", INGESTION_ERROR, generic_job_error(job_id)
-            job.finished_at = repo.utcnow()
+            job.finished_at = now
             return "failed"
         latest = await repo.latest_version(session, document.id)
         current = (
@@ -114,7 +118,7 @@ async def _start(
         )
         job.status, job.stage, job.progress = "running", FETCH_STAGE, 1
         job.error, job.error_code = None, None
-        job.started_at = repo.utcnow()
+        job.started_at = now
         validators = Validators(document.source_etag, document.source_last_modified) if current else None
         return _PendingFetch(document.id, document.source_url, validators)
 
@@ -142,6 +146,7 @@ async def _fail(
     code: str,
     error: str,
     final: bool,
+    now: datetime,
 ) -> None:
     async with session_factory() as session, session.begin():
         job = await repo.get_job_for_update(session, job_id)
@@ -150,7 +155,7 @@ async def _fail(
         job.error, job.error_code = error, code
         job.attempts += 1
         if final:
-            job.status, job.finished_at = "failed", repo.utcnow()
+            job.status, job.finished_at = "failed", now
         else:
             job.status = "queued"  # the queue retries it
 
@@ -161,9 +166,11 @@ async def _store_fetched(
     pending: _PendingFetch,
     fetched: FetchedDocument,
     kind: DocumentType | None,
+    *,
+    now: datetime,
 ) -> str | None:
     job = await repo.get_job_for_update(session, job_id)
-    document = await session.get(Document, pending.document_id, with_for_update=True)
+    document = await repo.get_job_document(session, pending.document_id, for_update=True)
     if job is None or document is None or job.status in FINISHED:
         return "skipped"  # superseded by an upload while fetching, or purged
     latest = await repo.latest_version(session, document.id)
@@ -180,13 +187,13 @@ async def _store_fetched(
         job.version_id = latest.id
         job.status, job.stage, job.progress = "succeeded", FETCH_STAGE, 100
         job.attempts += 1
-        job.finished_at = repo.utcnow()
+        job.finished_at = now
         return "unchanged"
     if fetched.content is None or kind is None or digest is None:  # a 304 to an unconditional GET
         job.status, job.error_code = "failed", UrlUnreachableError.code
         job.error = "the server answered 304 Not Modified to a request that had nothing to compare"
         job.attempts += 1
-        job.finished_at = repo.utcnow()
+        job.finished_at = now
         return "failed"
     version = DocumentVersion(
         tenant_id=document.tenant_id,
@@ -204,5 +211,5 @@ async def _store_fetched(
     await session.flush()
     job.version_id = version.id
     job.progress = 4
-    document.updated_at = repo.utcnow()
+    document.updated_at = now
     return None

@@ -66,7 +66,7 @@ def test_the_walk_sees_the_errors_this_pass_moved_into_the_tree() -> None:
     for name in (
         "app.llm.errors.ProviderError",
         "app.llm.errors.TruncatedStream",
-        "app.rag.embeddings.EmbeddingError",
+        "app.rag.embeddings.base.EmbeddingError",
         "app.rag.prompt.PromptTooLargeError",
         "app.embedded.errors.StartupError",
     ):

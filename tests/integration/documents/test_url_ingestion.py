@@ -10,6 +10,7 @@ import gzip
 import ipaddress
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ import pytest
 
 from app.db.models import Document, DocumentVersion, IngestionJob
 from app.documents.fetching import FetchLimits, IPAddress, UrlFetcher
+from app.documents.ingestion import IngestionContext
 from app.documents.url_ingestion import run_fetch_stage
 from app.resources import Resources
 from app.settings import Settings
@@ -290,3 +292,20 @@ async def test_only_a_url_document_can_be_refreshed(
     assert response.status_code == 409 and response.json()["code"] == "not_a_url_document"
     unknown = await client.post(f"/api/v1/docs/{uuid.uuid4()}/refresh", headers=caller.headers)
     assert unknown.status_code == 404
+
+
+async def test_a_url_job_records_its_times_by_the_worker_clock(
+    client: httpx.AsyncClient, caller: Caller, resources: Resources, site: WebServer
+) -> None:
+    site.routes["/guide.html"] = Route(guide(90), headers={"Content-Type": "text/html"})
+    accepted = await add_url(client, caller, site.url("/guide.html"))
+    now = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
+
+    context = IngestionContext(
+        resources.session_factory, resources.embedder, resources.settings, clock=lambda: now
+    )
+    await resources.job_queue.run_worker(context, burst=True)
+
+    job = await job_of(client, caller, accepted)
+    assert job["status"] == "succeeded", job
+    assert datetime.fromisoformat(job["started_at"]) == now == datetime.fromisoformat(job["finished_at"])

