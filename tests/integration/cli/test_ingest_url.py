@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.cli.documents import IngestionServices, ingest_url
+from app.cli.ingest import IngestionServices, ingest_url
 from app.documents.ingestion import IngestionContext
 from app.resources import Resources
 from app.settings import Settings
