@@ -17,7 +17,8 @@ question (never the answer cache: each runs the query embedding and both hybrid 
   database, these snapshots excluded), its committed transactions and rows read
   (``pg_stat_database`` xact_commit, tup_returned + tup_fetched; the service is stopped before the
   second snapshot so its backends have flushed their counters);
-- ``db_queries_total{target}`` from ``/metrics`` (the service's own count, health checks included).
+- ``db_queries_total{target}`` from ``/metrics`` (the service's own count of the statements it
+  sends, health checks included; pg_stat_statements also counts BEGIN, COMMIT and SET).
 """
 
 from __future__ import annotations
@@ -172,13 +173,15 @@ def measure(
         ask(server.base_url, headers, [f"Warm-up {n}: what does team {n} do?" for n in range(8)], concurrency)
         time.sleep(SETTLE_S)
         phase.before = Snapshot.take(pg)
+        counted = parse_db_queries(httpx.get(server.base_url + "/metrics", timeout=10).text)
         questions = [QUESTION.format(team=n % 13, gauge=n) + f" ({phase.name} {n})" for n in range(requests)]
         started = time.monotonic()
         answers = ask(server.base_url, headers, questions, concurrency)
         phase.seconds = time.monotonic() - started
         phase.statuses = [status for status, _ in answers]
         phase.latencies_ms = [ms for _, ms in answers]
-        phase.db_queries = parse_db_queries(httpx.get(server.base_url + "/metrics", timeout=10).text)
+        after = parse_db_queries(httpx.get(server.base_url + "/metrics", timeout=10).text)
+        phase.db_queries = {target: n - counted.get(target, 0.0) for target, n in after.items()}
     finally:
         server.stop()
     time.sleep(1.0)
