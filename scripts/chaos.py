@@ -14,6 +14,10 @@ keeps the load running, waits for recovery and loads a few seconds more:
 3. Ingestion worker SIGKILLed mid-embedding: another worker retries the stalled job.
 4. Server SIGKILLed the instant the last of N uploads is acknowledged: nothing acknowledged lost.
 
+Scenarios 5 to 7 (a Sentinel failover, a read replica stopped, a read replica lagging) run in a
+second environment, with a streaming standby and three sentinels: ``scripts/chaos_ha.py``.
+``--only redis,replica-lag`` runs a selection (``make chaos ONLY=…``).
+
 Exit status 1 if any scenario loses data, sees a 5xx or does not recover (the table is printed
 first). Requests that fail to connect (the server is down) are recorded as status 0: non-2xx,
 not 5xx.
