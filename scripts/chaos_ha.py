@@ -152,21 +152,28 @@ def replica_stop(env: Chaos, load: Load, result: Result) -> float | None:
     on_primary = retrieval_statements(pg.primary)
     stopping = time.monotonic()
     pg.replica.stop("fast")
+    stopped = time.monotonic()
     skipped = wait_until(lambda: (t := chaos.replica_target()) is not None and not t["healthy"], 30)
     result.notes.append(
-        f"replica skipped after {time.monotonic() - stopping:.1f} s" if skipped else "never skipped"
+        f"replica skipped {time.monotonic() - stopping:.1f} s after the stop began"
+        if skipped
+        else "never skipped"
     )
     time.sleep(DOWN_S)
     pg.replica.start()
     started = time.monotonic()
-    outage = [s for s in list(load.samples) if stopping <= s.at <= started and s.kind == "chat"]
-    ok = sum(1 for s in outage if 200 <= s.status < 300)
-    fallback = retrieval_statements(pg.primary) - on_primary
-    result.notes.append(f"chat while down: {ok}/{len(outage)} 2xx, {fallback} searches on the primary")
     base = retrieval_statements(pg.replica)
     back = wait_until(lambda: retrieval_statements(pg.replica) > base, RECOVERY_TIMEOUT_S, interval=0.1)
+    serving = time.monotonic()
+    fallback = retrieval_statements(pg.primary) - on_primary
+    outage = [s for s in list(load.samples) if stopping <= s.at <= serving and s.kind == "chat"]
+    ok = sum(1 for s in outage if 200 <= s.status < 300)
+    result.notes.append(
+        f"from the stop until it served again: {ok}/{len(outage)} chat 2xx, {fallback} searches on the "
+        f"primary (stop took {stopped - stopping:.1f} s, start {started - stopped - DOWN_S:.1f} s)"
+    )
     result.data_lost = max(0, before - chaos.docs_total())
-    return None if back is None else time.monotonic() - started
+    return None if back is None else serving - started
 
 
 def replica_lag(env: Chaos, load: Load, result: Result) -> float | None:
