@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +93,7 @@ class Load(threading.Thread):
         super().__init__(name="chaos-load", daemon=True)
         self.base_url = base_url
         self.unique = unique  # a new question each time: never the answer cache, always retrieval
+        self.tag = uuid.uuid4().hex[:8]  # unique across loads too (each counts from 0)
         self.headers = headers
         self.interval_s = interval_s
         self.samples: list[Sample] = []
@@ -108,7 +110,7 @@ class Load(threading.Thread):
                     if kind == "docs":
                         response = client.get(self.base_url + "/api/v1/docs")
                     else:
-                        question = f"{QUESTION} ({n})" if self.unique else QUESTION
+                        question = f"{QUESTION} ({self.tag}-{n})" if self.unique else QUESTION
                         response = client.post(self.base_url + "/api/v1/chat", json={"question": question})
                     status, limited = response.status_code, "x-ratelimit-limit" in response.headers
                     code = "" if status < 300 else problem_code(response)
