@@ -188,6 +188,10 @@ benchmark-load: $(STAMP) ## ours vs the LiteLLM proxy under wrk: cache hit, unca
 benchmark-chat: $(STAMP) ## /api/v1/chat p50/p99, uncached vs cached, against the fake provider
 	$(PY) -m scripts.benchmark_chat
 
+.PHONY: benchmark-replica
+benchmark-replica: $(STAMP) ## a read replica's share of retrieval and the primary's load with and without it: N=200 requests
+	$(PY) -m scripts.benchmark_replica --requests $(or $(N),200)
+
 .PHONY: benchmark-hostile
 benchmark-hostile: $(STAMP) ## the largest chat requests a reader can send: event-loop block, RSS kept, /healthz under 4
 	$(PY) -m scripts.benchmark_hostile
@@ -206,8 +210,8 @@ eval: $(STAMP) ## retrieval quality on the golden set (eval/sqlite): hit@k, MRR,
 	$(PY) -m scripts.eval $(EVAL_ARGS)
 
 .PHONY: chaos
-chaos: $(STAMP) ## fault injection under load (Redis kill, PostgreSQL restart, worker and server SIGKILL): a table
-	$(PY) -m scripts.chaos
+chaos: $(STAMP) ## fault injection under load (Redis kill, PostgreSQL restart, worker and server SIGKILL, Sentinel failover, replica down and lagging): a table; ONLY=key,key
+	$(PY) -m scripts.chaos $(if $(ONLY),--only $(ONLY))
 
 .PHONY: failover-matrix
 failover-matrix: $(STAMP) ## the 16 provider-fault scenarios of a gateway failover suite through the real server, one line each: FAILOVER_ARGS="--short --only cut_mid_stream"

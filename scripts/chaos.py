@@ -14,6 +14,10 @@ keeps the load running, waits for recovery and loads a few seconds more:
 3. Ingestion worker SIGKILLed mid-embedding: another worker retries the stalled job.
 4. Server SIGKILLed the instant the last of N uploads is acknowledged: nothing acknowledged lost.
 
+Scenarios 5 to 7 (a Sentinel failover, a read replica stopped, a read replica lagging) run in a
+second environment, with a streaming standby and three sentinels: ``scripts/chaos_ha.py``.
+``--only redis,replica-lag`` runs a selection (``make chaos ONLY=…``).
+
 Exit status 1 if any scenario loses data, sees a 5xx or does not recover (the table is printed
 first). Requests that fail to connect (the server is down) are recorded as status 0: non-2xx,
 not 5xx.
@@ -32,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,9 +87,13 @@ class Load(threading.Thread):
     """Requests back to back (a pause of ``interval_s`` between them) against ``base_url``, which
     a scenario may change while it runs (a restarted server listens on a new port)."""
 
-    def __init__(self, base_url: str, headers: dict[str, str], interval_s: float) -> None:
+    def __init__(
+        self, base_url: str, headers: dict[str, str], interval_s: float, *, unique: bool = False
+    ) -> None:
         super().__init__(name="chaos-load", daemon=True)
         self.base_url = base_url
+        self.unique = unique  # a new question each time: never the answer cache, always retrieval
+        self.tag = uuid.uuid4().hex[:8]  # unique across loads too (each counts from 0)
         self.headers = headers
         self.interval_s = interval_s
         self.samples: list[Sample] = []
@@ -101,7 +110,8 @@ class Load(threading.Thread):
                     if kind == "docs":
                         response = client.get(self.base_url + "/api/v1/docs")
                     else:
-                        response = client.post(self.base_url + "/api/v1/chat", json={"question": QUESTION})
+                        question = f"{QUESTION} ({self.tag}-{n})" if self.unique else QUESTION
+                        response = client.post(self.base_url + "/api/v1/chat", json={"question": question})
                     status, limited = response.status_code, "x-ratelimit-limit" in response.headers
                     code = "" if status < 300 else problem_code(response)
                 except httpx.HTTPError:
@@ -124,6 +134,7 @@ class Result:
     recover_s: float | None = None
     data_lost: int = 0
     notes: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)  # broken promises other than the columns
 
     @property
     def fivexx(self) -> int:
@@ -131,14 +142,14 @@ class Result:
 
     @property
     def failed(self) -> bool:
-        return self.data_lost > 0 or self.fivexx > 0 or self.recover_s is None
+        return self.data_lost > 0 or self.fivexx > 0 or self.recover_s is None or bool(self.violations)
 
     def row(self) -> str:
         non_2xx = sum(1 for s in self.samples if not 200 <= s.status < 300)
         recover = "not recovered" if self.recover_s is None else f"{self.recover_s:.2f}"
         return (
             f"| {self.name} | {len(self.samples)} | {non_2xx} | {self.fivexx} | {recover} "
-            f"| {self.data_lost} | {'; '.join(self.notes)} |"
+            f"| {self.data_lost} | {'; '.join([*self.violations, *self.notes])} |"
         )
 
 
@@ -174,6 +185,8 @@ def status_summary(samples: list[Sample]) -> str:
 
 
 class Chaos:
+    unique_questions = False  # the load's chat questions: one repeated (cached) question
+
     def __init__(self, root: Path, interval_s: float) -> None:
         self.root = root
         self.interval_s = interval_s
@@ -191,14 +204,22 @@ class Chaos:
 
     # set-up and tear-down
 
-    def start(self) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
+    def start_stores(self) -> tuple[str, str]:
+        """Start PostgreSQL (migrated) and Redis; their ``DATABASE_URL`` and ``REDIS_URL``."""
         say("starting embedded PostgreSQL and Redis …")
         self.postgres = EmbeddedPostgres(self.root / "pg")
-        self.database_url = self.postgres.start()
-        upgrade_to_head(self.database_url)
+        database_url = self.postgres.start()
+        upgrade_to_head(database_url)
         self.redis = EmbeddedRedis(self.root, "redis")
-        redis_url = self.redis.start()
+        return database_url, self.redis.start()
+
+    def extra_env(self) -> dict[str, str]:
+        """Settings a subclass adds to the service's environment."""
+        return {}
+
+    def start(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.database_url, redis_url = self.start_stores()
         self.fake = FakeLLMServer().start()
         self.fake.configure("openai", text="The documents say it degrades gracefully [1].", latency_s=0.02)
         self.env = {
@@ -217,6 +238,7 @@ class Chaos:
             "WORKER_STALLED_AFTER_S": "3",
             "EMBEDDING_WARM_UP": "true",  # ready means the query model is loaded
             "LOG_LEVEL": "WARNING",
+            **self.extra_env(),
         }
         self.headers = {"X-API-Key": create_api_key(self.env, tenant="chaos", role="editor")}
         say("starting the service and an ingestion worker …")
@@ -354,7 +376,7 @@ class Chaos:
         say(f"scenario: {name}")
         self.healthy()
         result = Result(name)
-        load = Load(self.base_url, self.headers, self.interval_s)
+        load = Load(self.base_url, self.headers, self.interval_s, unique=self.unique_questions)
         self.loads.append(load)
         load.start()
         try:
@@ -516,34 +538,59 @@ SCENARIOS: dict[str, tuple[str, Callable[[Chaos, Load, Result], float | None]]] 
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--only", choices=sorted(SCENARIOS), help="run one scenario")
-    parser.add_argument("--load-interval-ms", type=float, default=20.0, help="pause between load requests")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")
-    args = parser.parse_args(argv)
+Scenario = Callable[[Chaos, Load, Result], float | None]
 
-    started = time.monotonic()
-    root = Path(tempfile.mkdtemp(prefix="chaos-", dir="/tmp"))
-    chaos = Chaos(root, args.load_interval_ms / 1000)
+
+def run_scenarios(
+    chaos: Chaos, scenarios: dict[str, tuple[str, Scenario]], only: set[str], keep: bool
+) -> list[Result]:
+    """Start ``chaos``, run the selected scenarios in it, stop it (logs kept on failure)."""
+    selected = [(name, scenario) for key, (name, scenario) in scenarios.items() if not only or key in only]
     results: list[Result] = []
+    if not selected:
+        shutil.rmtree(chaos.root, ignore_errors=True)
+        return results
     ok = False
     try:
         chaos.start()
-        for key, (name, scenario) in SCENARIOS.items():
-            if args.only in (None, key):
-                results.append(
-                    chaos.run(name, lambda load, result, scenario=scenario: scenario(chaos, load, result))
-                )
+        for name, scenario in selected:
+            results.append(chaos.run(name, lambda load, result, s=scenario: s(chaos, load, result)))
         ok = True
     finally:
         chaos.stop()
-        if args.keep or not ok or any(r.failed for r in results):
-            say(f"logs and data kept in {root}")
+        if keep or not ok or any(r.failed for r in results):
+            say(f"logs and data kept in {chaos.root}")
         else:
-            shutil.rmtree(root, ignore_errors=True)
+            shutil.rmtree(chaos.root, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    from scripts.chaos_ha import HA_SCENARIOS, HAChaos  # it builds on this module
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    keys = [*SCENARIOS, *HA_SCENARIOS]
+    parser.add_argument("--only", default="", help=f"comma-separated scenarios to run, of: {', '.join(keys)}")
+    parser.add_argument("--load-interval-ms", type=float, default=20.0, help="pause between load requests")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")
+    args = parser.parse_args(argv)
+    only = {key.strip() for key in args.only.split(",") if key.strip()}
+    if only - set(keys):
+        parser.error(f"unknown scenario(s): {', '.join(sorted(only - set(keys)))}")
+
+    started = time.monotonic()
+    interval_s = args.load_interval_ms / 1000
+    results = run_scenarios(
+        Chaos(Path(tempfile.mkdtemp(prefix="chaos-", dir="/tmp")), interval_s), SCENARIOS, only, args.keep
+    )
+    results += run_scenarios(
+        HAChaos(Path(tempfile.mkdtemp(prefix="chaos-ha-", dir="/tmp")), interval_s),
+        HA_SCENARIOS,
+        only,
+        args.keep,
+    )
 
     print(
         f"\nenvironment: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}, "

@@ -115,15 +115,16 @@ class ReplicatedPostgres:
 
 
 @contextmanager
-def replicated_postgres(root: Path, database: str) -> Iterator[ReplicatedPostgres]:
-    """A primary with ``database`` (migrated by the caller) and a streaming replica of it."""
+def replicated_postgres(root: Path, database: str, conf: str = "") -> Iterator[ReplicatedPostgres]:
+    """A primary with ``database`` (migrated by the caller) and a streaming replica of it; ``conf``
+    (postgresql.conf lines) is appended to the primary's configuration, which the replica copies."""
     root = _owned_dir(root)
     primary = Cluster(root / "primary", _owned_dir(root / "primary-sock"))
     replica = Cluster(root / "replica", _owned_dir(root / "replica-sock"))
     _owned_dir(primary.data)
     _run(_bin("initdb"), "-D", str(primary.data), "-U", "postgres", "-A", "trust", "--no-sync")
-    with (primary.data / "postgresql.conf").open("a") as conf:
-        conf.write("wal_level = replica\nmax_wal_senders = 4\nfsync = off\n")
+    with (primary.data / "postgresql.conf").open("a") as conf_file:
+        conf_file.write(f"wal_level = replica\nmax_wal_senders = 4\nfsync = off\n{conf}")
     primary.start()
     try:
         primary.query(f'CREATE DATABASE "{database}"')
