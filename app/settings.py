@@ -5,7 +5,6 @@ Every variable is documented in ``.env.example`` and the README's configuration 
 
 from __future__ import annotations
 
-from functools import lru_cache
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Literal
@@ -401,9 +400,3 @@ class Settings(BaseSettings):
     @property
     def max_request_body_bytes(self) -> int:
         return self.max_request_body_mb * 1024 * 1024
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """Settings for the CLI entry points; the app receives its own instance from the factory."""
-    return Settings()

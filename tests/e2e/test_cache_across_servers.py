@@ -3,9 +3,6 @@ by the other, and a document change made through one makes the next answer on th
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +11,7 @@ import httpx
 import pytest
 
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.support.server import ROOT, ServerProcess, start_server
+from tests.support.server import ServerProcess, create_api_key, start_server
 from tests.support.services import RedisForTests
 
 pytestmark = pytest.mark.e2e
@@ -35,16 +32,7 @@ def two_servers(
         "OPENAI_API_KEY": "test-key-openai",
         "OPENAI_BASE_URL": fake.openai_base_url,
     }
-    created = subprocess.run(
-        [sys.executable, "-m", "app", "keys", "create", "--tenant", "acme", "--role", "editor", "--json"],
-        cwd=ROOT,
-        env={**env, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    headers = {"X-API-Key": json.loads(created.stdout.strip().splitlines()[-1])["key"]}
+    headers = {"X-API-Key": create_api_key(env)}
     first = start_server(
         {**env, "DATA_DIR": str(tmp_path / "a"), "RUN_WORKER_IN_PROCESS": "true"},
         tmp_path / "a.log",

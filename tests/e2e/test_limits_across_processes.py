@@ -3,17 +3,14 @@ rate limits are one budget, not one per process."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.server import ServerProcess, start_server
-from tests.support.services import ROOT, RedisForTests
+from tests.support.server import ServerProcess, create_api_key, service_env, start_server
+from tests.support.services import RedisForTests
 
 pytestmark = pytest.mark.e2e
 
@@ -24,15 +21,13 @@ IP_LIMIT = 9
 def two_servers(
     clean_database: str, redis_server: RedisForTests, redis_prefix: str, tmp_path: Path
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    env = {
-        "DATABASE_URL": clean_database,
-        "REDIS_URL": redis_server.url,
-        "REDIS_KEY_PREFIX": redis_prefix,
-        "DATA_DIR": str(tmp_path / "data"),
-        "DEBUG": "true",
-        "LOG_JSON": "true",
-        "RATE_LIMIT_PER_IP": f"{IP_LIMIT}/hour",
-    }
+    env = service_env(
+        clean_database,
+        redis_server.url,
+        redis_prefix,
+        tmp_path / "data",
+        RATE_LIMIT_PER_IP=f"{IP_LIMIT}/hour",
+    )
     first = start_server(env, tmp_path / "first.log", workers=1)
     try:
         second = start_server(env, tmp_path / "second.log", workers=1)
@@ -44,33 +39,11 @@ def two_servers(
     first.stop()
 
 
-def issue_key(database_url: str, redis_url: str, tmp_path: Path) -> dict[str, str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "app", "keys", "create", "--tenant", "e2e", "--role", "admin", "--json"],
-        cwd=ROOT,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "DATA_DIR": str(tmp_path),
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    issued: dict[str, str] = json.loads(result.stdout)
-    return issued
-
-
 def test_ip_budget_is_shared_by_two_server_processes(
     two_servers: tuple[ServerProcess, ServerProcess],
-    clean_database: str,
-    redis_server: RedisForTests,
-    tmp_path: Path,
 ) -> None:
     first, second = two_servers
-    key = issue_key(clean_database, redis_server.url, tmp_path)["key"]
+    key = create_api_key(first.env, tenant="e2e", role="admin")
     headers = {"X-API-Key": key}
     remaining: list[int] = []
     for n in range(IP_LIMIT - 1):

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,11 +9,8 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from tests.support.callers import Caller, caller_factory
-from tests.support.server import ServerProcess, start_server
-from tests.support.services import RedisForTests
+from tests.support.server import ServerProcess, create_key
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.metrics]
@@ -23,32 +19,9 @@ JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXBhcnQ"
 
 
 @pytest.fixture
-def logged_server(
-    clean_database: str, redis_server: RedisForTests, redis_prefix: str, tmp_path: Path
-) -> Iterator[ServerProcess]:
-    """Like ``served`` (two workers, JSON logs), also writing log files under tmp_path/logs."""
-    server = start_server(
-        {
-            "DATABASE_URL": clean_database,
-            "REDIS_URL": redis_server.url,
-            "REDIS_KEY_PREFIX": redis_prefix,
-            "DATA_DIR": str(tmp_path / "data"),
-            "DEBUG": "true",
-            "LOG_JSON": "true",
-            "LOG_TO_FILE": str(tmp_path / "logs"),
-        },
-        tmp_path / "server.log",
-    )
-    yield server
-    server.stop()
-
-
-async def issue_key(database_url: str) -> Caller:
-    engine = create_async_engine(database_url)
-    try:
-        return await caller_factory(async_sessionmaker(engine, expire_on_commit=False))()
-    finally:
-        await engine.dispose()
+def served_env(tmp_path: Path) -> dict[str, str]:
+    """Log files under tmp_path/logs, besides the JSON lines on stdout."""
+    return {"LOG_TO_FILE": str(tmp_path / "logs")}
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -60,11 +33,12 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 
 async def test_server_logs_are_json_correlated_masked_and_written_per_process(
-    logged_server: ServerProcess, clean_database: str, tmp_path: Path
+    served: ServerProcess, tmp_path: Path
 ) -> None:
-    caller = await issue_key(clean_database)
-    async with httpx.AsyncClient(base_url=logged_server.base_url, timeout=10) as client:
-        me = await client.get("/api/v1/me", headers={**caller.headers, "X-Request-ID": "e2e-me-1"})
+    issued = create_key(served.env)
+    headers = {"X-API-Key": issued["key"]}
+    async with httpx.AsyncClient(base_url=served.base_url, timeout=10) as client:
+        me = await client.get("/api/v1/me", headers={**headers, "X-Request-ID": "e2e-me-1"})
         denied = await client.get(
             "/api/v1/me", headers={"Authorization": f"Bearer {JWT}", "X-Request-ID": "e2e-jwt-1"}
         )
@@ -72,18 +46,16 @@ async def test_server_logs_are_json_correlated_masked_and_written_per_process(
     assert denied.status_code == 401
 
     def access_lines_written() -> bool:
-        ids = {
-            line.get("request_id") for line in json_lines(logged_server.log()) if line["event"] == "request"
-        }
+        ids = {line.get("request_id") for line in json_lines(served.log()) if line["event"] == "request"}
         return {"e2e-me-1", "e2e-jwt-1"} <= ids
 
     wait_for(access_lines_written, timeout=10, what="both access lines in the server log")
-    lines = json_lines(logged_server.log())
+    lines = json_lines(served.log())
     me_lines = [line for line in lines if line.get("request_id") == "e2e-me-1"]
     assert me_lines and {line["trace_id"] for line in me_lines} == {me.headers["X-Trace-ID"]}
     (access,) = [line for line in me_lines if line["event"] == "request"]
     assert (access["method"], access["route"], access["status"]) == ("GET", "/api/v1/me", 200)
-    assert access["principal_id"] == caller.principal_id
+    assert access["principal_id"] == f"key:{issued['id']}"
     denied_lines = [line for line in lines if line.get("request_id") == "e2e-jwt-1"]
     assert denied_lines and all(line["trace_id"] == denied.headers["X-Trace-ID"] for line in denied_lines)
 
@@ -94,15 +66,15 @@ async def test_server_logs_are_json_correlated_masked_and_written_per_process(
     files = sorted((tmp_path / "logs").glob("ragchat-*.log"))
     stamp = f"{datetime.now(UTC):%Y%m%d}"
     pids = {int(path.stem.rsplit("-", 1)[1]) for path in files}
-    master = psutil.Process(logged_server.process.pid).children(recursive=True)
+    master = psutil.Process(served.process.pid).children(recursive=True)
     gunicorn_pids = {p.pid for p in master if "gunicorn" in " ".join(p.cmdline())}
     assert gunicorn_pids <= pids, (gunicorn_pids, pids)
     assert all(path.name.startswith(f"ragchat-{stamp}-") for path in files)
     file_text = "\n".join(path.read_text() for path in files)
     assert '"request_id": "e2e-me-1"' in file_text
 
-    secret = caller.key.split("_", 2)[2]
-    for text in (logged_server.log(), file_text):
+    secret = issued["key"].split("_", 2)[2]
+    for text in (served.log(), file_text):
         assert secret not in text
         assert JWT not in text
     assert os.getpid() not in pids

@@ -19,7 +19,14 @@ from mcp_types import CallToolResult
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.support.server import ServerProcess, create_api_key, fake_openai_env, start_server, upload_and_wait
+from tests.support.server import (
+    ServerProcess,
+    create_api_key,
+    fake_openai_env,
+    service_env,
+    start_server,
+    upload_and_wait,
+)
 from tests.support.services import RedisForTests, truncate_app_tables
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +34,7 @@ pytestmark = pytest.mark.e2e
 DOC = "# Kickoff\n\nThe project kickoff is on the fourth floor, in the Orchid room."
 
 
-class Served:
+class ServedModule:
     def __init__(self, server: ServerProcess, key: str, other_key: str, document_id: str) -> None:
         self.server = server
         self.key = key
@@ -40,25 +47,26 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(
+def served_module(
     database_url: str,
     redis_server: RedisForTests,
     worker_name: str,
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm_server: FakeLLMServer,
-) -> Iterator[Served]:
+) -> Iterator[ServedModule]:
+    """One server for the module (``served`` is one per test), emptied of its data after it."""
     tmp_path = tmp_path_factory.mktemp("mcp_client")
-    env = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_server.url,
-        "REDIS_KEY_PREFIX": f"test:{worker_name}:mcp:{time.time_ns()}:",
-        "DATA_DIR": str(tmp_path / "data"),
-        "DEBUG": "true",
-        "LOG_JSON": "true",
-        "RUN_WORKER_IN_PROCESS": "true",
-        **fake_openai_env(fake_llm_server.openai_base_url),
-        "RATE_LIMIT_PER_IP": "10000/minute",
-    }
+    env = service_env(
+        database_url,
+        redis_server.url,
+        f"test:{worker_name}:mcp:{time.time_ns()}:",
+        tmp_path / "data",
+        **{
+            "RUN_WORKER_IN_PROCESS": "true",
+            **fake_openai_env(fake_llm_server.openai_base_url),
+            "RATE_LIMIT_PER_IP": "10000/minute",
+        },
+    )
     try:
         key = create_api_key(env)
         other_key = create_api_key(env, tenant="globex", role="reader")
@@ -73,7 +81,7 @@ def served(
                     fields={"title": "Kickoff", "tags": "events"},
                 )["document_id"]
             )
-            yield Served(server, key, other_key, document_id)
+            yield ServedModule(server, key, other_key, document_id)
         finally:
             server.stop()
     finally:
@@ -98,8 +106,8 @@ def structured(result: CallToolResult) -> dict[str, Any]:
     return result.structured_content
 
 
-async def test_initialize_and_list_tools(served: Served) -> None:
-    async with connect(served.url, {"X-API-Key": served.key}) as session:
+async def test_initialize_and_list_tools(served_module: ServedModule) -> None:
+    async with connect(served_module.url, {"X-API-Key": served_module.key}) as session:
         initialized = await session.initialize()
         tools = (await session.list_tools()).tools
     assert initialized.server_info.name == "rag-chat"
@@ -107,25 +115,25 @@ async def test_initialize_and_list_tools(served: Served) -> None:
     assert {tool.name for tool in tools} == {"search_documents", "ask", "list_documents"}
 
 
-async def test_each_tool_over_http(served: Served, fake: FakeLLMServer) -> None:
+async def test_each_tool_over_http(served_module: ServedModule, fake: FakeLLMServer) -> None:
     fake.configure("openai", text="In the Orchid room on the fourth floor [1].")
-    async with connect(served.url, {"Authorization": f"Bearer {served.key}"}) as session:
+    async with connect(served_module.url, {"Authorization": f"Bearer {served_module.key}"}) as session:
         await session.initialize()
         listed = structured(await session.call_tool("list_documents", {"tag": "events"}))
         found = structured(await session.call_tool("search_documents", {"query": "Where is the kickoff?"}))
         answered = structured(await session.call_tool("ask", {"question": "Where is the kickoff?"}))
 
-    assert [(d["id"], d["title"]) for d in listed["documents"]] == [(served.document_id, "Kickoff")]
+    assert [(d["id"], d["title"]) for d in listed["documents"]] == [(served_module.document_id, "Kickoff")]
     top = found["passages"][0]
-    assert (top["document_id"], top["version"], top["page"]) == (served.document_id, 1, 1)
+    assert (top["document_id"], top["version"], top["page"]) == (served_module.document_id, 1, 1)
     assert "Orchid room" in top["text"] and top["score"] > 0
     assert answered["answer"] == "In the Orchid room on the fourth floor [1]."
-    assert answered["sources"][0]["document_id"] == served.document_id
+    assert answered["sources"][0]["document_id"] == served_module.document_id
     assert answered["sources"][0]["cited"] is True
 
 
-async def test_another_tenant_sees_nothing(served: Served) -> None:
-    async with connect(served.url, {"X-API-Key": served.other_key}) as session:
+async def test_another_tenant_sees_nothing(served_module: ServedModule) -> None:
+    async with connect(served_module.url, {"X-API-Key": served_module.other_key}) as session:
         await session.initialize()
         listed = structured(await session.call_tool("list_documents", {}))
         found = structured(await session.call_tool("search_documents", {"query": "Where is the kickoff?"}))
@@ -133,7 +141,7 @@ async def test_another_tenant_sees_nothing(served: Served) -> None:
     assert found == {"passages": []}
 
 
-async def test_a_bad_key_is_refused(served: Served) -> None:
+async def test_a_bad_key_is_refused(served_module: ServedModule) -> None:
     statuses: list[int] = []
 
     async def record(response: httpx2.Response) -> None:
@@ -144,7 +152,7 @@ async def test_a_bad_key_is_refused(served: Served) -> None:
             httpx2.AsyncClient(
                 headers={"X-API-Key": "rk_wrong"}, event_hooks={"response": [record]}
             ) as client,
-            streamable_http_client(served.url, http_client=client) as (read, write),
+            streamable_http_client(served_module.url, http_client=client) as (read, write),
             ClientSession(read, write) as session,
         ):
             await session.initialize()
@@ -152,7 +160,7 @@ async def test_a_bad_key_is_refused(served: Served) -> None:
     assert refused.group_contains(MCPError)
     assert statuses == [401]
     raw = httpx.post(
-        served.url,
+        served_module.url,
         json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
         headers={"X-API-Key": "rk_wrong", "Accept": "application/json, text/event-stream"},
         timeout=10,
@@ -161,13 +169,13 @@ async def test_a_bad_key_is_refused(served: Served) -> None:
     assert raw.headers["content-type"].startswith("application/problem+json")
 
 
-async def test_subscriptions_listen_is_not_served(served: Served) -> None:
+async def test_subscriptions_listen_is_not_served(served_module: ServedModule) -> None:
     """Nothing here publishes events, so the never-ending listen stream is not offered: the SDK's
     own client is refused at once instead of being acknowledged and held open."""
     async with (
-        httpx2.AsyncClient(headers={"X-API-Key": served.key}, timeout=30) as http,
+        httpx2.AsyncClient(headers={"X-API-Key": served_module.key}, timeout=30) as http,
         Client(
-            streamable_http_client(served.url, http_client=http), mode=MODERN_PROTOCOL_VERSIONS[-1]
+            streamable_http_client(served_module.url, http_client=http), mode=MODERN_PROTOCOL_VERSIONS[-1]
         ) as client,
     ):
         with pytest.raises(MCPError) as refused:
@@ -178,7 +186,7 @@ async def test_subscriptions_listen_is_not_served(served: Served) -> None:
         assert {tool.name for tool in (await client.list_tools()).tools} >= {"ask"}
 
 
-def test_no_request_opens_a_stream_that_never_ends(served: Served) -> None:
+def test_no_request_opens_a_stream_that_never_ends(served_module: ServedModule) -> None:
     """The raw listen request and the standalone GET event stream both answer right away with a
     complete body (the read timeout would fail a stream that stays open)."""
     version = MODERN_PROTOCOL_VERSIONS[-1]
@@ -195,15 +203,17 @@ def test_no_request_opens_a_stream_that_never_ends(served: Served) -> None:
         },
     }
     headers = {
-        "X-API-Key": served.key,
+        "X-API-Key": served_module.key,
         "Accept": "application/json, text/event-stream",
         "MCP-Protocol-Version": version,
         "Mcp-Method": "subscriptions/listen",
     }
     with httpx.Client(timeout=httpx.Timeout(10, read=5)) as http:
-        answered = http.post(served.url, json=listen, headers=headers)
+        answered = http.post(served_module.url, json=listen, headers=headers)
         assert not answered.headers["content-type"].startswith("text/event-stream"), answered.text
         assert answered.json()["error"]["code"] == -32601, answered.text
-        get = http.get(served.url, headers={"X-API-Key": served.key, "Accept": "text/event-stream"})
+        get = http.get(
+            served_module.url, headers={"X-API-Key": served_module.key, "Accept": "text/event-stream"}
+        )
         assert get.status_code == 405, get.text
         assert get.headers["allow"] == "POST"

@@ -1,10 +1,6 @@
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +9,7 @@ import psutil
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from tests.support.server import ROOT, ServerProcess
+from tests.support.server import ServerProcess, create_api_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.metrics]
 
@@ -80,19 +76,8 @@ def search_count(text: str, mode: str) -> float:
     return sum(float(m.group(1)) for line in text.splitlines() if (m := pattern.match(line)))
 
 
-def test_vector_search_latency_is_counted_across_both_workers(
-    served: ServerProcess, clean_database: str
-) -> None:
-    created = subprocess.run(
-        [sys.executable, "-m", "app", "keys", "create", "--tenant", "acme", "--role", "reader", "--json"],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": clean_database, "REDIS_URL": "redis://unused:1/0"},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    headers = {"X-API-Key": json.loads(created.stdout.strip().splitlines()[-1])["key"]}
+def test_vector_search_latency_is_counted_across_both_workers(served: ServerProcess) -> None:
+    headers = {"X-API-Key": create_api_key(served.env, role="reader")}
     before = search_count(httpx.get(served.base_url + "/metrics", timeout=10).text, "text")
 
     def chat(n: int) -> int:

@@ -15,7 +15,14 @@ import openai
 import pytest
 
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.support.server import ServerProcess, create_api_key, fake_openai_env, start_server, upload_and_wait
+from tests.support.server import (
+    ServerProcess,
+    create_api_key,
+    fake_openai_env,
+    service_env,
+    start_server,
+    upload_and_wait,
+)
 from tests.support.services import RedisForTests, truncate_app_tables
 
 pytestmark = pytest.mark.e2e
@@ -24,7 +31,7 @@ PER_PRINCIPAL_LIMIT = 12  # chats per minute and key; the main key makes fewer, 
 DOC = "# Kickoff\n\nThe project kickoff is on the fourth floor, in the Orchid room."
 
 
-class Served:
+class ServedModule:
     def __init__(self, server: ServerProcess, key: str, limited_key: str) -> None:
         self.server = server
         self.key = key
@@ -39,33 +46,34 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(
+def served_module(
     database_url: str,
     redis_server: RedisForTests,
     worker_name: str,
     tmp_path_factory: pytest.TempPathFactory,
     fake_llm_server: FakeLLMServer,
-) -> Iterator[Served]:
+) -> Iterator[ServedModule]:
+    """One server for the module (``served`` is one per test), emptied of its data after it."""
     tmp_path = tmp_path_factory.mktemp("openai_sdk")
-    env = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_server.url,
-        "REDIS_KEY_PREFIX": f"test:{worker_name}:openai-sdk:{time.time_ns()}:",
-        "DATA_DIR": str(tmp_path / "data"),
-        "DEBUG": "true",
-        "LOG_JSON": "true",
-        "RUN_WORKER_IN_PROCESS": "true",
-        **fake_openai_env(fake_llm_server.openai_base_url),
-        "RATE_LIMIT_PER_PRINCIPAL": f"{PER_PRINCIPAL_LIMIT}/minute",
-        "RATE_LIMIT_PER_IP": "10000/minute",
-    }
+    env = service_env(
+        database_url,
+        redis_server.url,
+        f"test:{worker_name}:openai-sdk:{time.time_ns()}:",
+        tmp_path / "data",
+        **{
+            "RUN_WORKER_IN_PROCESS": "true",
+            **fake_openai_env(fake_llm_server.openai_base_url),
+            "RATE_LIMIT_PER_PRINCIPAL": f"{PER_PRINCIPAL_LIMIT}/minute",
+            "RATE_LIMIT_PER_IP": "10000/minute",
+        },
+    )
     try:
         key = create_api_key(env)
         limited_key = create_api_key(env, tenant="limited", role="reader")
         server = start_server(env, tmp_path / "server.log", workers=1)
         try:
             upload_and_wait(server.base_url, {"Authorization": f"Bearer {key}"}, DOC)
-            yield Served(server, key, limited_key)
+            yield ServedModule(server, key, limited_key)
         finally:
             server.stop()
     finally:
@@ -77,9 +85,9 @@ def extra(model: Any) -> dict[str, Any]:
     return data
 
 
-def test_sync_completion(served: Served, fake: FakeLLMServer) -> None:
+def test_sync_completion(served_module: ServedModule, fake: FakeLLMServer) -> None:
     fake.configure("openai", text="On the fourth floor [1].", response_model="gpt-4o-mini-2024-07-18")
-    completion = served.client().chat.completions.create(
+    completion = served_module.client().chat.completions.create(
         model="rag",
         messages=[
             {"role": "system", "content": "Be brief."},
@@ -100,11 +108,13 @@ def test_sync_completion(served: Served, fake: FakeLLMServer) -> None:
     assert rag["sources"][0]["title"] == "notes.md" and rag["sources"][0]["cited"] is True
 
 
-def test_async_completion_and_models(served: Served, fake: FakeLLMServer) -> None:
+def test_async_completion_and_models(served_module: ServedModule, fake: FakeLLMServer) -> None:
     fake.configure("openai", text="In the Orchid room [1].")
 
     async def run() -> tuple[Any, list[str]]:
-        client = openai.AsyncOpenAI(base_url=served.base_url, api_key=served.key, max_retries=0, timeout=60)
+        client = openai.AsyncOpenAI(
+            base_url=served_module.base_url, api_key=served_module.key, max_retries=0, timeout=60
+        )
         async with client:
             completion = await client.chat.completions.create(
                 model="rag", messages=[{"role": "user", "content": "Which room is the kickoff in?"}]
@@ -117,9 +127,9 @@ def test_async_completion_and_models(served: Served, fake: FakeLLMServer) -> Non
     assert models[:2] == ["rag", "rag/openai"]
 
 
-def test_streaming_iteration(served: Served, fake: FakeLLMServer) -> None:
+def test_streaming_iteration(served_module: ServedModule, fake: FakeLLMServer) -> None:
     fake.configure("openai", text="The kickoff is on the fourth floor [1].", response_model="gpt-4o-mini-x")
-    stream = served.client().chat.completions.create(
+    stream = served_module.client().chat.completions.create(
         model="rag",
         messages=[{"role": "user", "content": "Tell me where the kickoff takes place."}],
         stream=True,
@@ -136,35 +146,35 @@ def test_streaming_iteration(served: Served, fake: FakeLLMServer) -> None:
     assert rag["sources"][0]["title"] == "notes.md"
 
 
-def test_a_pinned_provider(served: Served, fake: FakeLLMServer) -> None:
+def test_a_pinned_provider(served_module: ServedModule, fake: FakeLLMServer) -> None:
     fake.configure("openai", text="Fourth floor [1].")
-    completion = served.client().chat.completions.create(
+    completion = served_module.client().chat.completions.create(
         model="rag/openai", messages=[{"role": "user", "content": "Kickoff floor?"}]
     )
     assert completion.model == "rag/openai/gpt-4o-mini"
     assert (completion.model_extra or {})["rag"]["provider"] == "openai"
 
 
-def test_an_unknown_model_raises_not_found(served: Served) -> None:
+def test_an_unknown_model_raises_not_found(served_module: ServedModule) -> None:
     with pytest.raises(openai.NotFoundError) as raised:
-        served.client().chat.completions.create(
+        served_module.client().chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "Where is the kickoff?"}]
         )
     assert raised.value.code == "model_not_found"
     assert raised.value.param == "model"
 
 
-def test_a_bad_key_raises_authentication_error(served: Served) -> None:
+def test_a_bad_key_raises_authentication_error(served_module: ServedModule) -> None:
     with pytest.raises(openai.AuthenticationError) as raised:
-        served.client("not-a-real-key").chat.completions.create(
+        served_module.client("not-a-real-key").chat.completions.create(
             model="rag", messages=[{"role": "user", "content": "Where is the kickoff?"}]
         )
     assert raised.value.code == "invalid_api_key"
     assert raised.value.status_code == 401
 
 
-def test_the_rate_limit_raises_rate_limit_error_with_retry_after(served: Served) -> None:
-    client = served.client(served.limited_key)  # its own tenant: no documents, no model calls
+def test_the_rate_limit_raises_rate_limit_error_with_retry_after(served_module: ServedModule) -> None:
+    client = served_module.client(served_module.limited_key)  # its own tenant: no documents, no model calls
     with pytest.raises(openai.RateLimitError) as raised:  # noqa: PT012
         for _ in range(PER_PRINCIPAL_LIMIT + 1):
             client.chat.completions.create(model="rag", messages=[{"role": "user", "content": "Anything?"}])
@@ -173,10 +183,12 @@ def test_the_rate_limit_raises_rate_limit_error_with_retry_after(served: Served)
     assert raised.value.type == "rate_limit_error"
 
 
-def test_a_failure_after_the_first_token_raises_api_error(served: Served, fake: FakeLLMServer) -> None:
+def test_a_failure_after_the_first_token_raises_api_error(
+    served_module: ServedModule, fake: FakeLLMServer
+) -> None:
     """Last: the cut may bench the provider for the rest of the module."""
     fake.configure("openai", text="The kickoff is on the fourth floor [1].", mode="cut", cut_after_tokens=2)
-    stream = served.client().chat.completions.create(
+    stream = served_module.client().chat.completions.create(
         model="rag",
         messages=[{"role": "user", "content": "On which floor does the kickoff happen?"}],
         stream=True,

@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,8 +18,8 @@ from app.llm.factory import build_provider_chain
 from app.llm.types import ChatRequest, Message
 from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.support.server import ServerProcess, fake_router_env, start_server
-from tests.support.services import ROOT, PostgresForTests, RedisForTests
+from tests.support.server import ServerProcess, create_api_key, fake_router_env
+from tests.support.services import PostgresForTests, RedisForTests
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -48,39 +45,9 @@ def router_env(fake: FakeLLMServer, redis_url: str, prefix: str) -> dict[str, st
 
 
 @pytest.fixture
-def served_router(
-    clean_database: str, redis_server: RedisForTests, redis_prefix: str, fake: FakeLLMServer, tmp_path: Path
-) -> Iterator[ServerProcess]:
-    env = {
-        "DATABASE_URL": clean_database,
-        "DATA_DIR": str(tmp_path / "data"),
-        "DEBUG": "true",
-        "LOG_JSON": "true",
-        **router_env(fake, redis_server.url, redis_prefix),
-    }
-    server = start_server(env, tmp_path / "server.log", workers=2)
-    yield server
-    server.stop()
-
-
-def reader_key(database_url: str, redis_url: str, tmp_path: Path) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "app", "keys", "create", "--tenant", "e2e", "--role", "admin", "--json"],
-        cwd=ROOT,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "DATA_DIR": str(tmp_path),
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    key: str = json.loads(result.stdout)["key"]
-    return key
+def served_env(fake: FakeLLMServer) -> dict[str, str]:
+    """``served`` answers through the fake's fail-over chain, a failing provider benched COOLDOWN_S."""
+    return fake_router_env(fake, cooldown_s=COOLDOWN_S)
 
 
 async def ask_once(settings: Settings) -> str:
@@ -115,14 +82,12 @@ def gemini_as_seen_by_workers(
 
 
 def test_cooldown_set_in_one_process_is_seen_by_every_worker_and_lifted_by_the_probe(
-    served_router: ServerProcess,
+    served: ServerProcess,
     fake: FakeLLMServer,
-    clean_database: str,
     redis_server: RedisForTests,
     redis_prefix: str,
-    tmp_path: Path,
 ) -> None:
-    key = reader_key(clean_database, redis_server.url, tmp_path)
+    key = create_api_key(served.env, tenant="e2e", role="admin")
     settings = Settings(**{k.lower(): v for k, v in router_env(fake, redis_server.url, redis_prefix).items()})  # type: ignore[arg-type]
 
     fake.configure("gemini", mode="error", status=503)
@@ -130,11 +95,11 @@ def test_cooldown_set_in_one_process_is_seen_by_every_worker_and_lifted_by_the_p
 
     # Until both workers have answered: on a loaded machine one worker can take a long run of
     # connections, so the number of rounds is a bound, not a guess at the kernel's scheduling.
-    seen, pids = gemini_as_seen_by_workers(served_router, key)
+    seen, pids = gemini_as_seen_by_workers(served, key)
     for _ in range(20):
         if len(pids) >= 2:
             break
-        more, pids = gemini_as_seen_by_workers(served_router, key)
+        more, pids = gemini_as_seen_by_workers(served, key)
         seen += more
     assert len(pids) >= 2, f"only worker(s) {pids} answered"
     assert all(p["state"] == "cooling_down" and not p["healthy"] for p in seen), seen
@@ -142,14 +107,12 @@ def test_cooldown_set_in_one_process_is_seen_by_every_worker_and_lifted_by_the_p
 
     fake.reset()
     wait_for(
-        lambda: all(
-            p["state"] != "cooling_down" for p in gemini_as_seen_by_workers(served_router, key, 2)[0]
-        ),
+        lambda: all(p["state"] != "cooling_down" for p in gemini_as_seen_by_workers(served, key, 2)[0]),
         timeout=COOLDOWN_S + 10,
         interval=0.1,
         what="gemini's cooldown to end",
     )
     assert asyncio.run(ask_once(settings)) == "gemini"  # the half-open probe succeeds
 
-    seen, _ = gemini_as_seen_by_workers(served_router, key, rounds=6)
+    seen, _ = gemini_as_seen_by_workers(served, key, rounds=6)
     assert all(p["state"] == "ok" and p["healthy"] and p["cooling_down_until"] is None for p in seen), seen

@@ -4,9 +4,6 @@ per process. 50 parallel streamed answers split across them never spend more tha
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import psycopg
 import pytest
 
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.support.server import ROOT, ServerProcess, start_server
+from tests.support.server import ServerProcess, create_api_key, start_server
 from tests.support.services import RedisForTests, libpq
 from tests.support.waiting import wait_for
 
@@ -52,16 +49,7 @@ def two_servers(
         "RATE_LIMIT_PER_IP": "1000/minute",
         "MAX_STREAMS_PER_PRINCIPAL": "100",
     }
-    created = subprocess.run(
-        [sys.executable, "-m", "app", "keys", "create", "--tenant", "acme", "--role", "editor", "--json"],
-        cwd=ROOT,
-        env={**env, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    headers = {"X-API-Key": json.loads(created.stdout.strip().splitlines()[-1])["key"]}
+    headers = {"X-API-Key": create_api_key(env)}
     first = start_server(
         {**env, "DATA_DIR": str(tmp_path / "a"), "RUN_WORKER_IN_PROCESS": "true"},
         tmp_path / "a.log",

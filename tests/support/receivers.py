@@ -40,6 +40,19 @@ class OtlpReceiver:
     headers: list[dict[str, str]] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     received: threading.Event = field(default_factory=threading.Event)
+    held: int = 0  # "hang": requests held right now, their senders still waiting for an answer
+    _held_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hold(self) -> None:
+        """Hold the request until ``release`` (or 60 s, so nothing waits forever)."""
+        with self._held_lock:
+            self.held += 1
+        try:
+            self.received.set()
+            self.release.wait(timeout=60)
+        finally:
+            with self._held_lock:
+                self.held -= 1
 
     def span(self, name: str) -> ReceivedSpan:
         matches = [span for span in self.spans if span.name == name]
@@ -89,8 +102,10 @@ def otlp_receiver(mode: Mode = "record") -> Iterator[OtlpReceiver]:
             receiver.requests.append(self.path)
             receiver.headers.append(dict(self.headers.items()))
             if mode == "hang":
-                receiver.received.set()
-                receiver.release.wait(timeout=60)
+                receiver.hold()
+                self.send_response(200)  # released: the sender's wait ends with an answer
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             if mode == "error":
                 self.send_response(500)

@@ -32,6 +32,7 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     base_url: str
     log_path: Path
+    env: dict[str, str]  # the settings it was given: `create_api_key(server.env)` makes a key for it
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -44,6 +45,22 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait()
+
+
+def service_env(
+    database_url: str, redis_url: str, redis_prefix: str, data_dir: Path, **settings: str
+) -> dict[str, str]:
+    """The settings every test server starts from: the test's PostgreSQL and Redis (under its own
+    key prefix), its own DATA_DIR, debug and JSON logs; ``settings`` add to or change them."""
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": redis_prefix,
+        "DATA_DIR": str(data_dir),
+        "DEBUG": "true",
+        "LOG_JSON": "true",
+        **settings,
+    }
 
 
 def fake_openai_env(openai_base_url: str) -> dict[str, str]:
@@ -105,8 +122,9 @@ def upload_and_wait(
     raise AssertionError("ingestion did not finish")
 
 
-def create_api_key(env: dict[str, str], *, tenant: str = "acme", role: str = "editor") -> str:
-    """A real API key, made by the CLI an operator would use, against the server's database."""
+def create_key(env: dict[str, str], *, tenant: str = "acme", role: str = "editor") -> dict[str, str]:
+    """A real API key, made by the CLI an operator would use, against the server's database:
+    ``{"id", "key", "tenant", "role"}``."""
     created = subprocess.run(
         [sys.executable, "-m", "app", "keys", "create", "--tenant", tenant, "--role", role, "--json"],
         cwd=ROOT,
@@ -116,7 +134,13 @@ def create_api_key(env: dict[str, str], *, tenant: str = "acme", role: str = "ed
         check=True,
         timeout=60,
     )
-    return str(json.loads(created.stdout.strip().splitlines()[-1])["key"])
+    issued: dict[str, str] = json.loads(created.stdout.strip().splitlines()[-1])
+    return issued
+
+
+def create_api_key(env: dict[str, str], *, tenant: str = "acme", role: str = "editor") -> str:
+    """The secret of a real API key (see ``create_key``)."""
+    return create_key(env, tenant=tenant, role=role)["key"]
 
 
 def start_worker(database_url: str, log: Path, *extra: str, **env: str) -> subprocess.Popen[bytes]:
@@ -161,7 +185,9 @@ def start_server(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, like a terminal's foreground job
         )
-    server = ServerProcess(process=process, base_url=f"http://127.0.0.1:{port}", log_path=log_path)
+    server = ServerProcess(
+        process=process, base_url=f"http://127.0.0.1:{port}", log_path=log_path, env=dict(env)
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

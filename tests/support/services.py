@@ -5,6 +5,7 @@ separated by a key prefix per test (never FLUSHALL on a shared server)."""
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ import redis as sync_redis
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from app.db import models  # noqa: F401  (registers the tables on Base.metadata)
+from app.db.base import Base
 from app.db.migrations import upgrade_to_head
 from app.embedded.postgres import EmbeddedPostgres
 from app.embedded.redis import EmbeddedRedis
@@ -22,23 +25,21 @@ from app.embedded.redis import EmbeddedRedis
 ROOT = Path(__file__).resolve().parents[2]
 TEST_DATA_DIR = ROOT / ".data" / "test"
 
-APP_TABLES = (
-    "audit_log",
-    "answer_feedback",
-    "messages",
-    "conversations",
-    "ingestion_jobs",
-    "chunks",
-    "document_versions",
-    "documents",
-    "api_keys",
-    "tenants",
-    # the job queue's tables (procrastinate): no job may leak into the next test's worker
-    "procrastinate_events",
-    "procrastinate_periodic_defers",
-    "procrastinate_jobs",
-    "procrastinate_workers",
-)
+# Every table the migrations create, but Alembic's own: the models' tables and the job queue's
+# (procrastinate's, from the vendored schema scripts: no job may leak into the next test's worker).
+# Derived, so a new table is emptied between tests without anyone remembering to list it here.
+JOB_QUEUE_SCRIPTS = ROOT / "alembic" / "sql"
+
+
+def _job_queue_tables() -> tuple[str, ...]:
+    created = re.compile(r"^CREATE TABLE (?:IF NOT EXISTS )?(\w+)", re.MULTILINE | re.IGNORECASE)
+    names = {
+        name for script in JOB_QUEUE_SCRIPTS.glob("*.sql") for name in created.findall(script.read_text())
+    }
+    return tuple(sorted(names))
+
+
+APP_TABLES = tuple(Base.metadata.tables) + _job_queue_tables()
 
 
 def libpq(url: str) -> str:
@@ -101,16 +102,6 @@ class PostgresForTests:
     def stop(self) -> None:
         if self.embedded is not None:
             self.embedded.stop()
-
-    def delete_prefixed(self, prefix: str) -> None:
-        """Every key under ``prefix``: how tests isolate Redis state (never FLUSHALL)."""
-        client = sync_redis.Redis.from_url(self.url)
-        try:
-            keys = list(client.scan_iter(match=prefix + "*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
 
 
 def start_postgres() -> PostgresForTests:

@@ -7,7 +7,7 @@ import pytest
 
 from alembic import command
 from app.db.migrations import alembic_config, downgrade_to_base, upgrade_to_head
-from tests.support.services import PostgresForTests, libpq
+from tests.support.services import APP_TABLES, PostgresForTests, libpq
 
 pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 
@@ -82,3 +82,9 @@ def test_ocr_pages_migration_marks_existing_chunks_extracted_and_steps_back_clea
     assert not {"stage_page", "stage_pages"} & columns(empty_database, "ingestion_jobs")
     command.upgrade(config, "0007_ocr_pages")
     assert "ocr" in columns(empty_database, "chunks")
+
+
+def test_every_table_the_migrations_create_is_emptied_between_tests(database_url: str) -> None:
+    """tests/support/services.py derives the tables it truncates after each test; none is missed."""
+    missed = tables(database_url) - {"alembic_version"} - set(APP_TABLES)
+    assert not missed, f"tables no test truncates: {sorted(missed)}"

@@ -1,6 +1,6 @@
 """The Dockerfile, checked against the code it packages: every copied path exists, and the image
 keeps its promises (multi-stage, non-root, health check). docker-compose.yml and the Kubernetes
-manifests are checked in tests/unit/deploy/."""
+manifests are checked beside it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_dockerfile_is_multi_stage_non_root_with_a_health_check_and_existing_paths() -> None:
