@@ -245,6 +245,7 @@ async def test_a_redis_restart_mid_run_loses_no_settled_spend(
         assert usage["budgets"] == [
             {
                 "budget": "tenant_tokens_per_day",
+                "unit": "tokens",
                 "limit": BUDGET,
                 "spent": settled,
                 "reserved": 0,
