@@ -7,9 +7,8 @@ Two measurements:
   worst case reserved on 2 and on 8 budgets (tenant and key, day and month, tokens and money),
   and the settle script that ends a reservation (a separate round trip after the answer);
 - the service under wrk (1 worker, the fake provider at zero latency): the cache hit and the
-  uncached answer with budgets off, then on (every BUDGET_* set, high enough never to refuse).
-The script rounds alternate, so load from other processes falls on each alike; the HTTP rows run
-one after the other and are only as steady as the machine.
+  uncached answer with budgets off, then on (every BUDGET_* set, high enough never to refuse),
+  twice over. Off and on take turns, so load from other processes falls on each alike.
 """
 
 from __future__ import annotations
@@ -129,15 +128,16 @@ def measure(
     chat(hit, "warm-up", connections=4, seconds=3)
     connections, seconds = load["connections"], load["seconds"]
     cached = chat(hit, f"cache hit, budgets {label}", connections=connections, seconds=seconds)
-    unique = json.dumps({"question": f"What does the documentation say about {label} case %s?"})
+    unique = json.dumps({"question": f"What does the documentation say about {label[:3]} case %s?"})
     uncached = chat(
         unique, f"uncached answer, budgets {label}", unique=True, connections=connections, seconds=seconds
     )
     return [cached, uncached]
 
 
-def http_rows(wrk: str, seconds: int, connections: int, workdir: Path) -> list[Result]:
-    """Cache hit and uncached answer, budgets off then on, one worker each."""
+def http_rows(wrk: str, seconds: int, connections: int, workdir: Path, rounds: int = 2) -> list[Result]:
+    """Cache hit and uncached answer, budgets off then on, ``rounds`` times (one worker each): the
+    machine's load moves between rows, so off and on take turns."""
     results: list[Result] = []
     load = {"connections": connections, "seconds": seconds}
     with fake_llm(workdir) as fake_url:
@@ -146,13 +146,14 @@ def http_rows(wrk: str, seconds: int, connections: int, workdir: Path) -> list[R
         env = service_env(data_dir, fake_url)
         print("seeding the demo documents …", file=sys.stderr)
         key = seed(env)
-        for label, extra in (("off", {}), ("on", BUDGET_ENV)):
-            log = workdir / f"server-{label}.log"
-            server = start_server({**env, **extra}, log, workers=1, ready_path="/readyz", timeout=240)
-            try:
-                results += measure(wrk, server.base_url, {"X-API-Key": key}, label, load)
-            finally:
-                server.stop()
+        for round_ in range(1, rounds + 1):
+            for label, extra in (("off", {}), ("on", BUDGET_ENV)):
+                log = workdir / f"server-{label}-{round_}.log"
+                server = start_server({**env, **extra}, log, workers=1, ready_path="/readyz", timeout=240)
+                try:
+                    results += measure(wrk, server.base_url, {"X-API-Key": key}, f"{label} ({round_})", load)
+                finally:
+                    server.stop()
     return results
 
 

@@ -61,6 +61,7 @@ local now = tonumber(ARGV[a + 1])
 local expires = tonumber(ARGV[a + 2])
 local nb = (#KEYS - n) / 2
 local missing = {2}
+local spent, reserved = {}, {}
 for j = 1, nb do
   local h, z = KEYS[n + 2 * j - 1], KEYS[n + 2 * j]
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', z, '-inf', now)) do
@@ -69,9 +70,12 @@ for j = 1, nb do
     redis.call('HINCRBY', h, 'reserved', -held)
     redis.call('ZREM', z, id)
   end
-  if redis.call('HEXISTS', h, 'spent') == 0 then
+  local numbers = redis.call('HMGET', h, 'spent', 'reserved')
+  if not numbers[1] then
     missing[#missing + 1] = j
   end
+  spent[j] = tonumber(numbers[1] or '0')
+  reserved[j] = tonumber(numbers[2] or '0')
 end
 if #missing > 1 then
   return missing
@@ -84,12 +88,8 @@ for i = 1, n do
     charge = 0
   end
 end
-local spent, reserved = {}, {}
 for j = 1, nb do
-  local h = KEYS[n + 2 * j - 1]
   local b = a + 3 * j
-  spent[j] = tonumber(redis.call('HGET', h, 'spent') or '0')
-  reserved[j] = tonumber(redis.call('HGET', h, 'reserved') or '0')
   if spent[j] + reserved[j] + tonumber(ARGV[b + 2]) > tonumber(ARGV[b]) then
     charge = 0
   end
