@@ -128,7 +128,9 @@ def measure(
     chat(hit, "warm-up", connections=4, seconds=3)
     connections, seconds = load["connections"], load["seconds"]
     cached = chat(hit, f"cache hit, budgets {label}", connections=connections, seconds=seconds)
-    unique = json.dumps({"question": f"What does the documentation say about {label[:3]} case %s?"})
+    unique = json.dumps(
+        {"question": f"What does the documentation say about {label.replace(' ', '-')} case %s?"}
+    )
     uncached = chat(
         unique, f"uncached answer, budgets {label}", unique=True, connections=connections, seconds=seconds
     )
