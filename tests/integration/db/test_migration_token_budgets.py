@@ -66,7 +66,7 @@ def test_budget_units_let_a_token_and_a_money_budget_share_a_period_and_go_back_
 ) -> None:
     upgrade_to_head(empty_database)
     tenant = uuid.uuid4()
-    with psycopg.connect(libpq(empty_database)) as conn:
+    with psycopg.connect(libpq(empty_database), autocommit=True) as conn:
         conn.execute("INSERT INTO tenants (id, slug, name) VALUES (%s, 'acme', 'Acme')", (tenant,))
         conn.execute(
             "INSERT INTO token_budgets (tenant_id, period, tokens) VALUES (%s, 'day', 500)", (tenant,)
@@ -80,7 +80,10 @@ def test_budget_units_let_a_token_and_a_money_budget_share_a_period_and_go_back_
                 "INSERT INTO token_budgets (tenant_id, period, unit, tokens) VALUES (%s, 'day', 'usd', 1)",
                 (tenant,),
             )
-    with psycopg.connect(libpq(empty_database)) as conn, pytest.raises(psycopg.errors.CheckViolation):
+    with (
+        psycopg.connect(libpq(empty_database), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.CheckViolation),
+    ):
         conn.execute(
             "INSERT INTO token_budgets (tenant_id, period, unit, tokens) VALUES (%s, 'month', 'eur', 1)",
             (tenant,),
@@ -88,7 +91,7 @@ def test_budget_units_let_a_token_and_a_money_budget_share_a_period_and_go_back_
 
     command.downgrade(alembic_config(empty_database), "0009_token_budgets")
     assert "unit" not in columns(empty_database, "token_budgets")
-    with psycopg.connect(libpq(empty_database)) as conn:
+    with psycopg.connect(libpq(empty_database), autocommit=True) as conn:
         rows = conn.execute("SELECT period, tokens FROM token_budgets").fetchall()
     assert rows == [("day", 500)]  # the money budget is gone, the token budget stays
 

@@ -14,7 +14,7 @@ import pytest
 
 from app.auth.principal import Role
 from app.limits.budgets import BudgetScope, Period, TokenBudget, Unit
-from app.rag.embeddings import LocalEmbedder
+from app.rag.embeddings import OnnxEmbedder
 from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
 from tests.integration.limits.test_token_budgets import (
@@ -37,15 +37,24 @@ BUDGET_USD = 10 * WORST_MICRO_USD / 1e6  # room for about ten answers at once
 
 
 @pytest.fixture
-def app_embedder(embedder: LocalEmbedder) -> LocalEmbedder:
-    return embedder
+def own_embedder() -> OnnxEmbedder:
+    """The real model, loaded for this test alone: the session's embedder serialises inference on
+    an asyncio lock, which parallel requests would bind to this test's event loop for good."""
+    model = OnnxEmbedder("all-MiniLM-L6-v2", 384, batch_size=32)
+    model.load()
+    return model
+
+
+@pytest.fixture
+def app_embedder(own_embedder: OnnxEmbedder) -> OnnxEmbedder:
+    return own_embedder
 
 
 @pytest.fixture
 def money_settings(settings: Settings, fake: FakeLLMServer) -> Settings:
     return settings.model_copy(
         update={
-            **fake_openai_overrides(fake),
+            **fake_openai_overrides(fake, timeout_s=30),  # a loaded machine is slow, not the fake
             "prompt_budget_tokens": WORST_CASE,
             "answer_max_tokens": ANSWER_MAX,
             "budget_usd_per_day_tenant": BUDGET_USD,
@@ -59,8 +68,8 @@ def money_settings(settings: Settings, fake: FakeLLMServer) -> Settings:
 
 
 @pytest.fixture
-async def money_app(money_settings: Settings, embedder: LocalEmbedder) -> AsyncIterator[RunningApp]:
-    async with running_app(money_settings, embedder=embedder) as running:
+async def money_app(money_settings: Settings, own_embedder: OnnxEmbedder) -> AsyncIterator[RunningApp]:
+    async with running_app(money_settings, embedder=own_embedder) as running:
         yield running
 
 
