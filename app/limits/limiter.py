@@ -4,8 +4,9 @@ Counting happens inside Redis, so every worker and replica sharing the Redis sha
 atomically. A request is charged to every budget it spends or to none: one budget refusing it
 leaves the others untouched. With the fixed window (the default) one Lua script checks and then
 charges every limit of every budget a request spends and returns their counts and expiries: one
-atomic round trip per ``hit_many``. The sliding window uses the ``limits`` library's own scripts,
-testing every limit before charging any.
+atomic round trip per ``hit_many``, token and money budget reservations included (the scripts and
+their KEYS/ARGV layout: ``app.limits.scripts``). The sliding window uses the ``limits`` library's
+own scripts, testing every limit before charging any.
 """
 
 from __future__ import annotations
