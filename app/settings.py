@@ -172,10 +172,16 @@ class Settings(BaseSettings):
     budget_tokens_per_month_tenant: int | None = Field(default=None, ge=1, le=10**12)
     budget_tokens_per_day_key: int | None = Field(default=None, ge=1, le=10**12)
     budget_tokens_per_month_key: int | None = Field(default=None, ge=1, le=10**12)
+    # Money budgets, in US dollars per UTC day and month, priced by BUDGET_PRICE_TABLE; unset: none.
+    budget_usd_per_day_tenant: float | None = Field(default=None, ge=0.000001, le=10**6)
+    budget_usd_per_month_tenant: float | None = Field(default=None, ge=0.000001, le=10**6)
+    budget_usd_per_day_key: float | None = Field(default=None, ge=0.000001, le=10**6)
+    budget_usd_per_month_key: float | None = Field(default=None, ge=0.000001, le=10**6)
     # A reservation whose worker died (no settle, no release) frees its tokens after this long.
     budget_reservation_ttl_s: int = Field(default=900, ge=10, le=86400)
     # JSON {"<provider>/<model>": {"input": USD per 1M tokens, "output": USD per 1M tokens}}: the
-    # cost counters and token_usage.cost_micro_usd; an unpriced model costs tokens only.
+    # money budgets, the cost counters and token_usage.cost_micro_usd; an unpriced model costs
+    # tokens only.
     budget_price_table: dict[str, dict[str, float]] = {}
     cache_ttl_s: int = Field(default=3600, ge=0)
     cache_max_entries: int = Field(default=10000, ge=1)

@@ -30,6 +30,7 @@ from typing import Any
 import streamlit as st
 from api_client import Api, ApiError  # demo/api_client.py: streamlit puts the script folder on sys.path
 from render import safe_markdown
+from usage import fetch_budget_lines
 
 API_URL = os.environ.get("API_URL", "http://127.0.0.1:8000").strip()
 KEY_FILE = Path(os.environ.get("DATA_DIR", ".data")) / "dev-api-key"
@@ -202,6 +203,22 @@ def sidebar_rate_limits(api: Api) -> None:
         st.progress(remaining / limit if limit else 0.0, text=f"{label}: {remaining}/{limit} left{resets}")
         if remaining < LOW_BUDGET * limit:
             st.warning(f"Only {remaining} of {limit} {label.lower()} left{resets}.")
+
+
+def sidebar_usage(api: Api) -> None:
+    """The caller's token and money budgets: what is left of each and when it resets."""
+    st.header("Usage and budgets")
+    try:
+        lines = fetch_budget_lines(api)
+    except ApiError as exc:
+        show_api_error(exc, where=st.sidebar)
+        return
+    if not lines:
+        st.caption("No token or money budget applies to this key.")
+    for line in lines:
+        st.progress(line.share_left, text=line.text)
+        if line.low:
+            st.warning(f"Almost used up: {line.text}.")
 
 
 # --- model and parameters ----------------------------------------------------------------------
@@ -701,6 +718,7 @@ def main() -> None:
             show_api_error(exc)
         with budgets:
             sidebar_rate_limits(api)
+            sidebar_usage(api)
 
 
 main()

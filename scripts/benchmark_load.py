@@ -396,9 +396,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttft-samples", type=int, default=40)
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--soak", type=int, default=0, help="seconds of mixed load on 2 workers, RSS curve")
+    parser.add_argument(
+        "--budgets",
+        action="store_true",
+        help="only this service, token and money budgets off vs on, and the Redis scripts' cost",
+    )
     args = parser.parse_args(argv)
 
     wrk = ensure_wrk()
+    if args.budgets:
+        from scripts.benchmark_budgets import run  # it imports this module
+
+        return run(wrk, args.seconds, args.connections)
     litellm = None if args.skip_litellm else ensure_litellm()
     results: list[Result] = []
     ttft: dict[str, tuple[float, float]] = {}

@@ -46,5 +46,7 @@ async def charge_answer(
     Endpoints that answer call it once the body is valid, so a refused body holds no tokens; an
     answer with the caller's own keys reserves none."""
     budgets = limiter.token_budgets if chat.operator_pays else None
-    reservation = await charge_chat(request, limiter, principal, token_budgets=budgets)
+    reservation = await charge_chat(
+        request, limiter, principal, token_budgets=budgets, max_tokens=chat.max_tokens
+    )
     return replace(chat, reservation=reservation)

@@ -176,9 +176,9 @@ class ChatService:
     ) -> None:
         if self._budgets is None:
             return
-        await self._budgets.settle(chat.reservation, prompt + completion)
+        cost = self._budgets.cost_micro_usd(outcome.provider, outcome.model, prompt, completion)
+        await self._budgets.settle(chat.reservation, prompt + completion, cost)
         if prompt + completion:
-            cost = self._budgets.cost_micro_usd(outcome.provider, outcome.model, prompt, completion)
             self._telemetry.metrics.budget_settled(
                 str(principal.tenant_id), outcome.provider, outcome.model, prompt, completion, cost / 1e6
             )

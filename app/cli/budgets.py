@@ -1,4 +1,5 @@
-"""``budgets set|clear|list``: token budget overrides for operators (README "Token budgets")."""
+"""``budgets set|clear|list``: token and money budget overrides for operators (README "Token
+budgets"). The operator sets any tenant's own budget here; a tenant admin only its keys' (API)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.api_keys import get_or_create_tenant
 from app.cli.bootstrap import Migrations, attach, in_transaction, load_settings
 from app.limits import repository
-from app.limits.budgets import InvalidBudgetError, Period, validate_budget_tokens
+from app.limits.budgets import InvalidBudgetError, Period, Unit, validate_budget_tokens, validate_budget_usd
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -33,12 +34,15 @@ def add_budgets_command(commands: Subcommands) -> None:
         "--key", default="", help="one API key's id (a UUID from `keys list`); omitted: the tenant"
     )
     set_.add_argument("--period", required=True, choices=[p.value for p in Period])
-    set_.add_argument("--tokens", required=True, type=int)
+    amount = set_.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--tokens", type=int, help="a token budget")
+    amount.add_argument("--usd", type=float, help="a money budget in US dollars (BUDGET_PRICE_TABLE)")
     set_.set_defaults(budgets_action=budgets_set)
     clear = actions.add_parser("clear", help="back to the default budget (BUDGET_TOKENS_PER_*)")
     clear.add_argument("--tenant", required=True)
     clear.add_argument("--key", default="")
     clear.add_argument("--period", required=True, choices=[p.value for p in Period])
+    clear.add_argument("--unit", default=Unit.tokens.value, choices=[u.value for u in Unit])
     clear.set_defaults(budgets_action=budgets_clear)
     list_ = actions.add_parser("list", help="a tenant's overrides")
     list_.add_argument("--tenant", required=True)
@@ -57,18 +61,23 @@ def _principal(key: str) -> str:
 
 def budgets_set(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        validate_budget_tokens(args.tokens)
+        if args.usd is not None:
+            unit, amount = Unit.usd, validate_budget_usd(args.usd)
+        else:
+            unit, amount = Unit.tokens, validate_budget_tokens(args.tokens)
     except InvalidBudgetError as exc:
         print(f"error: invalid_budget: {exc.detail}", file=sys.stderr)
         return 1
 
     async def work(session: AsyncSession) -> None:
         tenant = await get_or_create_tenant(session, args.tenant)
-        await repository.set_override(session, tenant.id, _principal(args.key), args.period, args.tokens)
+        await repository.set_override(
+            session, tenant.id, _principal(args.key), args.period, amount, unit.value
+        )
 
     asyncio.run(in_transaction(settings, work))
     print(
-        f"set {args.tenant} {args.key or 'tenant'} {args.period} budget to {args.tokens} tokens",
+        f"set {args.tenant} {args.key or 'tenant'} {args.period} budget to {unit.show(amount)}",
         file=sys.stderr,
     )
     return 0
@@ -77,18 +86,26 @@ def budgets_set(settings: Settings, args: argparse.Namespace) -> int:
 def budgets_clear(settings: Settings, args: argparse.Namespace) -> int:
     async def work(session: AsyncSession) -> bool:
         tenant = await get_or_create_tenant(session, args.tenant)
-        return await repository.delete_override(session, tenant.id, _principal(args.key), args.period)
+        return await repository.delete_override(
+            session, tenant.id, _principal(args.key), args.period, args.unit
+        )
 
     removed = asyncio.run(in_transaction(settings, work))
     print("cleared" if removed else "nothing to clear", file=sys.stderr)
     return 0
 
 
+def _listed(principal_id: str, period: str, unit: Unit, amount: int) -> dict[str, str | int | float]:
+    listed: dict[str, str | int | float] = {"principal_id": principal_id, "period": period, "unit": unit}
+    listed["tokens" if unit is Unit.tokens else "usd"] = unit.public(amount)
+    return listed
+
+
 def budgets_list(settings: Settings, args: argparse.Namespace) -> int:
-    async def work(session: AsyncSession) -> list[dict[str, str | int]]:
+    async def work(session: AsyncSession) -> list[dict[str, str | int | float]]:
         tenant = await get_or_create_tenant(session, args.tenant)
         rows = await repository.overrides(session, tenant.id)
-        return [{"principal_id": r.principal_id, "period": r.period, "tokens": r.tokens} for r in rows]
+        return [_listed(r.principal_id, r.period, Unit(r.unit), r.tokens) for r in rows]
 
     print(json.dumps(asyncio.run(in_transaction(settings, work))))
     return 0

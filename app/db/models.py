@@ -296,13 +296,16 @@ class AnswerFeedback(Base):
 
 
 class TokenBudgetOverride(Base):
-    """An admin's token budget for a tenant (``principal_id`` empty) or one of its API keys, per
-    ``day`` or ``month``, replacing the default from the settings (``BUDGET_TOKENS_PER_*``)."""
+    """An admin's budget for a tenant (``principal_id`` empty) or one of its API keys, per ``day``
+    or ``month``, in ``tokens`` or ``usd``, replacing the default from the settings
+    (``BUDGET_TOKENS_PER_*``, ``BUDGET_USD_PER_*``). ``tokens`` holds the limit in its unit:
+    tokens, or millionths of a US dollar for ``usd``."""
 
     __tablename__ = "token_budgets"
     __table_args__ = (
-        UniqueConstraint("tenant_id", "principal_id", "period"),
+        UniqueConstraint("tenant_id", "principal_id", "period", "unit"),
         CheckConstraint("period IN ('day', 'month')", name="period"),
+        CheckConstraint("unit IN ('tokens', 'usd')", name="unit"),
         CheckConstraint("tokens > 0", name="tokens_positive"),
     )
 
@@ -310,6 +313,7 @@ class TokenBudgetOverride(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
     principal_id: Mapped[str] = mapped_column(String(200), nullable=False, server_default="")
     period: Mapped[str] = mapped_column(String(8), nullable=False)
+    unit: Mapped[str] = mapped_column(String(8), nullable=False, server_default="tokens")
     tokens: Mapped[int] = mapped_column(BigInteger, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False

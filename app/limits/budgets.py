@@ -1,14 +1,14 @@
-"""Token budgets per tenant and per API key, per UTC day and month: reserve, then settle.
+"""Token and money budgets per tenant and per API key, per UTC day and month: reserve, then settle.
 
-In Redis, each budget of one period is a hash (``spent``: settled tokens, ``reserved``: the sum of
-the open reservations, ``r:<id>``: each reservation's tokens) and a sorted set of its reservations
-by expiry. The rate-limit script (``app.limits.limiter``) sweeps expired reservations, checks every
-rate limit and every token budget, and charges and reserves all of them or none, in the one round
-trip a chat request already made. ``TokenBudgets.settle`` turns a reservation into the tokens the
-provider reported (one script: release the reservation, add the spend). Since each budget admits a
-request only when ``spent + reserved + worst case <= limit``, and a settlement never exceeds its
-reservation's worst case, the spend never exceeds the budget, however many workers and replicas
-share the Redis.
+A budget counts provider tokens, or their cost in millionths of a US dollar by
+``BUDGET_PRICE_TABLE`` (``app.limits.prices``). In Redis each budget of one period is a hash and a
+sorted set of its reservations (``app.limits.scripts``). The rate-limit script sweeps expired
+reservations, checks every rate limit and every budget, and charges and reserves all of them or
+none, in the one round trip a chat request already made. ``TokenBudgets.settle`` turns a
+reservation into what the provider reported (one script: release the reservation, add the spend).
+Since each budget admits a request only when ``spent + reserved + worst case <= limit``, and a
+settlement does not exceed its reservation's worst case, the spend never exceeds the budget,
+however many workers and replicas share the Redis.
 
 A budget hash without ``spent`` (a new period, or a Redis that lost its data) is seeded from
 PostgreSQL's ``token_usage`` before the request is admitted (``TokenBudgets.seed``).
@@ -33,33 +33,26 @@ from app.auth.principal import Principal
 from app.db.unit_of_work import UnitOfWork
 from app.errors import AppError
 from app.limits import repository
+from app.limits.prices import (
+    ZERO_COST_PROVIDERS,
+    Price,
+    configured_models,
+    log_unpriced_models,
+    price_table,
+    unpriced_models_sentence,
+    worst_price,
+)
+from app.limits.scripts import SETTLE
 from app.settings import Settings
+
+__all__ = ["ZERO_COST_PROVIDERS", "Price", "log_unpriced_models", "unpriced_models_sentence"]
 
 logger = structlog.get_logger(__name__)
 
 OVERRIDES_CACHE_S = 5.0  # an admin's change applies within this long on every worker
 MAX_BUDGET_TOKENS = 10**12
-ZERO_COST_PROVIDERS = frozenset({"none", "extractive"})  # answers no provider was paid for
-
-# KEYS: per budget its hash and its reservation set; ARGV: the reservation id, then the tokens it
-# settles to (0: a release). A reservation already swept still settles its spend.
-_SETTLE = """
-local rid = ARGV[1]
-local tokens = tonumber(ARGV[2])
-for j = 1, #KEYS / 2 do
-  local h, z = KEYS[2 * j - 1], KEYS[2 * j]
-  local held = redis.call('HGET', h, 'r:' .. rid)
-  if held then
-    redis.call('HDEL', h, 'r:' .. rid)
-    redis.call('HINCRBY', h, 'reserved', -tonumber(held))
-    redis.call('ZREM', z, rid)
-  end
-  if tokens > 0 and redis.call('HEXISTS', h, 'spent') == 1 then
-    redis.call('HINCRBY', h, 'spent', tokens)
-  end
-end
-return 1
-"""
+MAX_BUDGET_USD = 10**6
+MICRO = 1_000_000  # money budgets count millionths of a US dollar
 
 
 class Period(StrEnum):
@@ -84,6 +77,20 @@ class BudgetScope(StrEnum):
     key = "key"
 
 
+class Unit(StrEnum):
+    """What a budget counts: provider tokens, or their cost in US dollars (kept in micro-USD)."""
+
+    tokens = "tokens"
+    usd = "usd"
+
+    def show(self, amount: int) -> str:
+        return f"{amount} tokens" if self is Unit.tokens else f"${amount / MICRO:.6f}"
+
+    def public(self, amount: int) -> int | float:
+        """An amount as the API shows it: tokens, or US dollars."""
+        return amount if self is Unit.tokens else amount / MICRO
+
+
 class InvalidBudgetError(AppError):
     status = 422
     code = "invalid_budget"
@@ -93,7 +100,7 @@ class InvalidBudgetError(AppError):
 class BudgetExhaustedError(AppError):
     status = 429
     code = "budget_exhausted"
-    title = "Token budget used up"
+    title = "Budget used up"
 
 
 def validate_budget_tokens(tokens: int) -> int:
@@ -105,17 +112,31 @@ def validate_budget_tokens(tokens: int) -> int:
     return tokens
 
 
+def validate_budget_usd(usd: object) -> int:
+    """A money budget in US dollars as micro-USD: at least one micro-dollar (0.000001), at most
+    ``MAX_BUDGET_USD``; anything else (negative, zero, NaN, infinite, text) is ``invalid_budget``."""
+    if isinstance(usd, bool) or not isinstance(usd, int | float) or not math.isfinite(usd):
+        raise InvalidBudgetError(f"a money budget is a number of US dollars; got {usd!r}")
+    micro = round(usd * MICRO)
+    if not 1 <= micro <= MAX_BUDGET_USD * MICRO:
+        raise InvalidBudgetError(
+            f"a money budget is 0.000001 to {MAX_BUDGET_USD} US dollars; got {usd}", extra={"usd": usd}
+        )
+    return micro
+
+
 @dataclass(frozen=True)
 class TokenBudget:
     scope: BudgetScope
     tenant_id: uuid.UUID
     principal_id: str | None  # None: the whole tenant
     period: Period
-    limit: int
+    limit: int  # in the unit: tokens, or micro-USD
+    unit: Unit = Unit.tokens
 
     @property
     def name(self) -> str:
-        return f"{self.scope.value}_tokens_per_{self.period.value}"
+        return f"{self.scope.value}_{self.unit.value}_per_{self.period.value}"
 
     def stamp(self, now: datetime) -> str:
         return self.period.start(now).isoformat()
@@ -127,13 +148,18 @@ class TokenBudget:
 
 @dataclass
 class Reservation:
-    """Tokens held for one request until it settles or releases (once; later calls do nothing)."""
+    """The worst case held for one request until it settles or releases (once; later calls do
+    nothing): ``tokens`` on token budgets, ``micro_usd`` on money budgets."""
 
     id: str
     tokens: int
     budgets: tuple[TokenBudget, ...]
     at: datetime
     open: bool = True
+    micro_usd: int = 0
+
+    def amount(self, budget: TokenBudget) -> int:
+        return self.tokens if budget.unit is Unit.tokens else self.micro_usd
 
 
 @dataclass(frozen=True)
@@ -148,19 +174,10 @@ class BudgetState:
         return max(0, self.budget.limit - self.spent - self.reserved)
 
 
-@dataclass(frozen=True)
-class Price:
-    input: float  # USD per 1M tokens
-    output: float
-
-    def micro_usd(self, prompt_tokens: int, completion_tokens: int) -> int:
-        return round(prompt_tokens * self.input + completion_tokens * self.output)
-
-
 @dataclass
 class _CachedOverrides:
     at: float
-    values: dict[tuple[str, str], int] = field(default_factory=dict)
+    values: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
 
 class TokenBudgets:
@@ -176,19 +193,14 @@ class TokenBudgets:
         self._redis = redis
         self._prefix = key_prefix
         self._unit_of_work = unit_of_work
-        self._settle_script = redis.register_script(_SETTLE)
+        self._settle_script = redis.register_script(SETTLE)
         self.reservation_ttl_s = settings.budget_reservation_ttl_s
         self.worst_case_tokens = settings.prompt_budget_tokens
+        self.answer_max_tokens = settings.answer_max_tokens
         self.clock = clock
-        self._defaults = {
-            (BudgetScope.tenant, Period.day): settings.budget_tokens_per_day_tenant,
-            (BudgetScope.tenant, Period.month): settings.budget_tokens_per_month_tenant,
-            (BudgetScope.key, Period.day): settings.budget_tokens_per_day_key,
-            (BudgetScope.key, Period.month): settings.budget_tokens_per_month_key,
-        }
-        self.prices = {
-            name: Price(p["input"], p["output"]) for name, p in settings.budget_price_table.items()
-        }
+        self._defaults = _defaults(settings)
+        self.prices = price_table(settings)
+        self.worst_price = worst_price(self.prices, configured_models(settings))
         self._overrides: dict[uuid.UUID, _CachedOverrides] = {}
         self._unpriced_logged: set[str] = set()
 
@@ -201,18 +213,19 @@ class TokenBudgets:
             if budget.principal_id is None
             else f"{budget.tenant_id}/{budget.principal_id}"
         )
-        base = f"{self._prefix}{budget.scope.value}:{who}:{budget.period.value}:{budget.stamp(now)}"
+        unit = "" if budget.unit is Unit.tokens else f"{budget.unit.value}:"
+        base = f"{self._prefix}{budget.scope.value}:{who}:{budget.period.value}:{unit}{budget.stamp(now)}"
         return base, base + ":reservations"
 
     # --- which budgets apply --------------------------------------------------------------------
 
-    async def _override_values(self, tenant_id: uuid.UUID) -> dict[tuple[str, str], int]:
+    async def _override_values(self, tenant_id: uuid.UUID) -> dict[tuple[str, str, str], int]:
         cached = self._overrides.get(tenant_id)
         if cached is not None and self.clock() - cached.at < OVERRIDES_CACHE_S:
             return cached.values
         async with self._unit_of_work() as db:
             rows = await repository.overrides(db, tenant_id)
-        values = {(row.principal_id, row.period): row.tokens for row in rows}
+        values = {(row.principal_id, row.period, row.unit): row.tokens for row in rows}
         self._overrides[tenant_id] = _CachedOverrides(self.clock(), values)
         return values
 
@@ -222,25 +235,46 @@ class TokenBudgets:
     async def budgets_for(self, principal: Principal) -> list[TokenBudget]:
         overrides = await self._override_values(principal.tenant_id)
         budgets = []
-        for (scope, period), default in self._defaults.items():
+        for (scope, period, unit), default in self._defaults.items():
             principal_id = None if scope is BudgetScope.tenant else principal.id
-            limit = overrides.get((principal_id or "", period.value), default)
+            limit = overrides.get((principal_id or "", period.value, unit.value), default)
             if limit is not None:
-                budgets.append(TokenBudget(scope, principal.tenant_id, principal_id, period, limit))
+                budgets.append(TokenBudget(scope, principal.tenant_id, principal_id, period, limit, unit))
         return budgets
 
-    def reservation(self, budgets: Sequence[TokenBudget]) -> Reservation:
-        return Reservation(secrets.token_hex(8), self.worst_case_tokens, tuple(budgets), self.now())
+    def worst_case_micro_usd(self, max_tokens: int | None = None) -> int:
+        """The most one answer can cost: its prompt at the dearest input price and its
+        ``max_tokens`` at the dearest output price of the models it may be routed to."""
+        if self.worst_price is None:
+            return 0
+        answer = max_tokens or self.answer_max_tokens
+        return self.worst_price.worst_micro_usd(self.worst_case_tokens, answer)
+
+    def reservation(self, budgets: Sequence[TokenBudget], max_tokens: int | None = None) -> Reservation:
+        return Reservation(
+            secrets.token_hex(8),
+            self.worst_case_tokens,
+            tuple(budgets),
+            self.now(),
+            micro_usd=self.worst_case_micro_usd(max_tokens),
+        )
 
     # --- Redis ----------------------------------------------------------------------------------
+
+    async def _spent_in_postgres(self, budget: TokenBudget, now: datetime) -> int:
+        async with self._unit_of_work() as db:
+            return await repository.spent(
+                db,
+                budget.tenant_id,
+                budget.principal_id,
+                budget.period.start(now),
+                money=budget.unit is Unit.usd,
+            )
 
     async def seed(self, budgets: Sequence[TokenBudget], now: datetime) -> None:
         """Set ``spent`` of each budget's hash from PostgreSQL, where Redis has none."""
         for budget in budgets:
-            async with self._unit_of_work() as db:
-                spent = await repository.tokens_spent(
-                    db, budget.tenant_id, budget.principal_id, budget.period.start(now)
-                )
+            spent = await self._spent_in_postgres(budget, now)
             key, _ = self.keys(budget, now)
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hsetnx(key, "spent", spent)
@@ -250,15 +284,18 @@ class TokenBudgets:
                 "token_budget_seeded", budget=budget.name, tenant_id=str(budget.tenant_id), spent=spent
             )
 
-    async def settle(self, reservation: Reservation | None, tokens: int) -> None:
-        """Release ``reservation`` and add ``tokens`` to its budgets' spend (0: a plain release).
-        Redis down: the reservation expires by itself; the spend is in PostgreSQL."""
+    async def settle(self, reservation: Reservation | None, tokens: int, micro_usd: int = 0) -> None:
+        """Release ``reservation`` and add ``tokens`` (and ``micro_usd``) to its budgets' spend (0:
+        a plain release). Redis down: the reservation expires by itself; the spend is in PostgreSQL."""
         if reservation is None or not reservation.open:
             return
         reservation.open = False
         keys = [k for budget in reservation.budgets for k in self.keys(budget, reservation.at)]
+        amounts = [
+            max(0, tokens if budget.unit is Unit.tokens else micro_usd) for budget in reservation.budgets
+        ]
         try:
-            await self._settle_script(keys=keys, args=[reservation.id, max(0, tokens)])
+            await self._settle_script(keys=keys, args=[reservation.id, *amounts])
         except (RedisError, OSError) as exc:
             logger.warning("token_budget_settle_failed", error_type=type(exc).__name__)
 
@@ -273,13 +310,7 @@ class TokenBudgets:
         for budget in budgets:
             key, _ = self.keys(budget, now)
             spent_raw, reserved_raw = await self._redis.hmget(key, ["spent", "reserved"])
-            if spent_raw is None:
-                async with self._unit_of_work() as db:
-                    spent = await repository.tokens_spent(
-                        db, budget.tenant_id, budget.principal_id, budget.period.start(now)
-                    )
-            else:
-                spent = int(spent_raw)
+            spent = await self._spent_in_postgres(budget, now) if spent_raw is None else int(spent_raw)
             out.append(BudgetState(budget, spent, int(reserved_raw or 0), budget.period.reset_at(now)))
         return out
 
@@ -298,43 +329,39 @@ class TokenBudgets:
         return price.micro_usd(prompt_tokens, completion_tokens)
 
 
+def _defaults(settings: Settings) -> dict[tuple[BudgetScope, Period, Unit], int | None]:
+    """The budgets from the settings, in the order they are listed (tokens before money)."""
+
+    def usd(value: float | None) -> int | None:
+        return None if value is None else round(value * MICRO)
+
+    return {
+        (BudgetScope.tenant, Period.day, Unit.tokens): settings.budget_tokens_per_day_tenant,
+        (BudgetScope.tenant, Period.day, Unit.usd): usd(settings.budget_usd_per_day_tenant),
+        (BudgetScope.tenant, Period.month, Unit.tokens): settings.budget_tokens_per_month_tenant,
+        (BudgetScope.tenant, Period.month, Unit.usd): usd(settings.budget_usd_per_month_tenant),
+        (BudgetScope.key, Period.day, Unit.tokens): settings.budget_tokens_per_day_key,
+        (BudgetScope.key, Period.day, Unit.usd): usd(settings.budget_usd_per_day_key),
+        (BudgetScope.key, Period.month, Unit.tokens): settings.budget_tokens_per_month_key,
+        (BudgetScope.key, Period.month, Unit.usd): usd(settings.budget_usd_per_month_key),
+    }
+
+
 def exhausted(state: BudgetState, asked: int) -> BudgetExhaustedError:
     reset_after = max(1, math.ceil((state.reset_at - datetime.now(UTC)).total_seconds()))
+    unit = state.budget.unit
     return BudgetExhaustedError(
-        f"the {state.budget.name} budget of {state.budget.limit} tokens has {state.remaining} left, "
-        f"less than this request's worst case of {asked}; it resets at {state.reset_at.isoformat()}",
+        f"the {state.budget.name} budget of {unit.show(state.budget.limit)} has "
+        f"{unit.show(state.remaining)} left, less than this request's worst case of {unit.show(asked)}; "
+        f"it resets at {state.reset_at.isoformat()}",
         headers={"Retry-After": str(reset_after)},
         extra={
             "budget": state.budget.name,
-            "limit": state.budget.limit,
-            "spent": state.spent,
-            "reserved": state.reserved,
-            "remaining": state.remaining,
+            "unit": unit.value,
+            "limit": unit.public(state.budget.limit),
+            "spent": unit.public(state.spent),
+            "reserved": unit.public(state.reserved),
+            "remaining": unit.public(state.remaining),
             "reset_at": state.reset_at.isoformat(),
         },
     )
-
-
-def unpriced_models_sentence(settings: Settings) -> str | None:
-    """With a price table, the one sentence naming the configured models it does not price (they
-    cost tokens only); None when all are priced or there is no table."""
-    if not settings.budget_price_table:
-        return None
-    configured = [f"{name}/{getattr(settings, f'{name}_model', '')}" for name in settings.llm_providers]
-    configured += [
-        f"{name}/{model}"
-        for name in ("gemini", "groq", "openai")
-        for model in getattr(settings, f"{name}_allowed_models")
-    ]
-    unpriced = sorted(
-        {m for m in configured if m not in settings.budget_price_table and not m.startswith("local/")}
-    )
-    if not unpriced:
-        return None
-    return f"BUDGET_PRICE_TABLE prices none of {', '.join(unpriced)}: they cost tokens only"
-
-
-def log_unpriced_models(settings: Settings) -> None:
-    sentence = unpriced_models_sentence(settings)
-    if sentence is not None:
-        logger.warning("unpriced_models", message=sentence)

@@ -29,13 +29,15 @@ async def charge_chat(
     principal: Principal,
     *,
     token_budgets: TokenBudgets | None = None,
+    max_tokens: int | None = None,
 ) -> Reservation | None:
     """The chat budgets, for every request that reads the tenant's documents or answers (REST
     and OpenAI chat, the MCP tools, feedback): the tenant's (``RATE_LIMIT_PER_TENANT``) and the
     principal's own (``RATE_LIMIT_PER_PRINCIPAL``), both or neither. With ``token_budgets`` (a
     request the operator's providers may answer), its worst case is reserved on the tenant's and
-    the key's token budgets in the same round trip: the reservation to settle, or None when no
-    token budget applies (or Redis is down and the limiter fails open)."""
+    the key's token and money budgets in the same round trip (the money worst case prices
+    ``max_tokens``, default ``ANSWER_MAX_TOKENS``, as output): the reservation to settle, or None
+    when no budget applies (or Redis is down and the limiter fails open)."""
     charges = [(Budget.tenant, str(principal.tenant_id)), (Budget.chat, principal_identity(principal))]
     if token_budgets is None:
         await charge_all(request, limiter, charges)
@@ -44,7 +46,7 @@ async def charge_chat(
     if not applying:
         await charge_all(request, limiter, charges)
         return None
-    reservation = token_budgets.reservation(applying)
+    reservation = token_budgets.reservation(applying, max_tokens)
     charged = await charge_all(request, limiter, charges, reserve=(token_budgets, reservation))
     return reservation if charged else None
 

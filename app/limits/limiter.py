@@ -4,8 +4,9 @@ Counting happens inside Redis, so every worker and replica sharing the Redis sha
 atomically. A request is charged to every budget it spends or to none: one budget refusing it
 leaves the others untouched. With the fixed window (the default) one Lua script checks and then
 charges every limit of every budget a request spends and returns their counts and expiries: one
-atomic round trip per ``hit_many``. The sliding window uses the ``limits`` library's own scripts,
-testing every limit before charging any.
+atomic round trip per ``hit_many``, token and money budget reservations included (the scripts and
+their KEYS/ARGV layout: ``app.limits.scripts``). The sliding window uses the ``limits`` library's
+own scripts, testing every limit before charging any.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 
 import structlog
 from redis.asyncio import Redis
@@ -25,6 +24,15 @@ from starlette.types import Scope
 from app.db.redis import KeySpace, redis_retry
 from app.limits.budgets import BudgetState, Reservation, TokenBudgets, exhausted
 from app.limits.errors import RateLimitUnavailableError
+from app.limits.scripts import (
+    FIXED_WINDOW_HIT,
+    FIXED_WINDOW_HIT_AND_RESERVE,
+    SEEDING,
+    BudgetSlot,
+    budget_numbers,
+    hit_and_reserve_layout,
+)
+from app.limits.states import Budget, LimitState, most_restrictive
 from app.security.proxies import TrustedProxies, address_bucket
 from app.settings import Settings
 from limits import RateLimitItem, parse_many
@@ -43,160 +51,7 @@ logger = structlog.get_logger(__name__)
 STORAGE_RETRY_S = 1.0
 _STORAGE_ERRORS = (RedisError, StorageError, OSError, TimeoutError)
 
-
-# KEYS: the fixed-window counters; ARGV: each counter's limit and window in seconds, in pairs.
-# Every counter is checked first and all are charged only when every one has room, so a request
-# one budget refuses costs the others nothing (a principal flooding its own budget cannot use up
-# its tenant's). The same counters as `limits`' FixedWindowRateLimiter (INCRBY, EXPIRE on the
-# first hit), so `peek` reads them back. Returns 1 or 0 (charged), then a count and a TTL per key:
-# the count after the charge, or the count the request would have made when refused.
-_FIXED_WINDOW_HIT = """
-local counts = {}
-local charge = 1
-for i, key in ipairs(KEYS) do
-  counts[i] = tonumber(redis.call('GET', key) or '0') + 1
-  if counts[i] > tonumber(ARGV[2 * i - 1]) then
-    charge = 0
-  end
-end
-local out = {charge}
-for i, key in ipairs(KEYS) do
-  local window = tonumber(ARGV[2 * i])
-  if charge == 1 then
-    counts[i] = redis.call('INCRBY', key, 1)
-  end
-  local ttl = redis.call('PTTL', key)
-  if ttl < 0 then
-    if charge == 1 then
-      redis.call('EXPIRE', key, window)
-    end
-    ttl = window * 1000
-  end
-  out[#out + 1] = counts[i]
-  out[#out + 1] = ttl
-end
-return out
-"""
-
-
-# The same, and a token reservation (``app.limits.budgets``) in the same atomic step: KEYS are the
-# n rate-limit counters, then per token budget its hash and its reservation set. ARGV: n, the n
-# (limit, window) pairs, the reserved tokens, the reservation id, now and its expiry (epoch s),
-# then per token budget its limit and its keys' TTL. Expired reservations are swept first. A
-# budget hash without ``spent`` stops the script before anything is charged: it returns 2 and the
-# budgets' numbers, to be seeded from PostgreSQL. Else 1 or 0 (all charged and reserved, or
-# nothing), a count and TTL per counter, and per budget its spent and reserved tokens.
-_FIXED_WINDOW_HIT_AND_RESERVE = """
-local n = tonumber(ARGV[1])
-local a = 2 * n + 2
-local amount = tonumber(ARGV[a])
-local rid = ARGV[a + 1]
-local now = tonumber(ARGV[a + 2])
-local expires = tonumber(ARGV[a + 3])
-local nb = (#KEYS - n) / 2
-local missing = {2}
-for j = 1, nb do
-  local h, z = KEYS[n + 2 * j - 1], KEYS[n + 2 * j]
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', z, '-inf', now)) do
-    local held = tonumber(redis.call('HGET', h, 'r:' .. id) or '0')
-    redis.call('HDEL', h, 'r:' .. id)
-    redis.call('HINCRBY', h, 'reserved', -held)
-    redis.call('ZREM', z, id)
-  end
-  if redis.call('HEXISTS', h, 'spent') == 0 then
-    missing[#missing + 1] = j
-  end
-end
-if #missing > 1 then
-  return missing
-end
-local charge = 1
-local counts = {}
-for i = 1, n do
-  counts[i] = tonumber(redis.call('GET', KEYS[i]) or '0') + 1
-  if counts[i] > tonumber(ARGV[2 * i]) then
-    charge = 0
-  end
-end
-local spent, reserved = {}, {}
-for j = 1, nb do
-  local h = KEYS[n + 2 * j - 1]
-  spent[j] = tonumber(redis.call('HGET', h, 'spent') or '0')
-  reserved[j] = tonumber(redis.call('HGET', h, 'reserved') or '0')
-  if spent[j] + reserved[j] + amount > tonumber(ARGV[a + 2 + 2 * j]) then
-    charge = 0
-  end
-end
-local out = {charge}
-for i = 1, n do
-  local window = tonumber(ARGV[2 * i + 1])
-  if charge == 1 then
-    counts[i] = redis.call('INCRBY', KEYS[i], 1)
-  end
-  local ttl = redis.call('PTTL', KEYS[i])
-  if ttl < 0 then
-    if charge == 1 then
-      redis.call('EXPIRE', KEYS[i], window)
-    end
-    ttl = window * 1000
-  end
-  out[#out + 1] = counts[i]
-  out[#out + 1] = ttl
-end
-for j = 1, nb do
-  local h, z = KEYS[n + 2 * j - 1], KEYS[n + 2 * j]
-  if charge == 1 then
-    redis.call('HSET', h, 'r:' .. rid, amount)
-    reserved[j] = redis.call('HINCRBY', h, 'reserved', amount)
-    redis.call('ZADD', z, expires, rid)
-    local keep = tonumber(ARGV[a + 3 + 2 * j])
-    redis.call('EXPIRE', h, keep)
-    redis.call('EXPIRE', z, keep)
-  end
-  out[#out + 1] = spent[j]
-  out[#out + 1] = reserved[j]
-end
-return out
-"""
-
-
-class Budget(StrEnum):
-    """``chat`` and ``uploads`` are per principal, ``tenant`` is chat for a whole tenant; ``ip``
-    covers every ``/api/`` request, anonymous ones included."""
-
-    chat = "chat"
-    uploads = "uploads"
-    tenant = "tenant"
-    ip = "ip"
-
-
-@dataclass(frozen=True)
-class LimitState:
-    budget: Budget
-    limit: int
-    remaining: int
-    reset_at: float  # epoch seconds when the window frees capacity
-    window: str  # the limit as `limits` prints it, e.g. "60 per 1 minute"
-    allowed: bool = True
-
-    @property
-    def reset_after_s(self) -> int:
-        return max(0, math.ceil(self.reset_at - time.time()))
-
-    def headers(self) -> dict[str, str]:
-        headers = {
-            "X-RateLimit-Limit": str(self.limit),
-            "X-RateLimit-Remaining": str(max(0, self.remaining)),
-            "X-RateLimit-Reset": str(self.reset_after_s),
-        }
-        if not self.allowed:
-            headers["Retry-After"] = str(max(1, self.reset_after_s))
-        return headers
-
-
-def most_restrictive(states: Sequence[LimitState]) -> LimitState:
-    """A refused state wins; otherwise the one with the least capacity left."""
-    return min(states, key=lambda s: (s.allowed, s.remaining, -s.reset_at))
+__all__ = ["STORAGE_RETRY_S", "Budget", "LimitState", "RequestLimiter", "most_restrictive", "storage_uri"]
 
 
 def storage_uri(redis_url: str) -> str:
@@ -229,8 +84,8 @@ class RequestLimiter:
         self._storage = storage
         self._on_refused = on_refused
         self._sliding = sliding
-        self._fixed_window_hit = None if sliding else self._client().register_script(_FIXED_WINDOW_HIT)
-        self._hit_and_reserve = self._client().register_script(_FIXED_WINDOW_HIT_AND_RESERVE)
+        self._fixed_window_hit = None if sliding else self._client().register_script(FIXED_WINDOW_HIT)
+        self._hit_and_reserve = self._client().register_script(FIXED_WINDOW_HIT_AND_RESERVE)
         self.proxies = proxies or TrustedProxies()
         self.ipv6_prefix = ipv6_prefix
         self._strategy: RateLimiter = (
@@ -351,45 +206,54 @@ class RequestLimiter:
     async def _hit_and_reserve_tokens(
         self, charges: Sequence[tuple[Budget, str]], budgets: TokenBudgets, reservation: Reservation
     ) -> list[list[LimitState]]:
-        """``_FIXED_WINDOW_HIT_AND_RESERVE``; once more after seeding budgets Redis had no spend of."""
+        """``FIXED_WINDOW_HIT_AND_RESERVE``; once more after seeding budgets Redis had no spend of."""
         items = self._items(charges)
+        keys, args = self._reserve_layout(items, budgets, reservation)
+        raw = await self._hit_and_reserve(keys=keys, args=args)
+        if int(raw[0]) == SEEDING:
+            await budgets.seed([reservation.budgets[int(j) - 1] for j in raw[1:]], reservation.at)
+            raw = await self._hit_and_reserve(keys=keys, args=args)
+            if int(raw[0]) == SEEDING:  # seeded a moment ago: only a flush in between gets here
+                raise RedisError("budget counters vanished while seeding")
+        per_charge = self._fixed_window_states(charges, items, raw)
+        if int(raw[0]) == 1:
+            return per_charge
+        reservation.open = False
+        refused = self._refused_budgets(
+            reservation, budget_numbers(raw, len(items), len(reservation.budgets))
+        )
+        if refused and all(s.allowed for states in per_charge for s in states):
+            tightest = min(refused, key=lambda s: s.remaining / s.budget.limit)
+            raise exhausted(tightest, reservation.amount(tightest.budget))
+        return per_charge
+
+    def _reserve_layout(
+        self,
+        items: Sequence[tuple[int, Budget, RateLimitItem, str]],
+        budgets: TokenBudgets,
+        reservation: Reservation,
+    ) -> tuple[list[str], list[int | float | str]]:
         bridge = self._storage.bridge
         now = reservation.at
-        keys = [
-            bridge.prefixed_key(item.key_for(budget.value, identity)) for _, budget, item, identity in items
+        counters = [
+            (bridge.prefixed_key(item.key_for(budget.value, identity)), item.amount, item.get_expiry())
+            for _, budget, item, identity in items
         ]
-        args: list[int | float | str] = [len(items)]
-        args += [value for _, _, item, _ in items for value in (item.amount, item.get_expiry())]
-        args += [
-            reservation.tokens,
-            reservation.id,
-            now.timestamp(),
-            now.timestamp() + budgets.reservation_ttl_s,
+        slots = [
+            BudgetSlot(*budgets.keys(b, now), b.limit, b.ttl_s(now), reservation.amount(b))
+            for b in reservation.budgets
         ]
-        for token_budget in reservation.budgets:
-            keys.extend(budgets.keys(token_budget, now))
-            args += [token_budget.limit, token_budget.ttl_s(now)]
-        raw = await self._hit_and_reserve(keys=keys, args=args)
-        if int(raw[0]) == 2:
-            await budgets.seed([reservation.budgets[int(j) - 1] for j in raw[1:]], now)
-            raw = await self._hit_and_reserve(keys=keys, args=args)
-            if int(raw[0]) == 2:  # seeded a moment ago: only a flush in between gets here
-                raise RedisError("token budget counters vanished while seeding")
-        per_charge = self._fixed_window_states(charges, items, raw)
-        charged = int(raw[0]) == 1
-        offset = 1 + 2 * len(items)
-        refused: list[BudgetState] = []
-        for j, token_budget in enumerate(reservation.budgets):
-            spent, reserved = int(raw[offset + 2 * j]), int(raw[offset + 2 * j + 1])
-            state = BudgetState(token_budget, spent, reserved, token_budget.period.reset_at(now))
-            if spent + reserved + (0 if charged else reservation.tokens) > token_budget.limit:
-                refused.append(state)
-        rate_refused = any(not s.allowed for states in per_charge for s in states)
-        if not charged:
-            reservation.open = False
-            if refused and not rate_refused:
-                raise exhausted(min(refused, key=lambda s: s.remaining), reservation.tokens)
-        return per_charge
+        expires = now.timestamp() + budgets.reservation_ttl_s
+        return hit_and_reserve_layout(counters, slots, reservation.id, now.timestamp(), expires)
+
+    @staticmethod
+    def _refused_budgets(reservation: Reservation, numbers: Sequence[tuple[int, int]]) -> list[BudgetState]:
+        """The budgets without room for the reservation's worst case (a refused script's numbers)."""
+        refused = []
+        for budget, (spent, reserved) in zip(reservation.budgets, numbers, strict=True):
+            if spent + reserved + reservation.amount(budget) > budget.limit:
+                refused.append(BudgetState(budget, spent, reserved, budget.period.reset_at(reservation.at)))
+        return refused
 
     def _items(self, charges: Sequence[tuple[Budget, str]]) -> list[tuple[int, Budget, RateLimitItem, str]]:
         return [
@@ -400,11 +264,7 @@ class RequestLimiter:
 
     async def _hit_fixed_windows(self, charges: Sequence[tuple[Budget, str]]) -> list[list[LimitState]]:
         assert self._fixed_window_hit is not None
-        items = [
-            (charge, budget, item, identity)
-            for charge, (budget, identity) in enumerate(charges)
-            for item in self.budgets[budget]
-        ]
+        items = self._items(charges)
         bridge = self._storage.bridge
         keys = [
             bridge.prefixed_key(item.key_for(budget.value, identity)) for _, budget, item, identity in items

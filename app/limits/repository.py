@@ -1,4 +1,4 @@
-"""Token budgets in PostgreSQL: admins' overrides (``token_budgets``) and settled usage per tenant,
+"""Token and money budgets in PostgreSQL: admins' overrides (``token_budgets``) and settled usage per tenant,
 key, provider, model and UTC day (``token_usage``), the durable copy of the Redis counters."""
 
 from __future__ import annotations
@@ -52,9 +52,13 @@ async def add_usage(
     )
 
 
-async def tokens_spent(db: AsyncSession, tenant_id: uuid.UUID, principal_id: str | None, since: date) -> int:
-    """Settled tokens since ``since`` (inclusive) of the tenant, or of one key when given."""
-    query = select(func.coalesce(func.sum(TokenUsage.tokens), 0)).where(
+async def spent(
+    db: AsyncSession, tenant_id: uuid.UUID, principal_id: str | None, since: date, *, money: bool = False
+) -> int:
+    """Settled tokens (``money``: their cost in micro-USD) since ``since`` (inclusive) of the
+    tenant, or of one key when given."""
+    column = TokenUsage.cost_micro_usd if money else TokenUsage.tokens
+    query = select(func.coalesce(func.sum(column), 0)).where(
         TokenUsage.tenant_id == tenant_id, TokenUsage.day >= since
     )
     if principal_id is not None:
@@ -68,25 +72,29 @@ async def overrides(db: AsyncSession, tenant_id: uuid.UUID) -> list[TokenBudgetO
 
 
 async def set_override(
-    db: AsyncSession, tenant_id: uuid.UUID, principal_id: str, period: str, tokens: int
+    db: AsyncSession, tenant_id: uuid.UUID, principal_id: str, period: str, amount: int, unit: str = "tokens"
 ) -> None:
+    """``amount`` in the unit: tokens, or micro-USD for ``usd``."""
     statement = insert(TokenBudgetOverride).values(
-        tenant_id=tenant_id, principal_id=principal_id, period=period, tokens=tokens
+        tenant_id=tenant_id, principal_id=principal_id, period=period, unit=unit, tokens=amount
     )
     await db.execute(
         statement.on_conflict_do_update(
-            index_elements=["tenant_id", "principal_id", "period"],
+            index_elements=["tenant_id", "principal_id", "period", "unit"],
             set_={"tokens": statement.excluded.tokens, "updated_at": func.now()},
         )
     )
 
 
-async def delete_override(db: AsyncSession, tenant_id: uuid.UUID, principal_id: str, period: str) -> bool:
+async def delete_override(
+    db: AsyncSession, tenant_id: uuid.UUID, principal_id: str, period: str, unit: str = "tokens"
+) -> bool:
     result = await db.execute(
         delete(TokenBudgetOverride).where(
             TokenBudgetOverride.tenant_id == tenant_id,
             TokenBudgetOverride.principal_id == principal_id,
             TokenBudgetOverride.period == period,
+            TokenBudgetOverride.unit == unit,
         )
     )
     return bool(getattr(result, "rowcount", 0))

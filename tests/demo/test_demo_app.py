@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.demo.conftest import DEMO_APP, RUN_TIMEOUT_S, MakeDemo
 from tests.fakes.fake_llm_server import FakeLLMServer
-from tests.support.demo import CHAT_PER_MINUTE, MAX_UPLOAD_MB, DemoApi
+from tests.support.demo import CHAT_PER_MINUTE, KEY_TOKENS_PER_DAY, MAX_UPLOAD_MB, DemoApi
 from tests.support.documents import make_pdf
 from tests.support.server import free_port, upload_and_wait
 
@@ -443,6 +443,27 @@ def test_the_rate_limit_sidebar_warns_under_20_percent_and_a_429_counts_down(
     seconds = int(countdown.split("**")[1].split(" ")[0])
     assert 1 <= seconds <= 60
     assert at.chat_input[0].proto.disabled, "no sending until the budget is back"
+
+
+def test_the_sidebar_shows_the_callers_token_budget_and_what_an_answer_used(
+    make_demo: MakeDemo, demo_api: DemoApi
+) -> None:
+    key = demo_api.new_key()
+    at = make_demo(key)
+    at.run()
+    full = f"{KEY_TOKENS_PER_DAY:,} tokens"
+    assert f"This key, tokens today: {full} of {full} left · resets " in sidebar_text(at)
+    text, question, _ = unique_fact()
+    add_document(demo_api, key, text)
+    asked = httpx.post(
+        demo_api.url + "/api/v1/chat", json={"question": question}, headers=headers(key), timeout=60
+    )
+    assert asked.status_code == 200 and asked.json()["provider"] == "openai", asked.text
+    at.run()
+    usage = httpx.get(demo_api.url + "/api/v1/usage", headers=headers(key), timeout=10).json()
+    (budget,) = usage["budgets"]
+    assert budget["spent"] > 0 and budget["remaining"] < KEY_TOKENS_PER_DAY
+    assert f"This key, tokens today: {budget['remaining']:,} tokens of {full} left" in sidebar_text(at)
 
 
 # --- bring your own key ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from tests.support.services import truncate_app_tables
 DEMO_TENANT = "demo"
 MAX_UPLOAD_MB = 1  # small, so a test can offer a file over the limit cheaply
 CHAT_PER_MINUTE = 20  # per principal: small, so a test can use it up
+KEY_TOKENS_PER_DAY = 1_000_000  # a token budget per key, for the sidebar to show
 
 
 @dataclass
@@ -83,6 +84,7 @@ def running_demo_api(
         "MAX_UPLOAD_MB": str(MAX_UPLOAD_MB),
         "RATE_LIMIT_PER_PRINCIPAL": f"{CHAT_PER_MINUTE}/minute",
         "RATE_LIMIT_PER_IP": "100000/minute",
+        "BUDGET_TOKENS_PER_DAY_KEY": str(KEY_TOKENS_PER_DAY),
         **env,
     }
     workdir.mkdir(parents=True, exist_ok=True)

@@ -51,3 +51,49 @@ def test_token_budget_tables_come_and_go_with_the_migration(empty_database: str)
 
     upgrade_to_head(empty_database)
     assert {"token_budgets", "token_usage"} <= tables(empty_database)
+
+
+def columns(url: str, table: str) -> set[str]:
+    with psycopg.connect(libpq(url)) as conn:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,)
+        )
+        return {name for (name,) in rows.fetchall()}
+
+
+def test_budget_units_let_a_token_and_a_money_budget_share_a_period_and_go_back_down(
+    empty_database: str,
+) -> None:
+    upgrade_to_head(empty_database)
+    tenant = uuid.uuid4()
+    with psycopg.connect(libpq(empty_database), autocommit=True) as conn:
+        conn.execute("INSERT INTO tenants (id, slug, name) VALUES (%s, 'acme', 'Acme')", (tenant,))
+        conn.execute(
+            "INSERT INTO token_budgets (tenant_id, period, tokens) VALUES (%s, 'day', 500)", (tenant,)
+        )
+        conn.execute(
+            "INSERT INTO token_budgets (tenant_id, period, unit, tokens) VALUES (%s, 'day', 'usd', 5000000)",
+            (tenant,),
+        )
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(
+                "INSERT INTO token_budgets (tenant_id, period, unit, tokens) VALUES (%s, 'day', 'usd', 1)",
+                (tenant,),
+            )
+    with (
+        psycopg.connect(libpq(empty_database), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.CheckViolation),
+    ):
+        conn.execute(
+            "INSERT INTO token_budgets (tenant_id, period, unit, tokens) VALUES (%s, 'month', 'eur', 1)",
+            (tenant,),
+        )
+
+    command.downgrade(alembic_config(empty_database), "0009_token_budgets")
+    assert "unit" not in columns(empty_database, "token_budgets")
+    with psycopg.connect(libpq(empty_database), autocommit=True) as conn:
+        rows = conn.execute("SELECT period, tokens FROM token_budgets").fetchall()
+    assert rows == [("day", 500)]  # the money budget is gone, the token budget stays
+
+    upgrade_to_head(empty_database)
+    assert "unit" in columns(empty_database, "token_budgets")

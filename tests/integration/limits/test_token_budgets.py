@@ -50,7 +50,7 @@ def app_embedder(embedder: LocalEmbedder) -> LocalEmbedder:
 def budget_settings(settings: Settings, fake: FakeLLMServer) -> Settings:
     return settings.model_copy(
         update={
-            **fake_openai_overrides(fake),
+            **fake_openai_overrides(fake, timeout_s=30),  # a loaded machine is slow, not the fake
             "prompt_budget_tokens": WORST_CASE,
             "answer_max_tokens": 200,
             "budget_tokens_per_day_tenant": BUDGET,
@@ -245,6 +245,7 @@ async def test_a_redis_restart_mid_run_loses_no_settled_spend(
         assert usage["budgets"] == [
             {
                 "budget": "tenant_tokens_per_day",
+                "unit": "tokens",
                 "limit": BUDGET,
                 "spent": settled,
                 "reserved": 0,

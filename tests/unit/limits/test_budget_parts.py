@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from app.limits.budgets import Period, Price, unpriced_models_sentence
+from app.limits.budgets import InvalidBudgetError, Period, validate_budget_usd
+from app.limits.prices import Price, unpriced_models_sentence, worst_price
 from app.settings import Settings
 
 
@@ -54,3 +55,27 @@ def test_periods_reset_at_utc_midnight_and_on_the_first_of_the_month() -> None:
     assert Period.month.reset_at(now) == datetime(2027, 1, 1, tzinfo=UTC)
     assert Period.month.reset_at(datetime(2026, 2, 10, tzinfo=UTC)) == datetime(2026, 3, 1, tzinfo=UTC)
     assert Period.month.start(now).isoformat() == "2026-12-01"
+
+
+@pytest.mark.parametrize("usd", [-1, 0, 0.0000004, float("nan"), float("inf"), 10**6 + 1, True, "5"])
+def test_negative_zero_width_or_absurd_money_budgets_are_invalid_budget(usd: object) -> None:
+    with pytest.raises(InvalidBudgetError) as caught:
+        validate_budget_usd(usd)
+    assert caught.value.code == "invalid_budget" and caught.value.status == 422
+
+
+def test_money_budgets_are_kept_in_micro_dollars() -> None:
+    assert validate_budget_usd(12.5) == 12_500_000
+    assert validate_budget_usd(0.000001) == 1
+
+
+def test_the_money_worst_case_prices_the_prompt_as_input_and_max_tokens_as_output() -> None:
+    # 1000 tokens in all, at most 200 of them answer: 800 at $2/M in and 200 at $10/M out.
+    assert Price(input=2, output=10).worst_micro_usd(total_tokens=1000, answer_tokens=200) == 3600
+    prices = {
+        "openai/gpt-4o-mini": Price(0.15, 0.6),
+        "groq/llama": Price(0.6, 0.2),
+        "openai/o3": Price(99, 99),  # priced but not configured: no request can end on it
+    }
+    assert worst_price(prices, {"openai/gpt-4o-mini", "groq/llama", "gemini/flash"}) == Price(0.6, 0.6)
+    assert worst_price(prices, {"gemini/flash"}) is None  # nothing priced: money worst case is zero
