@@ -6,8 +6,10 @@ inputs its graph takes, and a digest of the files that make its outputs. Nothing
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +27,26 @@ OTHER_RUNTIMES = frozenset({"onnx", "openvino"})
 DEFAULT_MAX_LENGTH = 512
 # tokenizer_config.json says 1e30 when it does not know; anything this large means "unset".
 UNSET_MODEL_MAX_LENGTH = 1_000_000
+
+
+class InferenceLock:
+    """One inference at a time per process, for whichever event loop asks.
+
+    A model object can outlive an event loop (a test session's shared embedder; a server's model
+    handed from one loop to the next), and an ``asyncio.Lock`` binds to the first loop that waits
+    on it: queued callers on any later loop then fail. Callers on one loop still queue in order."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def current(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
 
 
 class LocalModelError(InternalError):

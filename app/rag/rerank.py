@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from app.errors import InternalError
 from app.rag.local_models import (
+    InferenceLock,
     LocalModelError,
     find_onnx_file,
     find_tokenizer_file,
@@ -156,7 +157,7 @@ class CrossEncoderReranker:
         self._batch_size = batch_size
         self._model: Any = None
         self._load_lock = threading.Lock()
-        self._infer_lock = asyncio.Lock()
+        self._infer_lock = InferenceLock()
         self._wait_s = wait_s
 
     def _load(self) -> Any:
@@ -230,14 +231,15 @@ class CrossEncoderReranker:
     ) -> list[RetrievedChunk]:
         if not chunks:
             return []
+        lock = self._infer_lock.current()
         try:
-            await asyncio.wait_for(self._infer_lock.acquire(), timeout=self._wait_s)
+            await asyncio.wait_for(lock.acquire(), timeout=self._wait_s)
         except TimeoutError:
             raise RerankerBusyError(f"the reranker stayed busy for {self._wait_s} s") from None
         try:
             scores = await asyncio.to_thread(self.scores, question, [chunk.text for chunk in chunks])
         finally:
-            self._infer_lock.release()
+            lock.release()
         order = sorted(range(len(chunks)), key=lambda i: -scores[i])  # stable: ties keep retrieval order
         return [dataclasses.replace(chunks[i], score=round(scores[i], 6)) for i in order[:top_k]]
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from app.rag.embeddings.base import EmbedderBase, EmbeddingError
 from app.rag.embeddings.names import NO_PREFIXES, EmbeddingPrefixes
+from app.rag.local_models import InferenceLock
 
 
 class LocalEmbedder(EmbedderBase, ABC):
@@ -31,7 +32,7 @@ class LocalEmbedder(EmbedderBase, ABC):
         self._prefixes = prefixes
         self._model: Any = None
         self._load_lock = threading.Lock()
-        self._infer_lock = asyncio.Lock()
+        self._infer_lock = InferenceLock()
 
     @abstractmethod
     def _load(self) -> Any:
@@ -63,7 +64,7 @@ class LocalEmbedder(EmbedderBase, ABC):
         return self._encode(self._loaded(), texts)
 
     async def _embed(self, texts: list[str]) -> list[list[float]]:
-        async with self._infer_lock:
+        async with self._infer_lock.current():
             return await asyncio.to_thread(self.encode, texts)
 
     async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
