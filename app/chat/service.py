@@ -151,7 +151,12 @@ class ChatService:
         )
 
     def _done(
-        self, chat: ChatInput, turn: PreparedTurn, outcome: Outcome, cited: list[int], **extra: Any
+        self,
+        chat: ChatInput,
+        turn: PreparedTurn,
+        outcome: Outcome,
+        cited: list[int],
+        continued_by: dict[str, str] | None = None,
     ) -> DoneEvent:
         return DoneEvent(
             provider=outcome.provider,
@@ -163,7 +168,7 @@ class ChatService:
             cited=cited,
             latency_ms=turn.elapsed_ms(),
             session_id=chat.session,
-            **extra,
+            continued_by=continued_by,
         )
 
     # --- one-shot answers ------------------------------------------------------------------------
