@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from app.api.auth import AdminPrincipal
-from app.api.deps import FeedbackDep
+from app.api.deps import FeedbackDep, SessionDep
 from app.api.limits import ChatRateLimit
 from app.feedback.repository import FeedbackRow
 from app.security.text import PlainText
@@ -138,10 +138,10 @@ def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     },
 )
 async def submit_feedback(
-    body: FeedbackIn, response: Response, principal: ChatRateLimit, service: FeedbackDep
+    body: FeedbackIn, response: Response, principal: ChatRateLimit, service: FeedbackDep, db: SessionDep
 ) -> FeedbackOut:
     """Charged to the chat budgets, like the question it rates."""
-    submitted = await service.submit(principal, body.trace_id, body.score, body.comment)
+    submitted = await service.submit(db, principal, body.trace_id, body.score, body.comment)
     if not submitted.created:
         response.status_code = status.HTTP_200_OK
     return FeedbackOut.of(submitted.feedback)

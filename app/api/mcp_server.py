@@ -23,36 +23,33 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import anyio
 import structlog
 from fastapi import FastAPI
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.asking import admit
 from app.api.auth import PRINCIPAL_STATE_KEY
 from app.api.chat import MAX_QUESTION_CHARS
 from app.api.deps import resources_of
+from app.api.mcp_results import AskResult, DocumentList, DocumentSummary, Passage, SearchResult
+from app.api.mcp_streams import BoundedMCPEndpoint
 from app.auth.principal import Principal, Role
-from app.chat.types import ChatInput
+from app.chat.request import AskRequest
 from app.documents.service import DocumentService
-from app.errors import DATABASE_UNAVAILABLE_ERRORS, AppError, problem_for_exception
-from app.limits.budgets import Reservation
-from app.limits.enforcement import charge_chat, principal_identity
-from app.limits.errors import TooManyStreamsError
-from app.limits.streams import StreamSlots
+from app.errors import DATABASE_UNAVAILABLE_ERRORS, AppError
+from app.limits.enforcement import charge_chat
 from app.memory.service import SessionId
-from app.rag.query import RetrievalFilters, RetrievalMode, RetrievalQuery
-from app.rag.rerank import rerank_stage, retrieval_depth
-from app.rag.retrieval import retrieve
+from app.rag.query import RetrievalFilters
 from app.resources import Resources
 from app.security.text import PlainText
+
+__all__ = ["BoundedMCPEndpoint", "create_mcp_server", "mount_mcp"]
 
 logger = structlog.get_logger(__name__)
 
@@ -69,62 +66,6 @@ Query = Annotated[PlainText, Field(min_length=1, max_length=MAX_QUESTION_CHARS)]
 Tag = Annotated[PlainText, Field(min_length=1, max_length=64)]
 
 
-# --- results ----------------------------------------------------------------------------------
-
-
-class Passage(BaseModel):
-    document_id: str
-    title: str
-    version: int
-    page: int
-    score: float
-    text: str
-    tags: list[str]
-    ocr: bool = False
-
-
-class SearchResult(BaseModel):
-    passages: list[Passage]
-
-
-class AnswerSource(BaseModel):
-    number: int
-    document_id: str
-    title: str
-    version: int
-    page: int
-    score: float
-    snippet: str
-    cited: bool
-    ocr: bool = False
-
-
-class AskResult(BaseModel):
-    answer: str
-    sources: list[AnswerSource]
-    session_id: str | None
-    provider: str
-    model: str
-    cached: bool
-    degraded: bool
-    trace_id: str
-
-
-class DocumentSummary(BaseModel):
-    id: str
-    title: str
-    path: str | None
-    author: str | None
-    tags: list[str]
-    current_version: int | None
-    updated_at: str
-
-
-class DocumentList(BaseModel):
-    documents: list[DocumentSummary]
-    total: int
-
-
 # --- the caller -------------------------------------------------------------------------------
 
 
@@ -133,13 +74,11 @@ class _Call:
     request: Request
     principal: Principal
     resources: Resources
-    reservation: Reservation | None = None  # the ask tool's tokens on the token budgets
 
 
-async def _charged_call(ctx: Context[Any, Any], app: FastAPI, *, answers: bool = False) -> _Call:
+def _call(ctx: Context[Any, Any], app: FastAPI) -> _Call:
     """The HTTP request this tool call arrived in, its authenticated principal, and the app's
-    resources (set by the lifespan, so read per call), once the call is charged to the chat
-    budgets (``rate_limited`` when one is used up)."""
+    resources (set by the lifespan, so read per call)."""
     request = ctx.request_context.request
     if not isinstance(request, Request):
         raise ToolError("this server only serves tools over HTTP")
@@ -148,12 +87,14 @@ async def _charged_call(ctx: Context[Any, Any], app: FastAPI, *, answers: bool =
         raise ToolError("not authenticated")
     if not principal.role.allows(Role.reader):
         raise ToolError("this tool needs the reader role")
-    resources = resources_of(app)
-    limiter = resources.limiter
-    # A call that may be answered by a provider also reserves its worst case on the token budgets.
-    budgets = limiter.token_budgets if answers else None
-    reservation = await charge_chat(request, limiter, principal, token_budgets=budgets)
-    return _Call(request, principal, resources, reservation)
+    return _Call(request, principal, resources_of(app))
+
+
+async def _charged(call: _Call) -> _Call:
+    """``call`` once charged to the chat budgets (``rate_limited`` when one is used up). The ask
+    tool is charged by the pipeline's entry instead (``app.api.asking.admit``), with its tokens."""
+    await charge_chat(call.request, call.resources.limiter, call.principal)
+    return call
 
 
 @contextmanager
@@ -174,81 +115,25 @@ def _reported() -> Iterator[None]:
 
 
 async def _search(call: _Call, query: str, top_k: int, tags: list[str] | None) -> SearchResult:
+    """The chat pipeline's retrieval stage alone, with the settings' retrieval defaults."""
     resources = call.resources
-    settings = resources.settings
-    mode = RetrievalMode(settings.retrieval_mode)
-    vector = None
-    if mode is not RetrievalMode.text:
-        vector = await resources.embedder.embed_query(query)
+    ask = AskRequest(question=query, top_k=top_k, filters=RetrievalFilters(tags=tuple(tags or ())))
     async with resources.session_factory() as db:
-        chunks = await retrieve(
-            db,
-            RetrievalQuery(
-                tenant_id=call.principal.tenant_id,
-                text=query,
-                vector=vector,
-                top_k=retrieval_depth(resources.reranker, top_k, settings.reranker_candidates),
-                mode=mode,
-                filters=RetrievalFilters(tags=tuple(tags or ())),
-                vector_weight=settings.retrieval_vector_weight,
-                text_weight=settings.retrieval_text_weight,
-                ef_search=settings.hnsw_ef_search,
-                min_similarity=settings.retrieval_min_similarity,
-            ),
-        )
-    chunks = await rerank_stage(resources.reranker, query, chunks, top_k, resources.telemetry)
-    return SearchResult(
-        passages=[
-            Passage(
-                document_id=str(c.document_id),
-                title=c.title,
-                version=c.version,
-                page=c.page,
-                score=c.score,
-                text=c.text,
-                tags=list(c.tags),
-                ocr=c.ocr,
-            )
-            for c in chunks
-        ]
-    )
+        chunks = await resources.chat.retrieval.search(db, call.principal, ask.resolve(resources.settings))
+    return SearchResult(passages=[Passage.of(c) for c in chunks])
 
 
 async def _ask(call: _Call, question: str, session_id: SessionId | None) -> AskResult:
     resources = call.resources
-    settings = resources.settings
-    chat_input = ChatInput(  # as app.api.chat._to_input builds it for a body with defaults
-        question=question.strip(),
-        session_id=session_id,
-        mode=RetrievalMode(settings.retrieval_mode),
-        vector_weight=settings.retrieval_vector_weight,
-        text_weight=settings.retrieval_text_weight,
-        reservation=call.reservation,
+    admitted = await admit(
+        call.request,
+        resources.limiter,
+        call.principal,
+        resources.chat,
+        resources.settings,
+        AskRequest(question=question, session_id=session_id),
     )
-    answer = await resources.chat.answer(call.principal, chat_input)  # settles or releases it
-    return AskResult(
-        answer=answer.answer,
-        sources=[
-            AnswerSource(
-                number=s.number,
-                document_id=s.document_id,
-                title=s.title,
-                version=s.version,
-                page=s.page,
-                score=s.score,
-                snippet=s.snippet,
-                cited=s.cited,
-                ocr=s.ocr,
-            )
-            for s in answer.sources
-        ],
-        session_id=answer.session_id,
-        provider=answer.provider,
-        model=answer.model,
-        cached=answer.cached,
-        degraded=answer.degraded,
-        trace_id=answer.trace_id,
-    )
+    return AskResult.of(await admitted.service.answer(call.principal, admitted.chat))  # settles
 
 
 async def _list(call: _Call, tag: str | None) -> DocumentList:
@@ -299,7 +184,7 @@ def create_mcp_server(app: FastAPI) -> MCPServer:
         if not query.strip():
             raise ToolError("invalid_query: the query is empty")
         with _reported():
-            return await _search(await _charged_call(ctx, app), query.strip(), top_k, tags)
+            return await _search(await _charged(_call(ctx, app)), query.strip(), top_k, tags)
 
     @server.tool(
         description="Ask a question about the tenant's documents; returns the answer with its "
@@ -309,112 +194,14 @@ def create_mcp_server(app: FastAPI) -> MCPServer:
         if not question.strip():
             raise ToolError("invalid_question: the question is empty")
         with _reported():
-            return await _ask(await _charged_call(ctx, app, answers=True), question, session_id)
+            return await _ask(_call(ctx, app), question, session_id)
 
     @server.tool(description="List the tenant's documents (newest first, up to 200), optionally by tag.")
     async def list_documents(ctx: Context[Any, Any], tag: Tag | None = None) -> DocumentList:
         with _reported():
-            return await _list(await _charged_call(ctx, app), tag)
+            return await _list(await _charged(_call(ctx, app)), tag)
 
     return server
-
-
-def _is_event_stream(message: Message) -> bool:
-    return any(
-        name.lower() == b"content-type" and value.startswith(b"text/event-stream")
-        for name, value in message.get("headers", ())
-    )
-
-
-class _StreamBound:
-    """One request's ``send``, watched: when the response starts as an event stream it takes a
-    stream slot (or answers 429 ``too_many_streams`` instead and cancels the handler) and gets a
-    deadline; whatever happens, ``finish`` ends the response and gives the slot back."""
-
-    def __init__(
-        self,
-        scope: Scope,
-        send: Send,
-        slots: StreamSlots,
-        identity: str,
-        max_s: float,
-        cancel: anyio.CancelScope,
-    ) -> None:
-        self._scope, self._send, self._slots, self._identity = scope, send, slots, identity
-        self._max_s, self._cancel = max_s, cancel
-        self._slot: str | None = None
-        self.streaming = self.ended = False
-
-    async def send(self, message: Message) -> None:
-        if self.ended:
-            return
-        if message["type"] == "http.response.start" and _is_event_stream(message):
-            try:
-                self._slot = await self._slots.acquire(self._identity)
-            except TooManyStreamsError as exc:
-                await self._refuse(exc)
-                return
-            self.streaming = True
-            self._cancel.deadline = anyio.current_time() + self._max_s
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            self.ended = True
-        await self._send(message)
-
-    async def _refuse(self, exc: TooManyStreamsError) -> None:
-        response = await problem_for_exception(Request(self._scope), exc)
-        assert response is not None  # an AppError always has its problem response
-        self.ended = True
-        self._cancel.cancel()
-        await response(self._scope, _no_body, self._send)
-
-    async def finish(self) -> None:
-        with anyio.CancelScope(shield=True):
-            try:
-                if self.streaming and not self.ended:
-                    logger.info("mcp_stream_ended_at_deadline", max_s=self._max_s)
-                    self.ended = True
-                    await self._send({"type": "http.response.body", "body": b"", "more_body": False})
-            except OSError:  # the client has gone already
-                pass
-            finally:
-                await self._slots.release(self._identity, self._slot)
-
-
-async def _no_body() -> Message:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
-class BoundedMCPEndpoint:
-    """The SDK's handler, served to POST only (GET would open the standalone event stream, which
-    never ends and has nothing to carry here: 405, as the MCP spec allows). A response that turns
-    into an event stream takes one of the principal's ``MAX_STREAMS_PER_PRINCIPAL`` slots (shared
-    with the chat streams) and ends after ``MCP_STREAM_MAX_S``."""
-
-    def __init__(self, handler: ASGIApp) -> None:
-        self._handler = handler
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "POST":
-            await Response(status_code=405, headers={"Allow": "POST"})(scope, receive, send)
-            return
-        principal = scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
-        if not isinstance(principal, Principal):  # the middleware authenticates every /mcp request
-            await self._handler(scope, receive, send)
-            return
-        resources = resources_of(scope["app"])
-        with anyio.CancelScope() as cancel:
-            bound = _StreamBound(
-                scope,
-                send,
-                resources.stream_slots,
-                principal_identity(principal),
-                resources.settings.mcp_stream_max_s,
-                cancel,
-            )
-            try:
-                await self._handler(scope, receive, bound.send)
-            finally:
-                await bound.finish()
 
 
 def mount_mcp(app: FastAPI) -> MCPServer:

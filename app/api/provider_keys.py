@@ -9,14 +9,11 @@ which FastAPI runs once the response has been sent: after the last byte of a str
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Annotated
 
 from fastapi import Depends, Header
 
 from app.api.deps import CallerChainsDep
-from app.chat.service import ChatService
-from app.chat.types import ChatInput
 from app.llm.caller_keys import CallerChain, CallerKeys
 
 _DESCRIPTION = (
@@ -49,13 +46,3 @@ async def caller_chain(
 
 
 CallerChainDep = Annotated[CallerChain | None, Depends(caller_chain)]
-
-
-def answering_with(
-    caller: CallerChain | None, service: ChatService, chat: ChatInput
-) -> tuple[ChatService, ChatInput]:
-    """The service and input for this request: with the caller's keys, their chain answers and
-    the shared answer cache is left alone."""
-    if caller is None:
-        return service, chat
-    return service.with_chain(caller.chain), replace(chat, shared_cache=False, operator_pays=False)

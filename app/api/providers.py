@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from app.api.auth import ReaderPrincipal
 from app.api.deps import ChainDep
-from app.llm.chain import ProviderStatus
+from app.llm.status import ProviderStatus
 
 router = APIRouter(prefix="/api/v1", tags=["providers"])
 

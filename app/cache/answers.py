@@ -21,7 +21,7 @@ import re
 import unicodedata
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import structlog
 from cachetools import TTLCache
@@ -96,6 +96,11 @@ class CachedAnswer:
         )
 
 
+class CacheHit(NamedTuple):
+    answer: CachedAnswer
+    layer: Literal["l1", "redis"]  # this process's cache, or the shared one
+
+
 class AnswerCache:
     """L1 (this process, TTL-bounded) over L2 (Redis, LRU-bounded); both keyed by ``CacheKey``.
     ``ttl_s`` of 0 disables the cache: ``key_for`` returns None."""
@@ -136,12 +141,12 @@ class AnswerCache:
         )
         return CacheKey(tenant_id, corpus_version, hashlib.sha256(material.encode()).hexdigest())
 
-    async def get(self, key: CacheKey) -> tuple[CachedAnswer, str] | None:
+    async def get(self, key: CacheKey) -> CacheHit | None:
         """The cached answer and the layer that had it ("l1" or "redis")."""
         rendered = self._render(key)
         local = self._l1.get(rendered)
         if local is not None:
-            return local, "l1"
+            return CacheHit(local, "l1")
         try:
             raw = await self._get(keys=[rendered, *self._lru_keys()])
             if raw is None:
@@ -151,7 +156,7 @@ class AnswerCache:
             return None
         answer = CachedAnswer.from_json(raw)
         self._l1[rendered] = answer
-        return answer, "redis"
+        return CacheHit(answer, "redis")
 
     async def put(self, key: CacheKey, answer: CachedAnswer) -> None:
         rendered = self._render(key)

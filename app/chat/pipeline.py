@@ -1,89 +1,37 @@
 """Preparing a chat turn, up to the router: one unit of work reads the conversation window, the
-corpus version and the retrieved chunks on one database session. A cache hit or a question with no
-matching passages is answered (and recorded in memory) in that same unit of work."""
+corpus version and the retrieved chunks on one database session. A turn answered without the
+router (a cache hit, a question with no matching passages) is finished in that same unit of work:
+one connection, one commit."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from functools import partial
 from typing import Any
 
 import anyio
-import structlog
-from cachetools import LRUCache
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
-from app.cache.answers import CacheKey, normalise_question
+from app.cache.answers import CacheKey
+from app.chat.finish import TurnFinisher
 from app.chat.ports import AnswerStore, CorpusVersions, Memory, Retriever
+from app.chat.retrieval import RetrievalStage
+from app.chat.turns import FixedTurn, Outcome, PreparedTurn, RoutedTurn, TurnStatus
 from app.chat.types import NO_CONTEXT_ANSWER, ChatInput
 from app.db.unit_of_work import UnitOfWork
-from app.memory.service import RecordedTurn, TurnRecord
 from app.observability.context import current_trace_id, new_trace_id
-from app.observability.metrics.domain import DomainMetrics
 from app.observability.telemetry import Telemetry
 from app.rag.embeddings import Embedder
 from app.rag.prompt import Prompt, Turn, bare_prompt_tokens, build_prompt, prompt_budget
-from app.rag.query import RetrievalMode, RetrievalQuery, RetrievedChunk
-from app.rag.rerank import Reranker, rerank_stage, reranker_identity, retrieval_depth
+from app.rag.query import RetrievedChunk
+from app.rag.rerank import Reranker, reranker_identity
 from app.rag.sources import Source, source_for
 from app.rag.tokens import TokenCounter
-from app.security.injection import detect_injection
 from app.settings import Settings
-
-logger = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class FixedAnswer:
-    """An answer known without the router: a cache hit, or "nothing matches" (provider "none")."""
-
-    text: str
-    provider: str
-    model: str
-    usage: dict[str, int] | None
-    cached: bool
-
-
-@dataclass(frozen=True)
-class Prepared:
-    trace_id: str
-    started: float
-    cache_key: CacheKey | None
-    history: list[Turn]
-    sources: list[Source]
-    prompt: Prompt | None  # None when ``fixed`` answers the turn
-    fixed: FixedAnswer | None  # already recorded in memory
-
-    def elapsed_ms(self) -> float:
-        return round((time.perf_counter() - self.started) * 1000, 2)
-
-
-def turn_record(chat: ChatInput, answer: str, sources: list[Source], **outcome: Any) -> TurnRecord:
-    return TurnRecord(question=chat.question, answer=answer, sources=[asdict(s) for s in sources], **outcome)
-
-
-def _flag_injection(question: str, chunks: list[RetrievedChunk], metrics: DomainMetrics) -> None:
-    """Log and count suspected prompt injection. Nothing is blocked: the question is the user's
-    own, and retrieved text reaches the model only as escaped, quoted data under instructions that
-    say so (``app.rag.prompt.quote_data``)."""
-    question_flags = detect_injection(question)
-    if question_flags:
-        logger.warning("prompt_injection_suspected", source="question", flags=question_flags)
-        metrics.prompt_injection("question", question_flags)
-    for chunk in chunks:
-        flags = detect_injection(chunk.text)
-        if flags:
-            metrics.prompt_injection("retrieved_chunk", flags)
-            logger.warning(
-                "prompt_injection_suspected",
-                source="retrieved_chunk",
-                chunk_id=chunk.chunk_id,
-                document_id=str(chunk.document_id),
-                flags=flags,
-            )
 
 
 def _cache_parameters(chat: ChatInput, reranker: Reranker, embedding_model: str) -> dict[str, Any]:
@@ -131,12 +79,11 @@ class Preparation:
         self._memory = memory
         self._cache = cache
         self._corpus_versions = corpus_versions
-        self._retriever = retriever
-        self._embedder = embedder
-        self._reranker = reranker
         self._counter = counter
         self._telemetry = telemetry
-        self._query_vectors: LRUCache[str, list[float]] = LRUCache(maxsize=2048)
+        self.retrieval = RetrievalStage(
+            settings=settings, retriever=retriever, embedder=embedder, reranker=reranker, telemetry=telemetry
+        )
 
     def count_tokens(self, text: str) -> int:
         return self._counter.count(text)
@@ -162,105 +109,58 @@ class Preparation:
         )
         return await anyio.to_thread.run_sync(fit)
 
-    async def _embed_query(self, question: str) -> list[float]:
-        key = f"{self._embedder.model_name}\0{normalise_question(question)}"
-        vector = self._query_vectors.get(key)
-        if vector is None:
-            started = time.perf_counter()
-            async with self._telemetry.tracer.span("embedding", kind="embedding", input=question):
-                vector = await self._embedder.embed_query(question)
-            elapsed = time.perf_counter() - started
-            self._telemetry.metrics.embedding(elapsed, self._settings.embedding_provider)
-            self._query_vectors[key] = vector
-        return vector
+    async def _history(self, db: AsyncSession, principal: Principal, chat: ChatInput) -> list[Turn]:
+        if chat.session is None:
+            return list(chat.history)
+        async with self._telemetry.tracer.span("memory") as span:
+            history = await self._memory.window(db, principal, chat.session)
+            span.update(output={"turns": len(history)})
+        return history
 
-    def _query(self, principal: Principal, chat: ChatInput, vector: list[float] | None) -> RetrievalQuery:
-        return RetrievalQuery(
-            tenant_id=principal.tenant_id,
-            text=chat.question,
-            vector=vector,
-            # With a reranker: its candidates, of which it keeps chat.top_k.
-            top_k=retrieval_depth(self._reranker, chat.top_k, self._settings.reranker_candidates),
-            mode=chat.mode,
-            filters=chat.filters,
-            vector_weight=chat.vector_weight,
-            text_weight=chat.text_weight,
-            ef_search=self._settings.hnsw_ef_search,
-            min_similarity=self._settings.retrieval_min_similarity,
+    async def _cache_key(
+        self, db: AsyncSession, principal: Principal, chat: ChatInput, history: list[Turn]
+    ) -> CacheKey | None:
+        if not (self._cache.enabled and chat.shared_cache):
+            return None
+        version = await self._corpus_versions(db, principal.tenant_id)
+        parameters = _cache_parameters(chat, self.retrieval.reranker, self.retrieval.embedding_model)
+        return self._cache.key_for(
+            principal.tenant_id, version, chat.question, parameters, _history_digest(history)
         )
 
-    async def prepare(self, principal: Principal, chat: ChatInput) -> Prepared:
+    async def _cached(self, key: CacheKey | None) -> tuple[Outcome, list[Source]] | None:
+        """The cached answer (as an outcome) and its sources, or None."""
+        if key is None:
+            return None
+        async with self._telemetry.tracer.span("cache_lookup") as span:
+            hit = await self._cache.get(key)
+            span.update(output={"hit": hit is not None, "layer": hit.layer if hit else None})
+        self._telemetry.metrics.cache_lookup(hit=hit is not None, layer=hit.layer if hit else "answer")
+        if hit is None:
+            return None
+        found = hit.answer
+        outcome = Outcome(found.answer, found.provider, found.model, found.usage, TurnStatus.ok, cached=True)
+        return outcome, list(found.sources)
+
+    async def prepare(self, principal: Principal, chat: ChatInput, finisher: TurnFinisher) -> PreparedTurn:
+        """The turn, routed or answered; an answered one is finished here by ``finisher``."""
         trace_id = current_trace_id() or new_trace_id()
         started = time.perf_counter()
-        tracer, metrics = self._telemetry.tracer, self._telemetry.metrics
-        recorded: RecordedTurn | None = None
         async with self._unit_of_work() as db:
-            history: list[Turn] = list(chat.history)
-            if chat.session is not None:
-                async with tracer.span("memory") as span:
-                    history = await self._memory.window(db, principal, chat.session)
-                    span.update(output={"turns": len(history)})
-            cache_key = None
-            if self._cache.enabled and chat.shared_cache:
-                version = await self._corpus_versions(db, principal.tenant_id)
-                cache_key = self._cache.key_for(
-                    principal.tenant_id,
-                    version,
-                    chat.question,
-                    _cache_parameters(chat, self._reranker, self._embedder.model_name),
-                    _history_digest(history),
-                )
-            fixed: FixedAnswer | None = None
-            prompt: Prompt | None = None
-            sources: list[Source] = []
-            if cache_key is not None:
-                async with tracer.span("cache_lookup") as span:
-                    hit = await self._cache.get(cache_key)
-                    span.update(output={"hit": hit is not None, "layer": hit[1] if hit else None})
-                metrics.cache_lookup(hit=hit is not None, layer=hit[1] if hit else "answer")
-                if hit is not None:
-                    cached = hit[0]
-                    sources = list(cached.sources)
-                    fixed = FixedAnswer(
-                        cached.answer, cached.provider, cached.model, cached.usage, cached=True
-                    )
-            if fixed is None:
-                vector = None
-                if chat.mode is not RetrievalMode.text:
-                    vector = await self._embed_query(chat.question)
-                retrieval_span = tracer.span(
-                    "retrieval", kind="retriever", input={"query": chat.question, "mode": chat.mode.value}
-                )
-                async with retrieval_span as span:
-                    with metrics.vector_search_timer(chat.mode.value):
-                        chunks = await self._retriever(db, self._query(principal, chat, vector))
-                    span.update(output={"chunks": [c.chunk_id for c in chunks]})
-                chunks = await rerank_stage(
-                    self._reranker, chat.question, chunks, chat.top_k, self._telemetry
-                )
-                _flag_injection(chat.question, chunks, metrics)
+            history = await self._history(db, principal, chat)
+            key = await self._cache_key(db, principal, chat, history)
+            cached = await self._cached(key)
+            if cached is not None:
+                outcome, sources = cached
+            else:
+                chunks = await self.retrieval.search(db, principal, chat)
                 if chunks:
                     prompt = await self._fit_prompt(chat, history, chunks)
                     sources = [source_for(n, chunk) for n, chunk in enumerate(prompt.passages, start=1)]
-                else:
-                    fixed = FixedAnswer(NO_CONTEXT_ANSWER, "none", "none", None, cached=False)
-            if fixed is not None and chat.session is not None:
-                # Answered without the router: recorded in this unit of work, one commit.
-                recorded = await self._memory.record_turn(
-                    db,
-                    principal,
-                    chat.session,
-                    turn_record(
-                        chat,
-                        fixed.text,
-                        sources,
-                        status="ok",
-                        provider=fixed.provider,
-                        model=fixed.model,
-                        trace_id=trace_id,
-                    ),
-                )
-            await db.commit()  # ends the transaction: no connection is held while the model answers
-        if recorded is not None:
-            await self._memory.publish(recorded)
-        return Prepared(trace_id, started, cache_key, history, sources, prompt, fixed)
+                    # No write: leaving the block ends the read, so no connection is held while
+                    # the model answers.
+                    return RoutedTurn(trace_id, started, key, history, sources, prompt)
+                outcome, sources = Outcome(NO_CONTEXT_ANSWER, "none", "none", None, TurnStatus.ok), []
+            turn = FixedTurn(trace_id, started, key, history, sources, outcome)
+            finished = await finisher.finish(principal, chat, turn, outcome, streamed=False, db=db)
+        return replace(turn, sources=finished.sources, cited=finished.cited)

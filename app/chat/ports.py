@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
-from app.cache.answers import CachedAnswer, CacheKey
+from app.cache.answers import CachedAnswer, CacheHit, CacheKey
 from app.feedback.ledger import AnsweredTurn
 from app.memory.service import RecordedTurn, TurnRecord
 from app.rag.prompt import Turn
@@ -41,7 +41,7 @@ class AnswerStore(Protocol):
         context: str = "",
     ) -> CacheKey | None: ...
 
-    async def get(self, key: CacheKey) -> tuple[CachedAnswer, str] | None: ...
+    async def get(self, key: CacheKey) -> CacheHit | None: ...
 
     async def put(self, key: CacheKey, answer: CachedAnswer) -> None: ...
 

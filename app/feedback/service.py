@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.auth.principal import Principal
 from app.db.unit_of_work import UnitOfWork
 from app.feedback.errors import TraceNotFoundError
@@ -69,40 +71,38 @@ class FeedbackService:
         """``read_unit_of_work``: read-only sessions for the export (a read replica, which may
         trail the primary by up to REPLICA_MAX_LAG_S); the primary's by default."""
         self._ledger = ledger
-        self._unit_of_work = unit_of_work
         self._read_unit_of_work = read_unit_of_work or unit_of_work
         self._telemetry = telemetry or Telemetry.disabled()
         self._page_size = page_size
 
     async def submit(
-        self, principal: Principal, trace_id: str, score: Score, comment: str | None
+        self, db: AsyncSession, principal: Principal, trace_id: str, score: Score, comment: str | None
     ) -> Submitted:
         """404 ``trace_not_found`` unless ``principal`` received the answer of ``trace_id``
-        within the feedback window; 503 ``feedback_unavailable`` when that cannot be checked."""
+        within the feedback window; 503 ``feedback_unavailable`` when that cannot be checked.
+        Writes on the request's session ``db``, which the request commits."""
         turn = await self._ledger.lookup(principal.tenant_id, trace_id)
         if turn is None or turn.tenant_id != principal.tenant_id or turn.principal_id != principal.id:
             raise TraceNotFoundError()
-        async with self._unit_of_work() as db:
-            row, upserted = await FeedbackRepository(db).upsert(
-                tenant_id=principal.tenant_id,
-                principal_id=principal.id,
-                trace_id=trace_id,
-                score=score,
-                comment=comment,
-                question=turn.question,
-                answer=turn.answer,
-                sources=turn.sources_json(),
-                provider=turn.provider,
-                model=turn.model,
-                answered_at=turn.answered_at,
-            )
-            if upserted is Upserted.unchanged:  # a repeat of the same rating: nothing new to record
-                return Submitted(row, created=False)
-            created = upserted is Upserted.inserted
-            await record_audit(
-                db, principal, "feedback.submit", "trace", trace_id, {"score": score, "replaced": not created}
-            )
-            await db.commit()
+        row, upserted = await FeedbackRepository(db).upsert(
+            tenant_id=principal.tenant_id,
+            principal_id=principal.id,
+            trace_id=trace_id,
+            score=score,
+            comment=comment,
+            question=turn.question,
+            answer=turn.answer,
+            sources=turn.sources_json(),
+            provider=turn.provider,
+            model=turn.model,
+            answered_at=turn.answered_at,
+        )
+        if upserted is Upserted.unchanged:  # a repeat of the same rating: nothing new to record
+            return Submitted(row, created=False)
+        created = upserted is Upserted.inserted
+        await record_audit(
+            db, principal, "feedback.submit", "trace", trace_id, {"score": score, "replaced": not created}
+        )
         self._telemetry.metrics.answer_feedback(score)
         self._telemetry.tracer.score(trace_id, LANGFUSE_SCORE_NAME, float(score), comment=comment)
         return Submitted(row, created)

@@ -19,7 +19,6 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 
 import structlog
 
@@ -28,6 +27,7 @@ from app.llm.errors import AnswerRefused, ProviderError, ProviderKeyRejected, Un
 from app.llm.extractive import EXTRACTIVE
 from app.llm.link import OpenStream, ProviderLink
 from app.llm.observer import SUCCESS, RouterObserver
+from app.llm.status import ProviderStatus, provider_statuses
 from app.llm.types import (
     Answerer,
     ChatRequest,
@@ -73,24 +73,6 @@ class Attempt:
     model: str
     state: CooldownState
     ordinary: bool
-
-
-@dataclass(frozen=True)
-class ProviderStatus:
-    """One provider as ``/api/v1/providers`` shows it to any tenant's caller: nothing in it comes
-    from one tenant's request (the provider's error texts stay in logs, see ``app.llm.health``)."""
-
-    name: str
-    model: str
-    configured: bool
-    healthy: bool
-    state: str  # "ok", "cooling_down", "half_open" or "unconfigured"
-    circuit: str  # "closed", "open" (until cooling_down_until) or "half_open" (the next request probes)
-    cooling_down_until: datetime | None
-    circuit_open_s: float | None  # how long the current (or last) opening lasts; doubles per failed probe
-    last_error_code: str | None  # the stable code of the last failure ("server_error", "timeout")
-    recent_latency_ms: float | None
-    detail: str | None = None
 
 
 class ProviderChain:
@@ -333,19 +315,24 @@ class ProviderChain:
                     )
             self._report(current, SUCCESS, current.usage)
             await self._succeeded(current.link, current_attempt.state, current.elapsed_s)
-            yield StreamEnd(
-                provider=started_by.provider,
-                model=started_by.model,
-                # A continued answer's first call broke before its usage: the whole is unknown.
-                usage=current.usage if continued_by is None else None,
-                trace_id=trace_id,
-                cacheable=self._cacheable(started_by.provider)
-                and (continued_by is None or self._cacheable(continued_by.provider)),
-                continued_by=continued_by,
-            )
+            yield self._end(started_by, continued_by, current.usage, trace_id)
         finally:
             await current.aclose()
             await opened.aclose()
+
+    def _end(
+        self, started_by: Answerer, continued_by: Answerer | None, usage: Usage | None, trace_id: str
+    ) -> StreamEnd:
+        return StreamEnd(
+            provider=started_by.provider,
+            model=started_by.model,
+            # A continued answer's first call broke before its usage: the whole is unknown.
+            usage=usage if continued_by is None else None,
+            trace_id=trace_id,
+            cacheable=self._cacheable(started_by.provider)
+            and (continued_by is None or self._cacheable(continued_by.provider)),
+            continued_by=continued_by,
+        )
 
     @staticmethod
     def _report(opened: OpenStream, outcome: str, usage: Usage | None = None) -> None:
@@ -380,39 +367,7 @@ class ProviderChain:
         return None
 
     async def status(self) -> list[ProviderStatus]:
-        states = await self.cooldowns.states(
-            [link.name for link in self._links if link.policy.cooldown_enabled]
-        )
-        report = []
-        for link in self._links:
-            availability = link.provider.availability()
-            state = states.get(link.name, CooldownState(phase="closed"))
-            cooling = state.phase == "cooling"
-            label = (
-                "unconfigured"
-                if not availability.configured
-                else {"cooling": "cooling_down"}.get(
-                    state.phase, "ok" if state.phase == "closed" else state.phase
-                )
-            )
-            report.append(
-                ProviderStatus(
-                    name=link.name,
-                    model=link.provider.default_model,
-                    configured=availability.configured,
-                    healthy=availability.configured and state.phase == "closed",
-                    state=label,
-                    circuit={"cooling": "open"}.get(state.phase, state.phase),
-                    cooling_down_until=datetime.fromtimestamp(state.until, UTC)
-                    if cooling and state.until
-                    else None,
-                    circuit_open_s=state.seconds,
-                    last_error_code=state.code or link.health.last_error_code,
-                    recent_latency_ms=link.health.recent_latency_ms,
-                    detail=availability.reason,
-                )
-            )
-        return report
+        return await provider_statuses(self._links, self.cooldowns)
 
     async def warm_up(self) -> None:
         """Load slow providers (the local model) now, so no request pays for it."""

@@ -16,9 +16,9 @@ past that the reranker is ``RerankerBusyError`` and ``rerank_stage`` keeps the r
 (``rerank_skipped_total``), so a burst from one tenant costs the others ordering quality, never
 an unbounded queue.
 
-The chat pipeline and the MCP server's ``search_documents`` share the stage through
-``retrieval_depth`` and ``rerank_stage``, which records a ``rerank`` span and
-``rerank_duration_seconds``.
+The retrieval stage (``app.chat.retrieval``), which the chat pipeline and the MCP server's
+``search_documents`` share, runs it through ``retrieval_depth`` and ``rerank_stage``, which records
+a ``rerank`` span and ``rerank_duration_seconds``.
 """
 
 from __future__ import annotations

@@ -3,17 +3,10 @@ against the real app, real model, PostgreSQL and Redis; the LLM is the wire fake
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
-
 import anyio
 import httpx
-import httpx2
 import pytest
 from fastapi import FastAPI
-from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -27,10 +20,10 @@ from tests.support.apps import running_app
 from tests.support.callers import Caller, MakeCaller
 from tests.support.library import Library
 from tests.support.llm import fake_openai_overrides
+from tests.support.mcp import mcp_session, structured
 
 pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 
-BASE = "http://testserver"
 RETENTION = (
     "# Retention\n\nBackups of customer databases are kept for exactly 35 days before deletion. "
     "Retention is enforced by a nightly purge job."
@@ -51,25 +44,6 @@ def app_embedder(embedder: LocalEmbedder) -> LocalEmbedder:
 @pytest.fixture
 async def other(make_caller: MakeCaller) -> Caller:
     return await make_caller(tenant="globex", role=Role.reader)
-
-
-@asynccontextmanager
-async def mcp_session(app: FastAPI, headers: dict[str, str]) -> AsyncIterator[ClientSession]:
-    """The SDK's client over streamable HTTP, its httpx2 client talking to the app in process."""
-    transport = httpx2.ASGITransport(app=app)
-    async with (
-        httpx2.AsyncClient(transport=transport, base_url=BASE, headers=headers, timeout=30) as client,
-        streamable_http_client(f"{BASE}/mcp", http_client=client) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        yield session
-
-
-def structured(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 def error_text(result: CallToolResult) -> str:

@@ -6,7 +6,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from app.cache.answers import AnswerCache, CachedAnswer, CacheKey, normalise_question
+from app.cache.answers import AnswerCache, CachedAnswer, CacheHit, CacheKey, normalise_question
 from app.cache.repository import corpus_version
 from app.db.models import Document
 from app.db.redis import KeySpace
@@ -38,7 +38,7 @@ class Worker:
             version = await corpus_version(db, tenant)
         return self.cache.key_for(tenant, version, question, parameters, context)
 
-    async def get(self, key: CacheKey) -> tuple[CachedAnswer, str] | None:
+    async def get(self, key: CacheKey) -> CacheHit | None:
         return await self.cache.get(key)
 
     async def put(self, key: CacheKey, answer: CachedAnswer) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from app.auth.principal import Principal, Role
-from app.cache.answers import CachedAnswer, CacheKey
+from app.cache.answers import CachedAnswer, CacheHit, CacheKey
 from app.chat.pipeline import Preparation
 from app.chat.service import ChatService
 from app.chat.types import NO_CONTEXT_ANSWER, ChatInput, DeltaEvent, DoneEvent, ErrorEvent, SourcesEvent
@@ -97,9 +97,9 @@ class InMemoryCache:
         )
         return CacheKey(tenant_id, corpus_version, hashlib.sha256(material.encode()).hexdigest())
 
-    async def get(self, key: CacheKey) -> tuple[CachedAnswer, str] | None:
+    async def get(self, key: CacheKey) -> CacheHit | None:
         hit = self.entries.get(key)
-        return None if hit is None else (hit, "l1")
+        return None if hit is None else CacheHit(hit, "l1")
 
     async def put(self, key: CacheKey, answer: CachedAnswer) -> None:
         self.entries[key] = answer

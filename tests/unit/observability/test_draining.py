@@ -9,7 +9,7 @@ from contextlib import aclosing
 
 import pytest
 
-from app.api.chat import with_heartbeats
+from app.api.streaming import with_heartbeats
 from app.chat.types import ChatEvent, DeltaEvent, ErrorEvent
 from app.observability.draining import SHUTDOWN, SHUTTING_DOWN_CODE, drain_budgets
 

@@ -1,0 +1,119 @@
+"""The retrieval stage, one for every way of reading the documents: the chat pipeline runs it to
+ground an answer, the MCP ``search_documents`` tool to return passages. It embeds the question
+(remembering recent query vectors), searches under a ``retrieval`` span timed in
+``vector_search_duration_seconds``, reranks (``app.rag.rerank.rerank_stage``) and counts suspected
+prompt injection in the question and the passages found (``prompt_injection_flags_total``)."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from cachetools import LRUCache
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.principal import Principal
+from app.cache.answers import normalise_question
+from app.chat.ports import Retriever
+from app.chat.types import ChatInput
+from app.observability.metrics.domain import DomainMetrics
+from app.observability.telemetry import Telemetry
+from app.rag.embeddings import Embedder
+from app.rag.query import RetrievalMode, RetrievalQuery, RetrievedChunk
+from app.rag.rerank import Reranker, rerank_stage, retrieval_depth
+from app.security.injection import detect_injection
+from app.settings import Settings
+
+logger = structlog.get_logger(__name__)
+
+QUERY_VECTORS_KEPT = 2048
+
+
+def flag_injection(question: str, chunks: list[RetrievedChunk], metrics: DomainMetrics) -> None:
+    """Log and count suspected prompt injection. Nothing is blocked: the question is the user's
+    own, and retrieved text reaches the model only as escaped, quoted data under instructions that
+    say so (``app.rag.prompt.quote_data``)."""
+    question_flags = detect_injection(question)
+    if question_flags:
+        logger.warning("prompt_injection_suspected", source="question", flags=question_flags)
+        metrics.prompt_injection("question", question_flags)
+    for chunk in chunks:
+        flags = detect_injection(chunk.text)
+        if flags:
+            metrics.prompt_injection("retrieved_chunk", flags)
+            logger.warning(
+                "prompt_injection_suspected",
+                source="retrieved_chunk",
+                chunk_id=chunk.chunk_id,
+                document_id=str(chunk.document_id),
+                flags=flags,
+            )
+
+
+class RetrievalStage:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        retriever: Retriever,
+        embedder: Embedder,
+        reranker: Reranker,
+        telemetry: Telemetry,
+    ) -> None:
+        self._settings = settings
+        self._retriever = retriever
+        self._embedder = embedder
+        self._reranker = reranker
+        self._telemetry = telemetry
+        self._query_vectors: LRUCache[str, list[float]] = LRUCache(maxsize=QUERY_VECTORS_KEPT)
+
+    @property
+    def embedding_model(self) -> str:
+        return self._embedder.model_name
+
+    @property
+    def reranker(self) -> Reranker:
+        return self._reranker
+
+    async def _embed_query(self, question: str) -> list[float]:
+        key = f"{self._embedder.model_name}\0{normalise_question(question)}"
+        vector = self._query_vectors.get(key)
+        if vector is None:
+            started = time.perf_counter()
+            async with self._telemetry.tracer.span("embedding", kind="embedding", input=question):
+                vector = await self._embedder.embed_query(question)
+            elapsed = time.perf_counter() - started
+            self._telemetry.metrics.embedding(elapsed, self._settings.embedding_provider)
+            self._query_vectors[key] = vector
+        return vector
+
+    def _query(self, principal: Principal, chat: ChatInput, vector: list[float] | None) -> RetrievalQuery:
+        return RetrievalQuery(
+            tenant_id=principal.tenant_id,
+            text=chat.question,
+            vector=vector,
+            # With a reranker: its candidates, of which it keeps chat.top_k.
+            top_k=retrieval_depth(self._reranker, chat.top_k, self._settings.reranker_candidates),
+            mode=chat.mode,
+            filters=chat.filters,
+            vector_weight=chat.vector_weight,
+            text_weight=chat.text_weight,
+            ef_search=self._settings.hnsw_ef_search,
+            min_similarity=self._settings.retrieval_min_similarity,
+        )
+
+    async def search(self, db: AsyncSession, principal: Principal, chat: ChatInput) -> list[RetrievedChunk]:
+        """The ``chat.top_k`` passages of ``principal``'s tenant that best match the question,
+        searched on ``db`` (or on a read replica as fresh as it: ``app.rag.replica_retrieval``)."""
+        tracer, metrics = self._telemetry.tracer, self._telemetry.metrics
+        vector = None
+        if chat.mode is not RetrievalMode.text:
+            vector = await self._embed_query(chat.question)
+        span_input = {"query": chat.question, "mode": chat.mode.value}
+        async with tracer.span("retrieval", kind="retriever", input=span_input) as span:
+            with metrics.vector_search_timer(chat.mode.value):
+                chunks = await self._retriever(db, self._query(principal, chat, vector))
+            span.update(output={"chunks": [c.chunk_id for c in chunks]})
+        chunks = await rerank_stage(self._reranker, chat.question, chunks, chat.top_k, self._telemetry)
+        flag_injection(chat.question, chunks, metrics)
+        return chunks
