@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.auth import PRINCIPAL_STATE_KEY
 from app.api.chat import MAX_QUESTION_CHARS
 from app.api.deps import resources_of
+from app.auth.access import AccessSet
 from app.auth.principal import Principal, Role
 from app.chat.types import ChatInput
 from app.documents.service import DocumentService
@@ -194,6 +195,7 @@ async def _search(call: _Call, query: str, top_k: int, tags: list[str] | None) -
                 text_weight=settings.retrieval_text_weight,
                 ef_search=settings.hnsw_ef_search,
                 min_similarity=settings.retrieval_min_similarity,
+                access=AccessSet.of(call.principal).grants,  # enforced in the search's SQL
             ),
         )
     chunks = await rerank_stage(resources.reranker, query, chunks, top_k, resources.telemetry)
@@ -254,7 +256,8 @@ async def _ask(call: _Call, question: str, session_id: SessionId | None) -> AskR
 async def _list(call: _Call, tag: str | None) -> DocumentList:
     resources = call.resources
     async with resources.session_factory() as session:
-        page = await DocumentService(session, resources.settings).list_documents(
+        service = DocumentService(session, resources.settings, access=AccessSet.of(call.principal))
+        page = await service.list_documents(
             call.principal.tenant_id,
             tag=tag,
             text_query=None,

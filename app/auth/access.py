@@ -156,3 +156,17 @@ async def visible_document_ids(
         Document.tenant_id == tenant_id, Document.id.in_(list(wanted)), visible(access)
     )
     return set((await db.execute(query)).scalars())
+
+
+async def may_see_all(
+    db: AsyncSession, tenant_id: uuid.UUID, access: AccessSet, document_ids: Iterable[str | uuid.UUID]
+) -> bool:
+    """Whether the caller may see every one of ``document_ids`` (an answer's sources): a cached
+    answer is replayed only then. Always true when unrestricted (no query)."""
+    if not access.restricted:
+        return True
+    try:
+        wanted = {uuid.UUID(str(document_id)) for document_id in document_ids}
+    except ValueError:
+        return False
+    return wanted <= await visible_document_ids(db, tenant_id, access, wanted)

@@ -15,6 +15,7 @@ import anyio
 import structlog
 from cachetools import LRUCache
 
+from app.auth.access import AccessSet, may_see_all
 from app.auth.principal import Principal
 from app.cache.answers import CacheKey, normalise_question
 from app.chat.ports import AnswerStore, CorpusVersions, Memory, Retriever
@@ -187,6 +188,7 @@ class Preparation:
             text_weight=chat.text_weight,
             ef_search=self._settings.hnsw_ef_search,
             min_similarity=self._settings.retrieval_min_similarity,
+            access=AccessSet.of(principal).grants,  # enforced in the search's SQL
         )
 
     async def prepare(self, principal: Principal, chat: ChatInput) -> Prepared:
@@ -194,6 +196,7 @@ class Preparation:
         started = time.perf_counter()
         tracer, metrics = self._telemetry.tracer, self._telemetry.metrics
         recorded: RecordedTurn | None = None
+        access = AccessSet.of(principal)
         async with self._unit_of_work() as db:
             history: list[Turn] = list(chat.history)
             if chat.session is not None:
@@ -203,12 +206,10 @@ class Preparation:
             cache_key = None
             if self._cache.enabled and chat.shared_cache:
                 version = await self._corpus_versions(db, principal.tenant_id)
+                parameters = _cache_parameters(chat, self._reranker, self._embedder.model_name)
+                parameters["access"] = access.cache_scope()  # the groups: what retrieval may see
                 cache_key = self._cache.key_for(
-                    principal.tenant_id,
-                    version,
-                    chat.question,
-                    _cache_parameters(chat, self._reranker, self._embedder.model_name),
-                    _history_digest(history),
+                    principal.tenant_id, version, chat.question, parameters, _history_digest(history)
                 )
             fixed: FixedAnswer | None = None
             prompt: Prompt | None = None
@@ -216,6 +217,10 @@ class Preparation:
             if cache_key is not None:
                 async with tracer.span("cache_lookup") as span:
                     hit = await self._cache.get(cache_key)
+                    if hit is not None and not await may_see_all(
+                        db, principal.tenant_id, access, [s.document_id for s in hit[0].sources]
+                    ):
+                        hit = None  # warmed by a caller granted a document this one may not see
                     span.update(output={"hit": hit is not None, "layer": hit[1] if hit else None})
                 metrics.cache_lookup(hit=hit is not None, layer=hit[1] if hit else "answer")
                 if hit is not None:

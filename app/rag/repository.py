@@ -1,5 +1,6 @@
 """Chunk search queries: pgvector nearest neighbours and PostgreSQL full-text matches, each scoped
-in SQL to the caller's tenant, the current version of each document and non-deleted documents."""
+in SQL to the caller's tenant, the current version of each document, non-deleted documents and
+the documents the caller's access set may see (``documents.access``: empty, or sharing a grant)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ _SCOPE = """
       AND (cardinality(CAST(:tags AS varchar[])) = 0 OR d.tags && CAST(:tags AS varchar[]))
       AND (cardinality(CAST(:document_ids AS uuid[])) = 0
            OR c.document_id = ANY(CAST(:document_ids AS uuid[])))
+      AND (CAST(:unrestricted AS boolean)
+           OR cardinality(d.access) = 0 OR d.access && CAST(:access AS varchar[]))
 """
 _SELECT = (
     """
@@ -117,6 +120,8 @@ def _params(query: RetrievalQuery, limit: int) -> dict[str, Any]:
         "tenant_id": query.tenant_id,
         "tags": list(query.filters.tags),
         "document_ids": list(query.filters.document_ids),
+        "unrestricted": query.access is None,
+        "access": list(query.access or ()),
         "limit": limit,
     }
 
@@ -150,7 +155,7 @@ class ChunkSearchRepository:
         await session.execute(text(f"SET LOCAL hnsw.ef_search = {int(query.ef_search)}"))
         await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
         rows = (await session.execute(_VECTOR_SQL, params)).all()
-        filtered = bool(query.filters.tags or query.filters.document_ids)
+        filtered = bool(query.filters.tags or query.filters.document_ids) or query.access is not None
         if filtered and len(rows) < limit:
             await session.execute(text("SET LOCAL enable_indexscan = off"))
             rows = (await session.execute(_VECTOR_SQL, params)).all()
