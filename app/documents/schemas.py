@@ -9,7 +9,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.auth.access import GROUP_PATTERN, MAX_ACCESS_ENTRIES, AccessList
-
 from app.db.models import Document, DocumentVersion, IngestionJob
 from app.documents.service import DocumentDetail, UploadOutcome, VersionEntry
 from app.security.text import PlainText

@@ -320,7 +320,8 @@ class DocumentService:
         self._apply_metadata(document, replace(meta, tags=tags, path=None))
         document.updated_at = repo.utcnow()
         access = asdict(meta.access) if meta.access is not None else None
-        details = {"title": meta.title, "tags": tags, "author": meta.author, "access": access}
+        details: dict[str, object] = {"title": meta.title, "tags": tags, "author": meta.author}
+        details["access"] = access
         await self._record(document, "document.update", details)
         return document
 
