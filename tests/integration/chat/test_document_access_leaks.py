@@ -142,7 +142,11 @@ async def test_a_cache_hit_is_replayed_only_to_callers_who_may_see_its_sources(
     owner = await make_caller(role=Role.reader, name="owner")
     peer = await make_caller(role=Role.reader, name="peer")
     await library.add(
-        CANTEEN, filename="canteen.md", title="Canteen", caller=world.admin, access_principals=owner.principal_id
+        CANTEEN,
+        filename="canteen.md",
+        title="Canteen",
+        caller=world.admin,
+        access_principals=owner.principal_id,
     )
     fake.configure("openai", text="The canteen door code is LEMON-7 [1].")
     question = "What is the canteen door code?"
@@ -193,7 +197,9 @@ async def test_narrowing_invalidates_cached_answers_and_hides_earlier_turns(
 async def mcp_session(app: FastAPI, headers: dict[str, str]) -> AsyncIterator[ClientSession]:
     transport = httpx2.ASGITransport(app=app)
     async with (
-        httpx2.AsyncClient(transport=transport, base_url="http://testserver", headers=headers, timeout=30) as c,
+        httpx2.AsyncClient(
+            transport=transport, base_url="http://testserver", headers=headers, timeout=30
+        ) as c,
         streamable_http_client("http://testserver/mcp", http_client=c) as (read, write),
         ClientSession(read, write) as session,
     ):
