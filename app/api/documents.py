@@ -17,6 +17,7 @@ from app.auth.access import AccessList, AccessSet
 from app.auth.errors import PermissionDeniedError
 from app.auth.principal import Principal, Role
 from app.documents.errors import InvalidFilenameError, MissingFileError, UploadTooLargeError
+from app.documents.metadata import DocumentMetadata
 from app.documents.schemas import (
     DocumentDetailOut,
     DocumentListOut,
@@ -26,7 +27,7 @@ from app.documents.schemas import (
     UrlDocumentIn,
     VersionOut,
 )
-from app.documents.service import DocumentMetadata, DocumentService, UploadedFile
+from app.documents.service import DocumentService, UploadedFile
 from app.security.text import PlainText, has_control_characters
 from app.settings import Settings
 

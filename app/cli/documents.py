@@ -208,7 +208,8 @@ async def ingest_directory(
 ) -> IngestSummary:
     from app.auth.api_keys import get_or_create_tenant
     from app.documents.ingestion import ingest_document_version
-    from app.documents.service import DocumentMetadata, DocumentService, UploadedFile
+    from app.documents.metadata import DocumentMetadata
+    from app.documents.service import DocumentService, UploadedFile
     from app.errors import AppError
 
     files = _files(directory)
@@ -258,7 +259,8 @@ async def ingest_url(
     """One URL, fetched and ingested now, as ``POST /api/v1/docs`` with a JSON ``url`` would."""
     from app.auth.api_keys import get_or_create_tenant
     from app.documents.ingestion import ingest_document_version
-    from app.documents.service import DocumentMetadata, DocumentService
+    from app.documents.metadata import DocumentMetadata
+    from app.documents.service import DocumentService
     from app.errors import AppError
 
     outcome = FileOutcome(path=url, status="failed")

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.access import AccessList, AccessSet
+from app.auth.access import AccessSet
 from app.db.models import Document, DocumentVersion, IngestionJob
 from app.documents import repository as repo
 from app.documents.errors import (
@@ -28,13 +27,12 @@ from app.documents.errors import (
     UrlUnreachableError,
 )
 from app.documents.fetching import FetchLimits, UrlFetcher
+from app.documents.metadata import DocumentMetadata, check_lengths, normalise_tags, title_of_url
 from app.documents.parsing import ParsedDocument, ParseLimits, parse_document
 from app.observability.context import current_request_id, current_trace_id
 from app.security.audit import record_audit_entry
 from app.settings import Settings
 
-MAX_TAGS = 50
-MAX_TAG_CHARS = 64
 MAX_URL_CHARS = 2048  # documents.source_url
 ACTIVE = frozenset({"queued", "running", "succeeded"})
 
@@ -60,15 +58,6 @@ class UploadedFile:
 
 
 @dataclass(frozen=True)
-class DocumentMetadata:
-    title: str | None = None
-    tags: list[str] | None = None
-    author: str | None = None
-    path: str | None = None
-    access: AccessList | None = None  # None: unchanged (a new document: the whole tenant)
-
-
-@dataclass(frozen=True)
 class UploadOutcome:
     document_id: uuid.UUID
     version: int | None  # None: a URL job, whose version exists once the worker fetched the content
@@ -90,37 +79,6 @@ class VersionEntry:
     version: DocumentVersion
     job: IngestionJob | None
     is_current: bool
-
-
-def normalise_tags(tags: Sequence[str] | None) -> list[str] | None:
-    """Tags may arrive as repeated fields or comma-separated; trimmed, de-duplicated, in order."""
-    if tags is None:
-        return None
-    seen: dict[str, None] = {}
-    for raw in tags:
-        for tag in raw.split(","):
-            tag = tag.strip()
-            if not tag:
-                continue
-            if len(tag) > MAX_TAG_CHARS:
-                raise InvalidMetadataError(f"tag {tag[:20]!r}… is longer than {MAX_TAG_CHARS} characters")
-            seen.setdefault(tag, None)
-    if len(seen) > MAX_TAGS:
-        raise InvalidMetadataError(f"at most {MAX_TAGS} tags")
-    return list(seen)
-
-
-def _title_of_url(url: str) -> str:
-    """A URL document's default title: its host and path, as a person would write it."""
-    without_scheme = url.split("://", 1)[-1].split("?", 1)[0].split("#", 1)[0].rstrip("/")
-    return without_scheme[:500] or "Untitled"
-
-
-def _check_lengths(meta: DocumentMetadata) -> None:
-    limits = {"title": (meta.title, 500), "author": (meta.author, 200), "path": (meta.path, 1000)}
-    for name, (value, limit) in limits.items():
-        if value is not None and len(value) > limit:
-            raise InvalidMetadataError(f"{name} is longer than {limit} characters")
 
 
 @dataclass
@@ -150,7 +108,7 @@ class DocumentService:
         """A new document, or, when ``meta.path`` names a live document of the tenant, a new
         version of it (so re-running an import never duplicates documents)."""
         tags = normalise_tags(meta.tags)
-        _check_lengths(meta)
+        check_lengths(meta)
         parsed = await self.parse(upload)
         document: Document | None = None
         if meta.path:
@@ -241,7 +199,7 @@ class DocumentService:
         (scheme, credentials, a literal or resolved address that is not public: ``url_forbidden``;
         a name that does not resolve: ``url_unreachable``); the worker checks again at each hop."""
         tags = normalise_tags(meta.tags)
-        _check_lengths(meta)
+        check_lengths(meta)
         fetcher = self.url_fetcher or UrlFetcher(FetchLimits.from_settings(self.settings))
         try:
             async with asyncio.timeout(self.settings.url_fetch_timeout_s):
@@ -252,7 +210,7 @@ class DocumentService:
             raise InvalidMetadataError(f"the URL is longer than {MAX_URL_CHARS} characters once encoded")
         document = Document(
             tenant_id=tenant_id,
-            title=(meta.title or "").strip() or _title_of_url(str(target.url)),
+            title=(meta.title or "").strip() or title_of_url(str(target.url)),
             author=meta.author,
             tags=tags or [],
             source_url=str(target.url),
@@ -314,7 +272,7 @@ class DocumentService:
     async def update_metadata(
         self, tenant_id: uuid.UUID, document_id: uuid.UUID, meta: DocumentMetadata
     ) -> Document:
-        _check_lengths(meta)
+        check_lengths(meta)
         tags = normalise_tags(meta.tags)
         document = await self._document(tenant_id, document_id, for_update=True)
         self._apply_metadata(document, replace(meta, tags=tags, path=None))

@@ -190,7 +190,7 @@ async def test_narrowing_invalidates_cached_answers_and_hides_earlier_turns(
     assert "level two" not in prompt_text(fake)  # the earlier turn is not in the history sent
     history = await client.get(f"/api/v1/sessions/{session}/messages", headers=world.eng.headers)
     assert "level two" not in history.text
-    assert [m["content"] for m in history.json()["messages"]][0] == "And where do bicycles go?"
+    assert history.json()["messages"][0]["content"] == "And where do bicycles go?"
 
 
 @asynccontextmanager
