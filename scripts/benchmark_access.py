@@ -34,12 +34,16 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db.migrations import upgrade_to_head
 from app.rag.query import RetrievalMode, RetrievalQuery
-from app.rag.repository import ChunkSearchRepository
+from app.rag.repository import EXACT_SCAN_MAX_ROWS, ChunkSearchRepository
 from scripts.benchmark_vector_search import clustered_vectors
 
 TOP_K = 10
 BENCH_DB = "ragchat_access_bench"
-ALLOWED, OTHER = "g:bench-allowed", "g:bench-other"
+OTHER = "g:bench-other"
+
+
+def grant(share: float) -> str:
+    return f"g:share-{share:g}"
 
 
 @dataclass
@@ -78,20 +82,19 @@ def database() -> Iterator[tuple[str, str]]:
             server.stop()
 
 
-def load(conninfo: str, vectors: np.ndarray, per_document: int, share: float) -> uuid.UUID:
-    """One tenant; documents of ``per_document`` chunks, every ``1/share``-th open to ALLOWED."""
+def load(conninfo: str, vectors: np.ndarray, per_document: int, shares: list[float]) -> uuid.UUID:
+    """One tenant; documents of ``per_document`` chunks, each restricted to OTHER and, for every
+    share s, every (1/s)-th document also to ``grant(s)``: that group opens s of the chunks."""
     tenant = uuid.uuid4()
-    every = round(1 / share)
     with psycopg.connect(conninfo) as conn:
         register_vector(conn)
         conn.execute("INSERT INTO tenants (id, slug, name) VALUES (%s, 'bench', 'bench')", (tenant,))
         documents = [uuid.uuid4() for _ in range(len(vectors) // per_document)]
-        with conn.cursor().copy(
-            "COPY documents (id, tenant_id, title, current_version, access) FROM STDIN"
-        ) as copy:
+        columns = "id, tenant_id, title, current_version, access"
+        with conn.cursor().copy(f"COPY documents ({columns}) FROM STDIN") as copy:
             for index, document in enumerate(documents):
-                grant = ALLOWED if index % every == 0 else OTHER
-                copy.write_row((document, tenant, f"doc {index}", 1, [grant]))
+                grants = [OTHER] + [grant(s) for s in shares if index % round(1 / s) == 0]
+                copy.write_row((document, tenant, f"doc {index}", 1, grants))
         conn.execute("DROP INDEX ix_chunks_embedding_hnsw")  # built once, after the load
         columns = (
             "tenant_id, document_id, page, position, text, context, page_sha256, embedding, "
@@ -181,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--chunks", type=int, default=100_000)
-    parser.add_argument("--share", type=float, default=0.01, help="share of documents the caller may see")
+    parser.add_argument(
+        "--shares", default="0.01,0.1,1", help="shares of the chunks a measured caller's group opens"
+    )
     parser.add_argument("--chunks-per-document", type=int, default=20)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--ef-search", type=int, default=100, help="as HNSW_EF_SEARCH")
@@ -194,20 +199,20 @@ def main(argv: list[str] | None = None) -> int:
         upgrade_to_head(url)
         with psycopg.connect(conninfo) as conn:
             version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-        tenant = load(conninfo, vectors, args.chunks_per_document, args.share)
+        shares = [float(part) for part in args.shares.split(",") if part.strip()]
+        tenant = load(conninfo, vectors, args.chunks_per_document, shares)
         rows = []
-        for name, grants in (
-            ("unrestricted (admin)", None),
-            (f"access filter keeps {args.share:.0%}", [ALLOWED]),
-        ):
+        searches: list[tuple[str, list[str] | None]] = [("unrestricted (admin)", None)]
+        searches += [(f"access filter keeps {s:.0%}", [grant(s)]) for s in shares]
+        for name, grants in searches:
             print(f"exact and app search: {name}", file=sys.stderr, flush=True)
             truth = exact(conninfo, tenant, queries, grants)
-            access = None if grants is None else (ALLOWED,)
+            access = None if grants is None else (grants[0],)
             found, latencies = asyncio.run(app_search(url, tenant, queries, access, args.ef_search))
             rows.append(row(name, found, truth, latencies))
     print(
         f"pgvector {version[0] if version else '?'}, {args.chunks} chunks, ef_search {args.ef_search}, "
-        f"{args.queries} queries, iterative scan relaxed_order"
+        f"{args.queries} queries, EXACT_SCAN_MAX_ROWS {EXACT_SCAN_MAX_ROWS}"
     )
     print("| search | recall@10 vs exact | p50 ms | p95 ms |")
     print("|---|---|---|---|")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import anyio
 import structlog
 from cachetools import LRUCache
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.access import AccessSet, may_see_all
 from app.auth.principal import Principal
@@ -35,6 +38,9 @@ from app.security.injection import detect_injection
 from app.settings import Settings
 
 logger = structlog.get_logger(__name__)
+
+# Whether a caller may see every document an answer cited (``app.auth.access.may_see_all``).
+SourcesVisible = Callable[[AsyncSession, uuid.UUID, AccessSet, list[str]], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -126,8 +132,10 @@ class Preparation:
         reranker: Reranker,
         counter: TokenCounter,
         telemetry: Telemetry,
+        sources_visible: SourcesVisible = may_see_all,
     ) -> None:
         self._settings = settings
+        self._sources_visible = sources_visible
         self._unit_of_work = unit_of_work
         self._memory = memory
         self._cache = cache
@@ -217,7 +225,7 @@ class Preparation:
             if cache_key is not None:
                 async with tracer.span("cache_lookup") as span:
                     hit = await self._cache.get(cache_key)
-                    if hit is not None and not await may_see_all(
+                    if hit is not None and not await self._sources_visible(
                         db, principal.tenant_id, access, [s.document_id for s in hit[0].sources]
                     ):
                         hit = None  # warmed by a caller granted a document this one may not see

@@ -37,6 +37,17 @@ _VECTOR_SQL = text(
     + " ORDER BY c.embedding <=> CAST(:vector AS vector) LIMIT :limit) ranked"
 )
 
+# A filter (access, tags, documents) that leaves at most EXACT_SCAN_MAX_ROWS passages is searched
+# exactly: those few rows are found through the filter's indexes (documents.access and tags GIN,
+# chunks by document) and all compared, which beats walking the HNSW graph past the 99 % the
+# filter drops (slower, and pgvector's iterative scan then returns approximate neighbours).
+EXACT_SCAN_MAX_ROWS = 5000
+_FEW_ROWS_SQL = text(
+    "SELECT count(*) AS n FROM (SELECT 1 FROM chunks c JOIN documents d ON d.id = c.document_id"
+    + _SCOPE
+    + " LIMIT :cap) few"
+)
+
 # Okapi BM25 over the GIN-indexed tsvectors (stemmed English, stop words dropped), in one statement:
 # - each query term's document frequency is counted in a bounded sample of the tenant's passages
 #   (BM25_SAMPLE: the same few milliseconds whatever the corpus size);
@@ -154,8 +165,12 @@ class ChunkSearchRepository:
         # default settings; a nested transaction would end them early, so none is opened.
         await session.execute(text(f"SET LOCAL hnsw.ef_search = {int(query.ef_search)}"))
         await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-        rows = (await session.execute(_VECTOR_SQL, params)).all()
         filtered = bool(query.filters.tags or query.filters.document_ids) or query.access is not None
+        few = filtered and (
+            (await session.execute(_FEW_ROWS_SQL, {**params, "cap": EXACT_SCAN_MAX_ROWS + 1})).scalar_one()
+            <= EXACT_SCAN_MAX_ROWS
+        )
+        rows = [] if few else (await session.execute(_VECTOR_SQL, params)).all()
         if filtered and len(rows) < limit:
             await session.execute(text("SET LOCAL enable_indexscan = off"))
             rows = (await session.execute(_VECTOR_SQL, params)).all()
