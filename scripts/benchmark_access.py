@@ -117,8 +117,9 @@ def load(conninfo: str, vectors: np.ndarray, per_document: int, shares: list[flo
             "CREATE INDEX ix_chunks_embedding_hnsw ON chunks USING hnsw (embedding vector_cosine_ops) "
             "WITH (m = 32, ef_construction = 64)"
         )
-        conn.execute("ANALYZE")
         conn.commit()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")  # the steady state autovacuum keeps: visibility map set
     return tenant
 
 

@@ -38,14 +38,27 @@ _VECTOR_SQL = text(
 )
 
 # A filter (access, tags, documents) that leaves at most EXACT_SCAN_MAX_ROWS passages is searched
-# exactly: those few rows are found through the filter's indexes (documents.access and tags GIN,
-# chunks by document) and all compared, which beats walking the HNSW graph past the 99 % the
-# filter drops (slower, and pgvector's iterative scan then returns approximate neighbours).
-EXACT_SCAN_MAX_ROWS = 5000
+# exactly: those rows are found through the filter's indexes and all compared, which beats walking
+# the HNSW graph past the passages the filter drops (slower, and pgvector's iterative scan then
+# returns approximate neighbours). They are counted from the visible documents down, through the
+# chunks' (document_id, valid_to_version) index, and the count stops at the bound.
+EXACT_SCAN_MAX_ROWS = 10_000
 _FEW_ROWS_SQL = text(
-    "SELECT count(*) AS n FROM (SELECT 1 FROM chunks c JOIN documents d ON d.id = c.document_id"
-    + _SCOPE
-    + " LIMIT :cap) few"
+    """
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM documents d
+    CROSS JOIN LATERAL (
+        SELECT 1 FROM chunks c WHERE c.document_id = d.id AND c.valid_to_version IS NULL LIMIT :cap
+    ) passages
+    WHERE d.tenant_id = :tenant_id
+      AND d.deleted_at IS NULL
+      AND (cardinality(CAST(:tags AS varchar[])) = 0 OR d.tags && CAST(:tags AS varchar[]))
+      AND (cardinality(CAST(:document_ids AS uuid[])) = 0 OR d.id = ANY(CAST(:document_ids AS uuid[])))
+      AND (CAST(:unrestricted AS boolean)
+           OR cardinality(d.access) = 0 OR d.access && CAST(:access AS varchar[]))
+    LIMIT :cap
+) few
+"""
 )
 
 # Okapi BM25 over the GIN-indexed tsvectors (stemmed English, stop words dropped), in one statement:
