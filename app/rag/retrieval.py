@@ -5,7 +5,8 @@ Every query is scoped in SQL to the caller's tenant, the current version of each
 may see, plus optional tag / document filters. A filter that leaves at most
 ``EXACT_SCAN_MAX_ROWS`` passages is searched exactly; a wider one uses pgvector 0.8 iterative
 index scans, and if that still yields fewer than ``top_k`` rows an exact scan over the filtered
-rows fills the gap, so neither a rare tag nor a narrow access set costs recall. Full-text candidates are ranked by BM25 (``app.rag.repository``).
+rows fills the gap, so neither a rare tag nor a narrow access set costs recall. Full-text
+candidates are ranked by BM25 (``app.rag.repository``).
 
 Every mode returns documents before repeats (``spread_over_documents``): the best passage of each
 document in rank order, then further passages of the same documents only if fewer than ``top_k``
