@@ -42,7 +42,7 @@ _VECTOR_SQL = text(
 # the HNSW graph past the passages the filter drops (slower, and pgvector's iterative scan then
 # returns approximate neighbours). They are counted from the visible documents down, through the
 # chunks' (document_id, valid_to_version) index, and the count stops at the bound.
-EXACT_SCAN_MAX_ROWS = 10_000
+EXACT_SCAN_MAX_ROWS = 5_000
 _FEW_ROWS_SQL = text(
     """
 SELECT count(*) AS n FROM (
