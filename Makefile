@@ -163,6 +163,10 @@ reembed: $(STAMP) ## re-embed every stored chunk with the configured EMBEDDING_M
 benchmark-vectors: $(STAMP) ## exact vs IVFFlat vs HNSW recall/latency on synthetic vectors: N="10000,100000"
 	$(PY) -m scripts.benchmark_vector_search --sizes "$(or $(N),10000,100000)"
 
+.PHONY: benchmark-access
+benchmark-access: $(STAMP) ## recall@10 and latency of the access-filtered vector search (1 % of N chunks) vs unrestricted: N=100000
+	$(PY) -m scripts.benchmark_access --chunks $(or $(N),100000)
+
 .PHONY: fake-llm benchmark-router
 fake-llm: $(STAMP) ## fake OpenAI/Groq/Gemini server (real wire protocols) on :8099: make fake-llm [FAKE_LLM_PORT=8099]
 	$(PY) -m tests.fakes.fake_llm_server --port $(or $(FAKE_LLM_PORT),8099)

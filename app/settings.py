@@ -248,6 +248,7 @@ class Settings(BaseSettings):
     auth_jwks_url: str | None = None
     auth_tenant_claim: str = "tenant"
     auth_roles_claim: str = "roles"
+    auth_groups_claim: str = "groups"
     auth_jwt_algorithms: Annotated[list[str], NoDecode] = [
         "RS256",
         "RS384",

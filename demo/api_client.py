@@ -97,6 +97,9 @@ class Api:
     def put(self, path: str, **kwargs: Any) -> Any:
         return self.request("PUT", path, **kwargs).json()
 
+    def patch(self, path: str, **kwargs: Any) -> Any:
+        return self.request("PATCH", path, **kwargs).json()
+
     def delete(self, path: str) -> None:
         self.request("DELETE", path)
 

@@ -545,10 +545,13 @@ def add_document(api: Api, conn: Connection) -> None:
         )
         title = st.text_input("Title", key="new_title", placeholder=upload.name if upload else "")
         tags = st.text_input("Tags", key="new_tags", placeholder="comma-separated, e.g. policy, hr")
+        groups = st.text_input("Groups", key="new_groups", placeholder="who may see it; empty: everyone")
         if st.button("Process", type="primary", disabled=upload is None, key="process_new") and upload:
             fields = {"title": title.strip() or upload.name}
             if tags.strip():
                 fields["tags"] = tags
+            if groups.strip():
+                fields["access_groups"] = groups
             process(
                 api,
                 lambda: api.post(
@@ -608,6 +611,7 @@ def document_row(api: Api, conn: Connection, document: dict[str, Any]) -> None:
         badge = f":{STATUS_COLORS.get(status, 'gray')}-badge[{status}]"
         version = document["current_version"] or "none yet"
         info.markdown(f"{badge} · version {version} · {detail['chunk_count']} chunks · {tags}")
+        info.caption(access_caption(document.get("access") or {}))
         if conn.can_edit:
             if deleted:
                 if actions.button("Restore", key=f"restore_{document_id}"):
@@ -617,6 +621,8 @@ def document_row(api: Api, conn: Connection, document: dict[str, Any]) -> None:
                     run_action(lambda: api.delete(f"/api/v1/docs/{document_id}"), "Deleted (restorable)")
                 with actions.popover("New version"):
                     new_version(api, conn, document_id)
+                with actions.popover("Groups"):
+                    edit_groups(api, document)
                 if detail.get("source_url") and actions.button("Refresh", key=f"refresh_{document_id}"):
                     follow_request(api, lambda: api.post(f"/api/v1/docs/{document_id}/refresh"))
         if st.toggle("Versions", key=f"versions_{document_id}"):
@@ -640,6 +646,33 @@ def document_row(api: Api, conn: Connection, document: dict[str, Any]) -> None:
                 ],
                 hide_index=True,
             )
+
+
+def access_caption(access: dict[str, Any]) -> str:
+    groups, principals = access.get("groups") or [], access.get("principals") or []
+    if not groups and not principals:
+        return "Visible to: everyone in the tenant"
+    names = [f"group {safe_markdown(g)}" for g in groups] + [safe_markdown(p) for p in principals]
+    return "Visible to: " + ", ".join(names) + " (and admins)"
+
+
+def edit_groups(api: Api, document: dict[str, Any]) -> None:
+    """Replace the groups of the document's access list (its principals are kept)."""
+    document_id = document["id"]
+    access = document.get("access") or {}
+    groups = st.text_input(
+        "Groups (comma-separated; empty: everyone)",
+        value=", ".join(access.get("groups") or []),
+        key=f"groups_{document_id}",
+    )
+    if st.button("Save groups", key=f"save_groups_{document_id}"):
+        body = {
+            "access": {
+                "groups": [g.strip() for g in groups.split(",") if g.strip()],
+                "principals": access.get("principals") or [],
+            }
+        }
+        run_action(lambda: api.patch(f"/api/v1/docs/{document_id}", json=body), "Groups saved")
 
 
 def new_version(api: Api, conn: Connection, document_id: str) -> None:

@@ -13,6 +13,7 @@ from pydantic import ValidationError, WithJsonSchema
 from app.api.auth import EditorPrincipal, ReaderPrincipal
 from app.api.deps import JobQueueDep, ReadSessionDep, SessionDep, SettingsDep
 from app.api.limits import UploadRateLimit
+from app.auth.access import AccessList, AccessSet
 from app.auth.errors import PermissionDeniedError
 from app.auth.principal import Principal, Role
 from app.documents.errors import InvalidFilenameError, MissingFileError, UploadTooLargeError
@@ -57,7 +58,8 @@ async def read_limited(file: UploadFile | None, settings: Settings) -> UploadedF
 def _service(
     session: SessionDep, settings: SettingsDep, queue: JobQueueDep, principal: Principal
 ) -> DocumentService:
-    return DocumentService(session, settings, dispatcher=queue, principal_id=principal.id)
+    access = AccessSet.of(principal)  # a document the caller may not see is a 404
+    return DocumentService(session, settings, dispatcher=queue, principal_id=principal.id, access=access)
 
 
 async def writer_service(
@@ -152,14 +154,24 @@ async def upload_document(
     ] = None,
     author: Annotated[PlainText | None, Form(max_length=200)] = None,
     path: Annotated[PlainText | None, Form(max_length=1000)] = None,
+    access_groups: Annotated[
+        list[PlainText] | None, Form(description="groups that may see it (repeat or comma-separate)")
+    ] = None,
+    access_principals: Annotated[
+        list[PlainText] | None, Form(description="principal ids that may see it ('key:<id>', 'user:<sub>')")
+    ] = None,
 ) -> UploadAccepted:
     if file is None and _is_json(request):
         body = await read_url_document(request)
-        url_meta = DocumentMetadata(title=body.title, tags=body.tags, author=body.author)
+        access = body.access.parsed() if body.access is not None else None
+        url_meta = DocumentMetadata(title=body.title, tags=body.tags, author=body.author, access=access)
         added = await service.add_url(principal.tenant_id, body.url, url_meta)
         return _respond(added.status, response, UploadAccepted.of(added))
     upload = await read_limited(file, settings)
-    meta = DocumentMetadata(title=title, tags=tags, author=author, path=path or None)
+    access = None
+    if access_groups is not None or access_principals is not None:
+        access = AccessList.parse(access_groups, access_principals)
+    meta = DocumentMetadata(title=title, tags=tags, author=author, path=path or None, access=access)
     outcome = await service.upload(principal.tenant_id, upload, meta)
     return _respond(outcome.status, response, UploadAccepted.of(outcome))
 
@@ -244,11 +256,14 @@ async def list_versions(
     return [VersionOut.of_entry(entry) for entry in await service.versions(principal.tenant_id, document_id)]
 
 
-@router.patch("/{document_id}", response_model=DocumentOut, summary="Change title, tags or author")
+@router.patch(
+    "/{document_id}", response_model=DocumentOut, summary="Change title, tags, author or access list"
+)
 async def patch_document(
     document_id: uuid.UUID, body: DocumentPatch, service: WriterService, principal: EditorPrincipal
 ) -> DocumentOut:
-    meta = DocumentMetadata(title=body.title, tags=body.tags, author=body.author)
+    access = body.access.parsed() if body.access is not None else None
+    meta = DocumentMetadata(title=body.title, tags=body.tags, author=body.author, access=access)
     return DocumentOut.of(await service.update_metadata(principal.tenant_id, document_id, meta))
 
 

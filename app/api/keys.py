@@ -21,6 +21,9 @@ router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 class CreateKeyRequest(BaseModel):
     role: Role
     name: PlainText = Field(default="", max_length=200)
+    groups: list[str] = Field(
+        default_factory=list, description="groups of the key's principal (see the access model)"
+    )
 
 
 class CreatedKey(BaseModel):
@@ -29,6 +32,7 @@ class CreatedKey(BaseModel):
     tenant: str
     role: Role
     name: str
+    groups: list[str]
 
 
 class KeyInfo(BaseModel):
@@ -36,6 +40,7 @@ class KeyInfo(BaseModel):
     name: str
     prefix: str
     role: Role
+    groups: list[str]
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
@@ -43,9 +48,17 @@ class KeyInfo(BaseModel):
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CreatedKey, summary="Create a key")
 async def create(body: CreateKeyRequest, principal: AdminPrincipal, session: SessionDep) -> CreatedKey:
-    issued = await create_key(session, principal.tenant_id, body.role, body.name)
-    await record_audit(session, principal, "api_key.create", "api_key", issued.id, {"role": body.role.value})
-    return CreatedKey(id=issued.id, key=issued.key, tenant=issued.tenant, role=issued.role, name=issued.name)
+    issued = await create_key(session, principal.tenant_id, body.role, body.name, body.groups)
+    details = {"role": body.role.value, "groups": list(issued.groups)}
+    await record_audit(session, principal, "api_key.create", "api_key", issued.id, details)
+    return CreatedKey(
+        id=issued.id,
+        key=issued.key,
+        tenant=issued.tenant,
+        role=issued.role,
+        name=issued.name,
+        groups=list(issued.groups),
+    )
 
 
 @router.get("", response_model=list[KeyInfo], summary="List the tenant's keys")
@@ -56,6 +69,7 @@ async def list_(principal: AdminPrincipal, session: SessionDep) -> list[KeyInfo]
             name=key.name,
             prefix=key.prefix,
             role=Role(key.role),
+            groups=list(key.groups or ()),
             created_at=key.created_at,
             last_used_at=key.last_used_at,
             revoked_at=key.revoked_at,

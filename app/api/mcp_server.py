@@ -39,6 +39,7 @@ from app.api.chat import MAX_QUESTION_CHARS
 from app.api.deps import resources_of
 from app.api.mcp_results import AskResult, DocumentList, DocumentSummary, Passage, SearchResult
 from app.api.mcp_streams import BoundedMCPEndpoint
+from app.auth.access import AccessSet
 from app.auth.principal import Principal, Role
 from app.chat.request import AskRequest
 from app.documents.service import DocumentService
@@ -139,7 +140,8 @@ async def _ask(call: _Call, question: str, session_id: SessionId | None) -> AskR
 async def _list(call: _Call, tag: str | None) -> DocumentList:
     resources = call.resources
     async with resources.session_factory() as session:
-        page = await DocumentService(session, resources.settings).list_documents(
+        service = DocumentService(session, resources.settings, access=AccessSet.of(call.principal))
+        page = await service.list_documents(
             call.principal.tenant_id,
             tag=tag,
             text_query=None,

@@ -15,6 +15,7 @@ class MeResponse(BaseModel):
     tenant_id: str
     role: str
     kind: str
+    groups: list[str]  # what opens access-listed documents (admins see every document anyway)
 
 
 @router.get("/me", response_model=MeResponse, summary="The calling principal")
@@ -24,4 +25,5 @@ async def me(principal: CurrentPrincipal) -> MeResponse:
         tenant_id=str(principal.tenant_id),
         role=principal.role.value,
         kind=principal.kind,
+        groups=list(principal.groups),
     )

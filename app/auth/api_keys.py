@@ -27,6 +27,7 @@ class IssuedKey:
     tenant: str
     role: Role
     name: str
+    groups: tuple[str, ...] = ()
 
 
 def hash_key(key: str) -> str:
@@ -50,12 +51,21 @@ async def get_or_create_tenant(session: AsyncSession, slug: str, name: str | Non
     return await tenants.by_slug(slug) or await tenants.add(Tenant(slug=slug, name=name or slug))
 
 
-async def issue_key(session: AsyncSession, tenant: Tenant, role: Role, name: str = "") -> IssuedKey:
+async def issue_key(
+    session: AsyncSession, tenant: Tenant, role: Role, name: str = "", groups: tuple[str, ...] = ()
+) -> IssuedKey:
     prefix, key = generate_key()
     row = await ApiKeyRepository(session).add(
-        ApiKey(tenant_id=tenant.id, name=name, prefix=prefix, secret_sha256=hash_key(key), role=role.value)
+        ApiKey(
+            tenant_id=tenant.id,
+            name=name,
+            prefix=prefix,
+            secret_sha256=hash_key(key),
+            role=role.value,
+            groups=list(groups),
+        )
     )
-    return IssuedKey(id=row.id, key=key, tenant=tenant.slug, role=role, name=name)
+    return IssuedKey(id=row.id, key=key, tenant=tenant.slug, role=role, name=name, groups=groups)
 
 
 async def verify_key(session: AsyncSession, key: str) -> Principal | None:
@@ -70,5 +80,10 @@ async def verify_key(session: AsyncSession, key: str) -> Principal | None:
     if not hmac.compare_digest(presented, stored) or row is None or row.revoked_at is not None:
         return None
     return Principal(
-        id=f"key:{row.id}", tenant_id=row.tenant_id, role=Role(row.role), kind="api_key", name=row.name
+        id=f"key:{row.id}",
+        tenant_id=row.tenant_id,
+        role=Role(row.role),
+        kind="api_key",
+        name=row.name,
+        groups=tuple(row.groups or ()),
     )

@@ -20,6 +20,7 @@ import jwt
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.access import groups_of_claim
 from app.auth.errors import AuthenticationError, PermissionDeniedError
 from app.auth.principal import Principal, Role
 from app.auth.repository import TenantRepository
@@ -136,6 +137,7 @@ class TokenClaims:
     subject: str
     tenant: str
     role: Role
+    groups: tuple[str, ...] = ()
 
 
 def _claim(payload: Mapping[str, Any], name: str) -> Any:
@@ -174,6 +176,7 @@ class JwtVerifier:
         leeway_s: float = 30.0,
         tenant_claim: str = "tenant",
         roles_claim: str = "roles",
+        groups_claim: str = "groups",
     ) -> None:
         self.jwks = jwks
         self._issuer = issuer
@@ -182,6 +185,7 @@ class JwtVerifier:
         self._leeway_s = leeway_s
         self._tenant_claim = tenant_claim
         self._roles_claim = roles_claim
+        self._groups_claim = groups_claim
 
     @classmethod
     def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> JwtVerifier | None:
@@ -203,6 +207,7 @@ class JwtVerifier:
             leeway_s=settings.auth_jwt_leeway_s,
             tenant_claim=settings.auth_tenant_claim,
             roles_claim=settings.auth_roles_claim,
+            groups_claim=settings.auth_groups_claim,
         )
 
     async def verify(self, token: str) -> TokenClaims:
@@ -245,7 +250,8 @@ class JwtVerifier:
         role = _highest_role(_claim(payload, self._roles_claim))
         if role is None:
             raise PermissionDeniedError("the token grants no role of this service")
-        return TokenClaims(subject=subject, tenant=tenant, role=role)
+        groups = groups_of_claim(_claim(payload, self._groups_claim))
+        return TokenClaims(subject=subject, tenant=tenant, role=role, groups=groups)
 
 
 async def principal_for_claims(session: AsyncSession, claims: TokenClaims) -> Principal:
@@ -253,4 +259,6 @@ async def principal_for_claims(session: AsyncSession, claims: TokenClaims) -> Pr
     tenant_id = await TenantRepository(session).id_by_slug(claims.tenant)
     if tenant_id is None:
         raise _invalid()
-    return Principal(id=f"user:{claims.subject}", tenant_id=tenant_id, role=claims.role, kind="jwt")
+    return Principal(
+        id=f"user:{claims.subject}", tenant_id=tenant_id, role=claims.role, kind="jwt", groups=claims.groups
+    )

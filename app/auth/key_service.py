@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.access import MAX_PRINCIPAL_GROUPS, InvalidAccessError, valid_groups
 from app.auth.api_keys import IssuedKey, issue_key
 from app.auth.principal import Role
 from app.auth.repository import ApiKeyRepository, TenantRepository
@@ -19,11 +21,17 @@ class ApiKeyNotFoundError(NotFoundError):
     title = "API key not found"
 
 
-async def create_key(session: AsyncSession, tenant_id: uuid.UUID, role: Role, name: str = "") -> IssuedKey:
+async def create_key(
+    session: AsyncSession, tenant_id: uuid.UUID, role: Role, name: str = "", groups: Sequence[str] = ()
+) -> IssuedKey:
+    """``groups`` are validated (422 ``invalid_access``): they open access-listed documents."""
+    valid = valid_groups(groups)
+    if len(valid) > MAX_PRINCIPAL_GROUPS:
+        raise InvalidAccessError(f"a key belongs to at most {MAX_PRINCIPAL_GROUPS} groups")
     tenant = await TenantRepository(session).get(tenant_id)
     if tenant is None:
         raise NotFoundError("tenant not found")
-    return await issue_key(session, tenant, role, name)
+    return await issue_key(session, tenant, role, name, valid)
 
 
 async def list_keys(

@@ -34,3 +34,4 @@ class Principal:
     role: Role
     kind: Literal["api_key", "jwt"]
     name: str = ""
+    groups: tuple[str, ...] = ()  # see app.auth.access: what opens access-listed documents

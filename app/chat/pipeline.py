@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, replace
 from functools import partial
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.access import AccessSet, may_see_all
 from app.auth.principal import Principal
 from app.cache.answers import CacheKey
 from app.chat.finish import TurnFinisher
@@ -32,6 +35,9 @@ from app.rag.rerank import Reranker, reranker_identity
 from app.rag.sources import Source, source_for
 from app.rag.tokens import TokenCounter
 from app.settings import Settings
+
+# Whether a caller may see every document an answer cited (``app.auth.access.may_see_all``).
+SourcesVisible = Callable[[AsyncSession, uuid.UUID, AccessSet, list[str]], Awaitable[bool]]
 
 
 def _cache_parameters(chat: ChatInput, reranker: Reranker, embedding_model: str) -> dict[str, Any]:
@@ -73,8 +79,10 @@ class Preparation:
         reranker: Reranker,
         counter: TokenCounter,
         telemetry: Telemetry,
+        sources_visible: SourcesVisible = may_see_all,
     ) -> None:
         self._settings = settings
+        self._sources_visible = sources_visible
         self._unit_of_work = unit_of_work
         self._memory = memory
         self._cache = cache
@@ -124,16 +132,24 @@ class Preparation:
             return None
         version = await self._corpus_versions(db, principal.tenant_id)
         parameters = _cache_parameters(chat, self.retrieval.reranker, self.retrieval.embedding_model)
+        parameters["access"] = AccessSet.of(principal).cache_scope()  # the groups retrieval may see
         return self._cache.key_for(
             principal.tenant_id, version, chat.question, parameters, _history_digest(history)
         )
 
-    async def _cached(self, key: CacheKey | None) -> tuple[Outcome, list[Source]] | None:
-        """The cached answer (as an outcome) and its sources, or None."""
+    async def _cached(
+        self, db: AsyncSession, principal: Principal, key: CacheKey | None
+    ) -> tuple[Outcome, list[Source]] | None:
+        """The cached answer (as an outcome) and its sources, or None; never an answer citing a
+        document this caller may not see (one warmed by a caller granted it personally)."""
         if key is None:
             return None
         async with self._telemetry.tracer.span("cache_lookup") as span:
             hit = await self._cache.get(key)
+            if hit is not None and not await self._sources_visible(
+                db, principal.tenant_id, AccessSet.of(principal), [s.document_id for s in hit.answer.sources]
+            ):
+                hit = None
             span.update(output={"hit": hit is not None, "layer": hit.layer if hit else None})
         self._telemetry.metrics.cache_lookup(hit=hit is not None, layer=hit.layer if hit else "answer")
         if hit is None:
@@ -149,7 +165,7 @@ class Preparation:
         async with self._unit_of_work() as db:
             history = await self._history(db, principal, chat)
             key = await self._cache_key(db, principal, chat, history)
-            cached = await self._cached(key)
+            cached = await self._cached(db, principal, key)
             if cached is not None:
                 outcome, sources = cached
             else:

@@ -12,6 +12,7 @@ import structlog
 from cachetools import LRUCache
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.access import AccessSet
 from app.auth.principal import Principal
 from app.cache.answers import normalise_question
 from app.chat.ports import Retriever
@@ -100,6 +101,7 @@ class RetrievalStage:
             text_weight=chat.text_weight,
             ef_search=self._settings.hnsw_ef_search,
             min_similarity=self._settings.retrieval_min_similarity,
+            access=AccessSet.of(principal).grants,  # enforced in the search's SQL
         )
 
     async def search(self, db: AsyncSession, principal: Principal, chat: ChatInput) -> list[RetrievedChunk]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.access import InvalidAccessError
 from app.auth.api_keys import get_or_create_tenant
 from app.auth.key_service import create_key, list_keys, revoke_key
 from app.auth.principal import Role
@@ -33,6 +34,9 @@ def add_keys_command(commands: Subcommands) -> None:
     create.add_argument("--tenant", required=True, help="tenant slug (created if new)")
     create.add_argument("--role", required=True, choices=[role.value for role in Role])
     create.add_argument("--name", default="", help="a label for the key")
+    create.add_argument(
+        "--group", action="append", default=[], help="a group of the key's principal (repeatable)"
+    )
     create.add_argument("--json", action="store_true", help='print {"id", "key", "tenant", "role"}')
     create.set_defaults(keys_action=keys_create)
     list_ = actions.add_parser("list", help="keys of every tenant (never the secrets)")
@@ -51,12 +55,22 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def keys_create(settings: Settings, args: argparse.Namespace) -> int:
-    async def work(session: AsyncSession) -> dict[str, str]:
+    async def work(session: AsyncSession) -> dict[str, str]:  # groups comma-separated
         tenant = await get_or_create_tenant(session, args.tenant)
-        issued = await create_key(session, tenant.id, Role(args.role), args.name)
-        return {"id": str(issued.id), "key": issued.key, "tenant": issued.tenant, "role": issued.role.value}
+        issued = await create_key(session, tenant.id, Role(args.role), args.name, args.group)
+        return {
+            "id": str(issued.id),
+            "key": issued.key,
+            "tenant": issued.tenant,
+            "role": issued.role.value,
+            "groups": ",".join(issued.groups),
+        }
 
-    created = asyncio.run(in_transaction(settings, work))
+    try:
+        created = asyncio.run(in_transaction(settings, work))
+    except InvalidAccessError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(created))
     else:
@@ -79,6 +93,7 @@ def keys_list(settings: Settings, args: argparse.Namespace) -> int:
                 "role": key.role,
                 "name": key.name,
                 "prefix": key.prefix,
+                "groups": ",".join(key.groups or ()),
                 "created_at": key.created_at.isoformat(),
                 "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
                 "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,

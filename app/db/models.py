@@ -69,6 +69,10 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = _created_at()
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The groups the key's principal belongs to (app.auth.access).
+    groups: Mapped[list[str]] = mapped_column(
+        ARRAY(String(64)), nullable=False, server_default=text("'{}'::varchar[]")
+    )
 
 
 class Document(Base):
@@ -76,6 +80,7 @@ class Document(Base):
     __table_args__ = (
         Index("ix_documents_tenant_id_deleted_at", "tenant_id", "deleted_at"),
         Index("ix_documents_tags", "tags", postgresql_using="gin"),
+        Index("ix_documents_access", "access", postgresql_using="gin"),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -96,6 +101,10 @@ class Document(Base):
     source_url: Mapped[str | None] = mapped_column(String(2048))
     source_etag: Mapped[str | None] = mapped_column(String(500))
     source_last_modified: Mapped[str | None] = mapped_column(String(100))
+    # Who may see it: "g:<group>" and "p:<principal id>" grants; empty = the whole tenant.
+    access: Mapped[list[str]] = mapped_column(
+        ARRAY(String(200)), nullable=False, server_default=text("'{}'::varchar[]")
+    )
 
 
 class DocumentVersion(Base):

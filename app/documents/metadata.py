@@ -1,11 +1,12 @@
-"""What a document's metadata may be: title, tags, author and path, their limits, and the
-default title of a URL document."""
+"""A document's client-given metadata: title, tags, author, path and access list, and the checks
+every write of it passes (422 ``invalid_metadata``, ``invalid_access``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from app.auth.access import AccessList
 from app.documents.errors import InvalidMetadataError
 
 MAX_TAGS = 50
@@ -19,6 +20,7 @@ class DocumentMetadata:
     tags: list[str] | None = None
     author: str | None = None
     path: str | None = None
+    access: AccessList | None = None  # None: unchanged (a new document: the whole tenant)
 
 
 def normalise_tags(tags: Sequence[str] | None) -> list[str] | None:

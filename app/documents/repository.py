@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.access import AccessSet, visible
 from app.db.models import Chunk, Document, DocumentVersion, IngestionJob
 from app.documents.chunking import embedding_input
 
@@ -24,8 +25,12 @@ async def get_document(
     *,
     include_deleted: bool = False,
     for_update: bool = False,
+    access: AccessSet | None = None,
 ) -> Document | None:
-    query = select(Document).where(Document.id == document_id, Document.tenant_id == tenant_id)
+    """None also for a document ``access`` may not see: as unknown as a made-up id."""
+    query = select(Document).where(
+        Document.id == document_id, Document.tenant_id == tenant_id, visible(access)
+    )
     if not include_deleted:
         query = query.where(Document.deleted_at.is_(None))
     if for_update:
@@ -42,11 +47,21 @@ async def get_job_document(
 
 
 async def find_live_document_by_path(
-    session: AsyncSession, tenant_id: uuid.UUID, path: str, *, for_update: bool = False
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    path: str,
+    *,
+    for_update: bool = False,
+    access: AccessSet | None = None,
 ) -> Document | None:
     query = (
         select(Document)
-        .where(Document.tenant_id == tenant_id, Document.path == path, Document.deleted_at.is_(None))
+        .where(
+            Document.tenant_id == tenant_id,
+            Document.path == path,
+            Document.deleted_at.is_(None),
+            visible(access),
+        )
         .order_by(Document.created_at)
         .limit(1)
     )
@@ -78,8 +93,9 @@ async def list_documents(
     include_deleted: bool,
     limit: int,
     offset: int,
+    access: AccessSet | None = None,
 ) -> DocumentPage:
-    conditions: list[Any] = [Document.tenant_id == tenant_id]
+    conditions: list[Any] = [Document.tenant_id == tenant_id, visible(access)]
     if not include_deleted:
         conditions.append(Document.deleted_at.is_(None))
     if tag:
@@ -148,8 +164,15 @@ async def set_version_status(session: AsyncSession, version_id: uuid.UUID | None
 # --- jobs -------------------------------------------------------------------------------------
 
 
-async def get_job(session: AsyncSession, tenant_id: uuid.UUID, job_id: uuid.UUID) -> IngestionJob | None:
-    query = select(IngestionJob).where(IngestionJob.id == job_id, IngestionJob.tenant_id == tenant_id)
+async def get_job(
+    session: AsyncSession, tenant_id: uuid.UUID, job_id: uuid.UUID, access: AccessSet | None = None
+) -> IngestionJob | None:
+    """None also for a job of a document ``access`` may not see."""
+    query = (
+        select(IngestionJob)
+        .join(Document, Document.id == IngestionJob.document_id)
+        .where(IngestionJob.id == job_id, IngestionJob.tenant_id == tenant_id, visible(access))
+    )
     return (await session.execute(query)).scalar_one_or_none()
 
 

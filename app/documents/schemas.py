@@ -6,8 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.auth.access import GROUP_PATTERN, MAX_ACCESS_ENTRIES, AccessList
 from app.db.models import Document, DocumentVersion, IngestionJob
 from app.documents.service import DocumentDetail, UploadOutcome, VersionEntry
 from app.security.text import PlainText
@@ -79,6 +80,24 @@ class VersionOut(BaseModel):
         return cls.of(entry.version, entry.job, is_current=entry.is_current)
 
 
+class DocumentAccess(BaseModel):
+    """Who may see a document besides the tenant's admins; both empty: the whole tenant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    groups: list[str] = Field(
+        default_factory=list,
+        description=f"group names ({GROUP_PATTERN}); with principals at most {MAX_ACCESS_ENTRIES}",
+    )
+    principals: list[str] = Field(
+        default_factory=list, description="principal ids: 'key:<api key id>' or 'user:<token sub>'"
+    )
+
+    def parsed(self) -> AccessList:
+        """422 ``invalid_access`` for a name outside the pattern or a list over the bound."""
+        return AccessList.parse(self.groups, self.principals)
+
+
 class DocumentOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -91,9 +110,18 @@ class DocumentOut(BaseModel):
     source_url: str | None = Field(description="where a document added from a URL is fetched from")
     source_etag: str | None = Field(description="ETag of the content last fetched from source_url")
     source_last_modified: str | None = Field(description="Last-Modified of the content last fetched")
+    access: DocumentAccess
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None
+
+    @field_validator("access", mode="before")
+    @classmethod
+    def _grants(cls, value: object) -> object:
+        if isinstance(value, list):  # the row's grants
+            listed = AccessList.of_grants(value)
+            return {"groups": list(listed.groups), "principals": list(listed.principals)}
+        return value
 
     @classmethod
     def of(cls, document: Document) -> DocumentOut:
@@ -146,6 +174,7 @@ class UrlDocumentIn(BaseModel):
     title: PlainText | None = Field(default=None, max_length=500)
     tags: list[PlainText] | None = None
     author: PlainText | None = Field(default=None, max_length=200)
+    access: DocumentAccess | None = None
 
 
 class DocumentPatch(BaseModel):
@@ -154,6 +183,9 @@ class DocumentPatch(BaseModel):
     title: PlainText | None = Field(default=None, min_length=1, max_length=500)
     tags: list[PlainText] | None = None
     author: PlainText | None = Field(default=None, max_length=200)
+    access: DocumentAccess | None = Field(
+        default=None, description="replaces the access list; empty lists open it to the whole tenant"
+    )
 
 
 class JobOut(BaseModel):

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.access import AccessSet
 from app.db.models import Document, DocumentVersion, IngestionJob
 from app.documents import repository as repo
 from app.documents.errors import (
@@ -92,6 +93,7 @@ class DocumentService:
     dispatcher: JobDispatcher | None = None
     principal_id: str | None = None
     url_fetcher: UrlFetcher | None = None  # default: built from the settings
+    access: AccessSet | None = None  # the caller's; None sees every document (the operator, workers)
 
     # --- uploads ------------------------------------------------------------------------------
 
@@ -117,7 +119,7 @@ class DocumentService:
         if meta.path:
             await repo.lock_path(self.session, tenant_id, meta.path)
             document = await repo.find_live_document_by_path(
-                self.session, tenant_id, meta.path, for_update=True
+                self.session, tenant_id, meta.path, for_update=True, access=self.access
             )
         if document is None:
             document = Document(
@@ -126,12 +128,13 @@ class DocumentService:
                 path=meta.path,
                 author=meta.author,
                 tags=tags or [],
+                access=meta.access.grants() if meta.access else [],
             )
             self.session.add(document)
             await self.session.flush()
             await self._record(document, "document.create", {"title": document.title})
         else:
-            self._apply_metadata(document, DocumentMetadata(title=meta.title, tags=tags, author=meta.author))
+            self._apply_metadata(document, replace(meta, tags=tags))
         return await self._add_version(document, upload, parsed)
 
     async def upload_version(
@@ -216,6 +219,7 @@ class DocumentService:
             author=meta.author,
             tags=tags or [],
             source_url=str(target.url),
+            access=meta.access.grants() if meta.access else [],
         )
         self.session.add(document)
         await self.session.flush()
@@ -267,6 +271,8 @@ class DocumentService:
             document.tags = meta.tags
         if meta.author is not None:
             document.author = meta.author or None
+        if meta.access is not None:  # the row's update bumps the corpus version: cached answers go
+            document.access = meta.access.grants()
 
     async def update_metadata(
         self, tenant_id: uuid.UUID, document_id: uuid.UUID, meta: DocumentMetadata
@@ -274,11 +280,12 @@ class DocumentService:
         check_lengths(meta)
         tags = normalise_tags(meta.tags)
         document = await self._document(tenant_id, document_id, for_update=True)
-        self._apply_metadata(document, DocumentMetadata(title=meta.title, tags=tags, author=meta.author))
+        self._apply_metadata(document, replace(meta, tags=tags, path=None))
         document.updated_at = repo.utcnow()
-        await self._record(
-            document, "document.update", {"title": meta.title, "tags": tags, "author": meta.author}
-        )
+        access = asdict(meta.access) if meta.access is not None else None
+        details: dict[str, object] = {"title": meta.title, "tags": tags, "author": meta.author}
+        details["access"] = access
+        await self._record(document, "document.update", details)
         return document
 
     async def soft_delete(self, tenant_id: uuid.UUID, document_id: uuid.UUID) -> None:
@@ -307,7 +314,12 @@ class DocumentService:
     ) -> Document:
         """The tenant's document, or 404 (another tenant's id is as unknown as a made-up one)."""
         document = await repo.get_document(
-            self.session, tenant_id, document_id, include_deleted=include_deleted, for_update=for_update
+            self.session,
+            tenant_id,
+            document_id,
+            include_deleted=include_deleted,
+            for_update=for_update,
+            access=self.access,
         )
         if document is None:
             raise DocumentNotFoundError()
@@ -332,6 +344,7 @@ class DocumentService:
             include_deleted=include_deleted,
             limit=limit,
             offset=offset,
+            access=self.access,
         )
 
     async def detail(
@@ -355,7 +368,7 @@ class DocumentService:
         return entries
 
     async def job(self, tenant_id: uuid.UUID, job_id: uuid.UUID) -> tuple[IngestionJob, int | None]:
-        job = await repo.get_job(self.session, tenant_id, job_id)
+        job = await repo.get_job(self.session, tenant_id, job_id, self.access)
         if job is None:
             raise JobNotFoundError()
         if job.version_id is None:

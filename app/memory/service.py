@@ -25,9 +25,11 @@ from typing import Annotated, Any, Protocol
 from pydantic import AfterValidator, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.access import UNRESTRICTED, AccessSet
 from app.auth.principal import Principal, Role
 from app.db.models import Conversation, Message
 from app.errors import NotFoundError
+from app.memory.access import hidden_message_ids
 from app.memory.repository import ConversationRepository
 from app.memory.window import WindowStore
 from app.rag.prompt import Turn
@@ -163,6 +165,9 @@ class ConversationMemory:
         row = await self._owned(db, principal, session_id, admin_may_read=False)
         if row is None or row.deleted_at is not None:
             return []
+        access = AccessSet.of(principal)
+        if access.restricted:  # checked against the documents' access lists now, in PostgreSQL
+            return await self._load_window(db, row.id, access, row.tenant_id)
         cached = await self._window.read(row.id)
         if cached is not None:
             return cached
@@ -170,11 +175,20 @@ class ConversationMemory:
         await self._window.write(row.id, turns)
         return turns
 
-    async def _load_window(self, db: AsyncSession, conversation_id: uuid.UUID) -> list[Turn]:
+    async def _load_window(
+        self,
+        db: AsyncSession,
+        conversation_id: uuid.UUID,
+        access: AccessSet = UNRESTRICTED,
+        tenant_id: uuid.UUID | None = None,
+    ) -> list[Turn]:
         messages = await ConversationRepository(db).latest_messages(conversation_id, self._max_turns * 4)
+        hidden = set() if tenant_id is None else await hidden_message_ids(db, tenant_id, access, messages)
         turns: list[Turn] = []
         pending_question: str | None = None
         for message in messages:
+            if message.id in hidden:
+                continue
             if message.role == "user":
                 pending_question = message.content
             elif pending_question is not None:
@@ -237,6 +251,8 @@ class ConversationMemory:
         row = await self._owned(db, principal, session_id, admin_may_read=True)
         if row is None or row.deleted_at is not None:
             raise SessionNotFoundError(f"no session {session_id}")
+        live = await ConversationRepository(db).live_messages(row.id)
+        hidden = await hidden_message_ids(db, row.tenant_id, AccessSet.of(principal), live)
         stored = [
             StoredMessage(
                 id=m.id,
@@ -249,7 +265,8 @@ class ConversationMemory:
                 trace_id=m.trace_id,
                 created_at=m.created_at,
             )
-            for m in await ConversationRepository(db).live_messages(row.id)
+            for m in live
+            if m.id not in hidden
         ]
         return SessionHistory(conversation_id=row.id, session_id=row.client_id, messages=stored)
 

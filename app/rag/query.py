@@ -32,6 +32,9 @@ class RetrievalQuery:
     text_weight: float = 1.0
     ef_search: int = 100
     min_similarity: float = 0.0  # vector hits below this cosine similarity are not evidence
+    # The caller's grants (app.auth.access): only documents with an empty access list or one that
+    # shares a grant are searched, in the SQL. None: every document of the tenant (an admin).
+    access: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Chunk search queries: pgvector nearest neighbours and PostgreSQL full-text matches, each scoped
-in SQL to the caller's tenant, the current version of each document and non-deleted documents."""
+in SQL to the caller's tenant, the current version of each document, non-deleted documents and
+the documents the caller's access set may see (``documents.access``: empty, or sharing a grant)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ _SCOPE = """
       AND (cardinality(CAST(:tags AS varchar[])) = 0 OR d.tags && CAST(:tags AS varchar[]))
       AND (cardinality(CAST(:document_ids AS uuid[])) = 0
            OR c.document_id = ANY(CAST(:document_ids AS uuid[])))
+      AND (CAST(:unrestricted AS boolean)
+           OR cardinality(d.access) = 0 OR d.access && CAST(:access AS varchar[]))
 """
 _SELECT = (
     """
@@ -32,6 +35,30 @@ _VECTOR_SQL = text(
     "SELECT * FROM ("
     + _SELECT.replace("d.tags\n", "d.tags, c.embedding <=> CAST(:vector AS vector) AS distance\n")
     + " ORDER BY c.embedding <=> CAST(:vector AS vector) LIMIT :limit) ranked"
+)
+
+# A filter (access, tags, documents) that leaves at most EXACT_SCAN_MAX_ROWS passages is searched
+# exactly: those rows are found through the filter's indexes and all compared, which beats walking
+# the HNSW graph past the passages the filter drops (slower, and pgvector's iterative scan then
+# returns approximate neighbours). They are counted from the visible documents down, through the
+# chunks' (document_id, valid_to_version) index, and the count stops at the bound.
+EXACT_SCAN_MAX_ROWS = 5_000
+_FEW_ROWS_SQL = text(
+    """
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM documents d
+    CROSS JOIN LATERAL (
+        SELECT 1 FROM chunks c WHERE c.document_id = d.id AND c.valid_to_version IS NULL LIMIT :cap
+    ) passages
+    WHERE d.tenant_id = :tenant_id
+      AND d.deleted_at IS NULL
+      AND (cardinality(CAST(:tags AS varchar[])) = 0 OR d.tags && CAST(:tags AS varchar[]))
+      AND (cardinality(CAST(:document_ids AS uuid[])) = 0 OR d.id = ANY(CAST(:document_ids AS uuid[])))
+      AND (CAST(:unrestricted AS boolean)
+           OR cardinality(d.access) = 0 OR d.access && CAST(:access AS varchar[]))
+    LIMIT :cap
+) few
+"""
 )
 
 # Okapi BM25 over the GIN-indexed tsvectors (stemmed English, stop words dropped), in one statement:
@@ -117,6 +144,8 @@ def _params(query: RetrievalQuery, limit: int) -> dict[str, Any]:
         "tenant_id": query.tenant_id,
         "tags": list(query.filters.tags),
         "document_ids": list(query.filters.document_ids),
+        "unrestricted": query.access is None,
+        "access": list(query.access or ()),
         "limit": limit,
     }
 
@@ -149,8 +178,12 @@ class ChunkSearchRepository:
         # default settings; a nested transaction would end them early, so none is opened.
         await session.execute(text(f"SET LOCAL hnsw.ef_search = {int(query.ef_search)}"))
         await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-        rows = (await session.execute(_VECTOR_SQL, params)).all()
-        filtered = bool(query.filters.tags or query.filters.document_ids)
+        filtered = bool(query.filters.tags or query.filters.document_ids) or query.access is not None
+        few = filtered and (
+            (await session.execute(_FEW_ROWS_SQL, {**params, "cap": EXACT_SCAN_MAX_ROWS + 1})).scalar_one()
+            <= EXACT_SCAN_MAX_ROWS
+        )
+        rows = [] if few else (await session.execute(_VECTOR_SQL, params)).all()
         if filtered and len(rows) < limit:
             await session.execute(text("SET LOCAL enable_indexscan = off"))
             rows = (await session.execute(_VECTOR_SQL, params)).all()

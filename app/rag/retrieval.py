@@ -1,10 +1,12 @@
 """Hybrid retrieval: pgvector HNSW + PostgreSQL full-text search, fused by reciprocal rank.
 
 Every query is scoped in SQL to the caller's tenant, the current version of each document
-(``valid_to_version IS NULL``) and non-deleted documents, plus optional tag / document filters.
-Filtered vector queries use pgvector 0.8 iterative index scans; if a very selective filter still
-yields fewer than ``top_k`` rows, an exact scan over the filtered rows fills the gap, so a rare
-tag never costs recall. Full-text candidates are ranked by BM25 (``app.rag.repository``).
+(``valid_to_version IS NULL``), non-deleted documents and the documents the caller's access set
+may see, plus optional tag / document filters. A filter that leaves at most
+``EXACT_SCAN_MAX_ROWS`` passages is searched exactly; a wider one uses pgvector 0.8 iterative
+index scans, and if that still yields fewer than ``top_k`` rows an exact scan over the filtered
+rows fills the gap, so neither a rare tag nor a narrow access set costs recall. Full-text
+candidates are ranked by BM25 (``app.rag.repository``).
 
 Every mode returns documents before repeats (``spread_over_documents``): the best passage of each
 document in rank order, then further passages of the same documents only if fewer than ``top_k``

@@ -291,6 +291,32 @@ def test_the_documents_panel_shows_versions_takes_a_new_one_and_deletes_and_rest
     assert listed.status_code == 200 and listed.json()["deleted_at"] is None
 
 
+def test_the_documents_panel_shows_and_edits_a_documents_groups(
+    make_demo: MakeDemo, demo_api: DemoApi
+) -> None:
+    key = demo_api.new_key("admin")  # an admin keeps seeing the document whatever its groups
+    title = f"Salaries {uuid.uuid4().hex[:6]}"
+    document_id = add_document(demo_api, key, "# Salaries\n\nBands.", title=title)["document_id"]
+    at = open_documents(make_demo(key))
+    assert "Visible to: everyone in the tenant" in rendered(at)
+
+    at.text_input(key=f"groups_{document_id}").input("hr, finance")
+    at.button(key=f"save_groups_{document_id}").click().run()
+    assert_no_exception(at)
+    shown = httpx.get(demo_api.url + f"/api/v1/docs/{document_id}", headers=headers(key), timeout=10)
+    assert shown.json()["access"] == {"groups": ["finance", "hr"], "principals": []}
+    at.run()
+    assert "Visible to: group finance, group hr (and admins)" in rendered(at)
+    reader = httpx.get(
+        demo_api.url + f"/api/v1/docs/{document_id}", headers=headers(demo_api.new_key("reader")), timeout=10
+    )
+    assert reader.status_code == 404
+
+    at.text_input(key=f"groups_{document_id}").input("not a group!")
+    at.button(key=f"save_groups_{document_id}").click().run()
+    assert "invalid_access" in rendered(at) or "does not match" in rendered(at)
+
+
 # --- chat --------------------------------------------------------------------------------------
 
 

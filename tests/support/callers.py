@@ -33,10 +33,12 @@ MakeCaller = Callable[..., Awaitable[Caller]]
 
 
 def caller_factory(session_factory: async_sessionmaker[AsyncSession]) -> MakeCaller:
-    async def make(tenant: str = "acme", role: Role = Role.editor, name: str = "test") -> Caller:
+    async def make(
+        tenant: str = "acme", role: Role = Role.editor, name: str = "test", groups: tuple[str, ...] = ()
+    ) -> Caller:
         async with session_factory() as session, session.begin():
             row = await get_or_create_tenant(session, tenant)
-            issued = await issue_key(session, row, role, name)
+            issued = await issue_key(session, row, role, name, groups)
         return Caller(key=issued.key, key_id=issued.id, tenant=tenant, tenant_id=row.id, role=role)
 
     return make

@@ -49,6 +49,14 @@ async def test_jwt_principal_is_the_user_in_the_named_tenant(
     body = response.json()
     assert body["principal_id"] == "user:u-42"
     assert (body["kind"], body["role"]) == ("jwt", "editor")
+    assert body["groups"] == []
+
+
+async def test_jwt_groups_come_from_the_groups_claim(client: httpx.AsyncClient, issuer: Issuer) -> None:
+    listed = issuer.token(groups=["hr", "eng", "not a group", 7])
+    spaced = issuer.token(groups="finance hr")
+    assert (await client.get("/api/v1/me", headers=bearer(listed))).json()["groups"] == ["eng", "hr"]
+    assert (await client.get("/api/v1/me", headers=bearer(spaced))).json()["groups"] == ["finance", "hr"]
 
 
 @pytest.mark.parametrize(

@@ -16,12 +16,22 @@ async def test_created_key_is_shown_once_and_works_with_its_role(
     client: httpx.AsyncClient, make_caller: MakeCaller
 ) -> None:
     admin = await make_caller(tenant="acme", role=Role.admin)
-    created = await client.post("/api/v1/keys", json={"role": "editor", "name": "ci"}, headers=admin.headers)
+    created = await client.post(
+        "/api/v1/keys",
+        json={"role": "editor", "name": "ci", "groups": ["hr", "eng", "hr"]},
+        headers=admin.headers,
+    )
     assert created.status_code == 201
     body = created.json()
-    assert set(body) == {"id", "key", "tenant", "role", "name"}
+    assert set(body) == {"id", "key", "tenant", "role", "name", "groups"}
+    assert body["groups"] == ["eng", "hr"]
     me = await client.get("/api/v1/me", headers={"X-API-Key": body["key"]})
     assert me.json()["role"] == "editor"
+    assert me.json()["groups"] == ["eng", "hr"]
+    bad = await client.post(
+        "/api/v1/keys", json={"role": "reader", "groups": ["no spaces"]}, headers=admin.headers
+    )
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_access"
     listed = await client.get("/api/v1/keys", headers=admin.headers)
     assert body["key"] not in listed.text
     assert {key["id"] for key in listed.json()} >= {body["id"], str(admin.key_id)}

@@ -43,16 +43,21 @@ def cli_env(app: FastAPI, tmp_path: Path) -> dict[str, str]:
 
 async def test_keys_create_list_revoke_round_trip(client: httpx.AsyncClient, cli_env: dict[str, str]) -> None:
     created = run_cli(
-        cli_env, "keys", "create", "--tenant", "initech", "--role", "editor", "--name", "ops", "--json"
+        cli_env,
+        *("keys", "create", "--tenant", "initech", "--role", "editor", "--name", "ops", "--json"),
+        *("--group", "hr", "--group", "eng"),
     )
     assert created.returncode == 0, created.stderr
     lines = created.stdout.strip().splitlines()
     assert len(lines) == 1
     issued = json.loads(lines[0])
-    assert set(issued) == {"id", "key", "tenant", "role"}
-    assert (issued["tenant"], issued["role"]) == ("initech", "editor")
+    assert set(issued) == {"id", "key", "tenant", "role", "groups"}
+    assert (issued["tenant"], issued["role"], issued["groups"]) == ("initech", "editor", "eng,hr")
     me = await client.get("/api/v1/me", headers={"X-API-Key": issued["key"]})
     assert me.status_code == 200 and me.json()["role"] == "editor"
+    assert me.json()["groups"] == ["eng", "hr"]
+    refused = run_cli(cli_env, "keys", "create", "--tenant", "initech", "--role", "reader", "--group", "a b")
+    assert refused.returncode == 2 and "invalid" not in refused.stdout and "does not match" in refused.stderr
 
     listed = run_cli(cli_env, "keys", "list", "--tenant", "initech", "--json")
     assert listed.returncode == 0, listed.stderr

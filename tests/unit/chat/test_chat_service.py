@@ -136,6 +136,9 @@ def harness(
     async def corpus_version(_: Any, tenant_id: uuid.UUID) -> str:
         return "1"
 
+    async def sources_visible(_: Any, tenant_id: uuid.UUID, access: Any, documents: list[str]) -> bool:
+        return True  # every caller here may see every document
+
     preparation = Preparation(
         settings=settings,
         unit_of_work=unit_of_work,
@@ -147,6 +150,7 @@ def harness(
         reranker=NoReranker(),
         counter=counter or WhitespaceTokenCounter(),
         telemetry=Telemetry.disabled(),
+        sources_visible=sources_visible,
     )
     service = ChatService(
         settings=settings,
