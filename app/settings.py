@@ -5,30 +5,15 @@ Every variable is documented in ``.env.example`` and the README's configuration 
 
 from __future__ import annotations
 
-from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-PLACEHOLDER_SECRETS = frozenset(
-    {"changeme", "change-me", "change_me", "placeholder", "your-key-here", "xxx", "secret", "todo"}
-)
+from app import settings_rules as rules
 
 ProviderName = Literal["gemini", "groq", "openai", "local"]
-
-# Signature algorithms a JWKS public key can verify; never "none" and never HS* (a shared secret
-# would let anyone holding the public key forge tokens).
-ASYMMETRIC_JWT_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
-
-
-def _split_csv(value: object) -> object:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
 
 
 class Settings(BaseSettings):
@@ -268,66 +253,44 @@ class Settings(BaseSettings):
     @field_validator("llm_providers", "allow_origins", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
-        return _split_csv(value)
+        return rules.split_csv(value)
 
     @field_validator("gemini_allowed_models", "groq_allowed_models", "openai_allowed_models", mode="before")
     @classmethod
     def _csv_models(cls, value: object) -> object:
-        return _split_csv(value)
+        return rules.split_csv(value)
 
     @field_validator("database_replica_urls", mode="before")
     @classmethod
     def _csv_replicas(cls, value: object) -> object:
-        return _split_csv(value)
+        return rules.split_csv(value)
 
     @field_validator("trusted_proxies", "auth_jwt_algorithms", "url_fetch_allow_cidrs", mode="before")
     @classmethod
     def _csv_security(cls, value: object) -> object:
-        return _split_csv(value)
+        return rules.split_csv(value)
 
     @field_validator("trusted_proxies", "url_fetch_allow_cidrs")
     @classmethod
     def _valid_networks(cls, value: list[str]) -> list[str]:
-        for network in value:
-            ip_network(network, strict=False)  # ValueError names the bad entry
-        return value
+        return rules.check_networks(value)
 
     @field_validator("auth_jwt_algorithms")
     @classmethod
     def _asymmetric_algorithms_only(cls, value: list[str]) -> list[str]:
-        refused = [alg for alg in value if alg not in ASYMMETRIC_JWT_ALGORITHMS]
-        if refused or not value:
-            raise ValueError(
-                f"AUTH_JWT_ALGORITHMS allows only {', '.join(sorted(ASYMMETRIC_JWT_ALGORITHMS))}; "
-                f"refused: {', '.join(refused) or 'empty list'}"
-            )
-        return value
+        return rules.check_jwt_algorithms(value)
 
     @field_validator("budget_price_table")
     @classmethod
     def _price_table(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        for model, prices in value.items():
-            if model.count("/") < 1 or not all(model.split("/", 1)):
-                raise ValueError(f"BUDGET_PRICE_TABLE key {model!r} is not '<provider>/<model>'")
-            if set(prices) != {"input", "output"}:
-                raise ValueError(f"BUDGET_PRICE_TABLE[{model!r}] needs exactly 'input' and 'output'")
-            for side, price in prices.items():
-                if not (0 <= price <= 10_000):  # USD per 1M tokens; NaN fails too
-                    raise ValueError(f"BUDGET_PRICE_TABLE[{model!r}].{side} = {price} is not 0-10000")
-        return value
+        return rules.check_price_table(value)
 
     @field_validator(
         "rate_limit_per_principal", "rate_limit_per_ip", "rate_limit_uploads", "rate_limit_per_tenant"
     )
     @classmethod
     def _limits_syntax(cls, value: str) -> str:
-        from limits import parse_many
-
-        try:
-            parse_many(value)
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not a rate limit such as '60/minute'") from exc
-        return value
+        return rules.check_rate_limit(value)
 
     @field_validator(
         "database_url",
@@ -352,10 +315,7 @@ class Settings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _upper_level(cls, value: str) -> str:
-        level = value.upper()
-        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-            raise ValueError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {value!r}")
-        return level
+        return rules.log_level(value)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
@@ -367,9 +327,7 @@ class Settings(BaseSettings):
             "OPENAI_API_KEY": self.openai_api_key,
             "LANGFUSE_SECRET_KEY": self.langfuse_secret_key,
         }
-        for name, secret in secrets.items():
-            if secret is not None and secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
-                raise ValueError(f"{name} is a placeholder value; set a real secret or unset it")
+        rules.refuse_placeholders(secrets)
         return self
 
     @model_validator(mode="after")
