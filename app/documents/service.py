@@ -175,21 +175,7 @@ class DocumentService:
         )
         self.session.add(version)
         await self.session.flush()
-        job = IngestionJob(
-            tenant_id=document.tenant_id,
-            document_id=document.id,
-            version_id=version.id,
-            status="queued",
-            progress=0,
-            attempts=0,
-            request_id=current_request_id(),
-            trace_id=current_trace_id(),
-        )
-        self.session.add(job)
-        await self.session.flush()
-        if self.dispatcher is not None:
-            job.queue_job_id = await self.dispatcher.enqueue_ingestion(self.session, job.id, document.id)
-        document.updated_at = repo.utcnow()
+        job = await self._queue_job(document, version.id)
         await self._record(
             document,
             "document.upload",
@@ -242,10 +228,17 @@ class DocumentService:
         return await self._queue_fetch(document, "document.refresh")
 
     async def _queue_fetch(self, document: Document, action: str) -> UploadOutcome:
+        job = await self._queue_job(document, None)
+        await self._record(document, action, {"url": document.source_url, "job_id": str(job.id)})
+        return UploadOutcome(document.id, None, job.id, "queued")
+
+    async def _queue_job(self, document: Document, version_id: uuid.UUID | None) -> IngestionJob:
+        """A queued ingestion job for ``document`` (a stored version's, or a URL fetch's with
+        ``version_id`` None), handed to the dispatcher in the same transaction."""
         job = IngestionJob(
             tenant_id=document.tenant_id,
             document_id=document.id,
-            version_id=None,
+            version_id=version_id,
             status="queued",
             progress=0,
             attempts=0,
@@ -257,8 +250,7 @@ class DocumentService:
         if self.dispatcher is not None:
             job.queue_job_id = await self.dispatcher.enqueue_ingestion(self.session, job.id, document.id)
         document.updated_at = repo.utcnow()
-        await self._record(document, action, {"url": document.source_url, "job_id": str(job.id)})
-        return UploadOutcome(document.id, None, job.id, "queued")
+        return job
 
     # --- metadata, delete, restore ------------------------------------------------------------
 
