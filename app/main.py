@@ -34,6 +34,7 @@ from app.auth.jwt import JwtVerifier
 from app.cache.answers import AnswerCache
 from app.cache.repository import corpus_version
 from app.chat.pipeline import Preparation
+from app.chat.rewrite import QueryRewriter
 from app.chat.service import ChatService
 from app.db.engine import create_engine, create_read_sessions, create_session_factory
 from app.db.migrations import head_revision
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 reranker=reranker,
                 counter=WordPieceTokenCounter(settings.embedding_tokenizer_path),
                 telemetry=telemetry,
+                rewriter=QueryRewriter(settings, redis, keys, telemetry),  # CONVERSATION_REWRITE
             )
             chat = ChatService(
                 settings=settings,

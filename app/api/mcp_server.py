@@ -108,6 +108,8 @@ class AskResult(BaseModel):
     cached: bool
     degraded: bool
     trace_id: str
+    # What was searched: the question, or made standalone from the session's earlier turns.
+    retrieval_query: str = ""
 
 
 class DocumentSummary(BaseModel):
@@ -248,6 +250,7 @@ async def _ask(call: _Call, question: str, session_id: SessionId | None) -> AskR
         cached=answer.cached,
         degraded=answer.degraded,
         trace_id=answer.trace_id,
+        retrieval_query=answer.retrieval_query,
     )
 
 

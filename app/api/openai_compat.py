@@ -23,7 +23,8 @@ continued stream) it is left out, never zeros.
 
 The ``rag`` extension field: a non-streaming response, and the last chunk of a stream, carry
 ``rag: {sources, provider, model, cached, degraded, trace_id, session_id, latency_ms,
-continued_by}``; OpenAI SDKs keep unknown fields (``completion.model_extra["rag"]`` /
+continued_by, retrieval_query}`` (``retrieval_query``: what was searched, the last user message
+made standalone from the earlier ``messages``); OpenAI SDKs keep unknown fields (``completion.model_extra["rag"]`` /
 ``completion.to_dict()["rag"]``).
 
 Errors use OpenAI's shape, ``{"error": {"message", "type", "code", "param", "trace_id"}}``, with
@@ -341,6 +342,7 @@ def _rag(
     session_id: str | None,
     latency_ms: float,
     continued_by: dict[str, str] | None = None,
+    retrieval_query: str = "",
 ) -> dict[str, Any]:
     return {
         "sources": [asdict(s) for s in sources],
@@ -352,6 +354,7 @@ def _rag(
         "session_id": session_id,
         "latency_ms": latency_ms,
         "continued_by": continued_by,
+        "retrieval_query": retrieval_query,
     }
 
 
@@ -373,6 +376,7 @@ class _ChunkRenderer:
         self.created = int(time.time())
         self.id = f"chatcmpl-{current_trace_id() or uuid.uuid4().hex}"
         self.sources: list[Source] = []
+        self.retrieval_query = ""
         self.model: str | None = None  # who spoke last; None before the first text
 
     def chunk(self, model: str, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
@@ -391,6 +395,7 @@ class _ChunkRenderer:
         """The bytes for ``event`` (possibly none yet), and whether the stream is over."""
         if isinstance(event, SourcesEvent):
             self.sources = event.sources
+            self.retrieval_query = event.retrieval_query
             return b"", False
         if isinstance(event, DeltaEvent):
             return self.delta(event), False
@@ -417,6 +422,7 @@ class _ChunkRenderer:
             session_id=event.session_id,
             latency_ms=event.latency_ms,
             continued_by=event.continued_by,
+            retrieval_query=self.retrieval_query,
         )
         model = self.model or answered_model(event.provider, event.model)
         out = self.chunk(model, {}, "stop", rag=rag)
@@ -512,6 +518,7 @@ async def chat_completions(
                     trace_id=answer.trace_id,
                     session_id=answer.session_id,
                     latency_ms=answer.latency_ms,
+                    retrieval_query=answer.retrieval_query,
                 ),
             }
         )

@@ -18,8 +18,10 @@ from cachetools import LRUCache
 from app.auth.principal import Principal
 from app.cache.answers import CacheKey, normalise_question
 from app.chat.ports import AnswerStore, CorpusVersions, Memory, Retriever
+from app.chat.rewrite import QueryRewriter
 from app.chat.types import NO_CONTEXT_ANSWER, ChatInput
 from app.db.unit_of_work import UnitOfWork
+from app.llm.chain import ProviderChain
 from app.memory.service import RecordedTurn, TurnRecord
 from app.observability.context import current_trace_id, new_trace_id
 from app.observability.metrics.domain import DomainMetrics
@@ -56,6 +58,8 @@ class Prepared:
     sources: list[Source]
     prompt: Prompt | None  # None when ``fixed`` answers the turn
     fixed: FixedAnswer | None  # already recorded in memory
+    # What was embedded and searched: the question, or a follow-up made standalone (app/chat/rewrite.py).
+    retrieval_query: str = ""
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 2)
@@ -125,8 +129,10 @@ class Preparation:
         reranker: Reranker,
         counter: TokenCounter,
         telemetry: Telemetry,
+        rewriter: QueryRewriter | None = None,
     ) -> None:
         self._settings = settings
+        self._rewriter = rewriter
         self._unit_of_work = unit_of_work
         self._memory = memory
         self._cache = cache
@@ -174,10 +180,12 @@ class Preparation:
             self._query_vectors[key] = vector
         return vector
 
-    def _query(self, principal: Principal, chat: ChatInput, vector: list[float] | None) -> RetrievalQuery:
+    def _query(
+        self, principal: Principal, chat: ChatInput, text: str, vector: list[float] | None
+    ) -> RetrievalQuery:
         return RetrievalQuery(
             tenant_id=principal.tenant_id,
-            text=chat.question,
+            text=text,
             vector=vector,
             # With a reranker: its candidates, of which it keeps chat.top_k.
             top_k=retrieval_depth(self._reranker, chat.top_k, self._settings.reranker_candidates),
@@ -189,7 +197,17 @@ class Preparation:
             min_similarity=self._settings.retrieval_min_similarity,
         )
 
-    async def prepare(self, principal: Principal, chat: ChatInput) -> Prepared:
+    async def _retrieval_query(
+        self, chat: ChatInput, history: list[Turn], chain: ProviderChain | None
+    ) -> str:
+        """The follow-up made standalone for retrieval (``CONVERSATION_REWRITE``)."""
+        if self._rewriter is None:
+            return chat.question
+        return await self._rewriter(chat.question, history, chain)
+
+    async def prepare(
+        self, principal: Principal, chat: ChatInput, chain: ProviderChain | None = None
+    ) -> Prepared:
         trace_id = current_trace_id() or new_trace_id()
         started = time.perf_counter()
         tracer, metrics = self._telemetry.tracer, self._telemetry.metrics
@@ -224,20 +242,20 @@ class Preparation:
                     fixed = FixedAnswer(
                         cached.answer, cached.provider, cached.model, cached.usage, cached=True
                     )
+            searched = chat.question
             if fixed is None:
+                searched = await self._retrieval_query(chat, history, chain)
                 vector = None
                 if chat.mode is not RetrievalMode.text:
-                    vector = await self._embed_query(chat.question)
+                    vector = await self._embed_query(searched)
                 retrieval_span = tracer.span(
-                    "retrieval", kind="retriever", input={"query": chat.question, "mode": chat.mode.value}
+                    "retrieval", kind="retriever", input={"query": searched, "mode": chat.mode.value}
                 )
                 async with retrieval_span as span:
                     with metrics.vector_search_timer(chat.mode.value):
-                        chunks = await self._retriever(db, self._query(principal, chat, vector))
+                        chunks = await self._retriever(db, self._query(principal, chat, searched, vector))
                     span.update(output={"chunks": [c.chunk_id for c in chunks]})
-                chunks = await rerank_stage(
-                    self._reranker, chat.question, chunks, chat.top_k, self._telemetry
-                )
+                chunks = await rerank_stage(self._reranker, searched, chunks, chat.top_k, self._telemetry)
                 _flag_injection(chat.question, chunks, metrics)
                 if chunks:
                     prompt = await self._fit_prompt(chat, history, chunks)
@@ -263,4 +281,4 @@ class Preparation:
             await db.commit()  # ends the transaction: no connection is held while the model answers
         if recorded is not None:
             await self._memory.publish(recorded)
-        return Prepared(trace_id, started, cache_key, history, sources, prompt, fixed)
+        return Prepared(trace_id, started, cache_key, history, sources, prompt, fixed, searched)

@@ -257,7 +257,7 @@ class ChatService:
                 await self.release(chat)  # settled already unless it failed or cost nothing
 
     async def _answer(self, principal: Principal, chat: ChatInput) -> ChatAnswer:
-        prepared = await self._preparation.prepare(principal, chat)
+        prepared = await self._preparation.prepare(principal, chat, self._chain)
         if prepared.fixed is not None or prepared.prompt is None:
             fixed = prepared.fixed
             assert fixed is not None  # a prompt is only missing when the turn is answered
@@ -273,6 +273,7 @@ class ChatService:
                 usage=fixed.usage,
                 latency_ms=prepared.elapsed_ms(),
                 session_id=chat.session,
+                retrieval_query=prepared.retrieval_query,
             )
         request = self._router_request(chat, prepared.prompt)
         async with self._telemetry.tracer.generation(
@@ -300,6 +301,7 @@ class ChatService:
             usage=outcome.usage,
             latency_ms=prepared.elapsed_ms(),
             session_id=chat.session,
+            retrieval_query=prepared.retrieval_query,
         )
 
     # --- streaming -------------------------------------------------------------------------------
@@ -312,8 +314,8 @@ class ChatService:
         # Spans cannot stay open across yields (each chunk is produced in its own task), so the
         # trace covers the preparation and the generation is recorded once the stream ends.
         async with self._trace(principal, chat, stream=True):
-            prepared = await self._preparation.prepare(principal, chat)
-        yield SourcesEvent(prepared.sources)
+            prepared = await self._preparation.prepare(principal, chat, self._chain)
+        yield SourcesEvent(prepared.sources, prepared.retrieval_query)
         if prepared.fixed is not None or prepared.prompt is None:
             fixed = prepared.fixed
             assert fixed is not None
