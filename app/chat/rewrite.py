@@ -107,7 +107,9 @@ class QueryRewriter:
         except RedisError:
             logger.warning("query_rewrite_cache_unavailable")
 
-    async def _ask(self, question: str, history: Sequence[Turn], chain: ProviderChain) -> tuple[str, str | None]:
+    async def _ask(
+        self, question: str, history: Sequence[Turn], chain: ProviderChain
+    ) -> tuple[str, str | None]:
         request = ChatRequest(
             messages=(
                 Message("system", REWRITE_INSTRUCTIONS),
@@ -121,7 +123,7 @@ class QueryRewriter:
                 completion = await chain.complete(request)
         except TimeoutError:
             return "timeout", None
-        except Exception as error:  # noqa: BLE001 - any failure searches the offline query
+        except Exception as error:
             logger.warning("query_rewrite_failed", error=type(error).__name__)
             return "failed", None
         if completion.degraded or completion.provider in (NO_PROVIDER, EXTRACTIVE):
@@ -129,7 +131,9 @@ class QueryRewriter:
         rewrite = _usable(completion.text, question)
         return ("rewritten", rewrite) if rewrite is not None else ("unusable", None)
 
-    async def _rewrite(self, question: str, history: Sequence[Turn], chain: ProviderChain, offline: str) -> str:
+    async def _rewrite(
+        self, question: str, history: Sequence[Turn], chain: ProviderChain, offline: str
+    ) -> str:
         started = time.perf_counter()
         key = self._key(question, history)
         async with self._telemetry.tracer.span(

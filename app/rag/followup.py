@@ -6,8 +6,9 @@ the text that is embedded and searched instead:
 
 - a first turn, or a follow-up that reads as a question of its own, is searched as it is: a
   standalone question is never changed, and a switch of topic does not drag the old topic along;
-- a follow-up that leans on the conversation (it refers back with "it", "those", "others", opens
-  with "and", "what about", compares with "than", or has almost no words of its own) is searched
+- a follow-up that leans on the conversation (it opens with "and", "what about"; or it is short
+  and refers back with "it", "those", "others" or compares with "than"; or it has almost no
+  words of its own) is searched
   with the key terms of the previous question carried after its own words. The previous question
   is itself resolved the same way first, so a chain of follow-ups keeps its subject.
 
@@ -24,10 +25,15 @@ from app.rag.prompt import Turn
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:[-'][A-Za-z0-9_]+)*|\d+")
 
+
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # Words that point back at something said before.
-_REFERRING = frozenset(
-    """it its itself they them their theirs themselves this these those such one ones another other
-    others same former latter either neither both also too instead else""".split()
+_REFERRING = _word_set(
+    """it its itself they them their theirs themselves this that these those such one ones another
+    other others same former latter either neither both also too instead else"""
 )
 # Openings that continue the previous question ("And for views?", "What about DELETE?").
 _CONTINUING = (
@@ -42,22 +48,30 @@ _CONTINUING = (
     ("same", "for"),
 )
 # Words of comparison: "How does that compare with ...", "Is it better than ...".
-_COMPARING = frozenset("than compare compared comparison differ differs different difference versus vs".split())
+_COMPARING = _word_set("than compare compared comparison differ differs different difference versus vs")
 
 # Words that carry no subject of their own: question words, auxiliaries, pronouns, fillers.
-_STOPWORDS = frozenset(
-    """a an the of to in on at by for from with without into onto over under about as and or but
-    not no nor so if then than that which who whom whose what when where why how is are was were
-    be been being am do does did doing done have has had having can could will would shall should
-    may might must i me my mine we us our you your yours he him his she her it its they them their
-    this these those there here any some all each every other others another one ones such same
-    very more most much many few less least just only also too still yet even again ever please
-    tell show give explain want need know get got use used using work works way ways thing things
-    something anything else instead kind kinds sort type like way lot lots really actually""".split()
-) | _REFERRING
+_STOPWORDS = (
+    _word_set(
+        """a an the of to in on at by for from with without into onto over under about as and or but
+        not no nor so if then than which who whom whose what when where why how is are was were be
+        been being am do does did doing done have has had having can could will would shall should
+        may might must i me my mine we us our you your yours he him his she her there here any some
+        all each every very more most much many few less least just only still yet even again ever
+        please tell show give explain want need know get got use used using work works way ways
+        thing things something anything kind kinds sort type like lot lots really actually after
+        before while during until since because though although whether between among within
+        through per via"""
+    )
+    | _REFERRING
+)
 
 # A follow-up with at most this many words of its own is read as leaning on the conversation.
 _OWN_WORDS_ALONE = 1
+# A question that refers back ("it", "those", "than") but names this many things of its own carries
+# its subject itself ("Is it safe to delete the -wal file before copying the database?"): follow-ups
+# are short, and carrying an old subject into a long question only dilutes it.
+_OWN_WORDS_SELF_CONTAINED = 7
 # How many earlier questions a chain of follow-ups may reach back through.
 _MAX_DEPTH = 3
 
@@ -75,6 +89,13 @@ def own_terms(text: str) -> list[str]:
     return list(seen)
 
 
+def _refers_back(tokens: list[str], n: int) -> bool:
+    token = tokens[n]
+    if token == "that":  # noqa: S105 - "does that setting ..." refers back; "a function that returns ..." does not
+        return n == 0 or tokens[n - 1] in _STOPWORDS
+    return token in _REFERRING or token in _COMPARING
+
+
 def leans_on_conversation(question: str) -> bool:
     """True when ``question`` reads as a follow-up that needs the earlier turns to be understood."""
     tokens = words(question)
@@ -82,9 +103,10 @@ def leans_on_conversation(question: str) -> bool:
         return False
     if any(tuple(tokens[: len(opening)]) == opening for opening in _CONTINUING):
         return True
-    if any(token in _REFERRING or token in _COMPARING for token in tokens):
-        return True
-    return len(own_terms(question)) <= _OWN_WORDS_ALONE
+    own = len(own_terms(question))
+    if any(_refers_back(tokens, n) for n in range(len(tokens))):
+        return own < _OWN_WORDS_SELF_CONTAINED
+    return own <= _OWN_WORDS_ALONE
 
 
 def retrieval_query(question: str, history: Sequence[Turn], *, depth: int = _MAX_DEPTH) -> str:

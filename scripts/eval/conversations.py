@@ -72,9 +72,7 @@ def load(name: str = "sqlite") -> tuple[Conversation, ...]:
     return tuple(
         Conversation(
             id=row["id"],
-            turns=tuple(
-                Turn(t["question"], frozenset(t["relevant"]), t.get("kind")) for t in row["turns"]
-            ),
+            turns=tuple(Turn(t["question"], frozenset(t["relevant"]), t.get("kind")) for t in row["turns"]),
         )
         for row in rows
     )
@@ -149,4 +147,8 @@ def below_floors(result: ConversationResult, floors: Mapping[str, float] = FLOOR
         "follow-up MRR": result.overall.session.mrr,
         "switch hit@5": switch.hits[5],
     }
-    return [f"conversations {name} {values[name]:.3f} < {floor}" for name, floor in floors.items() if values[name] < floor]
+    return [
+        f"conversations {name} {values[name]:.3f} < {floor}"
+        for name, floor in floors.items()
+        if values[name] < floor
+    ]

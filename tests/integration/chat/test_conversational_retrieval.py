@@ -96,7 +96,9 @@ async def test_openai_messages_history_drives_retrieval(
 async def mcp_session(app: FastAPI, headers: dict[str, str]) -> AsyncIterator[ClientSession]:
     transport = httpx2.ASGITransport(app=app)
     async with (
-        httpx2.AsyncClient(transport=transport, base_url="http://testserver", headers=headers, timeout=30) as http,
+        httpx2.AsyncClient(
+            transport=transport, base_url="http://testserver", headers=headers, timeout=30
+        ) as http,
         streamable_http_client("http://testserver/mcp", http_client=http) as (read, write),
         ClientSession(read, write) as session,
     ):
