@@ -122,9 +122,12 @@ def _probes(args: argparse.Namespace) -> dict[str, Any]:
     if not args.conversations:
         return {}
     dialogues = conversations.load(args.corpus)
+    # `make eval` also asks every single question after another one in a session; the check
+    # (CI) leaves that out to stay quick.
+    singles = () if args.check else load(args.corpus).questions
 
     async def conversational(client: Any, caller: Any, page_of: dict[str, str]) -> Any:
-        return await conversations.evaluate(client, caller, page_of, dialogues)
+        return await conversations.evaluate(client, caller, page_of, dialogues, singles)
 
     return {"conversations": conversational}
 

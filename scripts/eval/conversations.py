@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from scripts.eval.golden import EVAL_DIR, Scores, distinct, score
+from scripts.eval.golden import EVAL_DIR, Question, Scores, distinct, score
 from tests.support.callers import Caller
 
 KINDS = ("pronoun", "ellipsis", "others", "comparison", "switch")
@@ -64,6 +64,9 @@ class ConversationResult:
     kinds: list[KindScores]
     overall: KindScores
     examples: list[tuple[str, str]]  # (follow-up, the retrieval_query the service searched)
+    # The golden single questions, each asked in a session right after the one before it (another
+    # topic): a standalone question must not be dragged towards the previous turn's.
+    singles_after_other: Scores | None = None
 
 
 def load(name: str = "sqlite") -> tuple[Conversation, ...]:
@@ -97,8 +100,10 @@ async def evaluate(
     caller: Caller,
     page_of: Mapping[str, str],
     conversations: Sequence[Conversation],
+    singles: Sequence[Question] = (),
 ) -> ConversationResult:
-    """Asks every conversation in a session of its own and every follow-up alone (hybrid mode)."""
+    """Asks every conversation in a session of its own and every follow-up alone (hybrid mode);
+    then each of ``singles`` in a session after the one before it."""
     openings: list[Ranking] = []
     session: dict[str, list[Ranking]] = {kind: [] for kind in KINDS}
     alone: dict[str, list[Ranking]] = {kind: [] for kind in KINDS}
@@ -121,13 +126,34 @@ async def evaluate(
         score([r for kind in KINDS for r in session[kind]]),
         score([r for kind in KINDS for r in alone[kind]]),
     )
-    return ConversationResult(len(conversations), score(openings), kinds, overall, examples)
+    after_other: list[Ranking] = []
+    for previous, question in zip([*singles[-1:], *singles[:-1]], singles, strict=True):
+        session_id = f"eval-single-{question.id}-{secrets.token_hex(4)}"
+        await _ranked(client, caller, page_of, {"question": previous.text, "session_id": session_id})
+        body = {"question": question.text, "session_id": session_id, "mode": "hybrid"}
+        after_other.append(((await _ranked(client, caller, page_of, body))[0], question.relevant))
+    return ConversationResult(
+        len(conversations),
+        score(openings),
+        kinds,
+        overall,
+        examples,
+        score(after_other) if singles else None,
+    )
 
 
 def table(result: ConversationResult) -> str:
     lines = [
         f"Conversations: {result.conversations}; opening questions hit@5 {result.openings.hits[5]:.3f}, "
         f"MRR {result.openings.mrr:.3f}",
+    ]
+    if result.singles_after_other is not None:
+        after = result.singles_after_other
+        lines.append(
+            f"Single questions asked in a session after another topic: hit@5 {after.hits[5]:.3f}, "
+            f"MRR {after.mrr:.3f}"
+        )
+    lines += [
         "",
         "| follow-up kind | n | in session hit@5 | in session MRR | asked alone hit@5 | asked alone MRR |",
         "|---|---:|---:|---:|---:|---:|",
@@ -137,6 +163,8 @@ def table(result: ConversationResult) -> str:
         lines.append(
             f"| {row.kind} | {s.questions} | {s.hits[5]:.3f} | {s.mrr:.3f} | {a.hits[5]:.3f} | {a.mrr:.3f} |"
         )
+    lines += ["", "Examples of what was searched:"]
+    lines += [f"- {question!r} -> {searched!r}" for question, searched in result.examples]
     return "\n".join(lines)
 
 
