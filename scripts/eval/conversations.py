@@ -29,10 +29,12 @@ from tests.support.callers import Caller
 KINDS = ("pronoun", "ellipsis", "others", "comparison", "switch")
 
 # `make eval-check` fails below these (hybrid, the default mode). Set from `make eval` on the
-# shipped defaults less about two follow-ups of the 56 (README "Conversational retrieval").
+# shipped defaults (follow-ups 0.946 / 0.805, switches 1.0; README "Conversational retrieval") less
+# about three follow-ups of the 56, and one switch of the 10; asked alone the follow-ups score
+# 0.821 / 0.661, under these floors.
 FLOORS: dict[str, float] = {
-    "follow-up hit@5": 0.86,
-    "follow-up MRR": 0.70,
+    "follow-up hit@5": 0.89,
+    "follow-up MRR": 0.75,
     "switch hit@5": 0.90,
 }
 
