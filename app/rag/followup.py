@@ -47,6 +47,8 @@ _CONTINUING = (
     ("how", "about"),
     ("same", "for"),
 )
+# Words that refer back only when no noun follows them.
+_COUNTING = _word_set("one another")
 # Words of comparison: "How does that compare with ...", "Is it better than ...".
 _COMPARING = _word_set("than compare compared comparison differ differs different difference versus vs")
 
@@ -93,6 +95,10 @@ def _refers_back(tokens: list[str], n: int) -> bool:
     token = tokens[n]
     if token == "that":  # noqa: S105 - "does that setting ..." refers back; "a function that returns ..." does not
         return n == 0 or tokens[n - 1] in _STOPWORDS
+    if (
+        token in _COUNTING
+    ):  # "a descending one?", "add one to" refer back; "one month", "another table" do not
+        return n + 1 == len(tokens) or tokens[n + 1] in _STOPWORDS
     return token in _REFERRING or token in _COMPARING
 
 

@@ -28,6 +28,8 @@ def test_a_first_question_is_searched_as_asked() -> None:
         "How does that compare with REINDEX?",
         "What about triggers?",
         "Why?",
+        "And a descending one?",
+        "Does that setting persist after I close the connection?",
     ],
 )
 def test_a_follow_up_that_leans_on_the_conversation_carries_the_previous_subject(follow_up: str) -> None:
@@ -43,6 +45,11 @@ def test_a_follow_up_that_leans_on_the_conversation_carries_the_previous_subject
         "Can comments be nested in SQL?",
         "How do I make a recursive CTE walk a tree depth-first?",
         "Does SQLite have a separate boolean type?",
+        "Is there a function that returns random bytes as a blob?",  # "that" as a relative
+        "What date results from adding one month to March 31?",  # "one" as a number
+        "Can one connection read another connection's uncommitted changes?",
+        # refers with "it", but names enough of its own to be a question of its own
+        "Is it safe to throw away the -wal file next to my database before copying it to a new machine?",
     ],
 )
 def test_a_question_of_its_own_is_not_dragged_to_the_old_topic(question: str) -> None:
