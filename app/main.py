@@ -47,6 +47,7 @@ from app.auth.jwt import JwtVerifier
 from app.cache.answers import AnswerCache
 from app.cache.repository import corpus_version
 from app.chat.pipeline import Preparation
+from app.chat.rewrite import QueryRewriter
 from app.chat.service import ChatService
 from app.db.engine import create_engine, create_read_sessions, create_session_factory
 from app.db.migrations import head_revision
@@ -340,6 +341,7 @@ def build_chat(
         reranker=rag.reranker,
         counter=rag.counter,
         telemetry=telemetry,
+        rewriter=QueryRewriter(settings, stores.redis, stores.keys, telemetry),  # CONVERSATION_REWRITE
     )
     return ChatService(
         settings=settings,

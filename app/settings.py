@@ -187,6 +187,15 @@ class Settings(BaseSettings):
     # How long a search waits for the reranker when other requests hold it; past that it keeps
     # the retrieval order (counted in rerank_skipped_total) instead of queueing behind them.
     reranker_wait_s: float = Field(default=1.0, ge=0)
+    # Conversational retrieval (README "Conversational retrieval"): how a follow-up becomes the
+    # query that is searched. "offline" carries the previous question's key terms into a follow-up
+    # that leans on it (app/rag/followup.py); "llm" asks the router for a standalone question
+    # first, within CONVERSATION_REWRITE_TIMEOUT_S, falling back to "offline"; "off" searches the
+    # literal question.
+    conversation_rewrite: Literal["llm", "offline", "off"] = "offline"
+    conversation_rewrite_timeout_s: float = Field(default=1.5, gt=0, le=30)
+    conversation_rewrite_max_tokens: int = Field(default=64, ge=8, le=512)
+    conversation_rewrite_cache_ttl_s: int = Field(default=86400, ge=0)
     embedding_warm_up: bool = True
     prompt_budget_tokens: int = Field(default=3500, ge=512)
     answer_max_tokens: int = Field(default=512, ge=16)

@@ -83,7 +83,10 @@ def _render(event: ChatEvent) -> bytes:
         return _sse("done", asdict(event))
     if isinstance(event, ErrorEvent):
         return _sse("error", asdict(event))
-    return _sse("sources", {"sources": [asdict(s) for s in event.sources]})
+    return _sse(
+        "sources",
+        {"sources": [asdict(s) for s in event.sources], "retrieval_query": event.retrieval_query},
+    )
 
 
 def _wants_stream(body: ChatBody, request: Request) -> bool:

@@ -60,6 +60,8 @@ class AskResult(BaseModel):
     cached: bool
     degraded: bool
     trace_id: str
+    # What was searched: the question, or made standalone from the session's earlier turns.
+    retrieval_query: str = ""
 
     @classmethod
     def of(cls, answer: ChatAnswer) -> AskResult:
@@ -85,6 +87,7 @@ class AskResult(BaseModel):
             cached=answer.cached,
             degraded=answer.degraded,
             trace_id=answer.trace_id,
+            retrieval_query=answer.retrieval_query,
         )
 
 

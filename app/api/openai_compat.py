@@ -23,8 +23,9 @@ continued stream) it is left out, never zeros.
 
 The ``rag`` extension field: a non-streaming response, and the last chunk of a stream, carry
 ``rag: {sources, provider, model, cached, degraded, trace_id, session_id, latency_ms,
-continued_by}``; OpenAI SDKs keep unknown fields (``completion.model_extra["rag"]`` /
-``completion.to_dict()["rag"]``).
+continued_by, retrieval_query}`` (``retrieval_query``: what was searched, the last user message
+made standalone from the earlier ``messages``); OpenAI SDKs keep unknown fields
+(``completion.model_extra["rag"]`` / ``completion.to_dict()["rag"]``).
 
 Errors use OpenAI's shape, ``{"error": {"message", "type", "code", "param", "trace_id"}}``, with
 OpenAI's statuses (401 ``invalid_api_key``, 404 ``model_not_found``, 400 for invalid input, 429

@@ -52,6 +52,7 @@ def _rag(
     session_id: str | None,
     latency_ms: float,
     continued_by: dict[str, str] | None = None,
+    retrieval_query: str = "",
 ) -> dict[str, Any]:
     return {
         "sources": [asdict(s) for s in sources],
@@ -63,6 +64,7 @@ def _rag(
         "session_id": session_id,
         "latency_ms": latency_ms,
         "continued_by": continued_by,
+        "retrieval_query": retrieval_query,
     }
 
 
@@ -84,6 +86,7 @@ class ChunkRenderer:
         self.created = int(time.time())
         self.id = f"chatcmpl-{current_trace_id() or uuid.uuid4().hex}"
         self.sources: list[Source] = []
+        self.retrieval_query = ""
         self.model: str | None = None  # who spoke last; None before the first text
 
     def chunk(self, model: str, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
@@ -103,6 +106,7 @@ class ChunkRenderer:
         ``[DONE]`` ends a complete answer; an error payload, a failed one."""
         if isinstance(event, SourcesEvent):
             self.sources = event.sources
+            self.retrieval_query = event.retrieval_query
             return b""
         if isinstance(event, DeltaEvent):
             return self.delta(event)
@@ -129,6 +133,7 @@ class ChunkRenderer:
             session_id=event.session_id,
             latency_ms=event.latency_ms,
             continued_by=event.continued_by,
+            retrieval_query=self.retrieval_query,
         )
         model = self.model or answered_model(event.provider, event.model)
         out = self.chunk(model, {}, "stop", rag=rag)
@@ -186,5 +191,6 @@ def completion(answer: ChatAnswer) -> dict[str, Any]:
             trace_id=answer.trace_id,
             session_id=answer.session_id,
             latency_ms=answer.latency_ms,
+            retrieval_query=answer.retrieval_query,
         ),
     }

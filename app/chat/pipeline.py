@@ -23,9 +23,11 @@ from app.cache.answers import CacheKey
 from app.chat.finish import TurnFinisher
 from app.chat.ports import AnswerStore, CorpusVersions, Memory, Retriever
 from app.chat.retrieval import RetrievalStage
+from app.chat.rewrite import QueryRewriter
 from app.chat.turns import FixedTurn, Outcome, PreparedTurn, RoutedTurn, TurnStatus
 from app.chat.types import NO_CONTEXT_ANSWER, ChatInput
 from app.db.unit_of_work import UnitOfWork
+from app.llm.chain import ProviderChain
 from app.observability.context import current_trace_id, new_trace_id
 from app.observability.telemetry import Telemetry
 from app.rag.embeddings import Embedder
@@ -80,8 +82,10 @@ class Preparation:
         counter: TokenCounter,
         telemetry: Telemetry,
         sources_visible: SourcesVisible = may_see_all,
+        rewriter: QueryRewriter | None = None,
     ) -> None:
         self._settings = settings
+        self._rewriter = rewriter
         self._sources_visible = sources_visible
         self._unit_of_work = unit_of_work
         self._memory = memory
@@ -158,25 +162,45 @@ class Preparation:
         outcome = Outcome(found.answer, found.provider, found.model, found.usage, TurnStatus.ok, cached=True)
         return outcome, list(found.sources)
 
-    async def prepare(self, principal: Principal, chat: ChatInput, finisher: TurnFinisher) -> PreparedTurn:
-        """The turn, routed or answered; an answered one is finished here by ``finisher``."""
+    async def _retrieval_query(
+        self, chat: ChatInput, history: list[Turn], chain: ProviderChain | None
+    ) -> str:
+        """The follow-up made standalone for retrieval (``CONVERSATION_REWRITE``)."""
+        if self._rewriter is None:
+            return chat.question
+        return await self._rewriter(chat.question, history, chain)
+
+    async def prepare(
+        self,
+        principal: Principal,
+        chat: ChatInput,
+        finisher: TurnFinisher,
+        chain: ProviderChain | None = None,
+    ) -> PreparedTurn:
+        """The turn, routed or answered; an answered one is finished here by ``finisher``. A
+        follow-up is searched as made standalone from ``history`` (``chain``: the request's own,
+        for an LLM rewrite)."""
         trace_id = current_trace_id() or new_trace_id()
         started = time.perf_counter()
         async with self._unit_of_work() as db:
             history = await self._history(db, principal, chat)
             key = await self._cache_key(db, principal, chat, history)
             cached = await self._cached(db, principal, key)
+            searched = chat.question
             if cached is not None:
                 outcome, sources = cached
             else:
-                chunks = await self.retrieval.search(db, principal, chat)
+                searched = await self._retrieval_query(chat, history, chain)
+                chunks = await self.retrieval.search(db, principal, chat, searched)
                 if chunks:
                     prompt = await self._fit_prompt(chat, history, chunks)
                     sources = [source_for(n, chunk) for n, chunk in enumerate(prompt.passages, start=1)]
                     # No write: leaving the block ends the read, so no connection is held while
                     # the model answers.
-                    return RoutedTurn(trace_id, started, key, history, sources, prompt)
+                    return RoutedTurn(
+                        trace_id, started, key, history, sources, prompt, retrieval_query=searched
+                    )
                 outcome, sources = Outcome(NO_CONTEXT_ANSWER, "none", "none", None, TurnStatus.ok), []
-            turn = FixedTurn(trace_id, started, key, history, sources, outcome)
+            turn = FixedTurn(trace_id, started, key, history, sources, outcome, retrieval_query=searched)
             finished = await finisher.finish(principal, chat, turn, outcome, streamed=False, db=db)
         return replace(turn, sources=finished.sources, cited=finished.cited)

@@ -88,10 +88,12 @@ class RetrievalStage:
             self._query_vectors[key] = vector
         return vector
 
-    def _query(self, principal: Principal, chat: ChatInput, vector: list[float] | None) -> RetrievalQuery:
+    def _query(
+        self, principal: Principal, chat: ChatInput, text: str, vector: list[float] | None
+    ) -> RetrievalQuery:
         return RetrievalQuery(
             tenant_id=principal.tenant_id,
-            text=chat.question,
+            text=text,
             vector=vector,
             # With a reranker: its candidates, of which it keeps chat.top_k.
             top_k=retrieval_depth(self._reranker, chat.top_k, self._settings.reranker_candidates),
@@ -104,18 +106,22 @@ class RetrievalStage:
             access=AccessSet.of(principal).grants,  # enforced in the search's SQL
         )
 
-    async def search(self, db: AsyncSession, principal: Principal, chat: ChatInput) -> list[RetrievedChunk]:
-        """The ``chat.top_k`` passages of ``principal``'s tenant that best match the question,
-        searched on ``db`` (or on a read replica as fresh as it: ``app.rag.replica_retrieval``)."""
+    async def search(
+        self, db: AsyncSession, principal: Principal, chat: ChatInput, query: str | None = None
+    ) -> list[RetrievedChunk]:
+        """The ``chat.top_k`` passages of ``principal``'s tenant that best match ``query`` (the
+        question unless a follow-up was made standalone), searched on ``db`` (or on a read replica
+        as fresh as it: ``app.rag.replica_retrieval``)."""
         tracer, metrics = self._telemetry.tracer, self._telemetry.metrics
+        searched = chat.question if query is None else query
         vector = None
         if chat.mode is not RetrievalMode.text:
-            vector = await self._embed_query(chat.question)
-        span_input = {"query": chat.question, "mode": chat.mode.value}
+            vector = await self._embed_query(searched)
+        span_input = {"query": searched, "mode": chat.mode.value}
         async with tracer.span("retrieval", kind="retriever", input=span_input) as span:
             with metrics.vector_search_timer(chat.mode.value):
-                chunks = await self._retriever(db, self._query(principal, chat, vector))
+                chunks = await self._retriever(db, self._query(principal, chat, searched, vector))
             span.update(output={"chunks": [c.chunk_id for c in chunks]})
-        chunks = await rerank_stage(self._reranker, chat.question, chunks, chat.top_k, self._telemetry)
+        chunks = await rerank_stage(self._reranker, searched, chunks, chat.top_k, self._telemetry)
         flag_injection(chat.question, chunks, metrics)
         return chunks

@@ -121,7 +121,7 @@ class ChatService:
         )
 
     async def _prepare(self, principal: Principal, chat: ChatInput) -> PreparedTurn:
-        return await self._preparation.prepare(principal, chat, self._finisher)
+        return await self._preparation.prepare(principal, chat, self._finisher, self._chain)
 
     async def _finish(
         self, principal: Principal, chat: ChatInput, turn: RoutedTurn, outcome: Outcome, *, streamed: bool
@@ -148,6 +148,7 @@ class ChatService:
             usage=outcome.usage,
             latency_ms=turn.elapsed_ms(),
             session_id=chat.session,
+            retrieval_query=turn.retrieval_query,
         )
 
     def _done(
@@ -217,7 +218,7 @@ class ChatService:
             # the trace covers the preparation and the generation is recorded once the stream ends.
             async with self._trace(principal, chat, stream=True):
                 turn = await self._prepare(principal, chat)
-            yield SourcesEvent(turn.sources)
+            yield SourcesEvent(turn.sources, turn.retrieval_query)
             if isinstance(turn, FixedTurn):
                 yield DeltaEvent(turn.outcome.text, turn.outcome.provider, turn.outcome.model)
                 yield self._done(chat, turn, turn.outcome, turn.cited)

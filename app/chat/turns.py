@@ -47,6 +47,9 @@ class _Prepared:
     cache_key: CacheKey | None
     history: list[Turn]
     sources: list[Source]
+    # What was embedded and searched: the question, or a follow-up made standalone
+    # (``app.chat.rewrite``); the question itself on a cache hit, where nothing was searched.
+    retrieval_query: str = field(default="", kw_only=True)
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 2)

@@ -62,6 +62,8 @@ class ChatAnswer:
     usage: dict[str, int] | None
     latency_ms: float
     session_id: str | None
+    # What was embedded and searched: the question, or the follow-up made standalone.
+    retrieval_query: str = ""
 
 
 # --- stream events (rendered as SSE by the API layer) ---------------------------------------------
@@ -70,6 +72,7 @@ class ChatAnswer:
 @dataclass(frozen=True)
 class SourcesEvent:
     sources: list[Source]
+    retrieval_query: str = ""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any
 from app.rag.embeddings import create_local_embedder
 from app.rag.query import RetrievalMode
 from app.settings import Settings
+from scripts.eval import conversations
 from scripts.eval.baselines import naive_baselines
 from scripts.eval.floors import below_floors
 from scripts.eval.golden import load
@@ -81,6 +82,7 @@ async def _run(args: argparse.Namespace) -> int:
                         modes=modes,
                         embedder=default_embedder,
                         progress=_progress,
+                        probes=_probes(args),
                     )
                 )
             baselines = []
@@ -96,14 +98,38 @@ async def _run(args: argparse.Namespace) -> int:
     print(table(results, baselines))
     print()
     print(costs(results))
+    for r in results:
+        if "conversations" in r.probes:
+            print(f"\nConversational retrieval ({r.configuration.name}, hybrid, top_k 10):\n")
+            print(conversations.table(r.probes["conversations"]))
     if args.check:
         below = [f"{r.configuration.name}: {line}" for r in results for line in below_floors(r)]
+        below += [
+            f"{r.configuration.name}: {line}"
+            for r in results
+            if "conversations" in r.probes
+            for line in conversations.below_floors(r.probes["conversations"])
+        ]
         print()
         if below:
             print("Retrieval quality is below the floor (scripts/eval/floors.py):\n  " + "\n  ".join(below))
             return 1
         print("Retrieval quality is at or above every floor (scripts/eval/floors.py).")
     return 0
+
+
+def _probes(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.conversations:
+        return {}
+    dialogues = conversations.load(args.corpus)
+    # `make eval` also asks every single question after another one in a session; the check
+    # (CI) leaves that out to stay quick.
+    singles = () if args.check else load(args.corpus).questions
+
+    async def conversational(client: Any, caller: Any, page_of: dict[str, str]) -> Any:
+        return await conversations.evaluate(client, caller, page_of, dialogues, singles)
+
+    return {"conversations": conversational}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="vector,text,hybrid")
     parser.add_argument("--questions", type=int, default=0, help="only the first N questions (quick runs)")
     parser.add_argument("--no-baselines", dest="baselines", action="store_false")
+    parser.add_argument(
+        "--no-conversations",
+        dest="conversations",
+        action="store_false",
+        help="skip the conversational set (eval/<corpus>/conversations.jsonl)",
+    )
     parser.add_argument(
         "--check",
         action="store_true",

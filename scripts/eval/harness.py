@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,8 @@ from tests.support.documents import count_rows, run_jobs, upload
 
 MODES = tuple(RetrievalMode)
 Progress = Callable[[str], None]
+# A further evaluation on the same ingested corpus (the conversations, …): client, caller, page ids.
+Probe = Callable[[httpx.AsyncClient, Caller, dict[str, str]], Awaitable[Any]]
 # Evaluation traffic is one caller asking hundreds of questions: no rate limit should refuse it.
 UNLIMITED = {
     "rate_limit_per_principal": "1000000/minute",
@@ -67,6 +69,7 @@ class Result:
     chunks: int
     ingest_s: float
     modes: list[ModeResult]
+    probes: dict[str, Any] = field(default_factory=dict)  # each probe's result, by name
 
 
 async def ingest(
@@ -109,6 +112,7 @@ async def evaluate(
     modes: Sequence[RetrievalMode] = MODES,
     embedder: Embedder | None = None,
     progress: Progress = lambda _: None,
+    probes: Mapping[str, Probe] | None = None,
 ) -> Result:
     """``base`` names an empty, migrated database of its own. ``embedder``: an already-loaded
     model to share (ignored when the configuration changes the embedding settings, so the app
@@ -146,7 +150,11 @@ async def evaluate(
             results.append(
                 ModeResult(mode, score(rankings[10]), score(rankings[5]), statistics.median(latencies))
             )
-    return Result(configuration, len(golden.pages), chunks, ingest_s, results)
+        probed = {}
+        for name, probe in (probes or {}).items():
+            progress(f"{configuration.name}: {name}")
+            probed[name] = await probe(client, caller, page_of)
+    return Result(configuration, len(golden.pages), chunks, ingest_s, results, probed)
 
 
 def table(results: Sequence[Result], baselines: Sequence[tuple[str, Scores]] = ()) -> str:

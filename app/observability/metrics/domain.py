@@ -68,6 +68,12 @@ class DomainMetrics:
             "Questions answered in retrieval order: the reranker was busy",
             ("reranker",),
         )
+        self._query_rewrites = b.histogram(
+            "query_rewrite_duration_seconds",
+            "Follow-up rewrites into a standalone retrieval query (CONVERSATION_REWRITE=llm), by outcome",
+            ("outcome",),
+            LLM_BUCKETS,
+        )
         self._llm_requests = b.counter(
             "llm_requests_total", "LLM provider attempts", ("provider", "model", "outcome")
         )
@@ -169,6 +175,11 @@ class DomainMetrics:
         self._rerank_skipped.inc(reranker=reranker)
 
     # LLM router
+    def query_rewrite(self, outcome: str, duration_s: float) -> None:
+        """``outcome``: rewritten, cached, timeout, failed or unusable (the last three searched the
+        offline query)."""
+        self._query_rewrites.observe(duration_s, outcome=outcome)
+
     def llm_request(
         self,
         provider: str,
