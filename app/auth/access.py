@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal, Role
@@ -156,6 +156,13 @@ async def visible_document_ids(
         Document.tenant_id == tenant_id, Document.id.in_(list(wanted)), visible(access)
     )
     return set((await db.execute(query)).scalars())
+
+
+async def tenant_restricts_documents(db: AsyncSession, tenant_id: uuid.UUID) -> bool:
+    """Whether any document of the tenant (live or deleted) has an access list: until one does,
+    every caller sees everything and per-caller checks can be skipped."""
+    query = select(exists().where(Document.tenant_id == tenant_id, func.cardinality(Document.access) > 0))
+    return bool((await db.execute(query)).scalar())
 
 
 async def may_see_all(

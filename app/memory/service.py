@@ -25,7 +25,7 @@ from typing import Annotated, Any, Protocol
 from pydantic import AfterValidator, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.access import UNRESTRICTED, AccessSet
+from app.auth.access import UNRESTRICTED, AccessSet, tenant_restricts_documents
 from app.auth.principal import Principal, Role
 from app.db.models import Conversation, Message
 from app.errors import NotFoundError
@@ -166,7 +166,9 @@ class ConversationMemory:
         if row is None or row.deleted_at is not None:
             return []
         access = AccessSet.of(principal)
-        if access.restricted:  # checked against the documents' access lists now, in PostgreSQL
+        # A caller who may not see every document gets a window checked against the documents'
+        # access lists now, in PostgreSQL; while the tenant restricts none, the Redis copy serves.
+        if access.restricted and await tenant_restricts_documents(db, row.tenant_id):
             return await self._load_window(db, row.id, access, row.tenant_id)
         cached = await self._window.read(row.id)
         if cached is not None:
