@@ -49,19 +49,22 @@ class SentinelRedis:
         hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.sentinels)
         return f"redis+sentinel://{hosts}/{MASTER_NAME}"
 
-    def master_port(self) -> int:
-        with self.sentinels[0].client() as client:
+    def master_port(self, sentinel: int = 0) -> int:
+        with self.sentinels[sentinel].client() as client:
             host_port = client.execute_command("SENTINEL", "get-master-addr-by-name", MASTER_NAME)
         return int(host_port[1])
 
     def wait_promoted(self) -> None:
-        """Until the sentinels name the replica as master and it accepts writes (bounded poll)."""
+        """Until every sentinel names the replica as master and it accepts writes (bounded poll):
+        a client asks whichever sentinel answers first, and one that has not heard of the
+        promotion yet names no master or the dead one."""
 
         def promoted() -> bool:
             try:
                 with self.replica.client() as client:
                     role = client.execute_command("ROLE")[0]
-                return self.master_port() == self.replica.port and role in (b"master", "master")
+                named = {self.master_port(i) for i in range(len(self.sentinels))}
+                return named == {self.replica.port} and role in (b"master", "master")
             except redis.RedisError:
                 return False
 
