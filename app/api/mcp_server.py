@@ -51,6 +51,7 @@ from app.memory.service import SessionId
 from app.rag.query import RetrievalFilters, RetrievalMode, RetrievalQuery
 from app.rag.rerank import rerank_stage, retrieval_depth
 from app.rag.retrieval import retrieve
+from app.rag.sources import readable_relevance
 from app.resources import Resources
 from app.security.text import PlainText
 
@@ -81,6 +82,9 @@ class Passage(BaseModel):
     text: str
     tags: list[str]
     ocr: bool = False
+    relevance: float | None = None  # cosine similarity to the query, 0 to 1
+    start: int | None = None  # the passage's character span in the page's text
+    end: int | None = None
 
 
 class SearchResult(BaseModel):
@@ -97,6 +101,9 @@ class AnswerSource(BaseModel):
     snippet: str
     cited: bool
     ocr: bool = False
+    relevance: float | None = None  # cosine similarity to the question, 0 to 1
+    start: int | None = None  # the passage's character span in the page's text
+    end: int | None = None
 
 
 class AskResult(BaseModel):
@@ -208,6 +215,9 @@ async def _search(call: _Call, query: str, top_k: int, tags: list[str] | None) -
                 text=c.text,
                 tags=list(c.tags),
                 ocr=c.ocr,
+                relevance=readable_relevance(c.similarity),
+                start=c.start,
+                end=c.end,
             )
             for c in chunks
         ]
@@ -239,6 +249,9 @@ async def _ask(call: _Call, question: str, session_id: SessionId | None) -> AskR
                 snippet=s.snippet,
                 cited=s.cited,
                 ocr=s.ocr,
+                relevance=s.relevance,
+                start=s.start,
+                end=s.end,
             )
             for s in answer.sources
         ],

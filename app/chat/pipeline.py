@@ -27,6 +27,7 @@ from app.observability.telemetry import Telemetry
 from app.rag.embeddings import Embedder
 from app.rag.prompt import Prompt, Turn, bare_prompt_tokens, build_prompt, prompt_budget
 from app.rag.query import RetrievalMode, RetrievalQuery, RetrievedChunk
+from app.rag.relevance import relevance_gate
 from app.rag.rerank import Reranker, rerank_stage, reranker_identity, retrieval_depth
 from app.rag.sources import Source, source_for
 from app.rag.tokens import TokenCounter
@@ -234,7 +235,11 @@ class Preparation:
                 async with retrieval_span as span:
                     with metrics.vector_search_timer(chat.mode.value):
                         chunks = await self._retriever(db, self._query(principal, chat, vector))
-                    span.update(output={"chunks": [c.chunk_id for c in chunks]})
+                    # issue 28 (relevance gate): passages with no evidence of bearing on the
+                    # question are dropped, so the turn gets the "nothing matches" answer.
+                    relevant = relevance_gate(self._settings).admits(chunks)
+                    span.update(output={"chunks": [c.chunk_id for c in chunks], "relevant": relevant})
+                    chunks = chunks if relevant else []
                 chunks = await rerank_stage(
                     self._reranker, chat.question, chunks, chat.top_k, self._telemetry
                 )

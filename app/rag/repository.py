@@ -23,7 +23,7 @@ _SCOPE = """
 _SELECT = (
     """
     SELECT c.id AS chunk_id, c.document_id, d.current_version AS version, d.title, c.page, c.text,
-           c.ocr, d.tags
+           c.ocr, c.start_offset, c.end_offset, d.tags
     FROM chunks c JOIN documents d ON d.id = c.document_id"""
     + _SCOPE
 )
@@ -99,7 +99,9 @@ scored AS (
     GROUP BY pool.id, pool.complete
 )
 SELECT c.id AS chunk_id, c.document_id, d.current_version AS version, d.title, c.page, c.text,
-       c.ocr, d.tags, scored.rank
+       c.ocr, c.start_offset, c.end_offset, d.tags, scored.rank,
+       CASE WHEN CAST(:vector AS text) IS NULL THEN NULL
+            ELSE 1 - (c.embedding <=> CAST(CAST(:vector AS text) AS vector)) END AS similarity
 FROM scored JOIN chunks c ON c.id = scored.id JOIN documents d ON d.id = c.document_id
 WHERE scored.complete OR NOT EXISTS (SELECT 1 FROM scored WHERE scored.complete)
 ORDER BY scored.rank DESC, c.id
@@ -121,7 +123,7 @@ def _params(query: RetrievalQuery, limit: int) -> dict[str, Any]:
     }
 
 
-def _row_to_chunk(row: Any, score: float) -> RetrievedChunk:
+def _row_to_chunk(row: Any, score: float, **evidence: float | None) -> RetrievedChunk:
     return RetrievedChunk(
         chunk_id=row.chunk_id,
         document_id=row.document_id,
@@ -132,6 +134,9 @@ def _row_to_chunk(row: Any, score: float) -> RetrievedChunk:
         tags=tuple(row.tags or ()),
         score=score,
         ocr=bool(row.ocr),
+        start=row.start_offset,
+        end=row.end_offset,
+        **evidence,
     )
 
 
@@ -155,7 +160,8 @@ class ChunkSearchRepository:
             await session.execute(text("SET LOCAL enable_indexscan = off"))
             rows = (await session.execute(_VECTOR_SQL, params)).all()
             await session.execute(text("SET LOCAL enable_indexscan = on"))
-        hits = [_row_to_chunk(row, 1.0 - float(row.distance)) for row in rows]
+        similarities = [1.0 - float(row.distance) for row in rows]
+        hits = [_row_to_chunk(row, sim, similarity=sim) for row, sim in zip(rows, similarities, strict=True)]
         return [hit for hit in hits if hit.score >= query.min_similarity]
 
     async def matching(self, query: RetrievalQuery, limit: int) -> list[RetrievedChunk]:
@@ -171,6 +177,17 @@ class ChunkSearchRepository:
             "pool": max(BM25_POOL, limit),
             "k1": BM25_K1,
             "b": BM25_B,
+            # Each match's cosine similarity too, when the question has a vector: the relevance
+            # gate and the sources read it whichever search found the passage.
+            "vector": None if query.vector is None else _vector_literal(query.vector),
         }
         rows = (await self._session.execute(_TEXT_SQL, params)).all()
-        return [_row_to_chunk(row, float(row.rank)) for row in rows]
+        return [
+            _row_to_chunk(
+                row,
+                float(row.rank),
+                text_rank=float(row.rank),
+                similarity=None if row.similarity is None else float(row.similarity),
+            )
+            for row in rows
+        ]

@@ -25,6 +25,7 @@ from typing import Any
 from app.rag.embeddings import create_local_embedder
 from app.rag.query import RetrievalMode
 from app.settings import Settings
+from scripts.eval import abstention as abstention_table
 from scripts.eval.baselines import naive_baselines
 from scripts.eval.floors import below_floors
 from scripts.eval.golden import load
@@ -83,6 +84,8 @@ async def _run(args: argparse.Namespace) -> int:
                         progress=_progress,
                     )
                 )
+            # issue 28: the abstention table (unanswerable questions) on a database of its own
+            abstention = await abstention_table.measure_on(postgres, common, golden, default_embedder, args)
             baselines = []
             if args.baselines:
                 _progress("naive baselines (exact dense, BM25, their fusion)")
@@ -96,8 +99,10 @@ async def _run(args: argparse.Namespace) -> int:
     print(table(results, baselines))
     print()
     print(costs(results))
+    abstention_table.report(abstention)
     if args.check:
         below = [f"{r.configuration.name}: {line}" for r in results for line in below_floors(r)]
+        below += abstention_table.below(abstention)
         print()
         if below:
             print("Retrieval quality is below the floor (scripts/eval/floors.py):\n  " + "\n  ".join(below))
@@ -117,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="vector,text,hybrid")
     parser.add_argument("--questions", type=int, default=0, help="only the first N questions (quick runs)")
     parser.add_argument("--no-baselines", dest="baselines", action="store_false")
+    parser.add_argument("--no-abstention", dest="abstention", action="store_false")
     parser.add_argument(
         "--check",
         action="store_true",
