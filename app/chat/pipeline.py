@@ -237,7 +237,7 @@ class Preparation:
                         chunks = await self._retriever(db, self._query(principal, chat, vector))
                     # issue 28 (relevance gate): passages with no evidence of bearing on the
                     # question are dropped, so the turn gets the "nothing matches" answer.
-                    relevant = relevance_gate(self._settings).admits(chunks)
+                    relevant = relevance_gate(self._settings).admits(chunks, chat.mode)
                     span.update(output={"chunks": [c.chunk_id for c in chunks], "relevant": relevant})
                     chunks = chunks if relevant else []
                 chunks = await rerank_stage(

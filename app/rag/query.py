@@ -47,6 +47,7 @@ class RetrievedChunk:
     ocr: bool = False  # the page's text was recognised by OCR, not extracted
     # The evidence behind the rank, kept through fusion and reranking (``app.rag.relevance``):
     similarity: float | None = None  # cosine similarity to the question (None without a vector)
-    text_rank: float | None = None  # BM25 score of the full-text match (None: no text match)
+    # BM25 of the full-text match over the most the question's terms could score, 0 to 1 (None: no match)
+    text_match: float | None = None
     start: int | None = None  # the passage's character span in its page's text (None: older rows)
     end: int | None = None

@@ -44,7 +44,10 @@ _VECTOR_SQL = text(
 #   length as the passage's distinct lexemes;
 # - when some passages contain the whole question (websearch syntax: quotes, "or", "-word"), only
 #   they are returned, so an exact code or phrase is not diluted by passages that share only its
-#   common words (a natural question rarely matches whole: then every scored passage is returned).
+#   common words (a natural question rarely matches whole: then every scored passage is returned);
+# - each match's ``text_match``: its BM25 over the most the question's terms could score, the sum
+#   of their idf times (k1 + 1), so 0 to 1 whatever the corpus size: a question whose rarest words
+#   appear nowhere in the corpus matches weakly (the relevance gate reads it).
 BM25_K1 = 1.2
 BM25_B = 0.75
 BM25_SAMPLE = 2000
@@ -100,6 +103,7 @@ scored AS (
 )
 SELECT c.id AS chunk_id, c.document_id, d.current_version AS version, d.title, c.page, c.text,
        c.ocr, c.start_offset, c.end_offset, d.tags, scored.rank,
+       scored.rank / nullif((SELECT sum(idf) FROM weighted) * (:k1 + 1), 0) AS text_match,
        CASE WHEN CAST(:vector AS text) IS NULL THEN NULL
             ELSE 1 - (c.embedding <=> CAST(CAST(:vector AS text) AS vector)) END AS similarity
 FROM scored JOIN chunks c ON c.id = scored.id JOIN documents d ON d.id = c.document_id
@@ -186,7 +190,7 @@ class ChunkSearchRepository:
             _row_to_chunk(
                 row,
                 float(row.rank),
-                text_rank=float(row.rank),
+                text_match=None if row.text_match is None else float(row.text_match),
                 similarity=None if row.similarity is None else float(row.similarity),
             )
             for row in rows

@@ -60,7 +60,7 @@ def _merged_evidence(first: RetrievedChunk, other: RetrievedChunk) -> RetrievedC
     return replace(
         first,
         similarity=first.similarity if first.similarity is not None else other.similarity,
-        text_rank=first.text_rank if first.text_rank is not None else other.text_rank,
+        text_match=first.text_match if first.text_match is not None else other.text_match,
     )
 
 

@@ -9,7 +9,7 @@ but not answered by any page) is asked over ``POST /api/v1/chat`` (hybrid, top_k
 settings' relevance gate: counted are the unanswerable questions given the no-match answer
 (abstained), the answerable ones wrongly given it, and the answerable hit@5. The sweep retrieves
 each question once more outside the chat service and applies other thresholds to the same passages,
-which is how the defaults of RELEVANCE_MIN_SIMILARITY / RELEVANCE_MIN_TEXT_RANK were chosen.
+which is how the defaults of RELEVANCE_MIN_SIMILARITY / RELEVANCE_MIN_TEXT_MATCH were chosen.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from tests.support.apps import running_app
 # `make eval-check` fails below these (set from the README's measurement, less about one question).
 FLOORS = {"unanswerable abstained": 0.60, "answerable hit@5": 0.93}
 CEILINGS = {"answerable wrongly abstained": 0.02}
-SWEEP_SIMILARITY = (0.0, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55)
-SWEEP_TEXT_RANK = (0.0, 10.0, 15.0, 20.0, 25.0, 30.0)
+SWEEP_SIMILARITY = (0.0, 0.3, 0.33, 0.35, 0.38, 0.4, 0.45)
+SWEEP_TEXT_MATCH = (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35)
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def table(result: AbstentionResult) -> str:
             "| relevance gate | unanswerable given the no-match answer | answerable wrongly given it "
             "| answerable hit@5 |",
             "|---|---:|---:|---:|",
-            f"| similarity ≥ {gate.min_similarity} or BM25 ≥ {gate.min_text_rank} "
+            f"| similarity ≥ {gate.min_similarity} and text match ≥ {gate.min_text_match} "
             f"| {rates['unanswerable abstained']:.3f} ({len(result.asked) - answerable}) "
             f"| {rates['answerable wrongly abstained']:.3f} ({answerable}) "
             f"| {rates['answerable hit@5']:.3f} |",
@@ -174,13 +174,15 @@ def table(result: AbstentionResult) -> str:
 def sweep(result: AbstentionResult) -> str:
     """Unanswerable abstained / answerable wrongly abstained for other thresholds, same passages."""
     header = (
-        "| similarity \\ BM25 | " + " | ".join(f"≥ {t:g}" if t else "off" for t in SWEEP_TEXT_RANK) + " |"
+        "| similarity \\ text match | "
+        + " | ".join(f"≥ {t:g}" if t else "off" for t in SWEEP_TEXT_MATCH)
+        + " |"
     )
-    lines = [header, "|---|" + "---:|" * len(SWEEP_TEXT_RANK)]
+    lines = [header, "|---|" + "---:|" * len(SWEEP_TEXT_MATCH)]
     for similarity in SWEEP_SIMILARITY:
         cells = []
-        for text_rank in SWEEP_TEXT_RANK:
-            rates = result.rates(RelevanceGate(similarity, text_rank))
+        for text_match in SWEEP_TEXT_MATCH:
+            rates = result.rates(RelevanceGate(similarity, text_match))
             cells.append(
                 f"{rates['unanswerable abstained']:.2f} / {rates['answerable wrongly abstained']:.2f}"
             )
@@ -233,7 +235,12 @@ def evidence_rows(result: AbstentionResult) -> list[dict[str, Any]]:
     for a in result.asked:
         best = evidence(a.chunks)
         rows.append(
-            {"id": a.id, "answerable": a.answerable, "similarity": best.similarity, "bm25": best.text_rank}
+            {
+                "id": a.id,
+                "answerable": a.answerable,
+                "similarity": best.similarity,
+                "text_match": best.text_match,
+            }
         )
     return rows
 
@@ -271,7 +278,7 @@ async def _measure_alone(args: argparse.Namespace) -> AbstentionResult:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="sqlite")
-    parser.add_argument("--dump", help="write each question's best similarity and BM25 score here (JSON)")
+    parser.add_argument("--dump", help="write each question's best similarity and text match here (JSON)")
     args = parser.parse_args(argv)
     result = asyncio.run(_measure_alone(args))
     if args.dump:

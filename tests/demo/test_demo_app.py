@@ -8,7 +8,6 @@ API received."""
 from __future__ import annotations
 
 import re
-
 import tomllib
 import uuid
 from collections.abc import Callable, Iterator

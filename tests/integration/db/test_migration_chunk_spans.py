@@ -37,7 +37,9 @@ def test_a_chunk_stored_before_spans_has_none_and_the_columns_come_and_go(empty_
     tenant, document = uuid.uuid4(), uuid.uuid4()
     with psycopg.connect(libpq(empty_database)) as conn:
         conn.execute("INSERT INTO tenants (id, slug, name) VALUES (%s, 'acme', 'Acme')", (tenant,))
-        conn.execute("INSERT INTO documents (id, tenant_id, title) VALUES (%s, %s, 'Guide')", (document, tenant))
+        conn.execute(
+            "INSERT INTO documents (id, tenant_id, title) VALUES (%s, %s, 'Guide')", (document, tenant)
+        )
         conn.execute(
             "INSERT INTO chunks (tenant_id, document_id, page, position, text, page_sha256, embedding, "
             "embedding_model, valid_from_version) VALUES (%s, %s, 1, 0, 'Old passage.', %s, %s, 'm', 1)",
