@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 HANDBOOK = {
     "retention.md": "# Retention\n\nBackups of customer databases are kept for exactly 35 days before "
     "deletion. Retention is enforced by a nightly purge job.",
-    "parking.md": "# Parking\n\nStaff parking is on level two of the garage. Bicycles go in the courtyard racks.",
+    "parking.md": "# Parking\n\nStaff parking is on level two of the garage. Bicycles go in the "
+    "courtyard racks.",
     "hours.md": "# Office hours\n\nThe support desk is open from nine to five on weekdays. Visitors sign in "
     "at reception.",
 }
