@@ -192,7 +192,7 @@ class Settings(BaseSettings):
     # The relevance gate (app/rag/relevance.py): below either, a question gets the "nothing in your
     # documents matches" answer. 0 turns a signal off. Defaults measured by scripts/eval/abstention.py.
     relevance_min_similarity: float = Field(default=0.35, ge=0, le=1)
-    relevance_min_text_match: float = Field(default=0.1, ge=0, le=1)
+    relevance_min_text_match: float = Field(default=0.0, ge=0, le=1)
     # Optional rerank stage (app/rag/rerank.py): a local cross-encoder directory reorders the best
     # RERANKER_CANDIDATES retrieved chunks (at least the request's top_k).
     reranker: Literal["none", "cross-encoder"] = "none"

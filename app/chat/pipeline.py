@@ -236,8 +236,11 @@ class Preparation:
                     with metrics.vector_search_timer(chat.mode.value):
                         chunks = await self._retriever(db, self._query(principal, chat, vector))
                     # issue 28 (relevance gate): passages with no evidence of bearing on the
-                    # question are dropped, so the turn gets the "nothing matches" answer.
-                    relevant = relevance_gate(self._settings).admits(chunks, chat.mode)
+                    # question are dropped, so the turn gets the "nothing matches" answer. A
+                    # follow-up ("and the purge?") is not judged on its own words while the
+                    # retrieval query is the question alone.
+                    gate = relevance_gate(self._settings)
+                    relevant = bool(history) or gate.admits(chunks, chat.mode)
                     span.update(output={"chunks": [c.chunk_id for c in chunks], "relevant": relevant})
                     chunks = chunks if relevant else []
                 chunks = await rerank_stage(
