@@ -12,8 +12,8 @@ evidence each passage carried out of its searches (``RetrievedChunk.similarity``
   corpus size), against ``RELEVANCE_MIN_TEXT_MATCH``.
 
 Each signal the retrieval mode searched must clear its threshold (hybrid: both; vector: the
-similarity; text: the text match); a threshold of 0 turns its signal off. A hybrid question with no
-full-text match at all has a text match of 0. When a signal falls short, the chat service answers
+similarity; text: the text match); a threshold of 0 turns its signal off, and a signal no passage
+carries (no vector, no full-text match) is not judged. When a signal falls short, the chat service answers
 "nothing in your documents matches" without a model. The defaults were chosen on the golden set's
 answerable and unanswerable questions (``scripts/eval/abstention.py``, README "Abstention").
 """
@@ -46,9 +46,12 @@ class RelevanceGate:
         if not chunks:
             return False
         best = evidence(chunks)
-        if mode is not RetrievalMode.text and (best.similarity or 0.0) < self.min_similarity:
-            return False
-        return mode is RetrievalMode.vector or (best.text_match or 0.0) >= self.min_text_match
+        if mode is not RetrievalMode.text and best.similarity is not None:
+            if best.similarity < self.min_similarity:
+                return False
+        if mode is not RetrievalMode.vector and best.text_match is not None:
+            return best.text_match >= self.min_text_match
+        return True
 
 
 def evidence(chunks: Sequence[RetrievedChunk]) -> Evidence:

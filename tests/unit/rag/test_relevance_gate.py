@@ -34,7 +34,8 @@ def test_in_hybrid_mode_both_signals_must_clear_on_some_passage() -> None:
     assert GATE.admits([chunk(1, similarity=0.2, text_match=0.3), chunk(2, similarity=0.5)])
     assert not GATE.admits([chunk(1, similarity=0.2, text_match=0.5)])  # words shared, meaning far
     assert not GATE.admits([chunk(1, similarity=0.6, text_match=0.1)])  # close, but its rare words absent
-    assert not GATE.admits([chunk(1, similarity=0.6)])  # no full-text match at all
+    assert GATE.admits([chunk(1, similarity=0.6)])  # no full-text match: judged on the similarity
+    assert GATE.admits([chunk(1)])  # no evidence at all (a retriever that keeps none): not judged
 
 
 def test_weak_evidence_on_every_passage_is_not_relevant_whatever_the_fused_score() -> None:
