@@ -46,9 +46,9 @@ class RelevanceGate:
         if not chunks:
             return False
         best = evidence(chunks)
-        if mode is not RetrievalMode.text and best.similarity is not None:
-            if best.similarity < self.min_similarity:
-                return False
+        judged = mode is not RetrievalMode.text and best.similarity is not None
+        if judged and (best.similarity or 0.0) < self.min_similarity:
+            return False
         if mode is not RetrievalMode.vector and best.text_match is not None:
             return best.text_match >= self.min_text_match
         return True
