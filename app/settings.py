@@ -179,6 +179,10 @@ class Settings(BaseSettings):
     retrieval_text_weight: float = Field(default=1.0, ge=0)
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
     retrieval_min_similarity: float = Field(default=0.2, ge=-1, le=1)
+    # The relevance gate (app/rag/relevance.py): below either, a question gets the "nothing in your
+    # documents matches" answer. 0 turns a signal off. Defaults measured by scripts/eval/abstention.py.
+    relevance_min_similarity: float = Field(default=0.35, ge=0, le=1)
+    relevance_min_text_match: float = Field(default=0.0, ge=0, le=1)
     # Optional rerank stage (app/rag/rerank.py): a local cross-encoder directory reorders the best
     # RERANKER_CANDIDATES retrieved chunks (at least the request's top_k).
     reranker: Literal["none", "cross-encoder"] = "none"

@@ -29,7 +29,7 @@ from typing import Any
 
 import streamlit as st
 from api_client import Api, ApiError  # demo/api_client.py: streamlit puts the script folder on sys.path
-from render import safe_markdown
+from render import highlighted_passage, relevance_label, safe_markdown
 from usage import fetch_budget_lines
 
 API_URL = os.environ.get("API_URL", "http://127.0.0.1:8000").strip()
@@ -382,9 +382,9 @@ def show_sources(sources: list[dict[str, Any]]) -> None:
             page = f"page {source['page']}{recognised}"
             st.markdown(
                 f"**[{source['number']}] {safe_markdown(source['title'])}** · {page} · "
-                f"version {source['version']} · tags: {tags} · score {source['score']:.3f} · {mark}"
+                f"version {source['version']} · tags: {tags} · {relevance_label(source)} · {mark}"
             )
-            st.caption(safe_markdown(source["snippet"]))
+            st.caption(highlighted_passage(source))
 
 
 def show_answer_details(turn: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ Linear time.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 # `![alt](target)`, `[text](target)`, `[text][ref]` and autolinks `<https://…>`; bounded pieces
 # with no nested quantifiers, so matching stays linear.
@@ -27,3 +28,22 @@ def safe_markdown(text: str) -> str:
     text = _REFERENCE_DEFINITION.sub("", text)
     text = _BARE_LINK.sub(lambda m: f"{m.group(1)}\\:" if m.group(1) else f"{m.group(2)}\\.", text)
     return text.replace("![", "!\\[")
+
+
+def relevance_label(source: dict[str, Any]) -> str:
+    """The source's relevance as a person reads it: its similarity to the question in percent."""
+    relevance = source.get("relevance")
+    return "relevance n/a" if relevance is None else f"relevance {relevance:.0%}"
+
+
+def highlighted_passage(source: dict[str, Any]) -> str:
+    """The passage, highlighted, after where it sits in its page (``start`` to ``end`` characters of
+    the page's text; absent for passages stored before spans were kept)."""
+    # Inside ``:orange-background[…]`` every bracket is escaped (safe_markdown's "!\\[" included).
+    passage = safe_markdown(source["snippet"]).replace("!\\[", "![")
+    passage = passage.replace("[", "\\[").replace("]", "\\]")
+    highlighted = f":orange-background[{passage}]" if passage.strip() else passage
+    start, end = source.get("start"), source.get("end")
+    if start is None or end is None:
+        return highlighted
+    return f"characters {start} to {end} of page {source['page']}: {highlighted}"

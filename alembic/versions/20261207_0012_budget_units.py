@@ -2,7 +2,7 @@
 per tenant or key and period
 
 Revision ID: 0012_budget_units
-Revises: 0010_document_access
+Revises: 0011_chunk_spans
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012_budget_units"
-down_revision: str | None = "0010_document_access"
+down_revision: str | None = "0011_chunk_spans"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

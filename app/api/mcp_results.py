@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from app.chat.types import ChatAnswer
 from app.rag.query import RetrievedChunk
+from app.rag.sources import readable_relevance
 
 # --- results ----------------------------------------------------------------------------------
 
@@ -20,6 +21,9 @@ class Passage(BaseModel):
     text: str
     tags: list[str]
     ocr: bool = False
+    relevance: float | None = None  # cosine similarity to the query, 0 to 1
+    start: int | None = None  # the passage's character span in the page's text
+    end: int | None = None
 
     @classmethod
     def of(cls, chunk: RetrievedChunk) -> Passage:
@@ -32,6 +36,9 @@ class Passage(BaseModel):
             text=chunk.text,
             tags=list(chunk.tags),
             ocr=chunk.ocr,
+            relevance=readable_relevance(chunk.similarity),
+            start=chunk.start,
+            end=chunk.end,
         )
 
 
@@ -49,6 +56,9 @@ class AnswerSource(BaseModel):
     snippet: str
     cited: bool
     ocr: bool = False
+    relevance: float | None = None  # cosine similarity to the question, 0 to 1
+    start: int | None = None  # the passage's character span in the page's text
+    end: int | None = None
 
 
 class AskResult(BaseModel):
@@ -78,6 +88,9 @@ class AskResult(BaseModel):
                     snippet=s.snippet,
                     cited=s.cited,
                     ocr=s.ocr,
+                    relevance=s.relevance,
+                    start=s.start,
+                    end=s.end,
                 )
                 for s in answer.sources
             ],

@@ -21,6 +21,7 @@ from app.observability.metrics.domain import DomainMetrics
 from app.observability.telemetry import Telemetry
 from app.rag.embeddings import Embedder
 from app.rag.query import RetrievalMode, RetrievalQuery, RetrievedChunk
+from app.rag.relevance import relevance_gate
 from app.rag.rerank import Reranker, rerank_stage, retrieval_depth
 from app.security.injection import detect_injection
 from app.settings import Settings
@@ -121,7 +122,11 @@ class RetrievalStage:
         async with tracer.span("retrieval", kind="retriever", input=span_input) as span:
             with metrics.vector_search_timer(chat.mode.value):
                 chunks = await self._retriever(db, self._query(principal, chat, searched, vector))
-            span.update(output={"chunks": [c.chunk_id for c in chunks]})
+            # The relevance gate (``app.rag.relevance``): passages with no evidence of bearing on
+            # what was searched are dropped, so a chat turn gets the "nothing matches" answer.
+            relevant = relevance_gate(self._settings).admits(chunks, chat.mode)
+            span.update(output={"chunks": [c.chunk_id for c in chunks], "relevant": relevant})
+            chunks = chunks if relevant else []
         chunks = await rerank_stage(self._reranker, searched, chunks, chat.top_k, self._telemetry)
         flag_injection(chat.question, chunks, metrics)
         return chunks

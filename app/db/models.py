@@ -168,6 +168,10 @@ class Chunk(Base):
     page_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     # The page's text was recognised by OCR (a scan, an image), not extracted: shown in sources.
     ocr: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    # The passage's character span in its page's text (text == page_text[start:end]); NULL for
+    # chunks stored before spans were kept (revision 0011).
+    start_offset: Mapped[int | None] = mapped_column(Integer)
+    end_offset: Mapped[int | None] = mapped_column(Integer)
     embedding: Mapped[Any] = mapped_column(Vector(EMBEDDING_DIM), nullable=False)
     embedding_model: Mapped[str] = mapped_column(String(200), nullable=False)
     valid_from_version: Mapped[int] = mapped_column(Integer, nullable=False)

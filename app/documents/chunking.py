@@ -35,6 +35,8 @@ class ChunkDraft:
     page_sha256: str
     context: str = ""  # the document title and the page's heading (``chunk_context``)
     ocr: bool = False  # the page's text was recognised by OCR
+    start: int = 0  # ``text`` is the page's text[start:end]
+    end: int = 0
 
     @property
     def embedding_input(self) -> str:
@@ -63,62 +65,95 @@ def chunk_context(title: str, page_text: str) -> str:
 
 
 def split_sentences(text: str) -> list[str]:
-    return [part.strip() for part in _SENTENCE_END.split(text) if part and part.strip()]
+    return [text[start:end] for start, end in sentence_spans(text)]
 
 
-def _split_long(sentence: str, max_tokens: int, count: TokenCount) -> list[str]:
+Span = tuple[int, int]  # [start, end) character offsets in a page's text
+
+
+def sentence_spans(text: str) -> list[Span]:
+    """Each sentence's span in ``text``, surrounding whitespace excluded."""
+    spans: list[Span] = []
+    position = 0
+    for boundary in [*_SENTENCE_END.finditer(text), None]:
+        stop = len(text) if boundary is None else boundary.start()
+        piece = text[position:stop]
+        if piece.strip():
+            start = position + len(piece) - len(piece.lstrip())
+            spans.append((start, position + len(piece.rstrip())))
+        if boundary is not None:
+            position = boundary.end()
+    return spans
+
+
+_WORD = re.compile(r"\S+")
+
+
+def _split_long(text: str, span: Span, max_tokens: int, count: TokenCount) -> list[tuple[Span, int]]:
     """A sentence longer than a chunk is cut into word windows of at most ``max_tokens``."""
-    pieces: list[str] = []
-    current: list[str] = []
+    pieces: list[tuple[Span, int]] = []
+    first = last = -1
     tokens = 0
-    for word in sentence.split():
-        size = count(word)
-        if current and tokens + size > max_tokens:
-            pieces.append(" ".join(current))
-            current, tokens = [], 0
-        current.append(word)
+    for word in _WORD.finditer(text, span[0], span[1]):
+        size = count(word.group())
+        if first >= 0 and tokens + size > max_tokens:
+            pieces.append(((first, last), tokens))
+            first, tokens = -1, 0
+        if first < 0:
+            first = word.start()
+        last = word.end()
         tokens += size
-    if current:
-        pieces.append(" ".join(current))
+    if first >= 0:
+        pieces.append(((first, last), tokens))
     return pieces
 
 
 def chunk_text(
     text: str, *, max_tokens: int, overlap_tokens: int, count: TokenCount = estimate_tokens
 ) -> list[str]:
-    """Greedy packing of whole sentences up to ``max_tokens``; each chunk after the first starts
-    with the previous chunk's trailing sentences worth at most ``overlap_tokens``."""
-    units: list[tuple[str, int]] = []
-    for sentence in split_sentences(text):
-        size = count(sentence)
-        if size > max_tokens:
-            units.extend((piece, count(piece)) for piece in _split_long(sentence, max_tokens, count))
-        else:
-            units.append((sentence, size))
+    """The chunks of ``chunk_spans``, as text."""
+    spans = chunk_spans(text, max_tokens=max_tokens, overlap_tokens=overlap_tokens, count=count)
+    return [text[start:end] for start, end in spans]
 
-    chunks: list[str] = []
-    window: list[tuple[str, int]] = []
+
+def chunk_spans(
+    text: str, *, max_tokens: int, overlap_tokens: int, count: TokenCount = estimate_tokens
+) -> list[Span]:
+    """Greedy packing of whole sentences up to ``max_tokens``; each chunk after the first starts
+    with the previous chunk's trailing sentences worth at most ``overlap_tokens``. A chunk is the
+    page's text from its first sentence's start to its last sentence's end, so ``text[start:end]``
+    is the passage exactly (the whitespace between its sentences as the page has it)."""
+    units: list[tuple[Span, int]] = []
+    for span in sentence_spans(text):
+        size = count(text[span[0] : span[1]])
+        if size > max_tokens:
+            units.extend(_split_long(text, span, max_tokens, count))
+        else:
+            units.append((span, size))
+
+    chunks: list[Span] = []
+    window: list[tuple[Span, int]] = []
     window_tokens = 0
     fresh = 0  # units in the window that no earlier chunk contained
     for unit in units:
         if window and window_tokens + unit[1] > max_tokens:
             if fresh:
-                chunks.append(" ".join(part for part, _ in window))
+                chunks.append((window[0][0][0], window[-1][0][1]))
             window, window_tokens = _overlap_tail(window, overlap_tokens, max_tokens - unit[1])
             fresh = 0
         window.append(unit)
         window_tokens += unit[1]
         fresh += 1
     if window and fresh:
-        chunks.append(" ".join(part for part, _ in window))
+        chunks.append((window[0][0][0], window[-1][0][1]))
     return chunks
 
 
 def _overlap_tail(
-    window: list[tuple[str, int]], overlap_tokens: int, room: int
-) -> tuple[list[tuple[str, int]], int]:
+    window: list[tuple[Span, int]], overlap_tokens: int, room: int
+) -> tuple[list[tuple[Span, int]], int]:
     budget = min(overlap_tokens, room)
-    tail: list[tuple[str, int]] = []
+    tail: list[tuple[Span, int]] = []
     total = 0
     for unit in reversed(window):
         if total + unit[1] > budget:
@@ -142,18 +177,20 @@ def chunk_pages(
     for page in pages:
         context = chunk_context(title, page.text) if title is not None else ""
         room = max(max_tokens // 2, max_tokens - count(context)) if context else max_tokens
-        texts = chunk_text(
+        spans = chunk_spans(
             page.text, max_tokens=room, overlap_tokens=min(overlap_tokens, room // 2), count=count
         )
         drafts.extend(
             ChunkDraft(
                 page=page.number,
                 position=index,
-                text=text,
+                text=page.text[start:end],
                 page_sha256=page.sha256,
                 context=context,
                 ocr=page.ocr,
+                start=start,
+                end=end,
             )
-            for index, text in enumerate(texts)
+            for index, (start, end) in enumerate(spans)
         )
     return drafts

@@ -364,6 +364,8 @@ async def _store(
                 "embedding_model": ctx.embedder.model_name,
                 "valid_from_version": claim.version,
                 "ocr": draft.ocr,
+                "start_offset": draft.start,
+                "end_offset": draft.end,
             }
             for draft, vector in zip(drafts, vectors, strict=True)
         ],

@@ -48,3 +48,9 @@ class RetrievedChunk:
     tags: tuple[str, ...]
     score: float
     ocr: bool = False  # the page's text was recognised by OCR, not extracted
+    # The evidence behind the rank, kept through fusion and reranking (``app.rag.relevance``):
+    similarity: float | None = None  # cosine similarity to the question (None without a vector)
+    # BM25 of the full-text match over the most the question's terms could score, 0 to 1 (None: no match)
+    text_match: float | None = None
+    start: int | None = None  # the passage's character span in its page's text (None: older rows)
+    end: int | None = None

@@ -26,7 +26,7 @@ _SCOPE = """
 _SELECT = (
     """
     SELECT c.id AS chunk_id, c.document_id, d.current_version AS version, d.title, c.page, c.text,
-           c.ocr, d.tags
+           c.ocr, c.start_offset, c.end_offset, d.tags
     FROM chunks c JOIN documents d ON d.id = c.document_id"""
     + _SCOPE
 )
@@ -71,7 +71,10 @@ SELECT count(*) AS n FROM (
 #   length as the passage's distinct lexemes;
 # - when some passages contain the whole question (websearch syntax: quotes, "or", "-word"), only
 #   they are returned, so an exact code or phrase is not diluted by passages that share only its
-#   common words (a natural question rarely matches whole: then every scored passage is returned).
+#   common words (a natural question rarely matches whole: then every scored passage is returned);
+# - each match's ``text_match``: its BM25 over the most the question's terms could score, the sum
+#   of their idf times (k1 + 1), so 0 to 1 whatever the corpus size: a question whose rarest words
+#   appear nowhere in the corpus matches weakly (the relevance gate reads it).
 BM25_K1 = 1.2
 BM25_B = 0.75
 BM25_SAMPLE = 2000
@@ -126,7 +129,10 @@ scored AS (
     GROUP BY pool.id, pool.complete
 )
 SELECT c.id AS chunk_id, c.document_id, d.current_version AS version, d.title, c.page, c.text,
-       c.ocr, d.tags, scored.rank
+       c.ocr, c.start_offset, c.end_offset, d.tags, scored.rank,
+       scored.rank / nullif((SELECT sum(idf) FROM weighted) * (:k1 + 1), 0) AS text_match,
+       CASE WHEN CAST(:vector AS text) IS NULL THEN NULL
+            ELSE 1 - (c.embedding <=> CAST(CAST(:vector AS text) AS vector)) END AS similarity
 FROM scored JOIN chunks c ON c.id = scored.id JOIN documents d ON d.id = c.document_id
 WHERE scored.complete OR NOT EXISTS (SELECT 1 FROM scored WHERE scored.complete)
 ORDER BY scored.rank DESC, c.id
@@ -150,7 +156,7 @@ def _params(query: RetrievalQuery, limit: int) -> dict[str, Any]:
     }
 
 
-def _row_to_chunk(row: Any, score: float) -> RetrievedChunk:
+def _row_to_chunk(row: Any, score: float, **evidence: float | None) -> RetrievedChunk:
     return RetrievedChunk(
         chunk_id=row.chunk_id,
         document_id=row.document_id,
@@ -161,6 +167,9 @@ def _row_to_chunk(row: Any, score: float) -> RetrievedChunk:
         tags=tuple(row.tags or ()),
         score=score,
         ocr=bool(row.ocr),
+        start=row.start_offset,
+        end=row.end_offset,
+        **evidence,
     )
 
 
@@ -188,7 +197,8 @@ class ChunkSearchRepository:
             await session.execute(text("SET LOCAL enable_indexscan = off"))
             rows = (await session.execute(_VECTOR_SQL, params)).all()
             await session.execute(text("SET LOCAL enable_indexscan = on"))
-        hits = [_row_to_chunk(row, 1.0 - float(row.distance)) for row in rows]
+        similarities = [1.0 - float(row.distance) for row in rows]
+        hits = [_row_to_chunk(row, sim, similarity=sim) for row, sim in zip(rows, similarities, strict=True)]
         return [hit for hit in hits if hit.score >= query.min_similarity]
 
     async def matching(self, query: RetrievalQuery, limit: int) -> list[RetrievedChunk]:
@@ -204,6 +214,17 @@ class ChunkSearchRepository:
             "pool": max(BM25_POOL, limit),
             "k1": BM25_K1,
             "b": BM25_B,
+            # Each match's cosine similarity too, when the question has a vector: the relevance
+            # gate and the sources read it whichever search found the passage.
+            "vector": None if query.vector is None else _vector_literal(query.vector),
         }
         rows = (await self._session.execute(_TEXT_SQL, params)).all()
-        return [_row_to_chunk(row, float(row.rank)) for row in rows]
+        return [
+            _row_to_chunk(
+                row,
+                float(row.rank),
+                text_match=None if row.text_match is None else float(row.text_match),
+                similarity=None if row.similarity is None else float(row.similarity),
+            )
+            for row in rows
+        ]

@@ -16,6 +16,7 @@ documents matched, so one long page cannot crowd the others out of the answer's 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,13 +29,15 @@ RRF_K = 60
 def reciprocal_rank_fusion(
     ranked_lists: Sequence[tuple[float, Sequence[RetrievedChunk]]], top_k: int
 ) -> list[RetrievedChunk]:
-    """Fuse ranked lists: score = Σ weight / (RRF_K + rank). Ties keep the earlier list's order."""
+    """Fuse ranked lists: score = Σ weight / (RRF_K + rank). Ties keep the earlier list's order.
+    A passage found by several lists keeps the evidence of each (similarity, text rank)."""
     scores: dict[int, float] = {}
     chunks: dict[int, RetrievedChunk] = {}
     for weight, ranked in ranked_lists:
         for rank, chunk in enumerate(ranked, start=1):
             scores[chunk.chunk_id] = scores.get(chunk.chunk_id, 0.0) + weight / (RRF_K + rank)
-            chunks.setdefault(chunk.chunk_id, chunk)
+            seen = chunks.get(chunk.chunk_id)
+            chunks[chunk.chunk_id] = chunk if seen is None else _merged_evidence(seen, chunk)
     ordered = sorted(scores, key=lambda chunk_id: -scores[chunk_id])[:top_k]
     return [_with_score(chunks[chunk_id], scores[chunk_id]) for chunk_id in ordered]
 
@@ -55,8 +58,16 @@ def candidates_for(top_k: int) -> int:
     return max(top_k * 4, 20)
 
 
+def _merged_evidence(first: RetrievedChunk, other: RetrievedChunk) -> RetrievedChunk:
+    return replace(
+        first,
+        similarity=first.similarity if first.similarity is not None else other.similarity,
+        text_match=first.text_match if first.text_match is not None else other.text_match,
+    )
+
+
 def _with_score(chunk: RetrievedChunk, score: float) -> RetrievedChunk:
-    return RetrievedChunk(**{**chunk.__dict__, "score": round(score, 6)})
+    return replace(chunk, score=round(score, 6))
 
 
 async def retrieve(db: AsyncSession, query: RetrievalQuery) -> list[RetrievedChunk]:

@@ -18,11 +18,22 @@ class Source:
     title: str
     page: int
     chunk_id: int
-    score: float
+    score: float  # the rank score that ordered the passages (fusion / reranker): machine-only
     snippet: str
     tags: list[str]
     cited: bool = False
     ocr: bool = False  # the passage was recognised by OCR (a scan, an image), not extracted
+    # What a person reads: the passage's cosine similarity to the question, 0 to 1 (None in text mode).
+    relevance: float | None = None
+    # The passage's character span in the page's text: page_text[start:end] is the passage (None
+    # for passages stored before spans were kept).
+    start: int | None = None
+    end: int | None = None
+
+
+def readable_relevance(similarity: float | None) -> float | None:
+    """A cosine similarity as a 0 to 1 relevance, 3 decimals (negative similarity reads as 0)."""
+    return None if similarity is None else round(min(1.0, max(0.0, similarity)), 3)
 
 
 def source_for(number: int, chunk: RetrievedChunk) -> Source:
@@ -38,6 +49,9 @@ def source_for(number: int, chunk: RetrievedChunk) -> Source:
         snippet=snippet,
         tags=list(chunk.tags),
         ocr=chunk.ocr,
+        relevance=readable_relevance(chunk.similarity),
+        start=chunk.start,
+        end=chunk.end,
     )
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from app.rag.embeddings import create_local_embedder
 from app.rag.query import RetrievalMode
 from app.settings import Settings
+from scripts.eval import abstention as abstention_table
 from scripts.eval import conversations
 from scripts.eval.baselines import naive_baselines
 from scripts.eval.floors import below_floors
@@ -85,6 +86,8 @@ async def _run(args: argparse.Namespace) -> int:
                         probes=_probes(args),
                     )
                 )
+            # issue 28: the abstention table (unanswerable questions) on a database of its own
+            abstention = await abstention_table.measure_on(postgres, common, golden, default_embedder, args)
             baselines = []
             if args.baselines:
                 _progress("naive baselines (exact dense, BM25, their fusion)")
@@ -98,6 +101,7 @@ async def _run(args: argparse.Namespace) -> int:
     print(table(results, baselines))
     print()
     print(costs(results))
+    abstention_table.report(abstention)
     for r in results:
         if "conversations" in r.probes:
             print(f"\nConversational retrieval ({r.configuration.name}, hybrid, top_k 10):\n")
@@ -110,6 +114,7 @@ async def _run(args: argparse.Namespace) -> int:
             if "conversations" in r.probes
             for line in conversations.below_floors(r.probes["conversations"])
         ]
+        below += abstention_table.below(abstention)
         print()
         if below:
             print("Retrieval quality is below the floor (scripts/eval/floors.py):\n  " + "\n  ".join(below))
@@ -143,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="vector,text,hybrid")
     parser.add_argument("--questions", type=int, default=0, help="only the first N questions (quick runs)")
     parser.add_argument("--no-baselines", dest="baselines", action="store_false")
+    parser.add_argument("--no-abstention", dest="abstention", action="store_false")
     parser.add_argument(
         "--no-conversations",
         dest="conversations",

@@ -7,6 +7,7 @@ API received."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 import uuid
 from collections.abc import Callable, Iterator
@@ -339,9 +340,13 @@ def test_an_answer_streams_in_with_its_sources_and_a_caption(
     assert sources.label.startswith("Sources (") and "1 cited)" in sources.label
     first = sources.markdown[0].value
     assert f"**[1] {title}**" in first
-    assert "page 1 · version 1 · tags: security · score " in first
+    assert "page 1 · version 1 · tags: security · relevance " in first
+    assert re.search(r"· relevance \d{1,3}% ·", first)  # a percentage a person reads, not a fused score
     assert first.endswith(":green[:material/check_circle: **cited**]")
-    assert word in sources.caption[0].value  # the snippet
+    passage = sources.caption[0].value
+    assert word in passage  # the snippet, highlighted after where it sits in its page
+    span = re.match(r"characters (\d+) to (\d+) of page 1: :orange-background\[", passage)
+    assert span is not None and word in text[int(span[1]) : int(span[2])]
     assert fake.stats()["openai"]["stream_requests"] == 1  # the answer was streamed
 
 
