@@ -191,7 +191,9 @@ class Preparation:
                 outcome, sources = cached
             else:
                 searched = await self._retrieval_query(chat, history, chain)
-                chunks = await self.retrieval.search(db, principal, chat, searched)
+                chunks = await self.retrieval.search(
+                    db, principal, chat, searched, judge_relevance=not history
+                )
                 if chunks:
                     prompt = await self._fit_prompt(chat, history, chunks)
                     sources = [source_for(n, chunk) for n, chunk in enumerate(prompt.passages, start=1)]

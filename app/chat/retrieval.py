@@ -108,7 +108,13 @@ class RetrievalStage:
         )
 
     async def search(
-        self, db: AsyncSession, principal: Principal, chat: ChatInput, query: str | None = None
+        self,
+        db: AsyncSession,
+        principal: Principal,
+        chat: ChatInput,
+        query: str | None = None,
+        *,
+        judge_relevance: bool = True,
     ) -> list[RetrievedChunk]:
         """The ``chat.top_k`` passages of ``principal``'s tenant that best match ``query`` (the
         question unless a follow-up was made standalone), searched on ``db`` (or on a read replica
@@ -123,8 +129,10 @@ class RetrievalStage:
             with metrics.vector_search_timer(chat.mode.value):
                 chunks = await self._retriever(db, self._query(principal, chat, searched, vector))
             # The relevance gate (``app.rag.relevance``): passages with no evidence of bearing on
-            # what was searched are dropped, so a chat turn gets the "nothing matches" answer.
-            relevant = relevance_gate(self._settings).admits(chunks, chat.mode)
+            # what was searched are dropped, so a chat turn gets the "nothing matches" answer. Not
+            # for a follow-up (``judge_relevance`` False): its thresholds were calibrated on
+            # questions asked alone, not on follow-ups made standalone.
+            relevant = not judge_relevance or relevance_gate(self._settings).admits(chunks, chat.mode)
             span.update(output={"chunks": [c.chunk_id for c in chunks], "relevant": relevant})
             chunks = chunks if relevant else []
         chunks = await rerank_stage(self._reranker, searched, chunks, chat.top_k, self._telemetry)
