@@ -60,7 +60,10 @@ def source_ids(body: dict[str, Any]) -> set[str]:
 
 
 def prompt_text(fake: FakeLLMServer) -> str:
-    return " ".join(m["content"] for m in fake.stats()["openai"]["last_request"]["messages"])
+    """The last prompt the provider got since the fake was reset; "" when it got none (a turn the
+    relevance gate answered "nothing matches" calls no model)."""
+    last = fake.stats()["openai"].get("last_request")
+    return " ".join(m["content"] for m in last["messages"]) if last else ""
 
 
 async def test_documents_and_jobs_hide_the_restricted_document(
@@ -119,6 +122,7 @@ async def test_chat_and_the_openai_surface_never_retrieve_it(
     assert SECRET in prompt_text(fake)
 
     # the same question from "eng": its own cache key, its own retrieval, not one passage of it
+    fake.reset()  # what the provider is sent from here on is eng's alone
     refused = await ask(client, world.eng, SALARY_QUESTION)
     assert refused.status_code == 200
     assert refused.json()["cached"] is False
@@ -154,6 +158,7 @@ async def test_a_cache_hit_is_replayed_only_to_callers_who_may_see_its_sources(
     assert "LEMON-7" in warmed.text and warmed.json()["cached"] is False
     assert (await ask(client, owner, question)).json()["cached"] is True
 
+    fake.reset()
     fake.configure("openai", text="I cannot tell from these documents.")
     other = await ask(client, peer, question)
     assert other.json()["cached"] is False
@@ -229,6 +234,7 @@ async def test_mcp_search_list_and_ask_respect_it(app: FastAPI, world: World, fa
     assert any(SECRET in p["text"] for p in allowed["search"]["passages"])
     assert world.salaries in {s["document_id"] for s in allowed["ask"]["sources"]}
 
+    fake.reset()
     refused = await mcp_calls(app, world.eng)
     assert {d["id"] for d in refused["list"]["documents"]} == {world.parking}
     assert all(p["document_id"] != world.salaries for p in refused["search"]["passages"])
