@@ -281,7 +281,7 @@ def test_upload_process_ask_and_see_the_streamed_answer_with_sources_in_a_real_b
     page.click("Sources (")
     shown = page.wait_for("tags: policy, support")
     assert "Refunds are issued within 30 days of delivery" in shown
-    assert "[1] Returns policy · page 1 · version 1 · tags: policy, support · score" in shown
+    assert "[1] Returns policy · page 1 · version 1 · tags: policy, support · relevance " in shown
     assert "1 cited)" in shown and "check_circle cited" in shown
     answer_shot = page.screenshot("02-answer-with-sources")
     README_SCREENSHOT.parent.mkdir(exist_ok=True)
