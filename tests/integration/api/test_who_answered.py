@@ -32,7 +32,13 @@ def settings(settings: Settings, fake: FakeLLMServer) -> Settings:
         **router_overrides(fake),
         "llm_providers": ["openai", "groq"],
         "run_worker_in_process": False,
+        # Every fault here is immediate (a 503, a broken connection), so no budget is part of what
+        # is tested: generous ones keep a loaded machine from failing the answering provider too.
+        "router_stream_idle_timeout_s": 10.0,
     }
+    for name in ("openai", "groq"):
+        overrides[f"{name}_first_token_timeout_s"] = 10.0
+        overrides[f"{name}_timeout_s"] = 20.0
     return settings.model_copy(update=overrides)
 
 
