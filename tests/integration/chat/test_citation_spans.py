@@ -5,21 +5,17 @@ in its page's text (``start``, ``end``) and a relevance a person can read (cosin
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import httpx2
 import pytest
 from fastapi import FastAPI
-from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 
 from app.settings import Settings
 from tests.fakes.fake_llm_server import FakeLLMServer
 from tests.support.callers import Caller
 from tests.support.library import Library, ask
+from tests.support.mcp import mcp_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 
@@ -98,17 +94,3 @@ async def test_openai_rag_extension_and_mcp_show_the_span(
     top = searched["passages"][0]
     assert HANDBOOK[top["start"] : top["end"]] == top["text"]
     assert 0.4 < top["relevance"] <= 1.0
-
-
-@asynccontextmanager
-async def mcp_session(app: FastAPI, headers: dict[str, str]) -> AsyncIterator[ClientSession]:
-    transport = httpx2.ASGITransport(app=app)
-    async with (
-        httpx2.AsyncClient(
-            transport=transport, base_url="http://testserver", headers=headers, timeout=30
-        ) as http,
-        streamable_http_client("http://testserver/mcp", http_client=http) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        yield session

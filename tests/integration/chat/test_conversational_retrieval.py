@@ -6,19 +6,15 @@ was searched."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import httpx2
 import pytest
 from fastapi import FastAPI
-from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 
 from tests.support.callers import Caller
 from tests.support.library import Library, ask, new_session
+from tests.support.mcp import mcp_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 
@@ -90,20 +86,6 @@ async def test_openai_messages_history_drives_retrieval(
         rag = response.json()["rag"]
         assert top(rag["sources"]) == pages[product]
         assert product in rag["retrieval_query"].lower()
-
-
-@asynccontextmanager
-async def mcp_session(app: FastAPI, headers: dict[str, str]) -> AsyncIterator[ClientSession]:
-    transport = httpx2.ASGITransport(app=app)
-    async with (
-        httpx2.AsyncClient(
-            transport=transport, base_url="http://testserver", headers=headers, timeout=30
-        ) as http,
-        streamable_http_client("http://testserver/mcp", http_client=http) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        yield session
 
 
 async def test_mcp_ask_in_a_session_retrieves_for_the_conversation(

@@ -5,22 +5,18 @@ sees nothing is paired with the "hr" reader seeing it, so none can pass by findi
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import httpx2
 import pytest
 from fastapi import FastAPI
-from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 
 from app.auth.principal import Role
 from tests.fakes.fake_llm_server import FakeLLMServer
 from tests.support.callers import Caller, MakeCaller
 from tests.support.library import Library, ask, new_session
+from tests.support.mcp import mcp_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 
@@ -196,20 +192,6 @@ async def test_narrowing_invalidates_cached_answers_and_hides_earlier_turns(
     history = await client.get(f"/api/v1/sessions/{session}/messages", headers=world.eng.headers)
     assert "level two" not in history.text
     assert history.json()["messages"][0]["content"] == "And where do bicycles go?"
-
-
-@asynccontextmanager
-async def mcp_session(app: FastAPI, headers: dict[str, str]) -> AsyncIterator[ClientSession]:
-    transport = httpx2.ASGITransport(app=app)
-    async with (
-        httpx2.AsyncClient(
-            transport=transport, base_url="http://testserver", headers=headers, timeout=30
-        ) as c,
-        streamable_http_client("http://testserver/mcp", http_client=c) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        yield session
 
 
 async def mcp_calls(app: FastAPI, caller: Caller) -> dict[str, dict[str, Any]]:
