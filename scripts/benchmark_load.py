@@ -32,15 +32,19 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
 
 from tests.support.server import ROOT, ServerProcess, start_server
 
-LITELLM_VERSION = "1.83.0"
+# The newest LiteLLM whose `proxy` extra installs from the package index this machine reaches
+# (checked 2026-12-07): 1.108.8 and later pin `litellm-proxy-extras`/`litellm-proxy` releases that
+# the index does not carry. LITELLM_VERSION=... measures another one.
+LITELLM_VERSION = os.environ.get("LITELLM_VERSION", "1.108.7")
 BENCH_HOME = Path(os.environ.get("RAGCHAT_BENCH_HOME", Path.home() / ".cache" / "ragchat-bench"))
 MODEL = "gpt-4o-mini"
 ANSWER = "Here is what the documents say [1]."
@@ -54,6 +58,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    connections: int = 0
 
 
 # --- tools ------------------------------------------------------------------------------------
@@ -185,7 +190,7 @@ def run_wrk(
             [
                 wrk,
                 "-t",
-                "2",
+                str(min(2, connections)),
                 "-c",
                 str(connections),
                 "-d",
@@ -211,7 +216,7 @@ def run_wrk(
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if socket_errors:
         errors += sum(int(n) for n in socket_errors.groups())
-    return Result(scenario, workers, rps, p50, p99, errors)
+    return Result(scenario, workers, rps, p50, p99, errors, connections)
 
 
 # --- SSE time to first delta -------------------------------------------------------------------------
@@ -342,9 +347,10 @@ def litellm_proxy(binary: Path, fake_url: str, workdir: Path) -> Iterator[str]:
         yield url
 
 
-def seed(env: dict[str, str]) -> str:
-    """The demo documents in the dev tenant, and a reader key for it (the printed key)."""
-    run = {"cwd": ROOT, "env": {**os.environ, **env}, "check": True}
+def seed(env: dict[str, str], root: Path = ROOT) -> str:
+    """The demo documents in the dev tenant, and a reader key for it (the printed key), by the code
+    of the checkout at ``root``."""
+    run = {"cwd": root, "env": {**os.environ, **env}, "check": True}
     subprocess.run(
         [sys.executable, "-m", "app", "seed"], **run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -370,6 +376,8 @@ def seed(env: dict[str, str]) -> str:
 
 
 def service_env(data_dir: Path, fake_url: str) -> dict[str, str]:
+    """Production defaults (JSON logs at INFO, answer cache on), but limits no benchmark reaches,
+    only `openai` configured and pointed at the fake."""
     return {
         "DATA_DIR": str(data_dir),
         "LLM_PROVIDERS": "openai",
@@ -378,7 +386,6 @@ def service_env(data_dir: Path, fake_url: str) -> dict[str, str]:
         "RATE_LIMIT_PER_PRINCIPAL": "100000000/minute",
         "RATE_LIMIT_PER_TENANT": "100000000/minute",
         "RATE_LIMIT_PER_IP": "100000000/minute",
-        "LOG_LEVEL": "WARNING",
         "DATABASE_URL": "",
         "REDIS_URL": "",
         "CACHE_REDIS_URL": "",
@@ -386,15 +393,217 @@ def service_env(data_dir: Path, fake_url: str) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class Build:
+    """A version of this service: the checkout's own code, or an earlier commit's (``--baseline``)."""
+
+    label: str
+    root: Path
+
+
+@dataclass
+class Measured:
+    results: list[Result]
+    ttft: dict[str, tuple[float, float]]
+    curve: list[tuple[int, float]]
+
+
+HIT = json.dumps({"question": "How does the answer cache work?"})
+UNIQUE = json.dumps({"question": "What does the documentation say about case %s?"})
+
+
+@contextmanager
+def baseline_checkout(ref: str, workdir: Path) -> Iterator[Build]:
+    """``ref`` checked out beside this one (a detached git worktree), removed afterwards."""
+    target = workdir / "baseline"
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", ref], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(target), commit], check=True
+    )
+    try:
+        yield Build(f"before ({commit})", target)
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(target)], check=False)
+
+
+def measure_service(
+    wrk: str, build: Build, workdir: Path, fake_url: str, args: argparse.Namespace
+) -> Measured:
+    """Cache hit and uncached answers at ``--connections`` for each worker count, then at one
+    connection on one worker (the latency the service adds), and SSE time to first delta."""
+    data_dir = workdir / f"service-{build.root.name}"
+    data_dir.mkdir()
+    env = service_env(data_dir, fake_url)
+    print(f"{build.label}: seeding the demo documents …", file=sys.stderr)
+    key = seed(env, build.root)
+    headers = {"X-API-Key": key}
+    measured = Measured([], {}, [])
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    for workers in worker_counts:
+        server = start_server(
+            env,
+            workdir / f"server-{build.root.name}-{workers}.log",
+            workers=workers,
+            ready_path="/readyz",
+            timeout=240,
+            cwd=build.root,
+        )
+        try:
+            row = partial(
+                run_wrk, wrk, server.base_url, "/api/v1/chat", headers=headers, workers=str(workers)
+            )
+
+            httpx.post(
+                server.base_url + "/api/v1/chat",
+                content=HIT,
+                headers={**headers, "Content-Type": "application/json"},
+                timeout=60,
+            )
+            run_wrk(
+                wrk,
+                server.base_url,
+                "/api/v1/chat",
+                HIT,
+                headers=headers,
+                scenario="warm-up",
+                workers=str(workers),
+                connections=4,
+                seconds=3,
+            )
+            row("cache hit", HIT, unique=False, connections=args.connections, seconds=args.seconds)
+            row(
+                "uncached RAG answer", UNIQUE, unique=True, connections=args.connections, seconds=args.seconds
+            )
+            if workers == worker_counts[0]:
+                row("cache hit", HIT, unique=False, connections=1, seconds=args.single_seconds)
+                row("uncached RAG answer", UNIQUE, unique=True, connections=1, seconds=args.single_seconds)
+            if args.ttft_samples:
+                measured.ttft[f"{build.label}, {workers}"] = ttft_added(
+                    server, key, fake_url, args.ttft_samples
+                )
+            if args.soak and workers == max(worker_counts):
+                measured.curve = soak(wrk, server, key, args.soak, max(10, args.soak // 10))
+        finally:
+            server.stop()
+    return measured
+
+
+def proxy_rows(
+    wrk: str, litellm: Path, fake_url: str, workdir: Path, args: argparse.Namespace
+) -> list[Result]:
+    body = json.dumps(
+        {"model": MODEL, "messages": [{"role": "user", "content": "How long are backups kept?"}]}
+    )
+    rows = []
+    with litellm_proxy(litellm, fake_url, workdir) as proxy_url:
+        for connections, seconds in ((4, 3), (args.connections, args.seconds), (1, args.single_seconds)):
+            result = run_wrk(
+                wrk,
+                proxy_url,
+                "/chat/completions",
+                body,
+                headers={"Authorization": "Bearer x"},
+                scenario=f"LiteLLM {LITELLM_VERSION} proxy (pass-through, no RAG)",
+                workers="1",
+                connections=connections,
+                seconds=seconds,
+            )
+            if connections != 4:  # the first run warms it up
+                rows.append(result)
+    return rows
+
+
+def provider_rows(wrk: str, fake_url: str, args: argparse.Namespace) -> list[Result]:
+    body = json.dumps(
+        {"model": MODEL, "messages": [{"role": "user", "content": "How long are backups kept?"}]}
+    )
+    return [
+        run_wrk(
+            wrk,
+            fake_url,
+            "/v1/chat/completions",
+            body,
+            headers={"Authorization": "Bearer x"},
+            scenario="fake provider direct",
+            workers="-",
+            connections=connections,
+            seconds=seconds,
+        )
+        for connections, seconds in ((args.connections, args.seconds), (1, args.single_seconds))
+    ]
+
+
+def _load_average() -> str:
+    return " / ".join(f"{n:.1f}" for n in os.getloadavg())
+
+
+def _find(results: list[Result], prefix: str, workers: str, connections: int) -> Result | None:
+    return next(
+        (
+            r
+            for r in results
+            if r.scenario.startswith(prefix) and r.workers == workers and r.connections == connections
+        ),
+        None,
+    )
+
+
+def print_goals(results: list[Result], builds: list[Build], connections: int) -> None:
+    """The issue's goals, as ratios within this run."""
+    proxy = _find(results, "LiteLLM", "1", connections)
+    proxy_single = _find(results, "LiteLLM", "1", 1)
+    fake_single = _find(results, "fake provider", "-", 1)
+    if proxy is None or proxy_single is None or fake_single is None:
+        return
+    proxy_added = proxy_single.p50_ms - fake_single.p50_ms
+
+    def ratio(r: Result | None) -> str:
+        return f"{r.requests_per_s / proxy.requests_per_s:.2f}x" if r else "-"
+
+    def added(r: Result | None) -> str:
+        return f"{r.p50_ms - fake_single.p50_ms:.1f}" if r else "-"
+
+    rows: list[tuple[str, str, list[str]]] = [
+        (f"cache hit req/s / LiteLLM's, c={connections}, 2 workers", ">= 10x", []),
+        (f"cache hit p99 ms, c={connections}, 2 workers", "<= 50", []),
+        (f"uncached req/s / LiteLLM's, c={connections}, 2 workers", ">= 1.0x", []),
+        ("ms added over the provider at c=1 (p50), cache hit", "<= 2", []),
+        ("ms added over the provider at c=1 (p50), uncached", f"<= {proxy_added:.1f} (LiteLLM's)", []),
+    ]
+    for build in builds:
+        hit = _find(results, f"{build.label}, cache hit", "2", connections)
+        rows[0][2].append(ratio(hit))
+        rows[1][2].append(f"{hit.p99_ms:.1f}" if hit else "-")
+        rows[2][2].append(ratio(_find(results, f"{build.label}, uncached", "2", connections)))
+        rows[3][2].append(added(_find(results, f"{build.label}, cache hit", "1", 1)))
+        rows[4][2].append(added(_find(results, f"{build.label}, uncached", "1", 1)))
+    print(
+        f"\n| goal, against LiteLLM {LITELLM_VERSION} in this run | target | "
+        + " | ".join(b.label for b in builds)
+        + " |"
+    )
+    print("|---|---|" + "---:|" * len(builds))
+    for name, target, values in rows:
+        print(f"| {name} | {target} | " + " | ".join(values) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=int, default=15, help="wrk duration per row")
+    parser.add_argument("--single-seconds", type=int, default=10, help="wrk duration of the c=1 rows")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", default="1,2", help="service worker counts to measure")
     parser.add_argument("--ttft-samples", type=int, default=40)
     parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also measure this git commit's code (the 'before' rows), e.g. a tag",
+    )
     parser.add_argument("--soak", type=int, default=0, help="seconds of mixed load on 2 workers, RSS curve")
     parser.add_argument(
         "--budgets",
@@ -412,120 +621,41 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     ttft: dict[str, tuple[float, float]] = {}
     curve: list[tuple[int, float]] = []
-    load = {"connections": args.connections, "seconds": args.seconds}
-    chat_body = json.dumps(
-        {"model": MODEL, "messages": [{"role": "user", "content": "How long are backups kept?"}]}
-    )
-    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    builds = [Build(f"ours ({commit or 'this checkout'})", ROOT)]
+    load_before = _load_average()
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
+        if args.baseline:
+            builds.insert(0, stack.enter_context(baseline_checkout(args.baseline, workdir)))
         with fake_llm(workdir) as fake_url:
-            results.append(
-                run_wrk(
-                    wrk,
-                    fake_url,
-                    "/v1/chat/completions",
-                    chat_body,
-                    headers={"Authorization": "Bearer x"},
-                    scenario="fake provider direct",
-                    workers="-",
-                    **load,
-                )
-            )
+            results += provider_rows(wrk, fake_url, args)
             if litellm is not None:
-                with litellm_proxy(litellm, fake_url, workdir) as proxy_url:
-                    run_wrk(
-                        wrk,
-                        proxy_url,
-                        "/chat/completions",
-                        chat_body,
-                        headers={"Authorization": "Bearer x"},
-                        scenario="warm-up",
-                        workers="1",
-                        connections=4,
-                        seconds=3,
-                    )
-                    results.append(
-                        run_wrk(
-                            wrk,
-                            proxy_url,
-                            "/chat/completions",
-                            chat_body,
-                            headers={"Authorization": "Bearer x"},
-                            scenario="LiteLLM proxy (pass-through, no RAG)",
-                            workers="1",
-                            **load,
-                        )
-                    )
-            data_dir = workdir / "service"
-            data_dir.mkdir()
-            env = service_env(data_dir, fake_url)
-            print("seeding the demo documents …", file=sys.stderr)
-            key = seed(env)
-            for workers in [int(w) for w in args.workers.split(",")]:
-                server = start_server(
-                    env, workdir / f"server-{workers}.log", workers=workers, ready_path="/readyz", timeout=240
-                )
-                try:
-                    headers = {"X-API-Key": key}
-                    hit = json.dumps({"question": "How does the answer cache work?"})
-                    httpx.post(
-                        server.base_url + "/api/v1/chat",
-                        content=hit,
-                        headers={**headers, "Content-Type": "application/json"},
-                        timeout=60,
-                    )
-                    run_wrk(
-                        wrk,
-                        server.base_url,
-                        "/api/v1/chat",
-                        hit,
-                        headers=headers,
-                        scenario="warm-up",
-                        workers=str(workers),
-                        connections=4,
-                        seconds=3,
-                    )
-                    results.append(
-                        run_wrk(
-                            wrk,
-                            server.base_url,
-                            "/api/v1/chat",
-                            hit,
-                            headers=headers,
-                            scenario="ours, /api/v1/chat cache hit",
-                            workers=str(workers),
-                            **load,
-                        )
-                    )
-                    unique = json.dumps({"question": "What does the documentation say about case %s?"})
-                    results.append(
-                        run_wrk(
-                            wrk,
-                            server.base_url,
-                            "/api/v1/chat",
-                            unique,
-                            headers=headers,
-                            unique=True,
-                            scenario="ours, uncached RAG answer",
-                            workers=str(workers),
-                            **load,
-                        )
-                    )
-                    ttft[str(workers)] = ttft_added(server, key, fake_url, args.ttft_samples)
-                    if args.soak and workers == max(int(w) for w in args.workers.split(",")):
-                        curve = soak(wrk, server, key, args.soak, max(10, args.soak // 10))
-                finally:
-                    server.stop()
-    print(f"\n{args.connections} connections, {args.seconds} s per row, wrk -t2; provider latency zero\n")
-    print("| scenario | workers | req/s | p50 ms | p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|")
+                results += proxy_rows(wrk, litellm, fake_url, workdir, args)
+            for build in builds:
+                measured = measure_service(wrk, build, workdir, fake_url, args)
+                results += measured.results
+                ttft.update(measured.ttft)
+                curve = measured.curve or curve
+    print(
+        f"\nwrk --latency, {args.seconds} s per row at c={args.connections} (wrk -t2), "
+        f"{args.single_seconds} s at c=1; "
+        f"provider latency zero; {os.cpu_count()} cores; load average (1/5/15 min) {load_before} before, "
+        f"{_load_average()} after\n"
+    )
+    print("| scenario | workers | connections | req/s | p50 ms | p99 ms | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        rate = f"{r.requests_per_s:,.0f}"
-        print(f"| {r.scenario} | {r.workers} | {rate} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} |")
-    print("\n| SSE, sequential | workers | first delta added by the service, p50 ms | to `sources`, p50 ms |")
-    print("|---|---:|---:|---:|")
-    for workers, (added, retrieval) in ttft.items():
-        print(f"| new question | {workers} | {added:.1f} | {retrieval:.1f} |")
+        shape = f"{r.workers} | {r.connections} | {r.requests_per_s:,.0f}"
+        print(f"| {r.scenario} | {shape} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} |")
+    print_goals(results, builds, args.connections)
+    if ttft:
+        print("\n| SSE, sequential | first delta added by the service, p50 ms | to `sources`, p50 ms |")
+        print("|---|---:|---:|")
+        for label, (added, retrieval) in ttft.items():
+            print(f"| {label} workers | {added:.1f} | {retrieval:.1f} |")
     if args.soak:
         print("\n| mixed load, s | mean worker RSS, MB | growth since the first sample |")
         print("|---:|---:|---:|")

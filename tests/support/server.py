@@ -172,14 +172,16 @@ def start_server(
     workers: int = 2,
     ready_path: str = "/healthz",
     timeout: float = 90,
+    cwd: Path = ROOT,
 ) -> ServerProcess:
+    """``cwd``: the checkout whose code runs (``python -m app`` imports from it first)."""
     port = free_port()
     # Most server tests never embed: skip loading the model at start unless a test asks for it.
     full_env = {**os.environ, "EMBEDDING_WARM_UP": "false", **env, "PORT": str(port), "HOST": "127.0.0.1"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--workers", str(workers)],
-            cwd=ROOT,
+            cwd=cwd,
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
