@@ -246,3 +246,7 @@ down: ## docker compose: stop and remove the containers (volumes kept)
 
 logs: ## docker compose: follow the logs
 	$(COMPOSE) logs -f --tail=200
+
+.PHONY: profile-load
+profile-load: $(STAMP) ## py-spy on one worker under wrk c=16: each part's share of the event loop, cache hit and uncached
+	$(PY) -m scripts.profile_load $(if $(DURATION),--seconds $(DURATION))

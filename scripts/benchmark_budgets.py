@@ -128,9 +128,7 @@ def measure(
     chat(hit, "warm-up", connections=4, seconds=3)
     connections, seconds = load["connections"], load["seconds"]
     cached = chat(hit, f"cache hit, budgets {label}", connections=connections, seconds=seconds)
-    unique = json.dumps(
-        {"question": f"What does the documentation say about {label.replace(' ', '-')} case %s?"}
-    )
+    unique = json.dumps({"question": f"How does the answer cache work, {label.replace(' ', '-')} case %s?"})
     uncached = chat(
         unique, f"uncached answer, budgets {label}", unique=True, connections=connections, seconds=seconds
     )

@@ -266,7 +266,7 @@ def soak(wrk: str, server: ServerProcess, key: str, seconds: int, every_s: int) 
     """Mixed load (a third cache hits, two thirds new questions) for ``seconds``; the mean worker
     RSS every ``every_s`` seconds."""
     headers = {"X-API-Key": key}
-    unique = json.dumps({"question": "What does the documentation say about case %s?"})
+    unique = UNIQUE
     curve = [(0, statistics.fmean(worker_rss_mb(server).values()))]
     elapsed = 0
     while elapsed < seconds:
@@ -416,7 +416,17 @@ class Measured:
 
 
 HIT = json.dumps({"question": "How does the answer cache work?"})
-UNIQUE = json.dumps({"question": "What does the documentation say about case %s?"})
+# A new question each time that the demo documents answer (one they don't is answered "nothing
+# matches" by the relevance gate, with no provider call: see `answered_by_the_provider`).
+UNIQUE = json.dumps({"question": "How does the answer cache work, case %s?"})
+
+
+def answered_by_the_provider(base_url: str, headers: dict[str, str]) -> None:
+    """The uncached rows must measure retrieval and the provider call, not the gate's refusal."""
+    body = json.loads(UNIQUE.replace("%s", "probe"))
+    answer = httpx.post(base_url + "/api/v1/chat", json=body, headers=headers, timeout=60).json()
+    if answer.get("provider") != "openai":
+        sys.exit(f"the uncached question was not answered by the fake provider: {answer}")
 
 
 @contextmanager
@@ -479,6 +489,7 @@ def measure_service(
                 connections=4,
                 seconds=3,
             )
+            answered_by_the_provider(server.base_url, headers)
             shapes = [(args.connections, args.seconds)]
             if workers == worker_counts[0]:
                 shapes.append((1, args.single_seconds))
