@@ -26,15 +26,24 @@ _SCOPE = """
 _SELECT = (
     """
     SELECT c.id AS chunk_id, c.document_id, d.current_version AS version, d.title, c.page, c.text,
-           c.ocr, c.start_offset, c.end_offset, d.tags
+           c.ocr, c.start_offset, c.end_offset, c.text_tokens, c.injection_flags, d.tags
     FROM chunks c JOIN documents d ON d.id = c.document_id"""
     + _SCOPE
 )
 
+_DISTANCE = "d.tags, c.embedding <=> CAST(:vector AS vector) AS distance\n"
 _VECTOR_SQL = text(
     "SELECT * FROM ("
-    + _SELECT.replace("d.tags\n", "d.tags, c.embedding <=> CAST(:vector AS vector) AS distance\n")
+    + _SELECT.replace("d.tags\n", _DISTANCE)
     + " ORDER BY c.embedding <=> CAST(:vector AS vector) LIMIT :limit) ranked"
+)
+# The exact search: the ORDER BY is outside an OFFSET 0 fence, so the planner cannot serve it from
+# the HNSW index; it finds the filtered rows through the other indexes and sorts them all. No
+# planner setting is toggled (it was SET enable_indexscan off / on: two more round trips).
+_EXACT_SQL = text(
+    "SELECT * FROM ("
+    + _SELECT.replace("d.tags\n", _DISTANCE)
+    + " OFFSET 0) scoped ORDER BY distance LIMIT :limit"
 )
 
 # A filter (access, tags, documents) that leaves at most EXACT_SCAN_MAX_ROWS passages is searched
@@ -43,9 +52,8 @@ _VECTOR_SQL = text(
 # returns approximate neighbours). They are counted from the visible documents down, through the
 # chunks' (document_id, valid_to_version) index, and the count stops at the bound.
 EXACT_SCAN_MAX_ROWS = 5_000
-_FEW_ROWS_SQL = text(
-    """
-SELECT count(*) AS n FROM (
+_FEW_ROWS = """
+SELECT count(*) FROM (
     SELECT 1 FROM documents d
     CROSS JOIN LATERAL (
         SELECT 1 FROM chunks c WHERE c.document_id = d.id AND c.valid_to_version IS NULL LIMIT :cap
@@ -59,7 +67,14 @@ SELECT count(*) AS n FROM (
     LIMIT :cap
 ) few
 """
+# The HNSW scan's settings for this transaction (set_config(..., true) is SET LOCAL), and for a
+# filtered search the count above, in one round trip.
+_SETTINGS = (
+    "SELECT set_config('hnsw.ef_search', CAST(:ef_search AS text), true) AS ef_search, "
+    "set_config('hnsw.iterative_scan', 'relaxed_order', true) AS iterative_scan"
 )
+_SETTINGS_SQL = text(_SETTINGS)
+_SETTINGS_AND_FEW_ROWS_SQL = text(_SETTINGS + ", (" + _FEW_ROWS + ") AS n")
 
 # Okapi BM25 over the GIN-indexed tsvectors (stemmed English, stop words dropped), in one statement:
 # - each query term's document frequency is counted in a bounded sample of the tenant's passages
@@ -129,7 +144,7 @@ scored AS (
     GROUP BY pool.id, pool.complete
 )
 SELECT c.id AS chunk_id, c.document_id, d.current_version AS version, d.title, c.page, c.text,
-       c.ocr, c.start_offset, c.end_offset, d.tags, scored.rank,
+       c.ocr, c.start_offset, c.end_offset, c.text_tokens, c.injection_flags, d.tags, scored.rank,
        scored.rank / nullif((SELECT sum(idf) FROM weighted) * (:k1 + 1), 0) AS text_match,
        CASE WHEN CAST(:vector AS text) IS NULL THEN NULL
             ELSE 1 - (c.embedding <=> CAST(CAST(:vector AS text) AS vector)) END AS similarity
@@ -169,6 +184,8 @@ def _row_to_chunk(row: Any, score: float, **evidence: float | None) -> Retrieved
         ocr=bool(row.ocr),
         start=row.start_offset,
         end=row.end_offset,
+        text_tokens=row.text_tokens,
+        injection_flags=None if row.injection_flags is None else tuple(row.injection_flags),
         **evidence,
     )
 
@@ -185,18 +202,15 @@ class ChunkSearchRepository:
         params = {**_params(query, limit), "vector": _vector_literal(query.vector)}
         # SET LOCAL lasts until the transaction ends, so the pooled connection goes back with
         # default settings; a nested transaction would end them early, so none is opened.
-        await session.execute(text(f"SET LOCAL hnsw.ef_search = {int(query.ef_search)}"))
-        await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
         filtered = bool(query.filters.tags or query.filters.document_ids) or query.access is not None
-        few = filtered and (
-            (await session.execute(_FEW_ROWS_SQL, {**params, "cap": EXACT_SCAN_MAX_ROWS + 1})).scalar_one()
-            <= EXACT_SCAN_MAX_ROWS
+        prepare = _SETTINGS_AND_FEW_ROWS_SQL if filtered else _SETTINGS_SQL
+        prepared = await session.execute(
+            prepare, {**params, "ef_search": int(query.ef_search), "cap": EXACT_SCAN_MAX_ROWS + 1}
         )
+        few = filtered and prepared.one().n <= EXACT_SCAN_MAX_ROWS
         rows = [] if few else (await session.execute(_VECTOR_SQL, params)).all()
         if filtered and len(rows) < limit:
-            await session.execute(text("SET LOCAL enable_indexscan = off"))
-            rows = (await session.execute(_VECTOR_SQL, params)).all()
-            await session.execute(text("SET LOCAL enable_indexscan = on"))
+            rows = (await session.execute(_EXACT_SQL, params)).all()
         similarities = [1.0 - float(row.distance) for row in rows]
         hits = [_row_to_chunk(row, sim, similarity=sim) for row, sim in zip(rows, similarities, strict=True)]
         return [hit for hit in hits if hit.score >= query.min_similarity]
