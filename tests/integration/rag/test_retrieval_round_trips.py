@@ -1,5 +1,5 @@
 """What one retrieval costs in database round trips, counted by a SQLAlchemy hook on the real
-engine: a hybrid search is three statements whatever the caller's filter (the settings of the
+engine: a hybrid search is two statements whatever the caller's filter (the settings of the
 vector search and the filtered-row count ride in one statement, and an exact scan needs no planner
 toggles), and the passages are the same as a search that sends each step on its own."""
 
@@ -13,6 +13,7 @@ from sqlalchemy import event
 
 from app.rag.embeddings import LocalEmbedder
 from app.rag.query import RetrievalFilters, RetrievalMode, RetrievalQuery
+from app.rag.repository import ChunkSearchRepository
 from app.rag.retrieval import retrieve
 from app.resources import Resources
 from tests.support.callers import Caller
@@ -66,7 +67,7 @@ async def _query(embedder: LocalEmbedder, editor: Caller, **fields: Any) -> Retr
         pytest.param({"access": (), "filters": RetrievalFilters(tags=("ops",))}, id="tag-filter"),
     ],
 )
-async def test_a_hybrid_search_is_three_statements(
+async def test_a_hybrid_search_is_two_statements(
     library: Library,
     resources: Resources,
     editor: Caller,
@@ -81,4 +82,11 @@ async def test_a_hybrid_search_is_three_statements(
         statements.clear()
         found = await retrieve(session, query)
     assert found and "thirty days" in found[0].text
-    assert len(statements) == 3, statements
+    assert len(statements) == 2, statements
+    async with resources.session_factory() as session:
+        together = await ChunkSearchRepository(session).hybrid(query, 20)
+    async with resources.session_factory() as session:
+        apart = await ChunkSearchRepository(session).nearest(query, 20)
+    async with resources.session_factory() as session:
+        assert together == (apart, await ChunkSearchRepository(session).matching(query, 20))
+    assert together[0] and together[1]
