@@ -309,9 +309,9 @@ class ChunkSearchRepository:
         }
         exact = await self._exact(query, params)
         rows = (await self._session.execute(_EXACT_HYBRID_SQL if exact else _HYBRID_SQL, params)).all()
-        # Each search's own order (UNION ALL does not promise to keep it; sorting a kept one is a no-op).
-        by_vector = sorted((row for row in rows if row.search == "vector"), key=lambda row: row.distance)
-        by_text = sorted(
-            (row for row in rows if row.search == "text"), key=lambda row: (-row.rank, row.chunk_id)
-        )
+        # Each search's rows in its own order: Append passes on each input's rows in the order that
+        # input gives them, even when a parallel plan interleaves the inputs. (The vector rows are
+        # not re-sorted: a relaxed-order index scan gives them as nearest() would.)
+        by_vector = [row for row in rows if row.search == "vector"]
+        by_text = [row for row in rows if row.search == "text"]
         return await self._vector_hits(query, params, by_vector, exact=exact), _text_hits(by_text)
