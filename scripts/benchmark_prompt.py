@@ -49,7 +49,9 @@ def _passages(counter: WordPieceTokenCounter) -> list[str]:
 
 
 def _chunks(texts: list[str], start: int, top_k: int, run: int) -> list[RetrievedChunk]:
-    picked = [texts[(start + n) % len(texts)] + (f" (run {run})" if run >= 0 else "") for n in range(top_k)]
+    picked = [
+        texts[(start + n) % len(texts)] + (f" (run {run}.{n})" if run >= 0 else "") for n in range(top_k)
+    ]
     return [
         RetrievedChunk(n, uuid.UUID(int=n), 1, f"Guide {n}", n, text, (), 1.0, text_tokens=None)
         for n, text in enumerate(picked, start=1)
