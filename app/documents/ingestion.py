@@ -328,10 +328,13 @@ async def _embed(ctx: IngestionContext, job_id: uuid.UUID, drafts: list[ChunkDra
     return vectors
 
 
-def _prompt_facts(drafts: list[ChunkDraft], count: Callable[[str], int]) -> list[tuple[int, list[str]]]:
+def _prompt_facts(drafts: list[ChunkDraft], count: Callable[[str], int]) -> list[dict[str, object]]:
     """Each passage's token count as a prompt quotes it, and its prompt-injection flags: stored
     with the chunk, so answering never tokenizes or scans a passage again."""
-    return [(passage_text_tokens(d.text, count), detect_injection(d.text)) for d in drafts]
+    return [
+        {"text_tokens": passage_text_tokens(d.text, count), "injection_flags": detect_injection(d.text)}
+        for d in drafts
+    ]
 
 
 async def _store(
@@ -341,7 +344,7 @@ async def _store(
     claim: _Claim,
     drafts: list[ChunkDraft],
     vectors: list[list[float]],
-    facts: list[tuple[int, list[str]]],
+    facts: list[dict[str, object]],
     kept_ids: list[int],
     counts: _VersionCounts,
 ) -> bool:
@@ -376,10 +379,9 @@ async def _store(
                 "ocr": draft.ocr,
                 "start_offset": draft.start,
                 "end_offset": draft.end,
-                "text_tokens": tokens,
-                "injection_flags": flags,
+                **fact,
             }
-            for draft, vector, (tokens, flags) in zip(drafts, vectors, facts, strict=True)
+            for draft, vector, fact in zip(drafts, vectors, facts, strict=True)
         ],
     )
     version = await repo.get_version_by_id(session, claim.version_id)

@@ -130,12 +130,10 @@ def build_prompt(
     first to go when the budget is short. History goes before any passage: with every passage
     kept, the newest turns that still fit stay.
 
-    Linear: each part (the question, a passage, a turn) is tokenized once, on its own, and the
-    counts are added; parts are joined by whitespace, which a tokenizer splits on, so the sum is
-    the count of the rendered prompt. A passage's text is not tokenized at all when ingestion
-    stored its count (``RetrievedChunk.text_tokens``): only its short heading is. Turns are
-    counted newest first and counting stops at the first that does not fit, so the older ones are
-    never tokenized at all.
+    Linear: each part (question, passage, turn) is tokenized once, alone, and the counts added
+    (parts are joined by whitespace, which a tokenizer splits on); a passage's text not at all
+    when ingestion stored its count (``text_tokens``). Turns are counted newest first, stopping
+    at the first that does not fit, so older ones are never tokenized.
     """
     fixed = (
         counter.count(SYSTEM_INSTRUCTIONS)
