@@ -111,14 +111,18 @@ class Preparation:
         build_prompt(chat.question, [], [], budget_tokens=self.prompt_budget(chat), counter=self._counter)
 
     async def _fit_prompt(self, chat: ChatInput, history: list[Turn], chunks: list[RetrievedChunk]) -> Prompt:
-        """``build_prompt`` in a worker thread: tokenizing a long history and the passages is
-        CPU work (linear, and bounded by the API's message caps), and the token counter lets the
-        event loop run meanwhile. ``validate`` stays inline: it counts only the question, which
-        the API bounds."""
+        """``build_prompt``, inline when every passage has its stored token count and there is no
+        history: then it tokenizes only the passages' short headings (the question was counted,
+        and remembered, by ``validate``), which costs less than a hop to a thread
+        (``scripts/benchmark_prompt.py``). Otherwise in a worker thread: tokenizing a long history
+        or passages stored before their counts is CPU work (linear, bounded by the API's caps),
+        and the token counter lets the event loop run meanwhile."""
         budget = self.prompt_budget(chat)
         fit = partial(
             build_prompt, chat.question, history, chunks, budget_tokens=budget, counter=self._counter
         )
+        if not history and all(chunk.text_tokens is not None for chunk in chunks):
+            return fit()
         return await anyio.to_thread.run_sync(fit)
 
     async def _history(self, db: AsyncSession, principal: Principal, chat: ChatInput) -> list[Turn]:

@@ -34,13 +34,14 @@ QUERY_VECTORS_KEPT = 2048
 def flag_injection(question: str, chunks: list[RetrievedChunk], metrics: DomainMetrics) -> None:
     """Log and count suspected prompt injection. Nothing is blocked: the question is the user's
     own, and retrieved text reaches the model only as escaped, quoted data under instructions that
-    say so (``app.rag.prompt.quote_data``)."""
+    say so (``app.rag.prompt.quote_data``). A passage's flags were found at ingestion
+    (``RetrievedChunk.injection_flags``); only a chunk stored before that is scanned here."""
     question_flags = detect_injection(question)
     if question_flags:
         logger.warning("prompt_injection_suspected", source="question", flags=question_flags)
         metrics.prompt_injection("question", question_flags)
     for chunk in chunks:
-        flags = detect_injection(chunk.text)
+        flags = detect_injection(chunk.text) if chunk.injection_flags is None else list(chunk.injection_flags)
         if flags:
             metrics.prompt_injection("retrieved_chunk", flags)
             logger.warning(

@@ -172,6 +172,11 @@ class Chunk(Base):
     # chunks stored before spans were kept (revision 0011).
     start_offset: Mapped[int | None] = mapped_column(Integer)
     end_offset: Mapped[int | None] = mapped_column(Integer)
+    # Worked out at ingestion for every prompt that quotes the passage (``app.rag.prompt``): its
+    # WordPiece token count as quoted, and its prompt-injection flags. NULL for chunks stored
+    # before revision 0013: those are counted and scanned when retrieved.
+    text_tokens: Mapped[int | None] = mapped_column(Integer)
+    injection_flags: Mapped[list[str] | None] = mapped_column(ARRAY(String(64)))
     embedding: Mapped[Any] = mapped_column(Vector(EMBEDDING_DIM), nullable=False)
     embedding_model: Mapped[str] = mapped_column(String(200), nullable=False)
     valid_from_version: Mapped[int] = mapped_column(Integer, nullable=False)

@@ -49,7 +49,9 @@ from app.observability.context import bind_job_context
 from app.observability.metrics import DomainMetrics
 from app.observability.metrics.noop import NoopBackend
 from app.rag.embeddings import Embedder
+from app.rag.prompt import passage_text_tokens
 from app.rag.tokens import WordPieceTokenCounter
+from app.security.injection import detect_injection
 from app.settings import Settings
 
 logger = structlog.get_logger(__name__)
@@ -248,6 +250,7 @@ async def _run(
         count=ctx.token_counter.count_uncached,
         title=title,
     )
+    facts = await asyncio.to_thread(_prompt_facts, drafts, ctx.token_counter.count_uncached)
     await record_progress(ctx.session_factory, job_id, "embedding", 20)
 
     vectors = await _embed(ctx, job_id, drafts)
@@ -257,7 +260,7 @@ async def _run(
         pages=parsed.page_count, pages_reused=len(pages) - len(changed), pages_embedded=len(changed)
     )
     async with ctx.session_factory() as session, session.begin():
-        stored = await _store(session, ctx, job_id, claim, drafts, vectors, kept_ids, counts)
+        stored = await _store(session, ctx, job_id, claim, drafts, vectors, facts, kept_ids, counts)
     if not stored:
         log.info("ingestion_superseded")
         return IngestionResult(job_id=job_id, status="failed", error="superseded")
@@ -325,6 +328,15 @@ async def _embed(ctx: IngestionContext, job_id: uuid.UUID, drafts: list[ChunkDra
     return vectors
 
 
+def _prompt_facts(drafts: list[ChunkDraft], count: Callable[[str], int]) -> list[dict[str, object]]:
+    """Each passage's token count as a prompt quotes it, and its prompt-injection flags: stored
+    with the chunk, so answering never tokenizes or scans a passage again."""
+    return [
+        {"text_tokens": passage_text_tokens(d.text, count), "injection_flags": detect_injection(d.text)}
+        for d in drafts
+    ]
+
+
 async def _store(
     session: AsyncSession,
     ctx: IngestionContext,
@@ -332,6 +344,7 @@ async def _store(
     claim: _Claim,
     drafts: list[ChunkDraft],
     vectors: list[list[float]],
+    facts: list[dict[str, object]],
     kept_ids: list[int],
     counts: _VersionCounts,
 ) -> bool:
@@ -366,8 +379,9 @@ async def _store(
                 "ocr": draft.ocr,
                 "start_offset": draft.start,
                 "end_offset": draft.end,
+                **fact,
             }
-            for draft, vector in zip(drafts, vectors, strict=True)
+            for draft, vector, fact in zip(drafts, vectors, facts, strict=True)
         ],
     )
     version = await repo.get_version_by_id(session, claim.version_id)

@@ -8,6 +8,7 @@ stay (the API bounds the question's length so they always fit).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,8 +56,27 @@ def quote_data(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _passage_heading(number: int, chunk: RetrievedChunk) -> str:
+    return f"[{number}] {quote_data(chunk.title)} (page {chunk.page})"
+
+
 def format_passage(number: int, chunk: RetrievedChunk) -> str:
-    return f"[{number}] {quote_data(chunk.title)} (page {chunk.page})\n{quote_data(chunk.text)}"
+    return f"{_passage_heading(number, chunk)}\n{quote_data(chunk.text)}"
+
+
+def passage_text_tokens(text: str, count: Callable[[str], int]) -> int:
+    """What a passage's text costs in a prompt (quoted): ingestion stores it as the chunk's
+    ``text_tokens``, so fitting a prompt adds it instead of tokenizing the passage again."""
+    return count(quote_data(text))
+
+
+def _passage_tokens(number: int, chunk: RetrievedChunk, counter: TokenCounter) -> int:
+    """``counter.count(format_passage(number, chunk))``: the heading and the text are split by a
+    newline, so their counts add up; the text's is the stored one when ingestion stored it."""
+    text = chunk.text_tokens
+    if text is None:  # a chunk stored before its count was (revision 0013)
+        text = passage_text_tokens(chunk.text, counter.count)
+    return counter.count(_passage_heading(number, chunk)) + text
 
 
 def format_turn(turn: Turn) -> str:
@@ -110,22 +130,21 @@ def build_prompt(
     first to go when the budget is short. History goes before any passage: with every passage
     kept, the newest turns that still fit stay.
 
-    Linear: each part (the question, a passage, a turn) is tokenized once, on its own, and the
-    counts are added; parts are joined by whitespace, which a tokenizer splits on, so the sum is
-    the count of the rendered prompt. Turns are counted newest first and counting stops at the
-    first that does not fit, so the older ones are never tokenized at all.
+    Linear: each part (question, passage, turn) is tokenized once, alone, and the counts added
+    (parts are joined by whitespace, which a tokenizer splits on); a passage's text not at all
+    when ingestion stored its count (``text_tokens``). Turns are counted newest first, stopping
+    at the first that does not fit, so older ones are never tokenized.
     """
     fixed = (
         counter.count(SYSTEM_INSTRUCTIONS)
         + counter.count(_question_part(question))
         + 2 * MESSAGE_OVERHEAD_TOKENS
     )
-    passages = [format_passage(n, chunk) for n, chunk in enumerate(chunks, start=1)]
     # The longest prefix of the passages that fits, with no history.
     kept_passages = 0
     used = fixed + counter.count(CONTEXT_OPEN) + counter.count(CONTEXT_CLOSE)
-    for passage in passages:
-        cost = counter.count(passage)
+    for number, chunk in enumerate(chunks, start=1):
+        cost = _passage_tokens(number, chunk, counter)
         if used + cost > budget_tokens:
             break
         used += cost
@@ -134,7 +153,7 @@ def build_prompt(
         used = fixed + counter.count(NO_PASSAGES)
     # With every passage kept, the newest turns that fit.
     turns: list[str] = []
-    if kept_passages == len(passages) and history:
+    if kept_passages == len(chunks) and history:
         room = budget_tokens - used - counter.count(HISTORY_OPEN) - counter.count(HISTORY_CLOSE)
         for turn in reversed(history):
             text = format_turn(turn)
@@ -148,9 +167,10 @@ def build_prompt(
         turns.reverse()
     if used > budget_tokens:
         raise PromptTooLargeError(used, budget_tokens)
+    kept = chunks[:kept_passages]
     return Prompt(
-        messages=_render(question, turns, passages[:kept_passages]),
-        passages=tuple(chunks[:kept_passages]),
+        messages=_render(question, turns, [format_passage(n, c) for n, c in enumerate(kept, start=1)]),
+        passages=tuple(kept),
         history_used=len(turns),
         tokens=used,
     )

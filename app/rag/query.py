@@ -54,3 +54,6 @@ class RetrievedChunk:
     text_match: float | None = None
     start: int | None = None  # the passage's character span in its page's text (None: older rows)
     end: int | None = None
+    # Worked out once at ingestion (None: a chunk stored before revision 0013, worked out per use):
+    text_tokens: int | None = None  # WordPiece tokens of ``text`` as a prompt quotes it
+    injection_flags: tuple[str, ...] | None = None  # ``detect_injection(text)``

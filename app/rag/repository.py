@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.rag.query import RetrievalQuery, RetrievedChunk
@@ -26,16 +26,27 @@ _SCOPE = """
 _SELECT = (
     """
     SELECT c.id AS chunk_id, c.document_id, d.current_version AS version, d.title, c.page, c.text,
-           c.ocr, c.start_offset, c.end_offset, d.tags
+           c.ocr, c.start_offset, c.end_offset, c.text_tokens, c.injection_flags, d.tags
     FROM chunks c JOIN documents d ON d.id = c.document_id"""
     + _SCOPE
 )
 
-_VECTOR_SQL = text(
+_DISTANCE = "d.tags, c.embedding <=> CAST(:vector AS vector) AS distance\n"
+_VECTOR = (
     "SELECT * FROM ("
-    + _SELECT.replace("d.tags\n", "d.tags, c.embedding <=> CAST(:vector AS vector) AS distance\n")
+    + _SELECT.replace("d.tags\n", _DISTANCE)
     + " ORDER BY c.embedding <=> CAST(:vector AS vector) LIMIT :limit) ranked"
 )
+_VECTOR_SQL = text(_VECTOR)
+# The exact search: the ORDER BY is outside an OFFSET 0 fence, so the planner cannot serve it from
+# the HNSW index; it finds the filtered rows through the other indexes and sorts them all. No
+# planner setting is toggled (it was SET enable_indexscan off / on: two more round trips).
+_EXACT = (
+    "SELECT * FROM ("
+    + _SELECT.replace("d.tags\n", _DISTANCE)
+    + " OFFSET 0) scoped ORDER BY distance LIMIT :limit"
+)
+_EXACT_SQL = text(_EXACT)
 
 # A filter (access, tags, documents) that leaves at most EXACT_SCAN_MAX_ROWS passages is searched
 # exactly: those rows are found through the filter's indexes and all compared, which beats walking
@@ -43,9 +54,8 @@ _VECTOR_SQL = text(
 # returns approximate neighbours). They are counted from the visible documents down, through the
 # chunks' (document_id, valid_to_version) index, and the count stops at the bound.
 EXACT_SCAN_MAX_ROWS = 5_000
-_FEW_ROWS_SQL = text(
-    """
-SELECT count(*) AS n FROM (
+_FEW_ROWS = """
+SELECT count(*) FROM (
     SELECT 1 FROM documents d
     CROSS JOIN LATERAL (
         SELECT 1 FROM chunks c WHERE c.document_id = d.id AND c.valid_to_version IS NULL LIMIT :cap
@@ -59,7 +69,14 @@ SELECT count(*) AS n FROM (
     LIMIT :cap
 ) few
 """
+# The HNSW scan's settings for this transaction (set_config(..., true) is SET LOCAL), and for a
+# filtered search the count above, in one round trip.
+_SETTINGS = (
+    "SELECT set_config('hnsw.ef_search', CAST(:ef_search AS text), true) AS ef_search, "
+    "set_config('hnsw.iterative_scan', 'relaxed_order', true) AS iterative_scan"
 )
+_SETTINGS_SQL = text(_SETTINGS)
+_SETTINGS_AND_FEW_ROWS_SQL = text(_SETTINGS + ", (" + _FEW_ROWS + ") AS n")
 
 # Okapi BM25 over the GIN-indexed tsvectors (stemmed English, stop words dropped), in one statement:
 # - each query term's document frequency is counted in a bounded sample of the tenant's passages
@@ -81,7 +98,7 @@ BM25_SAMPLE = 2000
 BM25_POOL = 1000
 BM25_COMMON_SHARE = 0.1
 BM25_COMMON_MIN_DF = 50
-_TEXT_SQL = text(
+_TEXT = (
     """
 WITH terms AS MATERIALIZED (
     SELECT DISTINCT t.lexeme, quote_literal(t.lexeme)::tsquery AS q
@@ -129,7 +146,7 @@ scored AS (
     GROUP BY pool.id, pool.complete
 )
 SELECT c.id AS chunk_id, c.document_id, d.current_version AS version, d.title, c.page, c.text,
-       c.ocr, c.start_offset, c.end_offset, d.tags, scored.rank,
+       c.ocr, c.start_offset, c.end_offset, c.text_tokens, c.injection_flags, d.tags, scored.rank,
        scored.rank / nullif((SELECT sum(idf) FROM weighted) * (:k1 + 1), 0) AS text_match,
        CASE WHEN CAST(:vector AS text) IS NULL THEN NULL
             ELSE 1 - (c.embedding <=> CAST(CAST(:vector AS text) AS vector)) END AS similarity
@@ -139,6 +156,30 @@ ORDER BY scored.rank DESC, c.id
 LIMIT :limit
 """
 )
+_TEXT_SQL = text(_TEXT)
+
+# A hybrid search's two searches in one statement (one round trip): the rows of each, marked by
+# ``search``, under the columns of both. The vector is bound twice, as a vector and as text (one
+# parameter cannot be deduced as both types).
+_ROW = (
+    "chunk_id, document_id, version, title, page, text, ocr, start_offset, end_offset, text_tokens, "
+    "injection_flags, tags"
+)
+_NONE = "CAST(NULL AS double precision)"
+
+
+def _hybrid(vector_search: str) -> TextClause:
+    return text(
+        f"SELECT 'vector' AS search, {_ROW}, distance, {_NONE} AS rank, {_NONE} AS text_match, "
+        f"{_NONE} AS similarity FROM ({vector_search}) by_vector UNION ALL "
+        f"SELECT 'text', {_ROW}, {_NONE}, CAST(rank AS double precision), "
+        f"CAST(text_match AS double precision), CAST(similarity AS double precision) "
+        f"FROM ({_TEXT.replace(':vector', ':text_vector')}) by_text"
+    )
+
+
+_HYBRID_SQL = _hybrid(_VECTOR)
+_EXACT_HYBRID_SQL = _hybrid(_EXACT)
 
 
 def _vector_literal(vector: Sequence[float]) -> str:
@@ -169,37 +210,75 @@ def _row_to_chunk(row: Any, score: float, **evidence: float | None) -> Retrieved
         ocr=bool(row.ocr),
         start=row.start_offset,
         end=row.end_offset,
+        text_tokens=row.text_tokens,
+        injection_flags=None if row.injection_flags is None else tuple(row.injection_flags),
         **evidence,
     )
+
+
+def _text_params(query: RetrievalQuery, limit: int) -> dict[str, Any]:
+    return {
+        "query": query.text,
+        "sample": BM25_SAMPLE,
+        "common_df": BM25_COMMON_MIN_DF,
+        "common_share": BM25_COMMON_SHARE,
+        "pool": max(BM25_POOL, limit),
+        "k1": BM25_K1,
+        "b": BM25_B,
+    }
+
+
+def _text_hits(rows: Sequence[Any]) -> list[RetrievedChunk]:
+    return [
+        _row_to_chunk(
+            row,
+            float(row.rank),
+            text_match=None if row.text_match is None else float(row.text_match),
+            similarity=None if row.similarity is None else float(row.similarity),
+        )
+        for row in rows
+    ]
+
+
+def _filtered(query: RetrievalQuery) -> bool:
+    return bool(query.filters.tags or query.filters.document_ids) or query.access is not None
 
 
 class ChunkSearchRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
+    async def _exact(self, query: RetrievalQuery, params: dict[str, Any]) -> bool:
+        """Sets the HNSW scan's settings for this transaction and tells whether the filter leaves
+        few enough passages to search exactly, in one round trip. SET LOCAL lasts until the
+        transaction ends, so the pooled connection goes back with default settings; a nested
+        transaction would end them early, so none is opened."""
+        filtered = _filtered(query)
+        prepare = _SETTINGS_AND_FEW_ROWS_SQL if filtered else _SETTINGS_SQL
+        prepared = await self._session.execute(
+            prepare, {**params, "ef_search": int(query.ef_search), "cap": EXACT_SCAN_MAX_ROWS + 1}
+        )
+        return filtered and prepared.one().n <= EXACT_SCAN_MAX_ROWS
+
+    async def _vector_hits(
+        self, query: RetrievalQuery, params: dict[str, Any], rows: Sequence[Any], *, exact: bool
+    ) -> list[RetrievedChunk]:
+        """The hits of ``rows``; an approximate filtered search that found fewer than the limit is
+        completed by an exact one."""
+        if not exact and _filtered(query) and len(rows) < params["limit"]:
+            rows = (await self._session.execute(_EXACT_SQL, params)).all()
+        similarities = [1.0 - float(row.distance) for row in rows]
+        hits = [_row_to_chunk(row, sim, similarity=sim) for row, sim in zip(rows, similarities, strict=True)]
+        return [hit for hit in hits if hit.score >= query.min_similarity]
+
     async def nearest(self, query: RetrievalQuery, limit: int) -> list[RetrievedChunk]:
         """Nearest chunks by cosine distance, at or above ``query.min_similarity``."""
         if query.vector is None:
             return []
-        session = self._session
         params = {**_params(query, limit), "vector": _vector_literal(query.vector)}
-        # SET LOCAL lasts until the transaction ends, so the pooled connection goes back with
-        # default settings; a nested transaction would end them early, so none is opened.
-        await session.execute(text(f"SET LOCAL hnsw.ef_search = {int(query.ef_search)}"))
-        await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-        filtered = bool(query.filters.tags or query.filters.document_ids) or query.access is not None
-        few = filtered and (
-            (await session.execute(_FEW_ROWS_SQL, {**params, "cap": EXACT_SCAN_MAX_ROWS + 1})).scalar_one()
-            <= EXACT_SCAN_MAX_ROWS
-        )
-        rows = [] if few else (await session.execute(_VECTOR_SQL, params)).all()
-        if filtered and len(rows) < limit:
-            await session.execute(text("SET LOCAL enable_indexscan = off"))
-            rows = (await session.execute(_VECTOR_SQL, params)).all()
-            await session.execute(text("SET LOCAL enable_indexscan = on"))
-        similarities = [1.0 - float(row.distance) for row in rows]
-        hits = [_row_to_chunk(row, sim, similarity=sim) for row, sim in zip(rows, similarities, strict=True)]
-        return [hit for hit in hits if hit.score >= query.min_similarity]
+        exact = await self._exact(query, params)
+        rows = (await self._session.execute(_EXACT_SQL if exact else _VECTOR_SQL, params)).all()
+        return await self._vector_hits(query, params, rows, exact=exact)
 
     async def matching(self, query: RetrievalQuery, limit: int) -> list[RetrievedChunk]:
         """Full-text matches ranked by BM25 (see ``_TEXT_SQL``)."""
@@ -207,24 +286,32 @@ class ChunkSearchRepository:
             return []
         params = {
             **_params(query, limit),
-            "query": query.text,
-            "sample": BM25_SAMPLE,
-            "common_df": BM25_COMMON_MIN_DF,
-            "common_share": BM25_COMMON_SHARE,
-            "pool": max(BM25_POOL, limit),
-            "k1": BM25_K1,
-            "b": BM25_B,
+            **_text_params(query, limit),
             # Each match's cosine similarity too, when the question has a vector: the relevance
             # gate and the sources read it whichever search found the passage.
             "vector": None if query.vector is None else _vector_literal(query.vector),
         }
-        rows = (await self._session.execute(_TEXT_SQL, params)).all()
-        return [
-            _row_to_chunk(
-                row,
-                float(row.rank),
-                text_match=None if row.text_match is None else float(row.text_match),
-                similarity=None if row.similarity is None else float(row.similarity),
-            )
-            for row in rows
-        ]
+        return _text_hits((await self._session.execute(_TEXT_SQL, params)).all())
+
+    async def hybrid(
+        self, query: RetrievalQuery, limit: int
+    ) -> tuple[list[RetrievedChunk], list[RetrievedChunk]]:
+        """``nearest`` and ``matching`` in two round trips (``_exact``, then both searches in one
+        statement), three when an approximate filtered search must be completed."""
+        if query.vector is None or not query.text.strip():
+            return await self.nearest(query, limit), await self.matching(query, limit)
+        vector = _vector_literal(query.vector)
+        params = {
+            **_params(query, limit),
+            **_text_params(query, limit),
+            "vector": vector,
+            "text_vector": vector,
+        }
+        exact = await self._exact(query, params)
+        rows = (await self._session.execute(_EXACT_HYBRID_SQL if exact else _HYBRID_SQL, params)).all()
+        # Each search's rows in its own order: Append passes on each input's rows in the order that
+        # input gives them, even when a parallel plan interleaves the inputs. (The vector rows are
+        # not re-sorted: a relaxed-order index scan gives them as nearest() would.)
+        by_vector = [row for row in rows if row.search == "vector"]
+        by_text = [row for row in rows if row.search == "text"]
+        return await self._vector_hits(query, params, by_vector, exact=exact), _text_hits(by_text)

@@ -80,8 +80,7 @@ async def retrieve(db: AsyncSession, query: RetrievalQuery) -> list[RetrievedChu
     elif query.mode is RetrievalMode.text:
         ranked = await chunks.matching(query, candidates)
     else:
-        by_vector = await chunks.nearest(query, candidates)
-        by_text = await chunks.matching(query, candidates)
+        by_vector, by_text = await chunks.hybrid(query, candidates)
         ranked = reciprocal_rank_fusion(
             [(query.vector_weight, by_vector), (query.text_weight, by_text)], 2 * candidates
         )

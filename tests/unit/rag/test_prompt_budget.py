@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +14,8 @@ from app.rag.prompt import (
     bare_prompt_tokens,
     build_prompt,
     count_tokens,
+    passage_text_tokens,
+    quote_data,
 )
 from app.rag.query import RetrievedChunk
 from app.rag.tokens import WordPieceTokenCounter
@@ -186,3 +189,49 @@ def test_the_token_count_cache_does_not_keep_the_texts_it_counted() -> None:
     finally:
         tracemalloc.stop()
     assert retained < 24_000, retained  # less than one of the 20 texts
+
+
+def _stored(chunk: RetrievedChunk) -> RetrievedChunk:
+    """The chunk as retrieval returns it since revision 0013: with ingestion's count of its text."""
+    return replace(chunk, text_tokens=passage_text_tokens(chunk.text, WordPieceTokenCounter().count_uncached))
+
+
+def test_a_prompt_fitted_with_stored_counts_is_the_prompt_fitted_by_counting() -> None:
+    """Same passages kept, same history, same messages and the same exact token count, at every
+    budget, for text that escapes, CJK, accents and words too long for the vocabulary."""
+    counter = WordPieceTokenCounter()
+    texts = [
+        "R&D <b>bold</b> && >>",
+        "naïve café 東京 タワー ﬁ",
+        "x" * 150 + " end.",
+        "",
+        "don't-stop... [1] 3.14",
+    ]
+    counted = [chunk(n, text, 1.0) for n, text in enumerate(texts * 3, start=1)]
+    stored = [_stored(c) for c in counted]
+    turns = [Turn("what is R&D?", "research <and> development")]
+    for budget in range(BARE, BARE + 400, 7):
+        try:
+            expected = build_prompt("what?", turns, counted, budget_tokens=budget, counter=counter)
+        except PromptTooLargeError:
+            continue
+        fitted = build_prompt("what?", turns, stored, budget_tokens=budget, counter=counter)
+        assert (fitted.messages, fitted.tokens, fitted.history_used) == (
+            expected.messages,
+            expected.tokens,
+            expected.history_used,
+        )
+        assert [p.chunk_id for p in fitted.passages] == [p.chunk_id for p in expected.passages]
+        assert fitted.tokens == count_tokens(fitted.messages, WordPieceTokenCounter())
+
+
+def test_passages_with_stored_counts_are_not_tokenized() -> None:
+    """Step count: with stored counts, fitting tokenizes each passage's short heading only."""
+    passages = [chunk(n, "passage text " * 100, 0.9) for n in range(1, 11)]
+    stored = [replace(p, text_tokens=COUNTER.count(quote_data(p.text))) for p in passages]
+    counting, reading = CountingCounter(), CountingCounter()
+    expected = build_prompt("q?", [], passages, budget_tokens=10_000, counter=counting)
+    fitted = build_prompt("q?", [], stored, budget_tokens=10_000, counter=reading)
+    assert fitted == replace(expected, passages=tuple(stored))
+    # Exactly the passages' texts are no longer tokenized; everything else still is.
+    assert counting.characters - reading.characters == sum(len(quote_data(p.text)) for p in passages)

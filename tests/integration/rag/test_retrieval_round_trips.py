@@ -1,0 +1,92 @@
+"""What one retrieval costs in database round trips, counted by a SQLAlchemy hook on the real
+engine: a hybrid search is two statements whatever the caller's filter (the settings of the
+vector search and the filtered-row count ride in one statement, and an exact scan needs no planner
+toggles), and the passages are the same as a search that sends each step on its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from app.rag.embeddings import LocalEmbedder
+from app.rag.query import RetrievalFilters, RetrievalMode, RetrievalQuery
+from app.rag.repository import ChunkSearchRepository
+from app.rag.retrieval import retrieve
+from app.resources import Resources
+from tests.support.callers import Caller
+from tests.support.library import Library
+
+pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
+
+QUESTION = "How long are database backups kept?"
+TEXTS = [
+    "Nightly database backups are kept for thirty days, then deleted.",
+    "Snapshots of the reporting warehouse are kept for one year.",
+    "The cafeteria menu changes every Monday.",
+    "Log files rotate daily and are deleted after ninety days.",
+]
+
+
+@pytest.fixture
+def app_embedder(embedder: LocalEmbedder) -> LocalEmbedder:
+    return embedder
+
+
+@pytest.fixture
+def statements(resources: Resources) -> Iterator[list[str]]:
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    engine = resources.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    yield sent
+    event.remove(engine, "before_cursor_execute", record)
+
+
+async def _query(embedder: LocalEmbedder, editor: Caller, **fields: Any) -> RetrievalQuery:
+    return RetrievalQuery(
+        tenant_id=editor.tenant_id,
+        text=QUESTION,
+        vector=await embedder.embed_query(QUESTION),
+        top_k=3,
+        mode=RetrievalMode.hybrid,
+        **fields,
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({}, id="unrestricted"),
+        pytest.param({"access": ("staff",)}, id="access-set"),
+        pytest.param({"access": (), "filters": RetrievalFilters(tags=("ops",))}, id="tag-filter"),
+    ],
+)
+async def test_a_hybrid_search_is_two_statements(
+    library: Library,
+    resources: Resources,
+    editor: Caller,
+    embedder: LocalEmbedder,
+    statements: list[str],
+    fields: dict[str, Any],
+) -> None:
+    for n, body in enumerate(TEXTS):
+        await library.add(body, filename=f"doc{n}.txt", tags="ops")
+    query = await _query(embedder, editor, **fields)
+    async with resources.session_factory() as session:
+        statements.clear()
+        found = await retrieve(session, query)
+    assert found and "thirty days" in found[0].text
+    assert len(statements) == 2, statements
+    async with resources.session_factory() as session:
+        together = await ChunkSearchRepository(session).hybrid(query, 20)
+    async with resources.session_factory() as session:
+        apart = await ChunkSearchRepository(session).nearest(query, 20)
+    async with resources.session_factory() as session:
+        assert together == (apart, await ChunkSearchRepository(session).matching(query, 20))
+    assert together[0] and together[1]
