@@ -353,7 +353,8 @@ async def set_chunk_embeddings(
         await session.execute(
             update(Chunk),
             [
-                {"id": chunk_id, "embedding": list(vector), "embedding_model": model}
+                # A new model brings its own tokenizer: the stored counts are counted afresh.
+                {"id": chunk_id, "embedding": list(vector), "embedding_model": model, "text_tokens": None}
                 for chunk_id, vector in rows
             ],
         )

@@ -129,6 +129,8 @@ async def test_vectors_of_the_bundled_model_are_refused_until_reembed_moves_them
 
     after = [row for d in documents.values() for row in await chunk_rows(resources, d)]
     assert {row.embedding_model for row in after} == {byo.model_name}
+    assert {row.text_tokens for row in before} != {None}
+    assert {row.text_tokens for row in after} == {None}  # counted by the new model's tokenizer
     stored = np.array([row.embedding for row in after], dtype=np.float32)
     fresh = np.array(byo.encode([embedding_input(row.context, row.text) for row in after]), dtype=np.float32)
     assert np.allclose(stored, fresh, atol=1e-3)
