@@ -418,12 +418,12 @@ class Measured:
 HIT = json.dumps({"question": "How does the answer cache work?"})
 # A new question each time that the demo documents answer (one they don't is answered "nothing
 # matches" by the relevance gate, with no provider call: see `answered_by_the_provider`).
-UNIQUE = json.dumps({"question": "How does the answer cache work, case %s?"})
+UNIQUE = json.dumps({"question": "How are streaming answers sent, case %s?"})
 
 
 def answered_by_the_provider(base_url: str, headers: dict[str, str]) -> None:
     """The uncached rows must measure retrieval and the provider call, not the gate's refusal."""
-    body = json.loads(UNIQUE.replace("%s", "probe"))
+    body = json.loads(UNIQUE.replace("%s", "t9-999"))  # as wrk's script fills it in
     answer = httpx.post(base_url + "/api/v1/chat", json=body, headers=headers, timeout=60).json()
     if answer.get("provider") != "openai":
         sys.exit(f"the uncached question was not answered by the fake provider: {answer}")
