@@ -64,6 +64,12 @@ async def drain(provider: OpenAICompatibleProvider) -> list[Any]:
     return [chunk async for chunk in provider.stream(REQUEST, "model-x")]
 
 
+async def collect_into(seen: list[Any], provider: OpenAICompatibleProvider) -> None:
+    """Like ``drain``, keeping what arrived before a failure in ``seen``."""
+    async for chunk in provider.stream(REQUEST, "model-x"):
+        seen.append(chunk)
+
+
 # --- the same request as the SDKs send -------------------------------------------------------------
 
 
@@ -156,8 +162,7 @@ async def test_a_stream_cut_mid_way_fails_after_its_text(wire: Any, fake: FakeLL
     fake.configure(wire.name, mode="cut", cut_after_tokens=3)
     seen: list[Any] = []
     with pytest.raises(ServerError):
-        async for chunk in wire.stream(REQUEST, "model-x"):
-            seen.append(chunk)
+        await collect_into(seen, wire)
     assert "".join(c for c in seen if isinstance(c, str)) == "".join(tokens_of(DEFAULT_TEXT)[:3])
 
 
@@ -173,8 +178,7 @@ async def test_a_chunk_that_is_not_json_breaks_the_stream(wire: Any, fake: FakeL
     fake.configure(wire.name, invalid_chunk_after=2)
     seen: list[Any] = []
     with pytest.raises(MalformedResponse):
-        async for chunk in wire.stream(REQUEST, "model-x"):
-            seen.append(chunk)
+        await collect_into(seen, wire)
     assert len([c for c in seen if isinstance(c, str)]) == 2
 
 
