@@ -7,6 +7,13 @@ Each round calls the three clients in turn (direct ``openai`` SDK, ``ProviderCha
 OpenAI adapter, ``litellm.Router`` with one OpenAI deployment), so drift on a shared machine
 hits all three alike. Overhead = a client's latency percentile minus the direct call's. Our chain
 includes its Redis cooldown read (one MGET per request) on a real Redis: embedded, or REDIS_URL.
+
+Then the provider call alone (``--call-rounds``; 0 skips it): the OpenAI and Groq adapters
+(``app.llm.openai_wire``, plain httpx) against the vendor SDK call they replaced, streamed (what
+the router sends in both of its modes) and not, for a short and a long answer, and a caller's own
+key (a new SDK client per request before, ``with_key`` on the shared pool now). CPU µs is this
+process's CPU time per call (the fake runs in another process), the figure that matters on a busy
+event loop; wall µs moves with the machine's load.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from app.llm.factory import build_provider_chain
+from app.llm.groq_provider import GroqProvider
+from app.llm.openai_compat import OpenAICompatibleProvider
+from app.llm.openai_provider import OpenAIProvider
 from app.llm.types import ChatRequest, Message, StreamEnd
 from app.settings import Settings
 
@@ -39,6 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "What is the refund window?"}]
 REQUEST = ChatRequest(messages=(Message("user", "What is the refund window?"),))
+SHORT_ANSWER = "Here is what the documents say [1]."  # benchmark_load's
+LONG_ANSWER = " ".join(["The refund window is thirty days from delivery [1]."] * 15)  # 120 words
 
 Call = Callable[[], Awaitable[None]]
 
@@ -185,7 +197,9 @@ def report(results: dict[str, dict[str, list[float]]], requests: int) -> str:
                 f"{kind}: LiteLLM overhead / ours (p50) = {overhead['litellm'] / overhead['ours']:.1f}x"
             )
         else:
-            ratios.append(f"{kind}: our p50 overhead ({overhead['ours']:,.0f} µs) is below the noise floor")
+            ratios.append(
+                f"{kind}: our p50 overhead is {overhead['ours']:,.0f} µs: no slower than the direct SDK call"
+            )
     lines += ["", *ratios]
     mean_direct = statistics.mean(results["complete"]["direct"])
     lines.append(
@@ -194,26 +208,152 @@ def report(results: dict[str, dict[str, list[float]]], requests: int) -> str:
     return "\n".join(lines)
 
 
+# --- the provider call alone --------------------------------------------------------------------
+
+
+async def measure_cpu(calls: dict[str, Call], rounds: int, warmup: int) -> dict[str, tuple[float, float]]:
+    """Per call: wall p50 µs and mean CPU µs of this process, the calls interleaved per round."""
+    for _ in range(warmup):
+        for call in calls.values():
+            await call()
+    wall: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            started, cpu_started = time.perf_counter(), time.process_time()
+            await call()
+            cpu[name].append((time.process_time() - cpu_started) * 1e6)
+            wall[name].append((time.perf_counter() - started) * 1e6)
+    return {name: (percentile(wall[name], 0.5), statistics.mean(cpu[name])) for name in calls}
+
+
+def sdk_calls(wire: str, fake_url: str) -> tuple[Any, Call, Call, Call]:
+    """The vendor SDK's client and its JSON, streamed and per-caller-key calls, as the adapter made
+    them before ``openai_wire``."""
+    import groq
+
+    usage = {"include_usage": True}
+    if wire == "openai":
+        make: Any = lambda key: openai.AsyncOpenAI(api_key=key, base_url=fake_url + "/v1", max_retries=0)  # noqa: E731
+        streamed: dict[str, Any] = {"stream_options": usage}
+    else:
+        make = lambda key: groq.AsyncGroq(api_key=key, base_url=fake_url, max_retries=0)  # noqa: E731
+        streamed = {"extra_body": {"stream_options": usage}}
+    client = make("bench-key")
+
+    async def plain() -> None:
+        response = await client.chat.completions.create(model=MODEL, messages=MESSAGES)
+        assert response.choices[0].message.content
+
+    async def stream() -> None:
+        chunks = await client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True, **streamed)
+        async for _ in chunks:
+            pass
+
+    async def caller_key() -> None:
+        own = make("caller-key")
+        try:
+            chunks = await own.chat.completions.create(
+                model=MODEL, messages=MESSAGES, stream=True, **streamed
+            )
+            async for _ in chunks:
+                pass
+        finally:
+            await own.close()
+
+    return client, plain, stream, caller_key
+
+
+def adapter_calls(provider: OpenAICompatibleProvider) -> tuple[Call, Call, Call]:
+    async def plain() -> None:
+        assert (await provider.complete(REQUEST, MODEL)).text
+
+    async def stream() -> None:
+        async for _ in provider.stream(REQUEST, MODEL):
+            pass
+
+    async def caller_key() -> None:
+        own = provider.with_key("caller-key")
+        try:
+            async for _ in own.stream(REQUEST, MODEL):
+                pass
+        finally:
+            await own.aclose()
+
+    return plain, stream, caller_key
+
+
+async def run_calls(rounds: int, fake_url: str) -> list[str]:
+    """Table rows: SDK call (before) against the adapter (now), per wire, kind and answer length."""
+    rows = []
+    for wire, adapter_class in (("openai", OpenAIProvider), ("groq", GroqProvider)):
+        base = fake_url + "/v1" if wire == "openai" else fake_url
+        provider = adapter_class(
+            api_key="bench-key", model=MODEL, base_url=base, connect_timeout_s=5, total_timeout_s=30
+        )
+        client, *before = sdk_calls(wire, fake_url)
+        after = adapter_calls(provider)
+        try:
+            for words, answer in (("7", SHORT_ANSWER), ("120", LONG_ANSWER)):
+                async with httpx.AsyncClient() as control:
+                    await control.post(f"{fake_url}/_control/{wire}", json={"text": answer})
+                for kind, sdk, ours in zip(("json", "stream", "caller key"), before, after, strict=True):
+                    if kind == "caller key" and words != "7":
+                        continue
+                    n = rounds if kind != "caller key" else max(1, rounds // 10)
+                    got = await measure_cpu({"sdk": sdk, "ours": ours}, n, warmup=min(20, n))
+                    (sdk_wall, sdk_cpu), (our_wall, our_cpu) = got["sdk"], got["ours"]
+                    rows.append(
+                        f"| {wire} | {kind} | {words} | {sdk_cpu:,.0f} | {our_cpu:,.0f} | "
+                        f"{1 - our_cpu / sdk_cpu:.0%} | {sdk_wall:,.0f} | {our_wall:,.0f} |"
+                    )
+        finally:
+            await client.close()
+            await provider.aclose()
+    return rows
+
+
+def calls_report(rows: list[str], rounds: int) -> str:
+    return "\n".join(
+        [
+            f"Provider call: the vendor SDK call (before) vs the adapter on openai_wire (now), {rounds} "
+            "rounds interleaved (caller key: rounds/10)",
+            "",
+            "| wire | call | answer words | SDK CPU µs | ours CPU µs | CPU saved | SDK wall p50 µs | "
+            "ours wall p50 µs |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+            *rows,
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--call-rounds", type=int, default=300, help="provider-call rounds (0: skip)")
+    parser.add_argument("--skip-router", action="store_true", help="only the provider-call table")
     args = parser.parse_args()
 
     port = free_port()
     fake = start_fake(port)
     embedded = None
     try:
-        redis_url = os.environ.get("REDIS_URL")
-        if not redis_url:
-            from app.embedded.redis import EmbeddedRedis
+        fake_url = f"http://127.0.0.1:{port}"
+        if not args.skip_router:
+            redis_url = os.environ.get("REDIS_URL")
+            if not redis_url:
+                from app.embedded.redis import EmbeddedRedis
 
-            embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bench-redis-")), "redis")
-            redis_url = embedded.start()
-        results = asyncio.run(run(args.requests, args.warmup, redis_url, f"http://127.0.0.1:{port}"))
-        print(report(results, args.requests))
+                embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bench-redis-")), "redis")
+                redis_url = embedded.start()
+            results = asyncio.run(run(args.requests, args.warmup, redis_url, fake_url))
+            print(report(results, args.requests), flush=True)
+        if args.call_rounds:
+            print(f"\nload average {os.getloadavg()[0]:.1f} (1 min)\n", flush=True)
+            print(calls_report(asyncio.run(run_calls(args.call_rounds, fake_url)), args.call_rounds))
     finally:
         fake.terminate()
         fake.wait(timeout=10)

@@ -9,8 +9,10 @@ caller's key, and a chain that tries them first and the operator's other provide
 What keeps the key the caller's alone:
 
 - It is never stored: it lives in this request's ``CallerKeys`` (``SecretStr``, so no ``repr``
-  shows it) and in the SDK clients built for it. The chat endpoints also keep such answers out of
-  the shared answer cache, both ways (``ChatInput.shared_cache``).
+  shows it) and in the adapters built for it (OpenAI and Groq: the headers of this request's
+  calls, sent on the operator's connection pool; Gemini: an SDK client of its own). The chat
+  endpoints also keep such answers out of the shared answer cache, both ways
+  (``ChatInput.shared_cache``).
 - It never benches anyone: its links have cooldowns off (``ProviderPolicy.cooldown_enabled``),
   so the chain neither reads nor writes the shared cooldown store for them. A failure with the
   caller's key never cools down the operator's provider, and the operator's cooldown never stops

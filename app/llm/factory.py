@@ -17,6 +17,7 @@ from app.llm.groq_provider import GroqProvider
 from app.llm.link import ProviderLink
 from app.llm.local import LocalProvider
 from app.llm.observer import NoopObserver, RouterObserver, SafeObserver
+from app.llm.openai_compat import OpenAICompatibleProvider
 from app.llm.openai_provider import OpenAIProvider
 from app.llm.policy import ProviderPolicy
 from app.llm.provider import Provider, SDKProvider
@@ -139,9 +140,14 @@ def build_provider_chain(
 
 def build_caller_chains(settings: Settings, chain: ProviderChain) -> CallerChains:
     """Per-request chains with the callers' own keys (``X-Provider-Key-*``), for the SDK
-    providers ``chain`` routes to; each caller key gets an adapter built like the operator's."""
-    return CallerChains(
-        chain,
-        lambda name, key: provider_for(settings, name, api_key=key),
-        accepts=frozenset(_SDK_PROVIDERS),
-    )
+    providers ``chain`` routes to; each caller key gets an adapter built like the operator's.
+    OpenAI and Groq callers share the operator's adapter's connection pool (``with_key``)."""
+    operators = {link.name: link.provider for link in chain.links}
+
+    def make_provider(name: str, key: str) -> Provider:
+        operator = operators.get(name)
+        if isinstance(operator, OpenAICompatibleProvider):
+            return operator.with_key(key)
+        return provider_for(settings, name, api_key=key)
+
+    return CallerChains(chain, make_provider, accepts=frozenset(_SDK_PROVIDERS))

@@ -1,8 +1,7 @@
-"""Groq adapter (``groq`` SDK, OpenAI-compatible wire); the policy owns retries, not the SDK."""
+"""Groq adapter: Groq's OpenAI-compatible wire (``app.llm.openai_wire``); the policy owns
+retries."""
 
 from __future__ import annotations
-
-import groq
 
 from app.llm.openai_compat import OpenAICompatibleProvider
 
@@ -10,6 +9,5 @@ from app.llm.openai_compat import OpenAICompatibleProvider
 class GroqProvider(OpenAICompatibleProvider):
     provider_name = "groq"
     key_variable = "GROQ_API_KEY"
-    client_class = groq.AsyncGroq
-    timeout_class = groq.Timeout
-    stream_options_in_body = True  # groq 1.x's ``create`` has no ``stream_options`` argument
+    default_base_url = "https://api.groq.com"  # the groq SDK's; it adds the path below
+    chat_path = "/openai/v1/chat/completions"

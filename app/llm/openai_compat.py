@@ -1,136 +1,198 @@
-"""What the OpenAI and Groq adapters share: both SDKs speak OpenAI's chat completions shape."""
+"""What the OpenAI and Groq adapters share: both speak OpenAI's chat-completions wire, sent and
+read by ``app.llm.openai_wire`` (plain httpx, not the vendors' SDKs)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator
 from typing import Any, ClassVar
 
-from app.llm.classify import (
-    body_message,
-    from_status,
-    from_unexpected,
-    headers_of,
-    refused_by_content_filter,
-)
+import httpx
+
+from app.llm.classify import from_unexpected, refused_by_content_filter
 from app.llm.errors import ContentFiltered, EmptyResponse, MalformedResponse, ProviderError, TruncatedStream
+from app.llm.openai_wire import ChatWire, open_pool
 from app.llm.provider import SDKProvider
 from app.llm.types import ChatRequest, Generation, ProviderChunk, ResponseModel, Usage
 
 
-def chat_options(request: ChatRequest) -> dict[str, Any]:
-    """The request's part of ``chat.completions.create``; unset sampling options are left out
-    (the SDK then omits them from the body)."""
-    options: dict[str, Any] = {"messages": [{"role": m.role, "content": m.content} for m in request.messages]}
+def chat_body(request: ChatRequest, model: str) -> dict[str, Any]:
+    """The request's JSON body; unset sampling options are left out (as the SDKs leave them)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+    }
     if request.temperature is not None:
-        options["temperature"] = request.temperature
+        body["temperature"] = request.temperature
     if request.max_tokens is not None:
-        options["max_tokens"] = request.max_tokens
-    return options
+        body["max_tokens"] = request.max_tokens
+    return body
 
 
 def usage_of(raw: Any) -> Usage | None:
-    if raw is None:
+    if not isinstance(raw, dict):
         return None
     return Usage(
-        prompt_tokens=int(getattr(raw, "prompt_tokens", 0) or 0),
-        completion_tokens=int(getattr(raw, "completion_tokens", 0) or 0),
+        prompt_tokens=int(raw.get("prompt_tokens") or 0),
+        completion_tokens=int(raw.get("completion_tokens") or 0),
     )
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedResponse(f"{what} is not a JSON object")
+    return value
+
+
+def _choices(response: dict[str, Any]) -> list[Any]:
+    choices = response.get("choices") or []
+    if not isinstance(choices, list):
+        raise MalformedResponse("choices is not a list")
+    return choices
+
+
+def _text(holder: Any, what: str) -> str | None:
+    """``content`` of a message or delta: a string, or absent."""
+    text = _object(holder, what).get("content")
+    if text is not None and not isinstance(text, str):
+        raise MalformedResponse(f"the {what}'s content is not text")
+    return text
 
 
 def generation_of(response: Any, model: str) -> Generation:
-    choices = getattr(response, "choices", None)
+    response = _object(response, "the completion")
+    choices = _choices(response)
     if not choices:
         raise MalformedResponse("the completion has no choices")
-    content = choices[0].message.content
-    if content is None or (isinstance(content, str) and not content.strip()):
-        reason = getattr(choices[0], "finish_reason", None)
+    choice = _object(choices[0], "a choice")
+    content = _text(choice.get("message"), "message")
+    if not content or not content.strip():
+        reason = choice.get("finish_reason")
         if refused_by_content_filter(reason):
             raise ContentFiltered(f"the answer was withheld by the content filter (finish_reason {reason})")
         raise EmptyResponse(f"the completion has no text (finish_reason {reason})")
-    if not isinstance(content, str):
-        raise MalformedResponse("the completion has no text content")
+    named = response.get("model")
     return Generation(
-        text=content, model=str(getattr(response, "model", None) or model), usage=usage_of(response.usage)
+        text=content,
+        model=named if isinstance(named, str) and named else model,
+        usage=usage_of(response.get("usage")),
     )
 
 
-async def stream_chunks(stream: Any) -> AsyncIterator[ProviderChunk]:
-    """The model the chunks name (once, before any text), text chunks, then the usage;
-    ``TruncatedStream`` unless a ``finish_reason`` arrived. Text after the ``finish_reason`` chunk
-    is not expected; a stream that ends after its ``finish_reason`` without ``data: [DONE]`` is
-    complete (the SDKs end iteration at the end of the body either way)."""
-    finished = False
-    texted = False
+async def stream_chunks(events: AsyncGenerator[Any, None]) -> AsyncGenerator[ProviderChunk, None]:
+    """The model the chunks name (once, before any text), text chunks, then the usage (OpenAI's
+    last chunk without choices, or Groq's ``x_groq``); ``TruncatedStream`` unless a
+    ``finish_reason`` arrived. A stream that ends after its ``finish_reason`` without
+    ``data: [DONE]`` is complete. Closes ``events`` however it ends."""
+    finished = texted = named = False
     usage: Usage | None = None
-    named = False
-    async for chunk in stream:
-        model = getattr(chunk, "model", None)
-        if not named and isinstance(model, str) and model:
-            named = True
-            yield ResponseModel(model)
-        usage = usage_of(getattr(chunk, "usage", None)) or usage
-        x_groq = getattr(chunk, "x_groq", None)
-        if x_groq is not None:
-            usage = usage_of(getattr(x_groq, "usage", None)) or usage
-        for choice in chunk.choices or ():
-            text = choice.delta.content if choice.delta is not None else None
-            if text:
-                texted = True
-                yield text
-            if choice.finish_reason:
-                finished = True
-                reason = choice.finish_reason
-                if not texted and refused_by_content_filter(reason):
-                    raise ContentFiltered(f"the content filter withheld the answer (finish_reason {reason})")
+    try:
+        async for chunk in events:
+            chunk = _object(chunk, "a stream chunk")
+            model = chunk.get("model")
+            if not named and isinstance(model, str) and model:
+                named = True
+                yield ResponseModel(model)
+            usage = usage_of(chunk.get("usage")) or usage
+            x_groq = chunk.get("x_groq")
+            if isinstance(x_groq, dict):
+                usage = usage_of(x_groq.get("usage")) or usage
+            for choice in _choices(chunk):
+                choice = _object(choice, "a choice")
+                delta = choice.get("delta")
+                text = _text(delta, "delta") if delta is not None else None
+                if text:
+                    texted = True
+                    yield text
+                reason = choice.get("finish_reason")
+                if reason:
+                    finished = True
+                    if not texted and refused_by_content_filter(reason):
+                        raise ContentFiltered(
+                            f"the content filter withheld the answer (finish_reason {reason})"
+                        )
+    finally:
+        await events.aclose()
     if not finished:
         raise TruncatedStream("the stream ended without a finish_reason")
     if usage is not None:
         yield usage
 
 
-class OpenAICompatibleProvider(SDKProvider[Any]):
-    """The adapter both SDKs share; subclasses name the provider and its SDK's client and timeout
-    classes (the two SDKs mirror each other but do not share types).
+class OpenAICompatibleProvider(SDKProvider[ChatWire]):
+    """The adapter both providers share; subclasses name the provider and its endpoint.
 
-    Both are asked for the usage of a stream (``stream_options.include_usage``: OpenAI reports
-    it only when asked, in a last chunk without choices; Groq also sends it in ``x_groq``).
-    ``stream_options_in_body``: the SDK has no ``stream_options`` argument (Groq's), so it goes in
-    ``extra_body``."""
+    Streams ask for their usage (``stream_options.include_usage``: OpenAI reports it only when
+    asked, in a last chunk without choices; Groq also sends it in ``x_groq``).
 
-    client_class: ClassVar[Callable[..., Any]]
-    timeout_class: ClassVar[Callable[..., Any]]
+    ``pool``: the connection pool to use instead of one of its own (``with_key``); a borrowed pool
+    stays open when the adapter closes."""
+
+    default_base_url: ClassVar[str]
+    chat_path: ClassVar[str] = "/chat/completions"  # after the base URL
     stream_options: ClassVar[dict[str, Any]] = {"include_usage": True}
-    stream_options_in_body: ClassVar[bool] = False
 
-    def make_client(self, api_key: str, base_url: str | None, connect_s: float, total_s: float) -> Any:
-        timeout = self.timeout_class(total_s, connect=connect_s)
-        return self.client_class(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        model: str,
+        base_url: str | None,
+        connect_timeout_s: float,
+        total_timeout_s: float,
+        pool: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._base_url = base_url
+        self._timeouts = (connect_timeout_s, total_timeout_s)
+        self._url = (base_url or self.default_base_url).rstrip("/") + self.chat_path
+        self._pool = pool
+        self._owns_pool = pool is None
+        super().__init__(
+            api_key=api_key,
+            model=model,
+            base_url=base_url,
+            connect_timeout_s=connect_timeout_s,
+            total_timeout_s=total_timeout_s,
+        )
 
-    async def close_client(self, client: Any) -> None:
-        await client.close()
+    def _shared_pool(self) -> httpx.AsyncClient:
+        if self._pool is None:
+            self._pool = open_pool(*self._timeouts)
+        return self._pool
+
+    def with_key(self, api_key: str) -> OpenAICompatibleProvider:
+        """This adapter with another key (a caller's own) on this one's connection pool: no
+        client, pool or TLS context is built per request."""
+        return type(self)(
+            api_key=api_key,
+            model=self._model,
+            base_url=self._base_url,
+            connect_timeout_s=self._timeouts[0],
+            total_timeout_s=self._timeouts[1],
+            pool=self._shared_pool(),
+        )
+
+    def make_client(self, api_key: str, base_url: str | None, connect_s: float, total_s: float) -> ChatWire:
+        return ChatWire.of(self._shared_pool(), self._url, api_key)
+
+    async def close_client(self, client: ChatWire) -> None:
+        return None  # the pool is closed by ``aclose``: callers' adapters share it
+
+    async def aclose(self) -> None:
+        if self._owns_pool and self._pool is not None:
+            await self._pool.aclose()
 
     def translate(self, exc: Exception) -> ProviderError:
-        """Duck-typed: both SDKs' status errors carry ``status_code``, ``body`` and ``response``."""
-        status = getattr(exc, "status_code", None)
-        if isinstance(status, int) and status >= 400:
-            message = body_message(getattr(exc, "body", None), str(exc))
-            return from_status(status, message, headers_of(getattr(exc, "response", None)))
+        """Status errors arrive typed (``openai_wire.status_error``); httpx's transport errors
+        and broken bodies are classified like any other."""
         return from_unexpected(exc)
 
-    async def generate(self, client: Any, request: ChatRequest, model: str) -> Generation:
-        response = await client.chat.completions.create(model=model, **chat_options(request))
-        return generation_of(response, model)
+    async def generate(self, client: ChatWire, request: ChatRequest, model: str) -> Generation:
+        return generation_of(await client.complete(chat_body(request, model)), model)
 
-    async def generate_stream(
-        self, client: Any, request: ChatRequest, model: str
+    def generate_stream(
+        self, client: ChatWire, request: ChatRequest, model: str
     ) -> AsyncGenerator[ProviderChunk, None]:
-        options = {"stream_options": self.stream_options}
-        extra = {"extra_body": options} if self.stream_options_in_body else options
-        stream = await client.chat.completions.create(
-            model=model, stream=True, **extra, **chat_options(request)
-        )
-        try:
-            async for chunk in stream_chunks(stream):
-                yield chunk
-        finally:
-            await stream.close()
+        body = chat_body(request, model)
+        body["stream"] = True
+        body["stream_options"] = self.stream_options
+        return stream_chunks(client.events(body))

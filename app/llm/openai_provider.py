@@ -1,8 +1,7 @@
-"""OpenAI adapter (``openai`` SDK); the policy owns retries, not the SDK."""
+"""OpenAI adapter: OpenAI's chat-completions wire (``app.llm.openai_wire``); the policy owns
+retries."""
 
 from __future__ import annotations
-
-import openai
 
 from app.llm.openai_compat import OpenAICompatibleProvider
 
@@ -10,5 +9,4 @@ from app.llm.openai_compat import OpenAICompatibleProvider
 class OpenAIProvider(OpenAICompatibleProvider):
     provider_name = "openai"
     key_variable = "OPENAI_API_KEY"
-    client_class = openai.AsyncOpenAI
-    timeout_class = openai.Timeout
+    default_base_url = "https://api.openai.com/v1"  # the openai SDK's

@@ -58,9 +58,9 @@ REDACTED_KEY = "[REDACTED]"
 
 
 class SDKProvider(ABC, Generic[ClientT]):
-    """A ``Provider`` behind a vendor SDK and an API key: what the cloud adapters share, so each
-    keeps only its wire (how to build and close the SDK client, call it, read its answer and
-    classify its exceptions).
+    """A ``Provider`` behind a client and an API key (a vendor SDK's, or ``openai_wire``'s for the
+    OpenAI wire): what the cloud adapters share, so each keeps only its wire (how to build and
+    close the client, call it, read its answer and classify its exceptions).
 
     Without a key there is no client and the provider reports itself unconfigured; the chain then
     never calls it. Whatever the wire code raises leaves as a ``ProviderError`` (``translate``),

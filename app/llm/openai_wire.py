@@ -1,0 +1,137 @@
+"""OpenAI's chat-completions wire over plain httpx: what the OpenAI and Groq adapters send and
+read. The SDKs cost more CPU per call than the HTTP exchange itself (request transforms over
+every message, a pydantic object per stream chunk), on the event loop of every uncached answer;
+this module sends the same JSON body and reads the same server-sent events
+(``make benchmark-router`` prints the per-call cost of both).
+
+One connection pool per endpoint: the operator's key and callers' own keys share it (the key
+travels as a header of each request, never in the pool). Nothing here retries: the policy does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from app.llm.classify import body_message, from_status, headers_of
+from app.llm.errors import MalformedResponse, ProviderError, ServerError
+
+# The openai SDK's own pool size; the policy's concurrency bound (*_MAX_CONCURRENCY) is the one
+# that holds.
+POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+ERROR_TEXT_CHARS = 500  # of a non-JSON error body, quoted in the error message
+DONE = b"[DONE]"
+
+
+def open_pool(connect_timeout_s: float, total_timeout_s: float) -> httpx.AsyncClient:
+    """A connection pool for one endpoint; its timeouts are the backstop behind the policy's."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(total_timeout_s, connect=connect_timeout_s), limits=POOL_LIMITS
+    )
+
+
+def status_error(response: httpx.Response) -> ProviderError:
+    """The typed error for an HTTP error answer (its body already read), from the provider's own
+    message when the body is OpenAI's ``{"error": {"message", "code"}}``."""
+    try:
+        body: Any = json.loads(response.content)
+    except ValueError:
+        body = None
+    fallback = f"HTTP {response.status_code}: {response.text[:ERROR_TEXT_CHARS]}".strip()
+    return from_status(response.status_code, body_message(body, fallback), headers_of(response))
+
+
+def event_json(data: bytes) -> Any:
+    """One event's JSON; an event that is an error object (a provider failing mid-stream, as the
+    SDKs raise it) is a ``ServerError``."""
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise MalformedResponse(f"a stream event is not JSON: {data[:80]!r}") from exc
+    if isinstance(value, dict) and value.get("error"):
+        raise ServerError(body_message(value, "the provider failed mid-stream"))
+    return value
+
+
+def _field_value(line: bytes) -> bytes | None:
+    """The value of a ``data:`` line, else None (comments, ``event:``, ``id:``, ``retry:``)."""
+    if not line.startswith(b"data:"):
+        return None
+    value = line[5:]
+    return value[1:] if value.startswith(b" ") else value
+
+
+async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+    """The JSON of each server-sent event until ``data: [DONE]`` or the end of the body. An event
+    the body ends inside (no blank line after it) is dropped, as the SSE spec and the SDKs do."""
+    buffer = b""
+    data: list[bytes] = []
+    async for chunk in chunks:
+        buffer += chunk
+        if b"\r" in buffer:  # CRLF or CR line ends; a CR that may be half of a CRLF waits
+            held = buffer.endswith(b"\r")
+            buffer = buffer[:-1] if held else buffer
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (b"\r" if held else b"")
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line:
+                value = _field_value(line)
+                if value is not None:
+                    data.append(value)
+                continue
+            if not data:
+                continue
+            payload = data[0] if len(data) == 1 else b"\n".join(data)
+            data = []
+            if payload == DONE:
+                return
+            yield event_json(payload)
+
+
+@dataclass(frozen=True)
+class ChatWire:
+    """``POST …/chat/completions`` on ``pool`` with one key."""
+
+    pool: httpx.AsyncClient
+    url: str
+    headers: Mapping[str, str]
+
+    @classmethod
+    def of(cls, pool: httpx.AsyncClient, url: str, api_key: str) -> ChatWire:
+        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        return cls(pool, url, headers)
+
+    def _request(self, body: Mapping[str, Any]) -> httpx.Request:
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        return self.pool.build_request("POST", self.url, content=content, headers=self.headers)
+
+    async def complete(self, body: Mapping[str, Any]) -> Any:
+        """The JSON answer to a non-streamed request."""
+        response = await self.pool.send(self._request(body))
+        if response.status_code >= 400:
+            raise status_error(response)
+        try:
+            return json.loads(response.content)
+        except ValueError as exc:
+            kind = response.headers.get("content-type", "no content type")
+            raise MalformedResponse(f"the answer is not JSON ({kind}): {exc}") from exc
+
+    async def events(self, body: Mapping[str, Any]) -> AsyncGenerator[Any, None]:
+        """The events of a streamed request. An error status raises before the first event; the
+        body after ``[DONE]`` is read to its end, so the connection goes back to the pool."""
+        response = await self.pool.send(self._request(body), stream=True)
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                raise status_error(response)
+            chunks = response.aiter_bytes()
+            async for event in sse_events(chunks):
+                yield event
+            async for _ in chunks:
+                pass
+        finally:
+            await response.aclose()
