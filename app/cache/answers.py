@@ -246,9 +246,9 @@ class AnswerCache:
     def _hit(
         self, rendered: str, version: str, reply: list[Any], local: tuple[str, CachedAnswer] | None
     ) -> CacheHit | None:
-        if not reply[2]:
-            return None
-        if len(reply) > 3:
+        """Redis's copy when it sent one; else this process's, if of the current version (Redis
+        may have lost its copy: a restart, an eviction, a put while it was down)."""
+        if reply[2] and len(reply) > 3:
             answer = CachedAnswer.from_json(reply[3])
             self._l1[rendered] = (version, answer)
             return CacheHit(answer, "redis")
