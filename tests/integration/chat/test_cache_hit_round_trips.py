@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.pgvector]
 class RoundTrips:
     def __init__(self) -> None:
         self.statements: list[str] = []
+        self.connections = 0  # checked out of the pool
         self.redis: Counter[str] = Counter()  # command name → times sent
 
 
@@ -41,6 +42,9 @@ def counting(resources: Resources, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
     def on_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         trips.statements.append(statement)
+
+    def on_checkout(*_: Any) -> None:
+        trips.connections += 1
 
     clients: dict[int, Redis] = {
         id(resources.redis): resources.redis,
@@ -55,10 +59,12 @@ def counting(resources: Resources, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
         monkeypatch.setattr(client, "execute_command", counted)
     event.listen(engine, "before_cursor_execute", on_execute)
+    event.listen(engine.pool, "checkout", on_checkout)
     try:
         yield trips
     finally:
         event.remove(engine, "before_cursor_execute", on_execute)
+        event.remove(engine.pool, "checkout", on_checkout)
         for client in clients.values():
             monkeypatch.delattr(client, "execute_command")
 
@@ -87,7 +93,7 @@ async def test_a_cache_hit_in_a_tenant_without_access_lists_reads_no_postgres_an
     with counting(resources, monkeypatch) as hit:
         response = await ask(client, reader, "Where is the quarterly review?")
     assert response.status_code == 200 and response.json()["cached"] is True, response.text
-    assert hit.statements == []
+    assert (hit.statements, hit.connections) == ([], 0)
     # the cache lookup (corpus state and answer: one script) and the answer ledger's record
     # (in the main Redis: never in the cache's LRU); token budgets are off by default
     assert hit.redis == Counter({"EVALSHA": 1, "SET": 1}), hit.redis
