@@ -45,7 +45,8 @@ from app.api.middleware import CorrelationMiddleware
 from app.auth.authenticator import Authenticator
 from app.auth.jwt import JwtVerifier
 from app.cache.answers import AnswerCache
-from app.cache.repository import corpus_version
+from app.cache.corpus import CorpusChanges, track_corpus_changes
+from app.cache.repository import corpus_state, corpus_version
 from app.chat.pipeline import Preparation
 from app.chat.rewrite import QueryRewriter
 from app.chat.service import ChatService
@@ -241,14 +242,11 @@ def open_stores(stack: AsyncExitStack, settings: Settings) -> Stores:
     if cache_url != redis_url:
         cache_redis = create_redis(cache_url)
         stack.push_async_callback(cache_redis.aclose)
-    return Stores(
-        engine,
-        create_session_factory(engine),
-        redis_url,
-        redis,
-        cache_redis,
-        KeySpace(settings.redis_key_prefix),
-    )
+    keys = KeySpace(settings.redis_key_prefix)
+    session_factory = create_session_factory(engine)
+    # Document commits tell the answer cache's Redis, so cache hits need no PostgreSQL.
+    track_corpus_changes(session_factory, CorpusChanges(cache_redis, keys))
+    return Stores(engine, session_factory, redis_url, redis, cache_redis, keys)
 
 
 def open_limiter(
@@ -335,7 +333,7 @@ def build_chat(
         unit_of_work=stores.session_factory,
         memory=conversation.memory,
         cache=conversation.cache,
-        corpus_versions=corpus_version,
+        corpus_states=corpus_state,
         retriever=rag.retriever,
         embedder=rag.embedder,
         reranker=rag.reranker,

@@ -158,11 +158,14 @@ async def visible_document_ids(
     return set((await db.execute(query)).scalars())
 
 
+def restricts_documents(tenant_id: uuid.UUID) -> Any:
+    """The SQL condition "some document of the tenant (live or deleted) has an access list":
+    until one does, every caller sees everything and per-caller checks can be skipped."""
+    return exists().where(Document.tenant_id == tenant_id, func.cardinality(Document.access) > 0)
+
+
 async def tenant_restricts_documents(db: AsyncSession, tenant_id: uuid.UUID) -> bool:
-    """Whether any document of the tenant (live or deleted) has an access list: until one does,
-    every caller sees everything and per-caller checks can be skipped."""
-    query = select(exists().where(Document.tenant_id == tenant_id, func.cardinality(Document.access) > 0))
-    return bool((await db.execute(query)).scalar())
+    return bool((await db.execute(select(restricts_documents(tenant_id)))).scalar())
 
 
 async def may_see_all(

@@ -7,6 +7,8 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.access import restricts_documents
+from app.cache.corpus import CorpusState
 from app.db.models import Tenant
 
 
@@ -21,6 +23,21 @@ class CorpusVersionRepository:
         ).scalar_one_or_none()
         return str(version or 0)
 
+    async def state(self, tenant_id: uuid.UUID) -> CorpusState:
+        """The version and whether any document (live or deleted) has an access list, in one
+        statement: both as of the same commit (narrowing a list bumps the version)."""
+        restricted = restricts_documents(tenant_id).label("restricted")
+        row = (
+            await self._session.execute(
+                select(Tenant.corpus_version, restricted).where(Tenant.id == tenant_id)
+            )
+        ).one_or_none()
+        return CorpusState(0, False) if row is None else CorpusState(int(row[0]), bool(row[1]))
+
 
 async def corpus_version(db: AsyncSession, tenant_id: uuid.UUID) -> str:
     return await CorpusVersionRepository(db).current(tenant_id)
+
+
+async def corpus_state(db: AsyncSession, tenant_id: uuid.UUID) -> CorpusState:
+    return await CorpusVersionRepository(db).state(tenant_id)

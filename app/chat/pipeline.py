@@ -1,7 +1,8 @@
 """Preparing a chat turn, up to the router: one unit of work reads the conversation window, the
-corpus version and the retrieved chunks on one database session. A turn answered without the
-router (a cache hit, a question with no matching passages) is finished in that same unit of work:
-one connection, one commit."""
+corpus version (when the cache Redis does not know it) and the retrieved chunks on one database
+session. A turn answered without the router (a cache hit, a question with no matching passages) is
+finished in that same unit of work: one connection at most, one commit. The session connects on
+its first statement, so a cache hit without memory opens none."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from app.auth.access import AccessSet, may_see_all
 from app.auth.principal import Principal
 from app.cache.answers import CacheKey
 from app.chat.finish import TurnFinisher
-from app.chat.ports import AnswerStore, CorpusVersions, Memory, Retriever
+from app.chat.ports import AnswerStore, CorpusStates, Memory, Retriever
 from app.chat.retrieval import RetrievalStage
 from app.chat.rewrite import QueryRewriter
 from app.chat.turns import FixedTurn, Outcome, PreparedTurn, RoutedTurn, TurnStatus
@@ -75,7 +76,7 @@ class Preparation:
         unit_of_work: UnitOfWork,
         memory: Memory,
         cache: AnswerStore,
-        corpus_versions: CorpusVersions,
+        corpus_states: CorpusStates,
         retriever: Retriever,
         embedder: Embedder,
         reranker: Reranker,
@@ -90,7 +91,7 @@ class Preparation:
         self._unit_of_work = unit_of_work
         self._memory = memory
         self._cache = cache
-        self._corpus_versions = corpus_versions
+        self._corpus_states = corpus_states
         self._counter = counter
         self._telemetry = telemetry
         self.retrieval = RetrievalStage(
@@ -133,38 +134,37 @@ class Preparation:
             span.update(output={"turns": len(history)})
         return history
 
-    async def _cache_key(
-        self, db: AsyncSession, principal: Principal, chat: ChatInput, history: list[Turn]
-    ) -> CacheKey | None:
-        if not (self._cache.enabled and chat.shared_cache):
-            return None
-        version = await self._corpus_versions(db, principal.tenant_id)
-        parameters = _cache_parameters(chat, self.retrieval.reranker, self.retrieval.embedding_model)
-        parameters["access"] = AccessSet.of(principal).cache_scope()  # the groups retrieval may see
-        return self._cache.key_for(
-            principal.tenant_id, version, chat.question, parameters, _history_digest(history)
-        )
-
     async def _cached(
-        self, db: AsyncSession, principal: Principal, key: CacheKey | None
-    ) -> tuple[Outcome, list[Source]] | None:
-        """The cached answer (as an outcome) and its sources, or None; never an answer citing a
-        document this caller may not see (one warmed by a caller granted it personally)."""
-        if key is None:
-            return None
+        self, db: AsyncSession, principal: Principal, chat: ChatInput, history: list[Turn]
+    ) -> tuple[CacheKey | None, tuple[Outcome, list[Source]] | None]:
+        """Where this turn's answer is cached, and the cached answer (as an outcome) with its
+        sources, or None; never an answer citing a document this caller may not see (one warmed
+        by a caller granted it personally). A hit reads PostgreSQL only when the tenant has
+        access lists and the caller is no admin."""
+        if not (self._cache.enabled and chat.shared_cache):
+            return None, None
+        parameters = _cache_parameters(chat, self.retrieval.reranker, self.retrieval.embedding_model)
+        access = AccessSet.of(principal)
+        parameters["access"] = access.cache_scope()  # the groups retrieval may see
+        probe = self._cache.probe(principal.tenant_id, chat.question, parameters, _history_digest(history))
+        if probe is None:
+            return None, None
         async with self._telemetry.tracer.span("cache_lookup") as span:
-            hit = await self._cache.get(key)
-            if hit is not None and not await self._sources_visible(
-                db, principal.tenant_id, AccessSet.of(principal), [s.document_id for s in hit.answer.sources]
-            ):
+            found = await self._cache.lookup(probe, partial(self._corpus_states, db, principal.tenant_id))
+            hit = found.hit
+            cited = [s.document_id for s in hit.answer.sources] if hit is not None else []
+            checked = found.restricted and access.restricted
+            if checked and not await self._sources_visible(db, principal.tenant_id, access, cited):
                 hit = None
             span.update(output={"hit": hit is not None, "layer": hit.layer if hit else None})
         self._telemetry.metrics.cache_lookup(hit=hit is not None, layer=hit.layer if hit else "answer")
         if hit is None:
-            return None
-        found = hit.answer
-        outcome = Outcome(found.answer, found.provider, found.model, found.usage, TurnStatus.ok, cached=True)
-        return outcome, list(found.sources)
+            return found.key, None
+        cached = hit.answer
+        outcome = Outcome(
+            cached.answer, cached.provider, cached.model, cached.usage, TurnStatus.ok, cached=True
+        )
+        return found.key, (outcome, list(cached.sources))
 
     async def _retrieval_query(
         self, chat: ChatInput, history: list[Turn], chain: ProviderChain | None
@@ -188,8 +188,7 @@ class Preparation:
         started = time.perf_counter()
         async with self._unit_of_work() as db:
             history = await self._history(db, principal, chat)
-            key = await self._cache_key(db, principal, chat, history)
-            cached = await self._cached(db, principal, key)
+            key, cached = await self._cached(db, principal, chat, history)
             searched = chat.question
             if cached is not None:
                 outcome, sources = cached

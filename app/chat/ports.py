@@ -11,7 +11,8 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
-from app.cache.answers import CachedAnswer, CacheHit, CacheKey
+from app.cache.answers import CachedAnswer, CacheKey, CacheLookup, CacheProbe, ReadCorpusState
+from app.cache.corpus import CorpusState
 from app.feedback.ledger import AnsweredTurn
 from app.memory.service import RecordedTurn, TurnRecord
 from app.rag.prompt import Turn
@@ -32,16 +33,11 @@ class AnswerStore(Protocol):
     @property
     def enabled(self) -> bool: ...
 
-    def key_for(
-        self,
-        tenant_id: uuid.UUID,
-        corpus_version: str,
-        question: str,
-        parameters: dict[str, Any],
-        context: str = "",
-    ) -> CacheKey | None: ...
+    def probe(
+        self, tenant_id: uuid.UUID, question: str, parameters: dict[str, Any], context: str = ""
+    ) -> CacheProbe | None: ...
 
-    async def get(self, key: CacheKey) -> CacheHit | None: ...
+    async def lookup(self, probe: CacheProbe, read_state: ReadCorpusState) -> CacheLookup: ...
 
     async def put(self, key: CacheKey, answer: CachedAnswer) -> None: ...
 
@@ -50,8 +46,10 @@ class Retriever(Protocol):
     async def __call__(self, db: AsyncSession, query: RetrievalQuery) -> list[RetrievedChunk]: ...
 
 
-class CorpusVersions(Protocol):
-    async def __call__(self, db: AsyncSession, tenant_id: uuid.UUID) -> str: ...
+class CorpusStates(Protocol):
+    """The tenant's corpus state as PostgreSQL has it (read when the cache Redis does not)."""
+
+    async def __call__(self, db: AsyncSession, tenant_id: uuid.UUID) -> CorpusState: ...
 
 
 class AnswerLedger(Protocol):

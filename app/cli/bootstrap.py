@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, TypeAlias, TypeVar
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.cache.corpus import CorpusChanges, track_corpus_changes
 from app.db.engine import create_engine, create_session_factory
+from app.db.redis import KeySpace, create_redis
 from app.embedded.errors import StartupError
 from app.embedded.postgres import EmbeddedPostgres
 from app.embedded.services import EmbeddedServices
@@ -35,7 +37,8 @@ class Servers(enum.Enum):
     ALL = "all"
     """PostgreSQL and both Redis servers: the HTTP service and the tools that stand in for it."""
     POSTGRES = "postgres"
-    """PostgreSQL only: the document commands never touch Redis."""
+    """PostgreSQL only: the document commands start no Redis (a configured one hears of their
+    document commits, for the answer cache)."""
 
 
 class Migrations(enum.Enum):
@@ -142,11 +145,20 @@ def attach(
 
 @contextlib.asynccontextmanager
 async def database_sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """A session factory on its own engine, disposed of on exit."""
+    """A session factory on its own engine, disposed of on exit. With a Redis configured, its
+    document commits tell the answer cache (``app.cache.corpus``); without one, the API sees them
+    within ``STATE_TTL_MS``."""
     engine = create_engine(settings)
+    cache_url = settings.cache_redis_url or settings.redis_url
+    redis = create_redis(cache_url) if cache_url else None
     try:
-        yield create_session_factory(engine)
+        sessions = create_session_factory(engine)
+        if redis is not None:
+            track_corpus_changes(sessions, CorpusChanges(redis, KeySpace(settings.redis_key_prefix)))
+        yield sessions
     finally:
+        if redis is not None:
+            await redis.aclose()
         await engine.dispose()
 
 

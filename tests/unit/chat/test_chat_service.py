@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from app.auth.principal import Principal, Role
-from app.cache.answers import CachedAnswer, CacheHit, CacheKey
+from app.cache.answers import CachedAnswer, CacheHit, CacheKey, CacheLookup, CacheProbe, ReadCorpusState
+from app.cache.corpus import CorpusState
 from app.chat.pipeline import Preparation
 from app.chat.service import ChatService
 from app.chat.types import NO_CONTEXT_ANSWER, ChatInput, DeltaEvent, DoneEvent, ErrorEvent, SourcesEvent
@@ -84,22 +85,19 @@ class InMemoryCache:
     def enabled(self) -> bool:
         return True
 
-    def key_for(
-        self,
-        tenant_id: uuid.UUID,
-        corpus_version: str,
-        question: str,
-        parameters: dict[str, Any],
-        context: str = "",
-    ) -> CacheKey | None:
+    def probe(
+        self, tenant_id: uuid.UUID, question: str, parameters: dict[str, Any], context: str = ""
+    ) -> CacheProbe | None:
         material = json.dumps(
             [question.lower().rstrip("?"), parameters, context], sort_keys=True, default=str
         )
-        return CacheKey(tenant_id, corpus_version, hashlib.sha256(material.encode()).hexdigest())
+        return CacheProbe(tenant_id, hashlib.sha256(material.encode()).hexdigest())
 
-    async def get(self, key: CacheKey) -> CacheHit | None:
+    async def lookup(self, probe: CacheProbe, read_state: ReadCorpusState) -> CacheLookup:
+        state = await read_state()
+        key = CacheKey(probe.tenant_id, str(state.version), probe.digest)
         hit = self.entries.get(key)
-        return None if hit is None else CacheHit(hit, "l1")
+        return CacheLookup(key, None if hit is None else CacheHit(hit, "l1"), state.restricted)
 
     async def put(self, key: CacheKey, answer: CachedAnswer) -> None:
         self.entries[key] = answer
@@ -133,8 +131,8 @@ def harness(
     async def retriever(_: Any, query: RetrievalQuery) -> list[RetrievedChunk]:
         return retrieved
 
-    async def corpus_version(_: Any, tenant_id: uuid.UUID) -> str:
-        return "1"
+    async def corpus_state(_: Any, tenant_id: uuid.UUID) -> CorpusState:
+        return CorpusState(1, restricted=True)
 
     async def sources_visible(_: Any, tenant_id: uuid.UUID, access: Any, documents: list[str]) -> bool:
         return True  # every caller here may see every document
@@ -144,7 +142,7 @@ def harness(
         unit_of_work=unit_of_work,
         memory=memory,
         cache=cache,
-        corpus_versions=corpus_version,
+        corpus_states=corpus_state,
         retriever=retriever,
         embedder=embedder or HashingEmbedder(),
         reranker=NoReranker(),
