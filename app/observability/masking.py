@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any, Final
 
 REDACTED: Final = "[REDACTED]"
@@ -112,9 +113,11 @@ def _mask_emails(text: str) -> str:
 
 
 # A literal every pattern above needs (each pattern's own case rule): text without any of them is
-# returned as it is after this one scan instead of eleven. Most logged strings (ids, routes,
+# returned as it is after this one scan instead of ten. Most logged strings (ids, routes,
 # timestamps, levels) are such text.
-_MAY_HOLD_SECRET = re.compile(r"rk_|eyJ|sk-|pk-|gsk_|AIza|@|(?i:bearer|basic|pass|pwd|secret|token|api)")
+_MAY_HOLD_SECRET = re.compile(
+    r"rk_|eyJ|sk-|pk-|gsk_|AIza|@|(?i:bearer|basic|pass|pwd|secret|token|api[_-]?key)"
+)
 
 
 def mask_text(text: str) -> str:
@@ -127,6 +130,7 @@ def mask_text(text: str) -> str:
     return _KEY_VALUE.sub(r"\g<key>" + REDACTED, text)
 
 
+@lru_cache(maxsize=256)  # keys come from a small set: the code's field names, header names
 def is_sensitive_key(key: str) -> bool:
     lowered = key.lower()
     return lowered not in _SAFE_KEYS and _SENSITIVE_KEY.search(lowered) is not None
