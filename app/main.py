@@ -41,7 +41,7 @@ from app.api import metrics as metrics_api
 from app.api import providers as providers_api
 from app.api.auth import AuthenticateFirstMiddleware
 from app.api.mcp_server import mount_mcp
-from app.api.middleware import CorrelationMiddleware
+from app.api.middleware import EdgeMiddleware
 from app.auth.authenticator import Authenticator
 from app.auth.jwt import JwtVerifier
 from app.cache.answers import AnswerCache
@@ -61,7 +61,6 @@ from app.feedback.ledger import RedisAnswerLedger
 from app.feedback.service import FeedbackService
 from app.limits.budgets import TokenBudgets, log_unpriced_models
 from app.limits.limiter import RequestLimiter
-from app.limits.middleware import RateLimitHeadersMiddleware
 from app.limits.streams import StreamSlots
 from app.llm.chain import ProviderChain
 from app.llm.factory import build_caller_chains, build_provider_chain
@@ -75,10 +74,8 @@ from app.observability.telemetry import Telemetry, build_metrics, open_telemetry
 from app.rag.embeddings import Embedder
 from app.rag.runtime import RagRuntime, start_rag
 from app.resources import Resources
-from app.security.body_limit import BodySizeLimitMiddleware
-from app.security.headers import SecurityHeadersMiddleware
+from app.security.body_limit import BodyLimits
 from app.security.proxies import TrustedProxies
-from app.security.request_limits import RequestSizeLimitMiddleware
 from app.settings import Settings
 
 logger = structlog.get_logger(__name__)
@@ -115,9 +112,11 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
 
 def install_middleware(app: FastAPI, settings: Settings, metrics: DomainMetrics) -> None:
-    """Each layer added wraps the ones before it: a request meets them from the last added (the
-    correlation layer) to the first (authentication)."""
-    # Innermost: authenticates /api/ requests from their headers before any body is read.
+    """Each layer added wraps the ones before it: a request meets the edge layer first
+    (``app.api.middleware``: ids, size limits, security and rate-limit headers, access log), then
+    the HTTP metrics, CORS, and authentication last."""
+    # Innermost: authenticates /api/ requests from their headers before any body is read, inside
+    # CORS so that a refusal carries the CORS headers a browser needs to read it.
     app.add_middleware(AuthenticateFirstMiddleware)
     if settings.cors_origins:
         app.add_middleware(
@@ -127,18 +126,12 @@ def install_middleware(app: FastAPI, settings: Settings, metrics: DomainMetrics)
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "X-Trace-ID"],
         )
-    app.add_middleware(RateLimitHeadersMiddleware)
-    app.add_middleware(
-        BodySizeLimitMiddleware,
-        max_bytes=settings.max_request_body_bytes,
-        upload_max_bytes=settings.max_upload_bytes,
-    )
-    app.add_middleware(SecurityHeadersMiddleware, proxies=TrustedProxies(tuple(settings.trusted_proxies)))
     install_http_metrics(app, metrics)
-    # Oversized URLs and headers are refused (414/431) before any other layer works on them,
-    # inside the correlation layer so that the problem carries a trace id and is logged.
-    app.add_middleware(RequestSizeLimitMiddleware)
-    app.add_middleware(CorrelationMiddleware)
+    app.add_middleware(
+        EdgeMiddleware,
+        body_limits=BodyLimits(settings.max_request_body_bytes, settings.max_upload_bytes),
+        proxies=TrustedProxies(tuple(settings.trusted_proxies)),
+    )
 
 
 def include_routers(app: FastAPI) -> None:

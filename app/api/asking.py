@@ -8,18 +8,19 @@ the token budgets, once. ``/api/v1/chat`` and ``/v1/chat/completions`` take ``Ch
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.responses import StreamingResponse
 
-from app.api.auth import ReaderPrincipal
-from app.api.deps import ChatServiceDep, LimiterDep, SettingsDep, StreamSlotsDep
+from app.api.auth import require_role
+from app.api.deps import resources_of
 from app.api.limits import charge_answer
-from app.api.provider_keys import CallerChainDep
+from app.api.provider_keys import GeminiKey, GroqKey, OpenAIKey, opened_caller_chain
 from app.api.streaming import Render, stream_answer
-from app.auth.principal import Principal
+from app.auth.principal import Principal, Role
 from app.chat.request import AskRequest
 from app.chat.service import ChatService
 from app.chat.types import ChatAnswer, ChatInput
@@ -27,6 +28,8 @@ from app.limits.limiter import RequestLimiter
 from app.limits.streams import StreamSlots
 from app.llm.caller_keys import CallerChain
 from app.settings import Settings
+
+read_access = require_role(Role.reader)
 
 
 @dataclass(frozen=True)
@@ -83,15 +86,22 @@ class ChatEntry:
 
 
 async def chat_entry(
-    request: Request,
-    principal: ReaderPrincipal,
-    limiter: LimiterDep,
-    settings: SettingsDep,
-    slots: StreamSlotsDep,
-    service: ChatServiceDep,
-    caller: CallerChainDep,
-) -> ChatEntry:
-    return ChatEntry(request, principal, limiter, settings, slots, service, caller)
+    request: Request, gemini: GeminiKey = None, groq: GroqKey = None, openai: OpenAIKey = None
+) -> AsyncIterator[ChatEntry]:
+    """One dependency for what used to be eight (the reader, each capability, the caller's
+    chain): FastAPI solves each dependency on every request, and a chat request is the hot path."""
+    principal = await read_access(request)
+    services = resources_of(request.app)
+    async with opened_caller_chain(services.caller_chains, gemini, groq, openai) as caller:
+        yield ChatEntry(
+            request,
+            principal,
+            services.limiter,
+            services.settings,
+            services.stream_slots,
+            services.chat,
+            caller,
+        )
 
 
 ChatEntryDep = Annotated[ChatEntry, Depends(chat_entry)]

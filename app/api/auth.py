@@ -63,8 +63,12 @@ async def get_current_principal(request: Request) -> Principal:
 CurrentPrincipal = Annotated[Principal, Depends(get_current_principal)]
 
 
-def require_role(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
-    async def dependency(principal: CurrentPrincipal) -> Principal:
+def require_role(role: Role) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency of its own rather than one on ``CurrentPrincipal``: each level of dependencies
+    costs FastAPI a solving step on every request."""
+
+    async def dependency(request: Request) -> Principal:
+        principal = await get_current_principal(request)
         if not principal.role.allows(role):
             raise PermissionDeniedError(f"this action needs the {role.value} role")
         return principal
@@ -75,6 +79,10 @@ def require_role(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
 ReaderPrincipal = Annotated[Principal, Depends(require_role(Role.reader))]
 EditorPrincipal = Annotated[Principal, Depends(require_role(Role.editor))]
 AdminPrincipal = Annotated[Principal, Depends(require_role(Role.admin))]
+
+
+SERVED_MEMO_SIZE = 512
+MEMO_PATH_CHARS = 256
 
 
 def _serves(scope: Scope) -> bool:
@@ -93,13 +101,28 @@ class AuthenticateFirstMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # (method, root path, path) → whether an endpoint serves it: matching every route costs
+        # as much again as the router's own dispatch, and the routes do not change once serving.
+        self._served: dict[tuple[str, str, str], bool] = {}
+
+    def serves(self, scope: Scope) -> bool:
+        path = str(scope["path"])
+        if len(path) > MEMO_PATH_CHARS:
+            return _serves(scope)
+        key = (str(scope["method"]), str(scope.get("root_path", "")), path)
+        served = self._served.get(key)
+        if served is None:
+            if len(self._served) >= SERVED_MEMO_SIZE:
+                self._served.clear()
+            served = self._served[key] = _serves(scope)
+        return served
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
             or scope["method"] == "OPTIONS"
             or not str(scope["path"]).startswith(PROTECTED_PREFIXES)
-            or not _serves(scope)  # the router answers 404/405 without reading a body
+            or not self.serves(scope)  # the router answers 404/405 without reading a body
         ):
             await self.app(scope, receive, send)
             return

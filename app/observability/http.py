@@ -1,5 +1,5 @@
 """HTTP request metrics: prometheus-fastapi-instrumentator for the Prometheus backend; the
-correlation middleware's access-log hook (``DomainMetrics.http_request``) for the others."""
+edge layer's access-log hook (``DomainMetrics.http_request``) for the others."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def install_http_metrics(app: FastAPI, metrics: DomainMetrics) -> None:
 
 
 def record_http_request(scope: Scope, status: int, duration_s: float) -> None:
-    """Called by the correlation middleware once per request; a no-op before the lifespan has
+    """Called by the edge layer (``app.api.middleware``) once per request; a no-op before the lifespan has
     built the resources and for backends that instrument HTTP themselves."""
     resources = getattr(getattr(scope.get("app"), "state", None), "resources", None)
     telemetry = getattr(resources, "telemetry", None)

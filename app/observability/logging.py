@@ -12,14 +12,18 @@ rotated by size and gzip-compressed (``….log.1.gz``).
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import logging.handlers
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pydantic_core
 import structlog
 
 from app.observability.context import current_request_id, current_trace_id
@@ -61,6 +65,15 @@ def mask_event(_: object, __: str, event_dict: structlog.typing.EventDict) -> st
     masked = mask_value(dict(event_dict))
     assert isinstance(masked, dict)
     return masked
+
+
+def _dumps(obj: Any, default: Callable[[Any], Any] | None = None, **kw: Any) -> str:
+    """JSON by pydantic-core's serializer, in about a quarter of ``json.dumps``'s time on an access
+    line; what it cannot serialize goes through ``json.dumps`` (structlog's fallback: ``repr``)."""
+    try:
+        return pydantic_core.to_json(obj, fallback=default).decode()
+    except pydantic_core.PydanticSerializationError:
+        return json.dumps(obj, default=default, **kw)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -124,7 +137,7 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    json_renderer = structlog.processors.JSONRenderer()
+    json_renderer = structlog.processors.JSONRenderer(serializer=_dumps)
     renderer: structlog.typing.Processor = (
         json_renderer if settings.json_logs else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )

@@ -1,11 +1,16 @@
 """Request body size limits: ``MAX_REQUEST_BODY_MB`` in general; multipart upload routes get
 ``MAX_UPLOAD_MB`` plus room for the multipart framing (the documents service checks the file
-itself). Bodies are counted as they stream, so a missing or lying Content-Length does not help."""
+itself). Bodies are counted as they stream, so a missing or lying Content-Length does not help.
+The edge layer (``app.api.middleware``) applies them: a declared length over the limit is refused
+at once, a body that grows past it stops with ``PayloadTooLargeError`` from ``receive``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope
 
 from app.errors import AppError, problem_response
 
@@ -27,68 +32,54 @@ class PayloadTooLargeError(AppError, HTTPException):  # type: ignore[misc]  # bo
         self.limit = limit
 
 
-class BodySizeLimitMiddleware:
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        max_bytes: int,
-        upload_max_bytes: int | None = None,
-        upload_prefixes: tuple[str, ...] = ("/api/v1/docs",),
-    ) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.upload_max_bytes = (upload_max_bytes or max_bytes) + MULTIPART_OVERHEAD_BYTES
-        self.upload_prefixes = upload_prefixes
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers") or []:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    max_bytes: int
+    upload_max_bytes: int | None = None
+    upload_prefixes: tuple[str, ...] = ("/api/v1/docs",)
 
     def limit_for(self, scope: Scope) -> int:
         path: str = scope.get("path", "")
-        content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
-        is_upload = content_type.lower().startswith(b"multipart/form-data") and any(
-            path.startswith(prefix) for prefix in self.upload_prefixes
-        )
-        return self.upload_max_bytes if is_upload else self.max_bytes
+        if any(path.startswith(prefix) for prefix in self.upload_prefixes):
+            content_type = _header(scope, b"content-type") or b""
+            if content_type.lower().startswith(b"multipart/form-data"):
+                return (self.upload_max_bytes or self.max_bytes) + MULTIPART_OVERHEAD_BYTES
+        return self.max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit_for(scope)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._refuse(scope, receive, send, limit)
-            return
-        received = 0
-        started = False
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise PayloadTooLargeError(limit)
-            return message
+def declares_too_much(scope: Scope, limit: int) -> bool:
+    declared = _header(scope, b"content-length")
+    return declared is not None and declared.isdigit() and int(declared) > limit
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except PayloadTooLargeError:
-            if started:
-                raise
-            await self._refuse(scope, receive, send, limit)
+def counting_receive(receive: Receive, limit: int) -> Receive:
+    """``receive`` that raises ``PayloadTooLargeError`` once the body has grown past ``limit``."""
+    received = 0
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        response = problem_response(
-            status=413,
-            code="payload_too_large",
-            title="Payload too large",
-            detail=f"the request body exceeds the limit of {limit} bytes",
-            headers={"Connection": "close"},
-        )
-        await response(scope, receive, send)
+    async def counting() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise PayloadTooLargeError(limit)
+        return message
+
+    return counting
+
+
+def payload_too_large(limit: int) -> Response:
+    return problem_response(
+        status=413,
+        code="payload_too_large",
+        title="Payload too large",
+        detail=f"the request body exceeds the limit of {limit} bytes",
+        headers={"Connection": "close"},
+    )

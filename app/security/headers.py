@@ -1,12 +1,8 @@
 """Security headers on every response; a strict CSP except on the interactive API docs, whose
-pages need the Swagger UI / ReDoc scripts and styles from their CDN."""
+pages need the Swagger UI / ReDoc scripts and styles from their CDN. Added by the edge layer
+(``app.api.middleware``) to every ``http.response.start``; a header the endpoint set itself is kept."""
 
 from __future__ import annotations
-
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from app.security.proxies import TrustedProxies
 
 HSTS = "max-age=63072000; includeSubDomains"
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -26,28 +22,32 @@ _ALWAYS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
 }
 
+RawHeaders = tuple[tuple[bytes, bytes], ...]
 
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, proxies: TrustedProxies | None = None) -> None:
-        self.app = app
-        self.proxies = proxies or TrustedProxies()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope.get("path", "")
-        is_docs = any(path == p or path.startswith(p + "/") for p in DOCS_PATHS)
-        https = self.proxies.is_https(scope)
+def _raw(headers: dict[str, str]) -> RawHeaders:
+    return tuple((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in _ALWAYS.items():
-                    headers.setdefault(name, value)
-                headers.setdefault("Content-Security-Policy", DOCS_CSP if is_docs else API_CSP)
-                if https:
-                    headers.setdefault("Strict-Transport-Security", HSTS)
-            await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+# Encoded once: (docs page?, https?) → the headers to add.
+_SETS: dict[tuple[bool, bool], RawHeaders] = {
+    (docs, https): _raw(
+        {
+            **_ALWAYS,
+            "Content-Security-Policy": DOCS_CSP if docs else API_CSP,
+            **({"Strict-Transport-Security": HSTS} if https else {}),
+        }
+    )
+    for docs in (False, True)
+    for https in (False, True)
+}
+
+
+def is_docs_page(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in DOCS_PATHS)
+
+
+def security_headers(path: str, *, https: bool) -> RawHeaders:
+    """The security headers for a response to ``path`` (lower-case names, as ASGI sends them);
+    HSTS only over HTTPS (``TrustedProxies.is_https``)."""
+    return _SETS[(is_docs_page(path), https)]

@@ -1,11 +1,12 @@
 """Request line and header size limits. uvicorn's httptools parser sets none, so a client could
-send megabytes of URL or headers, which every middleware then copies, parses and logs. Requests
-over a limit get a problem+json 414 (``uri_too_long``) or 431 (``headers_too_large``) before
-anything else sees them."""
+send megabytes of URL or headers, which every later step then copies, parses and logs. Requests
+over a limit get a problem+json 414 (``uri_too_long``) or 431 (``headers_too_large``) from the
+edge layer (``app.api.middleware``) before anything else sees them."""
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Scope
 
 from app.errors import problem_response
 
@@ -36,32 +37,22 @@ def header_problem(scope: Scope) -> str | None:
     return None
 
 
-class RequestSizeLimitMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if url_bytes(scope) > MAX_URL_BYTES:
-            response = problem_response(
-                status=414,
-                code="uri_too_long",
-                title="URI too long",
-                detail=f"the request URL exceeds the limit of {MAX_URL_BYTES} bytes",
-                headers={"Connection": "close"},
-            )
-            await response(scope, receive, send)
-            return
-        if (problem := header_problem(scope)) is not None:
-            response = problem_response(
-                status=431,
-                code="headers_too_large",
-                title="Request header fields too large",
-                detail=problem,
-                headers={"Connection": "close"},
-            )
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+def size_refusal(scope: Scope) -> Response | None:
+    """The 414 or 431 for a request whose URL or headers are over a limit; None for the others."""
+    if url_bytes(scope) > MAX_URL_BYTES:
+        return problem_response(
+            status=414,
+            code="uri_too_long",
+            title="URI too long",
+            detail=f"the request URL exceeds the limit of {MAX_URL_BYTES} bytes",
+            headers={"Connection": "close"},
+        )
+    if (problem := header_problem(scope)) is not None:
+        return problem_response(
+            status=431,
+            code="headers_too_large",
+            title="Request header fields too large",
+            detail=problem,
+            headers={"Connection": "close"},
+        )
+    return None

@@ -59,7 +59,7 @@ async def test_a_run_with_real_keys_and_tokens_logs_none_of_them(
     captured = capsys.readouterr()
     files = "".join(path.read_text() for path in log_dir.glob("*.log"))
     everything = captured.out + captured.err + files
-    assert '"event": "request"' in everything and "debugging" in everything  # logs were captured
+    assert '"event":"request"' in everything and "debugging" in everything  # logs were captured
     for secret in secrets:
         assert secret not in everything
     assert created["key"].split("_", 2)[2] not in everything  # not even the secret part

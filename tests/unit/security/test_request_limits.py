@@ -9,13 +9,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from app.api.middleware import EdgeMiddleware
 from app.errors import PROBLEM_JSON
-from app.security.request_limits import (
-    MAX_HEADER_BYTES,
-    MAX_HEADERS_TOTAL_BYTES,
-    MAX_URL_BYTES,
-    RequestSizeLimitMiddleware,
-)
+from app.security.body_limit import BodyLimits
+from app.security.request_limits import MAX_HEADER_BYTES, MAX_HEADERS_TOTAL_BYTES, MAX_URL_BYTES
 
 pytestmark = pytest.mark.unit
 
@@ -26,7 +23,7 @@ async def _echo(request: Request) -> PlainTextResponse:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    app = RequestSizeLimitMiddleware(Starlette(routes=[Route("/{rest:path}", _echo)]))
+    app = EdgeMiddleware(Starlette(routes=[Route("/{rest:path}", _echo)]), body_limits=BodyLimits(1024))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         yield http
 
