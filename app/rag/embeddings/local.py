@@ -18,8 +18,8 @@ from app.rag.local_models import InferenceLock
 
 class LocalEmbedder(EmbedderBase, ABC):
     """A model run in this process on CPU, whichever backend. It loads on first use (in a worker
-    thread) so that processes which never embed pay nothing; one lock serialises inference because
-    either runtime already uses every core for one batch. ``prefixes`` go before each query and
+    thread) so that processes which never embed pay nothing; one lock per event loop serialises
+    inference, because a document batch already uses every core. ``prefixes`` go before each query and
     document text (``embed_query`` / ``embed_documents``; ``encode`` takes texts as they are).
     Questions asked at once share a model call (``QueryBatcher``; ``query_batch_window_s``: how
     long the first waits for company when the model is idle)."""

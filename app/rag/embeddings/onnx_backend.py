@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.rag.embeddings.base import EmbeddingError, length_sorted_batches
+from app.rag.embeddings.base import EmbeddingError
 from app.rag.embeddings.directory import OnnxRecipe, Pooling
 from app.rag.embeddings.local import LocalEmbedder
 from app.rag.embeddings.names import (
@@ -21,10 +21,35 @@ from app.rag.embeddings.names import (
 )
 from app.rag.local_models import LocalModelError, OnnxSession, cpu_count, load_tokenizer, open_onnx_session
 
+# Texts this short (in tokens) share a call whatever their padding: the call costs more than it.
+SHORT_TOKENS = 64
+# Longer ones share a call while padding adds at most this share of their tokens.
+PADDING_ALLOWED = 0.10
+
+
+def token_batches(lengths: Sequence[int], size: int) -> list[list[int]]:
+    """Indices in batches of at most ``size``, longest first, a batch closed when the next text
+    would make padding more than ``PADDING_ALLOWED`` of its tokens (unless all are short): a
+    transformer's cost grows with the padded tokens, and a long text costs far more than a call."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    tokens = 0
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        longest = lengths[batch[0]] if batch else 0
+        padded = longest * (len(batch) + 1)
+        fits = longest <= SHORT_TOKENS or padded <= (1 + PADDING_ALLOWED) * (tokens + lengths[index])
+        if batch and (len(batch) >= size or not fits):
+            batches.append(batch)
+            batch, tokens = [], 0
+        batch.append(index)
+        tokens += lengths[index]
+    return [*batches, batch] if batch else batches
+
 
 @dataclass(frozen=True)
 class _OnnxModel:
-    tokenizer: Any
+    tokenizer: Any  # truncates, never pads: each batch is padded to its own longest text
+    padding: dict[str, Any]  # how (the pad token and its ids)
     session: OnnxSession  # documents: as many threads as cores
     query_session: OnnxSession  # questions: few threads (the same session when the counts agree)
     output: int  # which output of the graph holds the token (or sentence) vectors
@@ -106,6 +131,8 @@ class OnnxEmbedder(LocalEmbedder):
             # The bundled file pads every text to 128 tokens and cuts there; sentence-transformers
             # pads a batch to its longest text and cuts at the model's maximum length.
             tokenizer = load_tokenizer(recipe.tokenizer_file, max_length=recipe.max_seq_length)
+            pad = tokenizer.padding
+            tokenizer.no_padding()
             session = open_onnx_session(recipe.onnx_file, threads=self._document_threads)
             query_session = session
             if self._query_threads != self._document_threads:
@@ -117,7 +144,8 @@ class OnnxEmbedder(LocalEmbedder):
         width = session.output_shape(output)[-1]
         if isinstance(width, int):
             self._require_dimension(width)
-        return _OnnxModel(tokenizer, session, query_session, output)
+        padding = {key: pad[key] for key in ("direction", "pad_id", "pad_type_id", "pad_token")}
+        return _OnnxModel(tokenizer, padding, session, query_session, output)
 
     def _encode(self, model: Any, texts: Sequence[str]) -> list[list[float]]:
         return self._run(model, model.session, texts)
@@ -129,9 +157,12 @@ class OnnxEmbedder(LocalEmbedder):
         import numpy as np
 
         vectors = np.empty((len(texts), self._dimension), dtype=np.float32)
-        # Each batch is padded to its longest text (the tokenizer's padding), never to the window.
-        for batch in length_sorted_batches(texts, self._batch_size):
-            encodings = model.tokenizer.encode_batch([texts[i] for i in batch])
+        encoded = model.tokenizer.encode_batch(list(texts))  # unpadded
+        for batch in token_batches([len(e.ids) for e in encoded], self._batch_size):
+            encodings = [encoded[i] for i in batch]
+            longest = max(len(e.ids) for e in encodings)
+            for encoding in encodings:  # to the batch's longest text, never to the window
+                encoding.pad(longest, **model.padding)
             output = session.run(encodings)[model.output]
             mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
             pooled = _pool(output, mask, self._recipe.pooling)
