@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     embedding_model: str = "all-MiniLM-L6-v2"
     embedding_dim: int = Field(default=384, ge=1, le=16000)
     embedding_batch_size: int = Field(default=32, ge=1, le=2048)
+    # ONNX threads per call of the local model: questions (1 leaves the other cores to the event
+    # loop and PostgreSQL) and document batches (0: one per core).
+    embedding_query_threads: int = Field(default=1, ge=0, le=256)
+    embedding_document_threads: int = Field(default=0, ge=0, le=256)
+    # How long a question waits for others to share one model call when the model is idle (under
+    # load, the questions that queue while the model is busy share the next call anyway).
+    embedding_query_batch_window_ms: float = Field(default=0.0, ge=0, le=100)
     # Bring your own model: a local directory (sentence-transformers, or an ONNX export with
     # tokenizer.json) instead of the bundled all-MiniLM-L6-v2; EMBEDDING_MODEL is then unused.
     embedding_model_path: Path | None = None

@@ -8,7 +8,11 @@ CHUNK_MAX_TOKENS, embedded in batches of EMBEDDING_BATCH_SIZE, best of ``--round
 reports how closely the two agree (cosine of the two vectors of each text) and how long each takes
 to load. Prints a markdown table.
 
-    python -m scripts.benchmark_embeddings --queries 200 --chunks 256
+Then the tuning rows (scripts/embedding_tuning.py): the ONNX backend before (ONNX Runtime's default
+session) and after (sized threads that sleep when idle, concurrent questions batched), idle and
+beside a busy process, and ingestion chunks/s on ``--golden-pages`` pages of the golden corpus.
+
+    python -m scripts.benchmark_embeddings --queries 200 --chunks 256 --golden-pages 120
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 from app.documents.chunking import chunk_text
 from app.rag.embeddings import LocalEmbedder, OnnxEmbedder, TorchEmbedder
 from app.settings import Settings
+from scripts.embedding_tuning import pipeline_table, tuning_tables
 
 SEED_DIR = Path(__file__).resolve().parents[1] / "app" / "documents" / "seed"
 QUESTIONS = [
@@ -105,9 +110,23 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200, help="questions embedded one at a time")
     parser.add_argument("--chunks", type=int, default=256, help="chunks per ingestion round")
     parser.add_argument("--rounds", type=int, default=3, help="ingestion rounds per backend (best counts)")
+    parser.add_argument("--golden-pages", type=int, default=120, help="golden pages for ingestion chunks/s")
+    parser.add_argument(
+        "--pipeline-pages", type=int, default=0, help="golden pages through the real service (0: skip)"
+    )
+    parser.add_argument("--no-backends", action="store_true", help="only the ONNX tuning rows")
     args = parser.parse_args()
-
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    if not args.no_backends:
+        backends(args, settings)
+    print("\nONNX Runtime tuning, before (its default session) and after, in one process:\n")
+    print(tuning_tables(settings, questions(args.queries), args.golden_pages))
+    if args.pipeline_pages:
+        print("\nIngestion through the real service (embedded PostgreSQL and Redis):\n")
+        print(pipeline_table(settings, args.pipeline_pages))
+
+
+def backends(args: argparse.Namespace, settings: Settings) -> None:
     size = settings.embedding_batch_size
     embedders: list[LocalEmbedder] = [
         OnnxEmbedder(settings.embedding_model, settings.embedding_dim, batch_size=size)

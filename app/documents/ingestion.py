@@ -48,7 +48,7 @@ from app.documents.url_ingestion import run_fetch_stage
 from app.observability.context import bind_job_context
 from app.observability.metrics import DomainMetrics
 from app.observability.metrics.noop import NoopBackend
-from app.rag.embeddings import Embedder
+from app.rag.embeddings import Embedder, length_sorted_batches
 from app.rag.prompt import passage_text_tokens
 from app.rag.tokens import WordPieceTokenCounter
 from app.security.injection import detect_injection
@@ -317,14 +317,15 @@ async def _recognise(
 
 
 async def _embed(ctx: IngestionContext, job_id: uuid.UUID, drafts: list[ChunkDraft]) -> list[list[float]]:
-    batch = max(1, ctx.settings.embedding_batch_size)
-    vectors: list[list[float]] = []
-    for start in range(0, len(drafts), batch):
-        texts = [draft.embedding_input for draft in drafts[start : start + batch]]
-        vectors.extend(await ctx.embedder.embed_documents(texts))
-        await record_progress(
-            ctx.session_factory, job_id, "embedding", 20 + int(75 * len(vectors) / len(drafts))
-        )
+    texts = [draft.embedding_input for draft in drafts]
+    vectors: list[list[float]] = [[] for _ in texts]
+    done = 0
+    for batch in length_sorted_batches(texts, ctx.settings.embedding_batch_size):
+        embedded = await ctx.embedder.embed_documents([texts[i] for i in batch])
+        for index, vector in zip(batch, embedded, strict=True):
+            vectors[index] = vector
+        done += len(batch)
+        await record_progress(ctx.session_factory, job_id, "embedding", 20 + int(75 * done / len(drafts)))
     return vectors
 
 

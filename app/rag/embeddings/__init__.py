@@ -26,15 +26,21 @@ prefixes (``EMBEDDING_QUERY_PREFIX`` / ``EMBEDDING_DOCUMENT_PREFIX``) change the
 (``app.documents.runtime.check_embedding_compatibility``); ``make reembed`` moves stored vectors to
 the configured model.
 
-One module per part: ``base`` (the protocol, its error), ``names`` (stored model names, the bundled
+One module per part: ``base`` (the protocol, its error, length-sorted batches), ``batching``
+(questions asked at once share a model call), ``names`` (stored model names, the bundled
 model's files), ``directory`` (what EMBEDDING_MODEL_PATH holds), ``local`` (what both local backends
 share), ``onnx_backend``, ``torch_backend``, ``openai_provider``, ``gemini_provider``, and
 ``factory`` (the embedder the settings ask for). The names other packages use are re-exported here.
 """
 
-from app.rag.embeddings.base import Embedder, EmbeddingError
+from app.rag.embeddings.base import Embedder, EmbeddingError, length_sorted_batches
 from app.rag.embeddings.directory import ModelDirectory, OnnxRecipe, inspect_model_directory
-from app.rag.embeddings.factory import create_embedder, create_local_embedder, directory_embedder
+from app.rag.embeddings.factory import (
+    LocalTuning,
+    create_embedder,
+    create_local_embedder,
+    directory_embedder,
+)
 from app.rag.embeddings.gemini_provider import GeminiEmbedder
 from app.rag.embeddings.local import LocalEmbedder
 from app.rag.embeddings.names import (
@@ -53,6 +59,7 @@ __all__ = [
     "EmbeddingPrefixes",
     "GeminiEmbedder",
     "LocalEmbedder",
+    "LocalTuning",
     "ModelDirectory",
     "OnnxEmbedder",
     "OnnxRecipe",
@@ -64,5 +71,6 @@ __all__ = [
     "directory_embedder",
     "inspect_model_directory",
     "is_directory_model",
+    "length_sorted_batches",
     "settings_for_vectors",
 ]

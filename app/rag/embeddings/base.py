@@ -36,6 +36,14 @@ def batches(texts: Sequence[str], size: int) -> list[Sequence[str]]:
     return [texts[start : start + size] for start in range(0, len(texts), size)]
 
 
+def length_sorted_batches(texts: Sequence[str], size: int) -> list[list[int]]:
+    """Indices of ``texts`` in batches of ``size``, longest text first (as sentence-transformers
+    does): texts of similar length share a batch, so a batch padded to its longest text is mostly
+    text, not padding. Callers put each vector back at its index."""
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    return [order[start : start + size] for start in range(0, len(order), max(1, size))]
+
+
 def check_dimension(vectors: list[list[float]], expected: int, model: str) -> list[list[float]]:
     for vector in vectors:
         if len(vector) != expected:

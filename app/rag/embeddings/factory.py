@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.rag.embeddings.base import Embedder, EmbeddingError
 from app.rag.embeddings.directory import Backend, inspect_model_directory
@@ -16,6 +17,31 @@ from app.rag.embeddings.torch_backend import TorchEmbedder
 
 if TYPE_CHECKING:
     from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class LocalTuning:
+    """How the local model uses the CPU: threads per ONNX call for questions and for document
+    batches (0: one per core), and how long a question waits for others to share its call."""
+
+    query_threads: int = 1
+    document_threads: int = 0
+    query_batch_window_s: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalTuning:
+        return cls(
+            settings.embedding_query_threads,
+            settings.embedding_document_threads,
+            settings.embedding_query_batch_window_ms / 1000,
+        )
+
+    def onnx(self) -> dict[str, Any]:
+        return {
+            "query_threads": self.query_threads,
+            "document_threads": self.document_threads,
+            "query_batch_window_s": self.query_batch_window_s,
+        }
 
 
 def create_embedder(settings: Settings) -> Embedder:
@@ -54,6 +80,7 @@ def create_local_embedder(settings: Settings) -> LocalEmbedder:
     """The local model on the configured backend: EMBEDDING_MODEL_PATH's directory, else the bundled
     all-MiniLM-L6-v2. A backend that is not installed, or a directory it cannot run, is a
     configuration error (raised here, before anything loads)."""
+    tuning = LocalTuning.from_settings(settings)
     prefixes = EmbeddingPrefixes(settings.embedding_query_prefix, settings.embedding_document_prefix)
     if settings.embedding_model_path is not None:
         return directory_embedder(
@@ -62,6 +89,7 @@ def create_local_embedder(settings: Settings) -> LocalEmbedder:
             backend=settings.embedding_backend,
             batch_size=settings.embedding_batch_size,
             prefixes=prefixes,
+            tuning=tuning,
         )
     if settings.embedding_backend == "torch":
         return TorchEmbedder(
@@ -69,6 +97,7 @@ def create_local_embedder(settings: Settings) -> LocalEmbedder:
             settings.embedding_dim,
             batch_size=settings.embedding_batch_size,
             prefixes=prefixes,
+            query_batch_window_s=tuning.query_batch_window_s,
         )
     return OnnxEmbedder(
         settings.embedding_model,
@@ -76,6 +105,7 @@ def create_local_embedder(settings: Settings) -> LocalEmbedder:
         batch_size=settings.embedding_batch_size,
         tokenizer_path=settings.embedding_tokenizer_path,
         prefixes=prefixes,
+        **tuning.onnx(),
     )
 
 
@@ -86,10 +116,12 @@ def directory_embedder(
     backend: Backend = "onnx",
     batch_size: int = 32,
     prefixes: EmbeddingPrefixes = NO_PREFIXES,
+    tuning: LocalTuning | None = None,
 ) -> LocalEmbedder:
     """The embedder of a local model directory (EMBEDDING_MODEL_PATH). ``onnx`` runs its ONNX export
     when it has one that can run, else its sentence-transformers model on torch; ``torch`` always
     runs the sentence-transformers model. ``dimension`` (EMBEDDING_DIM) must be the model's."""
+    tuning = tuning or LocalTuning()
     directory = inspect_model_directory(path)
     dimension = directory.checked_dimension(dimension)
     if backend == "onnx" and directory.onnx is not None:
@@ -99,6 +131,7 @@ def directory_embedder(
             batch_size=batch_size,
             recipe=directory.onnx,
             prefixes=prefixes,
+            **tuning.onnx(),
         )
     if not directory.sentence_transformers:
         raise EmbeddingError(
@@ -111,4 +144,5 @@ def directory_embedder(
         batch_size=batch_size,
         model_path=directory.path,
         prefixes=prefixes,
+        query_batch_window_s=tuning.query_batch_window_s,
     )

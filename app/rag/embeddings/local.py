@@ -1,5 +1,6 @@
 """``LocalEmbedder``: the part of a model run in this process that does not depend on its backend
-(lazy loading off the loop, one inference at a time, prefixes, the dimension check)."""
+(lazy loading off the loop, one inference at a time, concurrent questions batched, prefixes, the
+dimension check)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.rag.embeddings.base import EmbedderBase, EmbeddingError
+from app.rag.embeddings.batching import QueryBatcher
 from app.rag.embeddings.names import NO_PREFIXES, EmbeddingPrefixes
 from app.rag.local_models import InferenceLock
 
 
 class LocalEmbedder(EmbedderBase, ABC):
     """A model run in this process on CPU, whichever backend. It loads on first use (in a worker
-    thread) so that processes which never embed pay nothing; one lock serialises inference because
-    either runtime already uses every core for one batch. ``prefixes`` go before each query and
-    document text (``embed_query`` / ``embed_documents``; ``encode`` takes texts as they are)."""
+    thread) so that processes which never embed pay nothing; one lock per event loop serialises
+    inference, because a document batch already uses every core. ``prefixes`` go before each query and
+    document text (``embed_query`` / ``embed_documents``; ``encode`` takes texts as they are).
+    Questions asked at once share a model call (``QueryBatcher``; ``query_batch_window_s``: how
+    long the first waits for company when the model is idle)."""
 
     def __init__(
         self,
@@ -27,12 +31,16 @@ class LocalEmbedder(EmbedderBase, ABC):
         *,
         batch_size: int = 32,
         prefixes: EmbeddingPrefixes = NO_PREFIXES,
+        query_batch_window_s: float = 0.0,
     ) -> None:
         super().__init__(model_name + prefixes.identity, dimension, batch_size)
         self._prefixes = prefixes
         self._model: Any = None
         self._load_lock = threading.Lock()
         self._infer_lock = InferenceLock()
+        self._queries = QueryBatcher(
+            self.encode_queries, self._infer_lock, window_s=query_batch_window_s, max_batch=batch_size
+        )
 
     @abstractmethod
     def _load(self) -> Any:
@@ -41,6 +49,10 @@ class LocalEmbedder(EmbedderBase, ABC):
     @abstractmethod
     def _encode(self, model: Any, texts: Sequence[str]) -> list[list[float]]:
         """Blocking: one normalised vector per text, in order."""
+
+    def _encode_queries(self, model: Any, texts: Sequence[str]) -> list[list[float]]:
+        """Blocking: ``_encode`` for a batch of short questions (a backend may run them apart)."""
+        return self._encode(model, texts)
 
     def _loaded(self) -> Any:
         with self._load_lock:
@@ -63,6 +75,10 @@ class LocalEmbedder(EmbedderBase, ABC):
         """Blocking: one normalised vector per text as given, in order (benchmarks and tests)."""
         return self._encode(self._loaded(), texts)
 
+    def encode_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        """Blocking: ``encode`` as questions are (prefixes already applied)."""
+        return self._encode_queries(self._loaded(), texts)
+
     async def _embed(self, texts: list[str]) -> list[list[float]]:
         async with self._infer_lock.current():
             return await asyncio.to_thread(self.encode, texts)
@@ -73,7 +89,7 @@ class LocalEmbedder(EmbedderBase, ABC):
         return await self._embed([self._prefixes.document + text for text in texts])
 
     async def embed_query(self, text: str) -> list[float]:
-        return (await self._embed([self._prefixes.query + text]))[0]
+        return await self._queries.embed(self._prefixes.query + text)
 
     async def aclose(self) -> None:
         self._model = None

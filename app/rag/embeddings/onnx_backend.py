@@ -19,13 +19,39 @@ from app.rag.embeddings.names import (
     bundled_onnx_model_path,
     bundled_tokenizer_path,
 )
-from app.rag.local_models import LocalModelError, OnnxSession, load_tokenizer, open_onnx_session
+from app.rag.local_models import LocalModelError, OnnxSession, cpu_count, load_tokenizer, open_onnx_session
+
+# Texts this short (in tokens) share a call whatever their padding: the call costs more than it.
+SHORT_TOKENS = 64
+# Longer ones share a call while padding adds at most this share of their tokens.
+PADDING_ALLOWED = 0.10
+
+
+def token_batches(lengths: Sequence[int], size: int) -> list[list[int]]:
+    """Indices in batches of at most ``size``, longest first, a batch closed when the next text
+    would make padding more than ``PADDING_ALLOWED`` of its tokens (unless all are short): a
+    transformer's cost grows with the padded tokens, and a long text costs far more than a call."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    tokens = 0
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        longest = lengths[batch[0]] if batch else 0
+        padded = longest * (len(batch) + 1)
+        fits = longest <= SHORT_TOKENS or padded <= (1 + PADDING_ALLOWED) * (tokens + lengths[index])
+        if batch and (len(batch) >= size or not fits):
+            batches.append(batch)
+            batch, tokens = [], 0
+        batch.append(index)
+        tokens += lengths[index]
+    return [*batches, batch] if batch else batches
 
 
 @dataclass(frozen=True)
 class _OnnxModel:
-    tokenizer: Any
-    session: OnnxSession
+    tokenizer: Any  # truncates, never pads: each batch is padded to its own longest text
+    padding: dict[str, Any]  # how (the pad token and its ids)
+    session: OnnxSession  # documents: as many threads as cores
+    query_session: OnnxSession  # questions: few threads (the same session when the counts agree)
     output: int  # which output of the graph holds the token (or sentence) vectors
 
 
@@ -55,7 +81,11 @@ class OnnxEmbedder(LocalEmbedder):
     with one (EMBEDDING_MODEL_PATH): that export, whose vectors are stored as ``model_name``. It
     computes what sentence-transformers computes: tokens truncated at the model's maximum length,
     the transformer, pooling over the attention mask, L2 normalisation. Graphs without a
-    ``token_type_ids`` input are fed without one."""
+    ``token_type_ids`` input are fed without one.
+
+    Two sessions of the one graph: questions run on ``query_threads`` threads (1: a short question
+    gains little from a second thread and would take it from the event loop and PostgreSQL),
+    document batches on ``document_threads`` (0: one per core)."""
 
     def __init__(
         self,
@@ -67,6 +97,9 @@ class OnnxEmbedder(LocalEmbedder):
         onnx_path: Path | None = None,
         recipe: OnnxRecipe | None = None,
         prefixes: EmbeddingPrefixes = NO_PREFIXES,
+        query_threads: int = 1,
+        document_threads: int = 0,
+        query_batch_window_s: float = 0.0,
     ) -> None:
         if recipe is None:
             if model_name.lower() not in BUNDLED_MODEL_NAMES:
@@ -78,8 +111,16 @@ class OnnxEmbedder(LocalEmbedder):
             recipe = OnnxRecipe(
                 onnx_path or bundled_onnx_model_path(), tokenizer_path or bundled_tokenizer_path()
             )
-        super().__init__(model_name, dimension, batch_size=batch_size, prefixes=prefixes)
+        super().__init__(
+            model_name,
+            dimension,
+            batch_size=batch_size,
+            prefixes=prefixes,
+            query_batch_window_s=query_batch_window_s,
+        )
         self._recipe = recipe
+        self._document_threads = document_threads or cpu_count()
+        self._query_threads = query_threads or cpu_count()
         for path in (recipe.tokenizer_file, recipe.onnx_file):
             if not path.is_file():
                 raise EmbeddingError(f"EMBEDDING_BACKEND=onnx: {path} is not a file")
@@ -90,7 +131,12 @@ class OnnxEmbedder(LocalEmbedder):
             # The bundled file pads every text to 128 tokens and cuts there; sentence-transformers
             # pads a batch to its longest text and cuts at the model's maximum length.
             tokenizer = load_tokenizer(recipe.tokenizer_file, max_length=recipe.max_seq_length)
-            session = open_onnx_session(recipe.onnx_file)
+            pad = tokenizer.padding
+            tokenizer.no_padding()
+            session = open_onnx_session(recipe.onnx_file, threads=self._document_threads)
+            query_session = session
+            if self._query_threads != self._document_threads:
+                query_session = open_onnx_session(recipe.onnx_file, threads=self._query_threads)
         except LocalModelError as exc:
             raise EmbeddingError(str(exc)) from exc
         names = session.output_names()
@@ -98,19 +144,26 @@ class OnnxEmbedder(LocalEmbedder):
         width = session.output_shape(output)[-1]
         if isinstance(width, int):
             self._require_dimension(width)
-        return _OnnxModel(tokenizer, session, output)
+        padding = {key: pad[key] for key in ("direction", "pad_id", "pad_type_id", "pad_token")}
+        return _OnnxModel(tokenizer, padding, session, query_session, output)
 
     def _encode(self, model: Any, texts: Sequence[str]) -> list[list[float]]:
+        return self._run(model, model.session, texts)
+
+    def _encode_queries(self, model: Any, texts: Sequence[str]) -> list[list[float]]:
+        return self._run(model, model.query_session, texts)
+
+    def _run(self, model: _OnnxModel, session: OnnxSession, texts: Sequence[str]) -> list[list[float]]:
         import numpy as np
 
-        # Longest first, like sentence-transformers: texts of similar length share a batch, so
-        # little of each batch is padding.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         vectors = np.empty((len(texts), self._dimension), dtype=np.float32)
-        for start in range(0, len(order), self._batch_size):
-            batch = order[start : start + self._batch_size]
-            encodings = model.tokenizer.encode_batch([texts[i] for i in batch])
-            output = model.session.run(encodings)[model.output]
+        encoded = model.tokenizer.encode_batch(list(texts))  # unpadded
+        for batch in token_batches([len(e.ids) for e in encoded], self._batch_size):
+            encodings = [encoded[i] for i in batch]
+            longest = max(len(e.ids) for e in encodings)
+            for encoding in encodings:  # to the batch's longest text, never to the window
+                encoding.pad(longest, **model.padding)
+            output = session.run(encodings)[model.output]
             mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
             pooled = _pool(output, mask, self._recipe.pooling)
             self._require_dimension(int(pooled.shape[-1]))

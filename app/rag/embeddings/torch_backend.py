@@ -26,6 +26,7 @@ class TorchEmbedder(LocalEmbedder):
         batch_size: int = 32,
         model_path: Path | None = None,
         prefixes: EmbeddingPrefixes = NO_PREFIXES,
+        query_batch_window_s: float = 0.0,
     ) -> None:
         if importlib.util.find_spec("sentence_transformers") is None:
             if model_path is not None:
@@ -39,7 +40,13 @@ class TorchEmbedder(LocalEmbedder):
                 "EMBEDDING_BACKEND=torch needs sentence-transformers and torch: install "
                 "requirements-local.txt (make does) or use the image's `local` target"
             )
-        super().__init__(model_name, dimension, batch_size=batch_size, prefixes=prefixes)
+        super().__init__(
+            model_name,
+            dimension,
+            batch_size=batch_size,
+            prefixes=prefixes,
+            query_batch_window_s=query_batch_window_s,
+        )
         self._path = str(model_path) if model_path is not None else resolve_local_model(model_name)
 
     def _load(self) -> Any:

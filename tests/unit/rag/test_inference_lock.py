@@ -39,7 +39,11 @@ class CountingEmbedder(LocalEmbedder):
 
 
 async def _ask_at_once(embedder: LocalEmbedder, n: int) -> list[list[float]]:
-    return await asyncio.gather(*(embedder.embed_query(f"q{i}") for i in range(n)))
+    """``n`` questions (which share calls) and ``n`` document batches, all at once."""
+    questions = [embedder.embed_query(f"q{i}") for i in range(n)]
+    documents = [embedder.embed_documents([f"d{i}", f"e{i}"]) for i in range(n)]
+    answers = await asyncio.gather(*questions, *documents)
+    return answers[:n]  # type: ignore[return-value]
 
 
 def test_queued_callers_on_a_second_event_loop_are_served_one_at_a_time() -> None:

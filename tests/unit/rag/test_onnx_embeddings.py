@@ -19,6 +19,7 @@ from app.rag.embeddings import (
     create_embedder,
     settings_for_vectors,
 )
+from app.rag.embeddings.onnx_backend import token_batches
 from app.settings import Settings
 
 pytestmark = [pytest.mark.unit, pytest.mark.pgvector]
@@ -117,3 +118,10 @@ def test_a_missing_tokenizer_file_is_a_configuration_error(tmp_path: Path) -> No
     settings = Settings(embedding_tokenizer_path=tmp_path / "tokenizer.json", _env_file=None)  # type: ignore[call-arg]
     with pytest.raises(EmbeddingError, match="is not a file"):
         create_embedder(settings)
+
+
+def test_long_texts_share_a_call_only_with_texts_of_similar_length() -> None:
+    # Token lengths: two long chunks, a middling one, then short texts (batched whatever their padding).
+    lengths = [60, 200, 9, 190, 50, 10]
+    assert token_batches(lengths, 32) == [[1, 3], [0, 4, 5, 2]]
+    assert token_batches(lengths, 2) == [[1, 3], [0, 4], [5, 2]]
