@@ -31,9 +31,10 @@ import sys
 import tempfile
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -60,6 +61,8 @@ class Result:
     p99_ms: float
     errors: int
     connections: int = 0
+    requests: int = 0
+    provider_calls: int | None = None  # the fake's chat completions during the row, when counted
 
 
 # --- tools ------------------------------------------------------------------------------------
@@ -151,7 +154,7 @@ request = function()
   counter = counter + 1
   local body = BODY
   if UNIQUE then
-    body = string.format(BODY, "t" .. thread_id .. "-" .. counter)
+    body = string.format(BODY, RUN .. "-t" .. thread_id .. "-" .. counter)
   end
   return wrk.format("POST", PATH, HEADERS, body)
 end
@@ -162,7 +165,10 @@ def lua_script(path: str, body: str, headers: dict[str, str], unique: bool) -> s
     lua_headers = "{" + ", ".join(f'["{k}"] = {json.dumps(v)}' for k, v in headers.items()) + "}"
     return (
         f"PATH = {json.dumps(path)}\nBODY = {json.dumps(body)}\nHEADERS = {lua_headers}\n"
-        f"UNIQUE = {'true' if unique else 'false'}\n" + _LUA
+        f"UNIQUE = {'true' if unique else 'false'}\n"
+        # Each run its own questions: a later row (or a restarted server on the same data) must
+        # not find the answers of an earlier one in the cache.
+        f'RUN = "{uuid.uuid4().hex[:8]}"\n' + _LUA
     )
 
 
@@ -217,7 +223,8 @@ def run_wrk(
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if socket_errors:
         errors += sum(int(n) for n in socket_errors.groups())
-    return Result(scenario, workers, rps, p50, p99, errors, connections)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return Result(scenario, workers, rps, p50, p99, errors, connections, requests)
 
 
 # --- SSE time to first delta -------------------------------------------------------------------------
@@ -421,9 +428,14 @@ HIT = json.dumps({"question": "How does the answer cache work?"})
 UNIQUE = json.dumps({"question": "How are streaming answers sent, case %s?"})
 
 
+def provider_calls(fake_url: str) -> int:
+    stats = httpx.get(fake_url + "/_control/stats", timeout=5).json()
+    return int(stats["openai"]["chat_requests"])
+
+
 def answered_by_the_provider(base_url: str, headers: dict[str, str]) -> None:
     """The uncached rows must measure retrieval and the provider call, not the gate's refusal."""
-    body = json.loads(UNIQUE.replace("%s", "t9-999"))  # as wrk's script fills it in
+    body = json.loads(UNIQUE.replace("%s", "5e1f2a9c-t1-999"))  # as wrk's script fills it in
     answer = httpx.post(base_url + "/api/v1/chat", json=body, headers=headers, timeout=60).json()
     if answer.get("provider") != "openai":
         sys.exit(f"the uncached question was not answered by the fake provider: {answer}")
@@ -498,15 +510,18 @@ def measure_service(
                     ("cache hit", HIT, False),
                     ("uncached RAG answer", UNIQUE, True),
                 ):
-                    measured.results.append(
-                        row(
-                            body,
-                            unique=unique,
-                            scenario=f"{build.label}, {scenario}",
-                            connections=connections,
-                            seconds=seconds,
-                        )
+                    calls_before = provider_calls(fake_url)
+                    result = row(
+                        body,
+                        unique=unique,
+                        scenario=f"{build.label}, {scenario}",
+                        connections=connections,
+                        seconds=seconds,
                     )
+                    # What was measured: every uncached request reaches the provider, no
+                    # cache hit does.
+                    calls = provider_calls(fake_url) - calls_before
+                    measured.results.append(replace(result, provider_calls=calls))
             if args.ttft_samples:
                 measured.ttft[f"{build.label}, {workers}"] = ttft_added(
                     server, key, fake_url, args.ttft_samples
@@ -673,11 +688,14 @@ def main(argv: list[str] | None = None) -> int:
         f"provider latency zero; {os.cpu_count()} cores; load average (1/5/15 min) {load_before} before, "
         f"{_load_average()} after\n"
     )
-    print("| scenario | workers | connections | req/s | p50 ms | p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| scenario | workers | connections | req/s | p50 ms | p99 ms | errors | provider calls / requests |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         shape = f"{r.workers} | {r.connections} | {r.requests_per_s:,.0f}"
-        print(f"| {r.scenario} | {shape} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} |")
+        calls = "-" if r.provider_calls is None else f"{r.provider_calls:,} / {r.requests:,}"
+        print(f"| {r.scenario} | {shape} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {calls} |")
     print_goals(results, builds, args.connections)
     if ttft:
         print("\n| SSE, sequential | first delta added by the service, p50 ms | to `sources`, p50 ms |")
