@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -27,14 +28,16 @@ from scripts.benchmark_load import (
     BENCH_HOME,
     HIT,
     UNIQUE,
+    Build,
     answered_by_the_provider,
+    baseline_checkout,
     ensure_wrk,
     fake_llm,
     run_wrk,
     seed,
     service_env,
 )
-from tests.support.server import start_server
+from tests.support.server import ROOT, start_server
 
 RATE_HZ = 200
 # A sampled stack belongs to the deepest frame of a part that does one job (the corpus version,
@@ -151,15 +154,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     wrk, py_spy = ensure_wrk(), ensure_py_spy()
     tables: dict[str, tuple[float, list[tuple[str, float]]]] = {}
-    with tempfile.TemporaryDirectory(prefix="profile-load-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="profile-load-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
+        build = Build("ours", ROOT)
+        if args.baseline:
+            build = stack.enter_context(baseline_checkout(args.baseline, workdir))
         with fake_llm(workdir) as fake_url:
             data_dir = workdir / "service"
             data_dir.mkdir()
             env = service_env(data_dir, fake_url)
-            key = seed(env)
+            key = seed(env, build.root)
             headers = {"X-API-Key": key}
-            server = start_server(env, workdir / "server.log", workers=1, ready_path="/readyz", timeout=240)
+            server = start_server(
+                env, workdir / "server.log", workers=1, ready_path="/readyz", timeout=240, cwd=build.root
+            )
             try:
                 pid = worker_pid(server.process.pid)
                 httpx.post(
@@ -193,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                         workers="1",
                     )
                     spy.wait(timeout=60)
-                    tables[scenario] = shares(raw, args.seconds)
+                    tables[f"{scenario} ({load.requests_per_s:.0f} req/s)"] = shares(raw, args.seconds)
                     if args.keep:
                         args.keep.mkdir(parents=True, exist_ok=True)
                         shutil.copy(raw, args.keep / raw.name)
@@ -202,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
     load_average = " / ".join(f"{n:.1f}" for n in os.getloadavg())
     print(
-        f"\npy-spy at {RATE_HZ} Hz on the one worker, wrk c={args.connections}, {args.seconds} s; "
-        f"load {load_average}"
+        f"\n{build.label}: py-spy at {RATE_HZ} Hz on the one worker, wrk c={args.connections}, "
+        f"{args.seconds} s; load {load_average}"
     )
     for scenario, (busy, parts) in tables.items():
         print(f"\n| {scenario}: part of the event loop's busy time ({busy:.0%} busy) | share |")
