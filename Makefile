@@ -249,4 +249,4 @@ logs: ## docker compose: follow the logs
 
 .PHONY: profile-load
 profile-load: $(STAMP) ## py-spy on one worker under wrk c=16: each part's share of the event loop, cache hit and uncached
-	$(PY) -m scripts.profile_load $(if $(DURATION),--seconds $(DURATION))
+	$(PY) -m scripts.profile_load $(if $(DURATION),--seconds $(DURATION)) $(if $(BASELINE),--baseline $(BASELINE))
