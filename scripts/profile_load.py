@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", type=Path, help="copy py-spy's raw stacks (<scenario>.txt) into this folder"
     )
+    parser.add_argument(
+        "--baseline", metavar="REF", help="profile this git commit's code (checked out beside)"
+    )
     args = parser.parse_args(argv)
     wrk, py_spy = ensure_wrk(), ensure_py_spy()
     tables: dict[str, tuple[float, list[tuple[str, float]]]] = {}
