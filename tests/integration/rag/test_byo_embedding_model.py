@@ -110,12 +110,12 @@ async def test_vectors_of_the_bundled_model_are_refused_until_reembed_moves_them
 ) -> None:
     documents = await add_documents(library)  # the fixture's app: the bundled model
     before = [row for d in documents.values() for row in await chunk_rows(resources, d)]
-    assert {row.embedding_model for row in before} == {"all-MiniLM-L6-v2+onnx-int8"}
+    assert {row.embedding_model for row in before} == {"all-MiniLM-L6-v2+onnx-int8-dynamic"}
 
     with pytest.raises(EmbeddingModelMismatchError, match="reembed") as refused:
         async with running_app(settings, embedding_model_path=tiny_models.embedder):
             pass
-    assert "stored vectors were made by all-MiniLM-L6-v2+onnx-int8" in str(refused.value)
+    assert "stored vectors were made by all-MiniLM-L6-v2+onnx-int8-dynamic" in str(refused.value)
     assert "EMBEDDING_MODEL_PATH unset" in str(refused.value)
 
     result = await asyncio.to_thread(

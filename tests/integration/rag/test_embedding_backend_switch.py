@@ -81,10 +81,10 @@ async def test_torch_vectors_are_refused_on_the_onnx_backend_until_reembedded(
 
     result = await asyncio.to_thread(reembed, settings, "onnx")
     assert result.returncode == 0, result.stderr
-    assert f"re-embedded {len(before)} chunks with all-MiniLM-L6-v2+onnx-int8" in result.stdout
+    assert f"re-embedded {len(before)} chunks with all-MiniLM-L6-v2+onnx-int8-dynamic" in result.stdout
 
     after = await chunk_rows(resources, document_id)
-    assert {row.embedding_model for row in after} == {"all-MiniLM-L6-v2+onnx-int8"}
+    assert {row.embedding_model for row in after} == {"all-MiniLM-L6-v2+onnx-int8-dynamic"}
     stored = np.array([row.embedding for row in after], dtype=np.float32)
     assert all(row.context for row in after)  # re-embedded with the title line, as ingested
     fresh = np.array(

@@ -129,14 +129,14 @@ def test_the_stored_model_name_names_the_directory_its_files_and_the_backend(
     again = create_embedder(settings(embedding_model_path=tiny_models.embedder))
     assert again.model_name == onnx_embedder.model_name
     # without EMBEDDING_MODEL_PATH, the bundled model as before
-    assert create_embedder(settings()).model_name == "all-MiniLM-L6-v2+onnx-int8"
+    assert create_embedder(settings()).model_name == "all-MiniLM-L6-v2+onnx-int8-dynamic"
     assert settings_for_vectors(torch_embedder.model_name).startswith(
         "EMBEDDING_MODEL_PATH=<the tiny-embedder directory whose files hash to "
     )
     assert settings_for_vectors(torch_embedder.model_name).endswith("> EMBEDDING_BACKEND=torch")
-    assert settings_for_vectors("all-MiniLM-L6-v2+onnx-int8", configured=onnx_embedder.model_name) == (
-        "EMBEDDING_BACKEND=onnx EMBEDDING_MODEL=all-MiniLM-L6-v2 with EMBEDDING_MODEL_PATH unset"
-    )
+    assert settings_for_vectors(
+        "all-MiniLM-L6-v2+onnx-int8-dynamic", configured=onnx_embedder.model_name
+    ) == ("EMBEDDING_BACKEND=onnx EMBEDDING_MODEL=all-MiniLM-L6-v2 with EMBEDDING_MODEL_PATH unset")
 
 
 def test_other_weights_are_another_model_name(tiny_models: TinyModels, tmp_path: Path) -> None:
