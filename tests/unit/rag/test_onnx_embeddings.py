@@ -103,6 +103,10 @@ def test_the_two_backends_store_their_vectors_under_different_model_names(
     assert (
         settings_for_vectors(embedder.model_name) == "EMBEDDING_BACKEND=onnx EMBEDDING_MODEL=all-MiniLM-L6-v2"
     )
+    # vectors stored before the int8 graph became the default: the setting that still makes them
+    assert settings_for_vectors("all-MiniLM-L6-v2+onnx-int8") == (
+        "EMBEDDING_BACKEND=onnx EMBEDDING_ONNX_QUANTIZATION=weights EMBEDDING_MODEL=all-MiniLM-L6-v2"
+    )
 
 
 def test_settings_choose_the_backend_and_onnx_is_the_default() -> None:
