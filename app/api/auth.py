@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.deps import resources_of
@@ -19,6 +19,7 @@ from app.auth.errors import AuthenticationError, PermissionDeniedError
 from app.auth.principal import Principal, Role
 from app.errors import problem_for_exception
 from app.limits.enforcement import charge_ip
+from app.observability.http import ROUTE_TEMPLATE_STATE_KEY
 from app.resources import Resources
 
 PROTECTED_PREFIXES = ("/api/", OPENAI_PREFIX, "/mcp")
@@ -85,9 +86,26 @@ SERVED_MEMO_SIZE = 512
 MEMO_PATH_CHARS = 256
 
 
-def _serves(scope: Scope) -> bool:
-    """Whether some endpoint takes this method at this path."""
-    return any(route.matches(scope)[0] is Match.FULL for route in scope["app"].router.routes)
+def _serves(scope: Scope) -> tuple[bool, str | None]:
+    """Whether some endpoint takes this method at this path, and its route template (for the
+    access log and the HTTP metrics of a request refused here, before the router names it)."""
+    for route in scope["app"].router.routes:
+        if route.matches(scope)[0] is Match.FULL:
+            return True, _template(route, scope)
+    return False, None
+
+
+def _template(route: BaseRoute, scope: Scope) -> str | None:
+    # FastAPI's included routers match as one route; each of their routes, fully prefixed, is
+    # one of their effective route contexts.
+    contexts = getattr(route, "effective_route_contexts", None)
+    if not callable(contexts):
+        return getattr(route, "path", None)
+    for context in contexts():
+        candidate = getattr(context, "starlette_route", None) or context
+        if candidate.matches(scope)[0] is Match.FULL:
+            return getattr(candidate, "path", None)
+    return None
 
 
 class AuthenticateFirstMiddleware:
@@ -101,11 +119,12 @@ class AuthenticateFirstMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # (method, root path, path) → whether an endpoint serves it: matching every route costs
-        # as much again as the router's own dispatch, and the routes do not change once serving.
-        self._served: dict[tuple[str, str, str], bool] = {}
+        # (method, root path, path) → whether an endpoint serves it, and its route template:
+        # matching every route costs as much again as the router's own dispatch, and the routes
+        # do not change once serving.
+        self._served: dict[tuple[str, str, str], tuple[bool, str | None]] = {}
 
-    def serves(self, scope: Scope) -> bool:
+    def serves(self, scope: Scope) -> tuple[bool, str | None]:
         path = str(scope["path"])
         if len(path) > MEMO_PATH_CHARS:
             return _serves(scope)
@@ -122,14 +141,18 @@ class AuthenticateFirstMiddleware:
             scope["type"] != "http"
             or scope["method"] == "OPTIONS"
             or not str(scope["path"]).startswith(PROTECTED_PREFIXES)
-            or not self.serves(scope)  # the router answers 404/405 without reading a body
         ):
+            await self.app(scope, receive, send)
+            return
+        served, template = self.serves(scope)
+        if not served:  # the router answers 404/405 without reading a body
             await self.app(scope, receive, send)
             return
         request = Request(scope)  # no receive: reading the body here is impossible by design
         try:
             await authenticate(request, resources_of(scope["app"]))
         except Exception as exc:
+            scope.setdefault("state", {})[ROUTE_TEMPLATE_STATE_KEY] = template  # never routed
             if str(scope["path"]).startswith(OPENAI_PREFIX):
                 await (await openai_error_for_exception(request, exc))(scope, receive, send)
                 return
