@@ -68,7 +68,6 @@ from app.llm.factory import build_caller_chains, build_provider_chain
 from app.llm.telemetry_observer import TelemetryRouterObserver
 from app.memory.service import ConversationMemory
 from app.memory.window import WindowStore
-from app.observability.http import install_http_metrics
 from app.observability.logging import configure_logging
 from app.observability.metrics import DomainMetrics
 from app.observability.telemetry import Telemetry, build_metrics, open_telemetry
@@ -110,16 +109,16 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         description="Chat with your documents: retrieval over pgvector and a fail-over LLM router.",
     )
     install_error_handlers(app)
-    install_middleware(app, settings, metrics)
+    install_middleware(app, settings)
     include_routers(app)
     mcp_server = mount_mcp(app)
     return app
 
 
-def install_middleware(app: FastAPI, settings: Settings, metrics: DomainMetrics) -> None:
+def install_middleware(app: FastAPI, settings: Settings) -> None:
     """Each layer added wraps the ones before it: a request meets the edge layer first
-    (``app.api.middleware``: ids, size limits, security and rate-limit headers, access log), then
-    the HTTP metrics, CORS, and authentication last."""
+    (``app.api.middleware``: ids, size limits, security and rate-limit headers, access log and
+    HTTP metrics), then CORS, and authentication last."""
     # Innermost: authenticates /api/ requests from their headers before any body is read, inside
     # CORS so that a refusal carries the CORS headers a browser needs to read it.
     app.add_middleware(AuthenticateFirstMiddleware)
@@ -131,7 +130,6 @@ def install_middleware(app: FastAPI, settings: Settings, metrics: DomainMetrics)
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "X-Trace-ID"],
         )
-    install_http_metrics(app, metrics)
     app.add_middleware(
         EdgeMiddleware,
         body_limits=BodyLimits(settings.max_request_body_bytes, settings.max_upload_bytes),
@@ -139,23 +137,28 @@ def install_middleware(app: FastAPI, settings: Settings, metrics: DomainMetrics)
     )
 
 
+# The app tries each router in this order until one matches: the chat surfaces, the hot path,
+# come first. No two of them serve the same method and path, so the order changes nothing else.
+ROUTERS = (
+    chat_api.router,
+    openai_compat.router,
+    health.router,
+    metrics_api.router,
+    me.router,
+    keys.router,
+    rate_limit.router,
+    usage.router,
+    service_limits.router,
+    documents.router,
+    jobs.router,
+    providers_api.router,
+    sessions.router,
+    feedback_api.router,
+)
+
+
 def include_routers(app: FastAPI) -> None:
-    for router in (
-        health.router,
-        metrics_api.router,
-        me.router,
-        keys.router,
-        rate_limit.router,
-        usage.router,
-        service_limits.router,
-        documents.router,
-        jobs.router,
-        providers_api.router,
-        chat_api.router,
-        sessions.router,
-        feedback_api.router,
-        openai_compat.router,
-    ):
+    for router in ROUTERS:
         app.include_router(router)
 
 

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.limits.headers import rate_limit_headers
 from app.observability.context import accept_request_id, bind_ids, new_trace_id
-from app.observability.http import record_http_request
+from app.observability.http import record_http_request, route_template
 from app.security.body_limit import (
     BodyLimits,
     PayloadTooLargeError,
@@ -80,7 +80,7 @@ def log_access(scope: Scope, status: int, duration_s: float) -> None:
         "request",
         method=scope.get("method"),
         path=_loggable_path(scope.get("path")),
-        route=getattr(scope.get("route"), "path", None),
+        route=route_template(scope),
         status=status,
         duration_ms=round(duration_s * 1000, 2),
         principal_id=scope["state"].get("principal_id"),

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from app.api.auth import CurrentPrincipal
 from app.api.deps import LimiterDep
-from app.limits.enforcement import principal_identity
+from app.limits.enforcement import charge_deferred_ip, principal_identity
 from app.limits.limiter import Budget, LimitState
 
 router = APIRouter(prefix="/api/v1/rate-limit", tags=["limits"])
@@ -55,6 +55,7 @@ def _row(budget: Budget, scope: Scope, item: RateLimitItem, state: LimitState | 
 async def rate_limit_status(
     request: Request, principal: CurrentPrincipal, limiter: LimiterDep
 ) -> RateLimitStatus:
+    await charge_deferred_ip(request, limiter)  # this request's own hit, before the counters are read
     ip = limiter.proxies.client_ip(request.scope)
     checks: list[tuple[Budget, Scope, str]] = [
         (Budget.chat, "principal", principal_identity(principal)),

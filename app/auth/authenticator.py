@@ -59,6 +59,13 @@ class Authenticator:
         self._verified[digest] = principal
         return principal
 
+    def trusted(self, credential: str) -> Principal | None:
+        """The principal of an API key this process verified within ``VERIFIED_KEY_TTL_S``, found
+        without any I/O; None for any other credential (unknown, a JWT, or no longer trusted)."""
+        if looks_like_jwt(credential):
+            return None
+        return self._verified.get(hash_key(credential))
+
     def forget_key(self, key_id: uuid.UUID) -> None:
         """Stop trusting a key in this process now (it was just revoked here); other processes
         stop within ``VERIFIED_KEY_TTL_S``."""

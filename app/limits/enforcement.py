@@ -8,11 +8,12 @@ from typing import Any
 from starlette.requests import Request
 
 from app.auth.principal import Principal
-from app.limits.budgets import Reservation, TokenBudgets
+from app.limits.budgets import BudgetExhaustedError, Reservation, TokenBudgets
 from app.limits.errors import RateLimitedError
 from app.limits.limiter import Budget, LimitState, RequestLimiter
 
 STATE_KEY = "rate_limits"
+DEFERRED_IP_KEY = "deferred_ip_charge"
 
 
 def principal_identity(principal: Principal) -> str:
@@ -21,6 +22,21 @@ def principal_identity(principal: Principal) -> str:
 
 async def charge_ip(request: Request, limiter: RequestLimiter) -> None:
     await charge(request, limiter, Budget.ip, limiter.ip_bucket(request.scope))
+
+
+def defer_ip_charge(request: Request, limiter: RequestLimiter) -> None:
+    """Leave the request's per-IP charge to its first budget charge (``charge_all``), in the
+    same round trip, ahead of the other budgets, as if charged first. Whoever defers it must
+    call ``charge_deferred_ip`` before the response starts: a request that charges no budget
+    still pays its per-IP hit."""
+    request.scope.setdefault("state", {})[DEFERRED_IP_KEY] = limiter.ip_bucket(request.scope)
+
+
+async def charge_deferred_ip(request: Request, limiter: RequestLimiter) -> None:
+    """The per-IP charge ``defer_ip_charge`` left, unless a budget charge has taken it since."""
+    identity = request.scope.get("state", {}).get(DEFERRED_IP_KEY)
+    if identity is not None:
+        await charge_all(request, limiter, [])
 
 
 async def charge_chat(
@@ -69,12 +85,24 @@ async def charge_all(
     reserve: tuple[TokenBudgets, Reservation] | None = None,
 ) -> bool:
     """One hit on each budget, in one Redis round trip, or none when one is exhausted: 429 naming
-    the first exhausted one. False when Redis is down and the limiter fails open."""
-    states = await limiter.hit_many(charges, reserve=reserve)
+    the first exhausted one. False when Redis is down and the limiter fails open. A deferred
+    per-IP charge (``defer_ip_charge``) is taken first, in the same round trip."""
+    deferred_ip = request.scope.setdefault("state", {}).pop(DEFERRED_IP_KEY, None)
+    if deferred_ip is not None:
+        charges = [(Budget.ip, deferred_ip), *charges]
+    try:
+        states = await limiter.hit_many(charges, reserve=reserve)
+    except BudgetExhaustedError:
+        if deferred_ip is not None:  # the per-IP hit stands, as when it was charged first
+            await charge(request, limiter, Budget.ip, deferred_ip)
+        raise
     if states is None:  # storage down, failing open
         return False
     for state in states:
         if not state.allowed:
+            if deferred_ip is not None and state.budget is not Budget.ip:
+                # refused by a later budget: the script charged none, the per-IP hit stands
+                await charge(request, limiter, Budget.ip, deferred_ip)
             raise RateLimitedError(
                 f"the {state.budget.value} rate limit of {state.window} is used up; retry after "
                 f"{max(1, state.reset_after_s)} s",

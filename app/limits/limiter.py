@@ -84,8 +84,8 @@ class RequestLimiter:
         self._storage = storage
         self._on_refused = on_refused
         self._sliding = sliding
-        self._fixed_window_hit = None if sliding else self._client().register_script(FIXED_WINDOW_HIT)
-        self._hit_and_reserve = self._client().register_script(FIXED_WINDOW_HIT_AND_RESERVE)
+        self._fixed_window_hit = None if sliding else self.redis.register_script(FIXED_WINDOW_HIT)
+        self._hit_and_reserve = self.redis.register_script(FIXED_WINDOW_HIT_AND_RESERVE)
         self.proxies = proxies or TrustedProxies()
         self.ipv6_prefix = ipv6_prefix
         self._strategy: RateLimiter = (
@@ -148,12 +148,14 @@ class RequestLimiter:
     def storage_available(self) -> bool:
         return self.clock() >= self._down_until
 
-    def _client(self) -> Redis:
+    @property
+    def redis(self) -> Redis:
+        """The client the counters are kept through: the ``limits`` storage's own connections."""
         client: Redis = self._storage.bridge.storage  # type: ignore[attr-defined]
         return client
 
     async def aclose(self) -> None:
-        await self._client().aclose()
+        await self.redis.aclose()
         sentinel = getattr(self._storage.bridge, "sentinel", None)
         if sentinel is not None:  # redis+sentinel://: the sentinels' own connections too
             for client in sentinel.sentinels:

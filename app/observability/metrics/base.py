@@ -51,8 +51,6 @@ class MetricsBackend(Protocol):
     threads) and ``close`` releases whatever ``start`` acquired (flushing what it can)."""
 
     name: str
-    records_http_requests: bool
-    """True when the backend counts HTTP requests itself (prometheus: the instrumentator)."""
 
     def counter(
         self, name: str, description: str, labelnames: Sequence[str] = (), known: KnownLabels = ()

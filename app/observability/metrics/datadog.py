@@ -51,7 +51,6 @@ class _Instrument:
 
 class DogStatsdBackend:
     name = "datadog"
-    records_http_requests = False
 
     def __init__(self, host: str, port: int = 8125, constant_tags: Sequence[str] = ()) -> None:
         self.host, self.port = host, port

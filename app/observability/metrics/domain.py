@@ -17,10 +17,17 @@ SEARCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 SEARCH_MODES = ("hybrid", "vector", "text")
 INGESTION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 FEEDBACK_SCORES = ("-1", "1", "2", "3", "4", "5")
+# Many buckets and no labels, for quantiles over every request (the dashboard's latency panel);
+# the buckets prometheus-fastapi-instrumentator used, so its recording rules keep working.
+HTTP_HIGHR_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0,
+    7.5, 10.0, 30.0, 60.0,
+)  # fmt: skip
+UNCOUNTED_ROUTES = frozenset({"/metrics"})  # scrapes are not requests to the service
 
 
 def status_class(status: int) -> str:
-    """``2xx``, ``4xx`` …: the label prometheus-fastapi-instrumentator uses, for every backend."""
+    """``2xx``, ``4xx`` …: grouped, so that a label never holds every status code."""
     return f"{status // 100}xx"
 
 
@@ -28,13 +35,18 @@ class DomainMetrics:
     def __init__(self, backend: MetricsBackend) -> None:
         self.backend = backend
         b = backend
-        if not backend.records_http_requests:
-            self._http_requests = b.counter(
-                "http_requests_total", "HTTP requests", ("method", "handler", "status")
-            )
-            self._http_duration = b.histogram(
-                "http_request_duration_seconds", "HTTP request latency", ("method", "handler")
-            )
+        self._http_requests = b.counter(
+            "http_requests_total", "HTTP requests", ("method", "handler", "status")
+        )
+        self._http_duration = b.histogram(
+            "http_request_duration_seconds", "HTTP request latency", ("method", "handler")
+        )
+        self._http_duration_highr = b.histogram(
+            "http_request_duration_highr_seconds",
+            "HTTP request latency, finely bucketed across all routes",
+            (),
+            HTTP_HIGHR_BUCKETS,
+        )
         self._db_queries = b.counter(
             "db_queries_total", "SQL statements run, by target (primary or a read replica)", ("target",)
         )
@@ -139,13 +151,16 @@ class DomainMetrics:
             "redis_pool_connections", "Redis pool connections", ("pool", "state"), aggregation="sum"
         )
 
-    # HTTP (backends without their own HTTP instrumentation)
+    # HTTP: every request, by the edge layer (``app.api.middleware``)
     def http_request(self, method: str, route: str | None, status: int, duration_s: float) -> None:
-        if self.backend.records_http_requests:
+        """``route`` is the route template (never the raw path: a label per URL would be
+        unbounded), None when no route served the request (404, or refused at the edge)."""
+        if route in UNCOUNTED_ROUTES:
             return
         handler = route or "none"
         self._http_requests.inc(method=method, handler=handler, status=status_class(status))
         self._http_duration.observe(duration_s, method=method, handler=handler)
+        self._http_duration_highr.observe(duration_s)
 
     # Retrieval
     def vector_search(self, duration_s: float, mode: str = "hybrid", outcome: str = "ok") -> None:

@@ -20,7 +20,6 @@ class _NoopInstrument:
 
 class NoopBackend:
     name = "noop"
-    records_http_requests = False
 
     def counter(
         self, name: str, description: str, labelnames: Sequence[str] = (), known: KnownLabels = ()

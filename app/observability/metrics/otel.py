@@ -52,7 +52,6 @@ class _Instrument:
 
 class OpenTelemetryBackend:
     name = "opentelemetry"
-    records_http_requests = False
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,9 +30,6 @@ from prometheus_client import Gauge as PromGauge
 from prometheus_client import Histogram as PromHistogram
 
 from app.observability.metrics.base import DEFAULT_LATENCY_BUCKETS, Aggregation, KnownLabels, check_labels
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -76,7 +73,6 @@ class _Gauge:
 
 class PrometheusBackend:
     name = "prometheus"
-    records_http_requests = True
 
     def __init__(self) -> None:
         self.multiprocess = multiprocess_enabled()
@@ -136,18 +132,6 @@ class PrometheusBackend:
             multiprocess.MultiProcessCollector(scrape)  # type: ignore[no-untyped-call]
             return generate_latest(scrape), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
-def install_http_metrics(app: FastAPI, backend: PrometheusBackend) -> None:
-    """``http_requests_total``, ``http_request_duration_seconds`` and friends, labelled by route
-    template (never the raw path), from prometheus-fastapi-instrumentator."""
-    from prometheus_fastapi_instrumentator import Instrumentator
-
-    Instrumentator(
-        registry=backend.registry,
-        excluded_handlers=["/metrics"],
-        should_group_untemplated=True,
-    ).instrument(app)
 
 
 @contextmanager

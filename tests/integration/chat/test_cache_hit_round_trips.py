@@ -31,12 +31,13 @@ class RoundTrips:
         self.statements: list[str] = []
         self.connections = 0  # checked out of the pool
         self.redis: Counter[str] = Counter()  # command name → times sent
+        self.limits: Counter[str] = Counter()  # the same, on the rate limiter's own connections
 
 
 @contextmanager
 def counting(resources: Resources, monkeypatch: pytest.MonkeyPatch) -> Iterator[RoundTrips]:
     """Statements on the app's engine; commands on its Redis clients (the main one, and the cache's
-    when it has its own; the rate limiter's storage keeps its own connection and is not counted)."""
+    when it has its own) and, apart, on the rate limiter's storage (its own connections)."""
     trips = RoundTrips()
     engine = resources.engine.sync_engine
 
@@ -50,11 +51,15 @@ def counting(resources: Resources, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         id(resources.redis): resources.redis,
         id(resources.cache_redis): resources.cache_redis,
     }
-    for client in clients.values():
+    counters = [(client, trips.redis) for client in clients.values()]
+    counters.append((resources.limiter.redis, trips.limits))
+    for client, counter in counters:
         sent = client.execute_command
 
-        async def counted(*args: Any, _sent: Any = sent, **options: Any) -> Any:
-            trips.redis[str(args[0]).upper()] += 1
+        async def counted(
+            *args: Any, _sent: Any = sent, _counter: Counter[str] = counter, **options: Any
+        ) -> Any:
+            _counter[str(args[0]).upper()] += 1
             return await _sent(*args, **options)
 
         monkeypatch.setattr(client, "execute_command", counted)
@@ -65,7 +70,7 @@ def counting(resources: Resources, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     finally:
         event.remove(engine, "before_cursor_execute", on_execute)
         event.remove(engine.pool, "checkout", on_checkout)
-        for client in clients.values():
+        for client, _ in counters:
             monkeypatch.delattr(client, "execute_command")
 
 
@@ -97,6 +102,8 @@ async def test_a_cache_hit_in_a_tenant_without_access_lists_reads_no_postgres_an
     # the cache lookup (corpus state and answer: one script) and the answer ledger's record
     # (in the main Redis: never in the cache's LRU); token budgets are off by default
     assert hit.redis == Counter({"EVALSHA": 1, "SET": 1}), hit.redis
+    # the per-IP, tenant and principal rate limits: one script for the three (the key is trusted)
+    assert hit.limits == Counter({"EVALSHA": 1}), hit.limits
 
     feedback = await client.post(
         "/api/v1/feedback",

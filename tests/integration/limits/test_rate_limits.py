@@ -355,3 +355,36 @@ async def test_a_request_the_tenant_budget_refuses_costs_the_principal_nothing(s
         status = (await client.get("/api/v1/rate-limit/status", headers=alice.headers)).json()
         assert budget_row(status, "chat")["remaining"] == 99
         assert budget_row(status, "tenant")["remaining"] == 0
+
+
+# The same stand-ins under /api/, where the authentication middleware authenticates first.
+api_probe = APIRouter(prefix="/api/v1/probe")
+api_probe.add_api_route("/chat", chat, methods=["POST"])
+api_probe.add_api_route("/upload", upload, methods=["POST"])
+
+
+async def test_every_authenticated_request_pays_its_per_ip_hit_whatever_its_outcome(
+    settings: Settings,
+) -> None:
+    """A trusted key's per-IP hit rides on the request's first budget charge, in its round trip;
+    a request refused by a later budget, forbidden, or charging no budget still pays it, and an
+    exhausted per-IP budget still refuses before anything else is answered."""
+    async with running_app(
+        settings, routers=[api_probe], rate_limit_per_principal="1/minute", rate_limit_per_ip="6/minute"
+    ) as (app, client, make):
+        app.state.resources.authenticator.clock = SteppedClock(base=lambda: 0.0)  # keys stay trusted
+        reader = await make(tenant="acme", role=Role.reader)
+        outcomes = [
+            (await client.get("/api/v1/me", headers=reader.headers)).status_code,  # verifies the key
+            (await client.post("/api/v1/probe/chat", headers=reader.headers)).status_code,
+            (await client.post("/api/v1/probe/chat", headers=reader.headers)).status_code,  # chat spent
+            (await client.post("/api/v1/probe/upload", headers=reader.headers)).status_code,  # a reader
+        ]
+        assert outcomes == [200, 200, 429, 403]
+        status = await client.get("/api/v1/rate-limit/status", headers=reader.headers)
+        assert budget_row(status.json(), "ip")["remaining"] == 1  # five requests, this one included
+        assert status.headers["X-RateLimit-Remaining"] == "1"
+        assert (await client.get("/api/v1/me", headers=reader.headers)).status_code == 200
+        refused = await client.post("/api/v1/probe/upload", headers=reader.headers)  # else a 403
+        assert refused.status_code == 429 and "the ip rate limit" in refused.json()["detail"]
+        assert_rate_limited(await client.post("/api/v1/probe/chat", headers=reader.headers), 6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 import pytest
@@ -54,6 +55,7 @@ def test_the_record_reads_back_as_written_and_keeps_sources_without_their_text()
         }
     ]
     assert "Refunds are paid" not in original.to_json()  # snippets stay out of Redis
+    assert original.sources_json() == [asdict(source) for source in original.sources]  # every field
 
 
 def test_long_questions_and_answers_are_truncated() -> None:

@@ -111,10 +111,15 @@ def test_wrong_labels_are_a_programming_error() -> None:
         counter.inc(flavour="x")
 
 
-def test_http_requests_are_left_to_the_instrumentator_with_prometheus() -> None:
+def test_http_requests_are_counted_by_route_template_with_prometheus_and_scrapes_are_not() -> None:
     metrics = DomainMetrics(PrometheusBackend())
     metrics.http_request("GET", "/healthz", 200, 0.01)
-    assert "http_requests_total" not in prometheus_text(metrics)
+    metrics.http_request("GET", "/metrics", 200, 0.01)
+    text = prometheus_text(metrics)
+    assert 'http_requests_total{handler="/healthz",method="GET",status="2xx"} 1.0' in text
+    assert 'http_request_duration_seconds_count{handler="/healthz",method="GET"} 1.0' in text
+    assert "http_request_duration_highr_seconds_count 1.0" in text
+    assert 'handler="/metrics"' not in text
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,6 @@ class Declared:
     """A backend that only remembers what was declared on it: name → label names."""
 
     name = "declared"
-    records_http_requests = False
 
     def __init__(self) -> None:
         self.metrics: dict[str, tuple[str, ...]] = {}
