@@ -122,13 +122,13 @@ def measure(
             seconds=seconds,
         )
 
-    hit = json.dumps({"question": "How does the answer cache work?"})
+    hit = json.dumps({"question": "How are streaming answers sent?"})
     json_headers = {**headers, "Content-Type": "application/json"}
     httpx.post(base_url + "/api/v1/chat", content=hit, headers=json_headers, timeout=60)
     chat(hit, "warm-up", connections=4, seconds=3)
     connections, seconds = load["connections"], load["seconds"]
     cached = chat(hit, f"cache hit, budgets {label}", connections=connections, seconds=seconds)
-    unique = json.dumps({"question": f"How does the answer cache work, {label.replace(' ', '-')} case %s?"})
+    unique = json.dumps({"question": f"How are streaming answers sent, {label.replace(' ', '-')} case %s?"})
     uncached = chat(
         unique, f"uncached answer, budgets {label}", unique=True, connections=connections, seconds=seconds
     )

@@ -101,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
                     body = client.post("/api/v1/chat", json={"question": question}).json()
                     uncached.append((time.perf_counter() - started) * 1000)
                     assert body["cached"] is False, body
-                client.post("/api/v1/chat", json={"question": "How does the answer cache work?"})
+                client.post("/api/v1/chat", json={"question": "How are streaming answers sent?"})
                 cached: list[float] = []
                 for _ in range(args.requests):
                     started = time.perf_counter()
                     body = client.post(
-                        "/api/v1/chat", json={"question": "How does the answer cache work?"}
+                        "/api/v1/chat", json={"question": "How are streaming answers sent?"}
                     ).json()
                     cached.append((time.perf_counter() - started) * 1000)
                     assert body["cached"] is True, body

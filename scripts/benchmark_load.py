@@ -278,7 +278,7 @@ def soak(wrk: str, server: ServerProcess, key: str, seconds: int, every_s: int) 
     elapsed = 0
     while elapsed < seconds:
         step = min(every_s, seconds - elapsed)
-        hit = json.dumps({"question": f"How does the answer cache work, part {elapsed % 7}?"})
+        hit = json.dumps({"question": f"How are streaming answers sent, part {elapsed % 7}?"})
         run_wrk(
             wrk,
             server.base_url,
@@ -422,7 +422,10 @@ class Measured:
     curve: list[tuple[int, float]]
 
 
-HIT = json.dumps({"question": "How does the answer cache work?"})
+# One question repeated, answered from the cache after its first answer. It must be one the demo
+# documents answer well clear of the relevance gate: a refused question is never cached, and its
+# rows would measure the refusal (see ``served_from_the_cache``).
+HIT = json.dumps({"question": "How are streaming answers sent?"})
 # A new question each time that the demo documents answer (one they don't is answered "nothing
 # matches" by the relevance gate, with no provider call: see `answered_by_the_provider`).
 UNIQUE = json.dumps({"question": "How are streaming answers sent, case %s?"})
@@ -431,6 +434,21 @@ UNIQUE = json.dumps({"question": "How are streaming answers sent, case %s?"})
 def provider_calls(fake_url: str) -> int:
     stats = httpx.get(fake_url + "/_control/stats", timeout=5).json()
     return int(stats["openai"]["chat_requests"])
+
+
+def served_from_the_cache(base_url: str, headers: dict[str, str]) -> None:
+    """The cache-hit rows must measure cache hits: the question answered once, then from the cache."""
+    for attempt in ("first", "second"):
+        answer = httpx.post(
+            base_url + "/api/v1/chat",
+            content=HIT,
+            headers={**headers, "Content-Type": "application/json"},
+            timeout=60,
+        ).json()
+        if attempt == "first" and answer.get("provider") in (None, "none"):
+            sys.exit(f"the cache-hit question was not answered (so never cached): {answer}")
+    if answer.get("cached") is not True:
+        sys.exit(f"the cache-hit question was not served from the cache the second time: {answer}")
 
 
 def answered_by_the_provider(base_url: str, headers: dict[str, str]) -> None:
@@ -484,12 +502,7 @@ def measure_service(
                 run_wrk, wrk, server.base_url, "/api/v1/chat", headers=headers, workers=str(workers)
             )
 
-            httpx.post(
-                server.base_url + "/api/v1/chat",
-                content=HIT,
-                headers={**headers, "Content-Type": "application/json"},
-                timeout=60,
-            )
+            served_from_the_cache(server.base_url, headers)
             run_wrk(
                 wrk,
                 server.base_url,

@@ -21,7 +21,6 @@ from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import psutil
 
 from scripts.benchmark_load import (
@@ -35,6 +34,7 @@ from scripts.benchmark_load import (
     fake_llm,
     run_wrk,
     seed,
+    served_from_the_cache,
     service_env,
 )
 from tests.support.server import ROOT, start_server
@@ -173,12 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             try:
                 pid = worker_pid(server.process.pid)
-                httpx.post(
-                    server.base_url + "/api/v1/chat",
-                    content=HIT,
-                    headers={**headers, "Content-Type": "application/json"},
-                    timeout=60,
-                )
+                served_from_the_cache(server.base_url, headers)
                 answered_by_the_provider(server.base_url, headers)
                 for scenario in args.scenarios.split(","):
                     body, unique = (HIT, False) if scenario == "hit" else (UNIQUE, True)
