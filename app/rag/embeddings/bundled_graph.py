@@ -72,7 +72,14 @@ def bundled_graph(source: Path, quantization: Quantization, directory: Path) -> 
         ) from exc
     os.close(handle)
     try:
-        _derive(source, quantization, Path(partial))
+        try:
+            _derive(source, quantization, Path(partial))
+        except ImportError as exc:  # a slimmed venv (the image's) keeps no quantizer
+            raise OSError(
+                f"cannot derive the {quantization} embedding graph here ({exc}): it needs the onnx "
+                "package and onnxruntime.quantization; the image derives it at build time, so point "
+                "EMBEDDING_GRAPH_DIR at /opt/models/all-MiniLM-L6-v2 there"
+            ) from exc
         os.chmod(partial, 0o644)  # mkstemp's 0600 would hide an image's graph from its service user
         os.replace(partial, target)
     finally:

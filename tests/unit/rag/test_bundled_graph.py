@@ -97,3 +97,15 @@ def test_a_guard_is_only_dropped_where_it_guards_a_softmax() -> None:
     assert [node.op_type for node in softmax.graph.node] == ["Softmax", "Relu"]
     assert list(softmax.graph.node[1].input) == ["p"]
     assert [node.op_type for node in other.graph.node] == ["Exp", "IsNaN", "Where", "Relu"]
+
+
+def test_a_venv_without_the_quantizer_says_where_the_built_graph_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)  # as the slimmed image
+    embedder = OnnxEmbedder("all-MiniLM-L6-v2", 384, graph_dir=tmp_path)
+    with pytest.raises(EmbeddingError, match="EMBEDDING_GRAPH_DIR at /opt/models"):
+        embedder.encode(["a question"])
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
