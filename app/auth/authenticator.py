@@ -16,7 +16,7 @@ from app.auth.jwt import JwtVerifier, looks_like_jwt, principal_for_claims
 from app.auth.principal import Principal
 from app.auth.repository import ApiKeyRepository
 from app.db.redis import KeySpace
-from app.db.unit_of_work import UnitOfWork
+from app.db.unit_of_work import UnitOfWork, end_read
 
 LAST_USED_RESOLUTION_S = 300
 # How long this process trusts an API key it has verified: a revoked key stops working on every
@@ -82,7 +82,7 @@ class Authenticator:
             key_id = principal.id.removeprefix("key:")
             if await self._first_use_in_window(key_id):
                 await ApiKeyRepository(db).mark_used(uuid.UUID(key_id), datetime.now(UTC))
-                await db.commit()
+            await db.commit()  # a lookup alone too (``app.db.unit_of_work.end_read``)
         return principal
 
     async def _first_use_in_window(self, key_id: str) -> bool:
@@ -99,4 +99,6 @@ class Authenticator:
             raise AuthenticationError(code="invalid_credentials")
         claims = await self._jwt_verifier.verify(token)
         async with self._unit_of_work() as db:
-            return await principal_for_claims(db, claims)
+            principal = await principal_for_claims(db, claims)
+            await end_read(db)
+            return principal

@@ -27,7 +27,7 @@ from app.chat.retrieval import RetrievalStage
 from app.chat.rewrite import QueryRewriter
 from app.chat.turns import FixedTurn, Outcome, PreparedTurn, RoutedTurn, TurnStatus
 from app.chat.types import NO_CONTEXT_ANSWER, ChatInput
-from app.db.unit_of_work import UnitOfWork
+from app.db.unit_of_work import UnitOfWork, end_read
 from app.llm.chain import ProviderChain
 from app.observability.context import current_trace_id, new_trace_id
 from app.observability.telemetry import Telemetry
@@ -200,12 +200,14 @@ class Preparation:
                 if chunks:
                     prompt = await self._fit_prompt(chat, history, chunks)
                     sources = [source_for(n, chunk) for n, chunk in enumerate(prompt.passages, start=1)]
-                    # No write: leaving the block ends the read, so no connection is held while
-                    # the model answers.
+                    # No write: the read ends here, so no connection is held while the model
+                    # answers.
+                    await end_read(db)
                     return RoutedTurn(
                         trace_id, started, key, history, sources, prompt, retrieval_query=searched
                     )
                 outcome, sources = Outcome(NO_CONTEXT_ANSWER, "none", "none", None, TurnStatus.ok), []
             turn = FixedTurn(trace_id, started, key, history, sources, outcome, retrieval_query=searched)
             finished = await finisher.finish(principal, chat, turn, outcome, streamed=False, db=db)
+            await end_read(db)  # when the finisher had nothing to write
         return replace(turn, sources=finished.sources, cited=finished.cited)

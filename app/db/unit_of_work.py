@@ -9,3 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 UnitOfWork = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 """Opens one database session (an ``async_sessionmaker`` is one); the opener commits."""
+
+
+async def end_read(db: AsyncSession) -> None:
+    """End a transaction that only read, by committing it. To the database that is the same as a
+    rollback, but psycopg forgets every statement it prepared on the connection at a ROLLBACK
+    (in case the transaction changed what they refer to) and keeps them at a COMMIT. Ending the
+    hot reads this way (a chat turn's retrieval, the API-key lookup) lets psycopg prepare their
+    statements once per connection, so PostgreSQL stops parsing and planning the hybrid search
+    on every question (``tests/integration/test_prepared_reads.py``)."""
+    if db.in_transaction():
+        await db.commit()
