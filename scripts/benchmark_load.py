@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -413,6 +413,8 @@ class Build:
 
     label: str
     root: Path
+    # The packages its locks pin that this venv lacks or has at another version (``PYTHONPATH``).
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -459,6 +461,47 @@ def answered_by_the_provider(base_url: str, headers: dict[str, str]) -> None:
         sys.exit(f"the uncached question was not answered by the fake provider: {answer}")
 
 
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)", re.MULTILINE)
+
+
+def _pins(root: Path) -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for lock in sorted(root.glob("requirements*.txt")):
+        pins.update(
+            (name.lower().replace("_", "-"), version) for name, version in _PIN.findall(lock.read_text())
+        )
+    return pins
+
+
+def baseline_packages(baseline: Path, target: Path) -> dict[str, str]:
+    """The packages an earlier commit's locks pin that this checkout's do not (removed since, or at
+    another version), installed without dependencies into ``target`` and put first on its
+    ``PYTHONPATH``, so the earlier code runs in this venv with what it was written against."""
+    ours = _pins(ROOT)
+    wanted = sorted(
+        f"{name}=={version}" for name, version in _pins(baseline).items() if ours.get(name) != version
+    )
+    if not wanted:
+        return {}
+    print(f"baseline: installing {', '.join(wanted)} beside this venv …", file=sys.stderr)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--target",
+            str(target),
+            *wanted,
+        ],
+        check=True,
+    )
+    return {"PYTHONPATH": str(target)}
+
+
 @contextmanager
 def baseline_checkout(ref: str, workdir: Path) -> Iterator[Build]:
     """``ref`` checked out beside this one (a detached git worktree), removed afterwards."""
@@ -470,7 +513,7 @@ def baseline_checkout(ref: str, workdir: Path) -> Iterator[Build]:
         ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(target), commit], check=True
     )
     try:
-        yield Build(f"before ({commit})", target)
+        yield Build(f"before ({commit})", target, baseline_packages(target, workdir / "baseline-packages"))
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(target)], check=False)
 
@@ -482,7 +525,7 @@ def measure_service(
     connection on one worker (the latency the service adds), and SSE time to first delta."""
     data_dir = workdir / f"service-{build.root.name}"
     data_dir.mkdir()
-    env = service_env(data_dir, fake_url)
+    env = {**service_env(data_dir, fake_url), **build.env}
     print(f"{build.label}: seeding the demo documents …", file=sys.stderr)
     key = seed(env, build.root)
     headers = {"X-API-Key": key}

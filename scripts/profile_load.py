@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         with fake_llm(workdir) as fake_url:
             data_dir = workdir / "service"
             data_dir.mkdir()
-            env = service_env(data_dir, fake_url)
+            env = {**service_env(data_dir, fake_url), **build.env}
             key = seed(env, build.root)
             headers = {"X-API-Key": key}
             server = start_server(
