@@ -4,22 +4,19 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from app.db.pool_health import ping_when_in_doubt
 from app.db.replicas import ReadSessions, ReadTarget, ReplicaMetrics, target_name
 from app.settings import Settings
 
 
 def _engine(url: str, settings: Settings) -> AsyncEngine:
-    engine = create_async_engine(
+    return create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=False,  # pinged only when in doubt (``app.db.pool_health``)
+        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
     )
-    ping_when_in_doubt(engine.sync_engine)
-    return engine
 
 
 def create_engine(settings: Settings) -> AsyncEngine:

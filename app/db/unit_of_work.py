@@ -16,7 +16,8 @@ async def end_read(db: AsyncSession) -> None:
     rollback, but psycopg forgets every statement it prepared on the connection at a ROLLBACK
     (in case the transaction changed what they refer to) and keeps them at a COMMIT. Ending the
     hot reads this way (a chat turn's retrieval, the API-key lookup) lets psycopg prepare their
-    statements once per connection, so PostgreSQL stops parsing and planning the hybrid search
-    on every question (``tests/integration/test_prepared_reads.py``)."""
+    statements once per connection, so PostgreSQL stops parsing the hybrid search on every
+    question (``tests/integration/chat/test_prepared_reads.py``); it still plans each execution
+    for its own values (``app.rag.repository``)."""
     if db.in_transaction():
         await db.commit()
