@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from app.db.pool_health import ping_when_in_doubt
 from app.db.replicas import ReadSessions, ReadTarget, ReplicaMetrics, target_name
 from app.settings import Settings
 
 
 def _engine(url: str, settings: Settings) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=False,  # pinged only when in doubt (``app.db.pool_health``)
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
     )
+    ping_when_in_doubt(engine.sync_engine)
+    return engine
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
