@@ -49,11 +49,18 @@ CHUNK = RetrievedChunk(
 
 
 class FakeDb:
+    """A unit of work's session: in a transaction from its opening to its commit."""
+
     def __init__(self) -> None:
         self.commits = 0
+        self.open = False
+
+    def in_transaction(self) -> bool:
+        return self.open
 
     async def commit(self) -> None:
         self.commits += 1
+        self.open = False
 
 
 @dataclass
@@ -126,6 +133,7 @@ def harness(
 
     @asynccontextmanager
     async def unit_of_work() -> AsyncIterator[Any]:
+        db.open = True
         yield db
 
     async def retriever(_: Any, query: RetrievalQuery) -> list[RetrievedChunk]:
