@@ -28,11 +28,11 @@ def _socket_readable(dbapi_connection: Any) -> bool:
     """Whether the idle connection's socket has something to read: for a connection between
     transactions, the server going away (or, rarely, a notice: a needless ping, not a wrong one)."""
     try:
-        fd = dbapi_connection.driver_connection.pgconn.socket
-        readable, _, _ = select.select([fd], [], [], 0)
+        poller = select.poll()  # not select.select: a busy worker's descriptors pass 1024
+        poller.register(dbapi_connection.driver_connection.pgconn.socket, select.POLLIN)
+        return bool(poller.poll(0))
     except Exception:  # closed, or no socket to look at: let the ping decide
         return True
-    return bool(readable)
 
 
 def ping_when_in_doubt(
