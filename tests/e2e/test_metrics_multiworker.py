@@ -13,7 +13,8 @@ from tests.support.server import ServerProcess, create_api_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.metrics]
 
-REQUESTS = 60
+BATCH = 30
+MAX_BATCHES = 40
 
 
 def healthz_total(text: str) -> float:
@@ -42,25 +43,33 @@ def healthz_count_in(file: Path) -> float:
 
 def test_metrics_aggregates_requests_served_by_both_workers(served: ServerProcess) -> None:
     before = healthz_total(httpx.get(served.base_url + "/metrics", timeout=10).text)
-
-    def call(_: int) -> int:
-        # A fresh connection per request, so gunicorn's workers share the load.
-        return httpx.get(served.base_url + "/healthz", timeout=10).status_code
-
-    with ThreadPoolExecutor(max_workers=12) as pool:
-        assert set(pool.map(call, range(REQUESTS))) == {200}
-
     pids = worker_pids(served)
     assert len(pids) == 2
     directory = Path(psutil.Process(next(iter(pids))).environ()["PROMETHEUS_MULTIPROC_DIR"])
-    per_worker = {pid: healthz_count_in(directory / f"counter_{pid}.db") for pid in pids}
+
+    def call(_: int) -> int:
+        # A fresh connection per request, so either of gunicorn's workers may accept it.
+        return httpx.get(served.base_url + "/healthz", timeout=10).status_code
+
+    # Which worker accepts a connection is the kernel's choice: on a busy machine one worker
+    # can take a whole batch. Send batches until both have served (the aggregation is what
+    # this test checks, not the balance).
+    sent = 0
+    per_worker: dict[int, float] = {}
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        for _ in range(MAX_BATCHES):
+            assert set(pool.map(call, range(BATCH))) == {200}
+            sent += BATCH
+            per_worker = {pid: healthz_count_in(directory / f"counter_{pid}.db") for pid in pids}
+            if all(count > 0 for count in per_worker.values()):
+                break
     assert all(count > 0 for count in per_worker.values()), per_worker  # both workers served
 
     # Every scrape, whichever worker answers it, reports the sum over all workers.
     for _ in range(6):
         text = httpx.get(served.base_url + "/metrics", timeout=10).text
-        assert healthz_total(text) == before + REQUESTS
-    assert sum(per_worker.values()) == before + REQUESTS
+        assert healthz_total(text) == before + sent
+    assert sum(per_worker.values()) == before + sent
 
     # Domain families are exposed in multiprocess mode before their first sample.
     assert "# TYPE vector_search_duration_seconds histogram" in text
@@ -68,7 +77,8 @@ def test_metrics_aggregates_requests_served_by_both_workers(served: ServerProces
     assert "# TYPE vector_search_requests_total counter" in text
 
 
-CHATS = 20
+CHAT_BATCH = 10
+MAX_CHAT_BATCHES = 10
 
 
 def search_count(text: str, mode: str) -> float:
@@ -76,9 +86,19 @@ def search_count(text: str, mode: str) -> float:
     return sum(float(m.group(1)) for line in text.splitlines() if (m := pattern.match(line)))
 
 
+def text_searches_in(file: Path) -> float:
+    for metric in MultiProcessCollector.merge([str(file)], accumulate=True):
+        for sample in metric.samples:
+            if sample.name == "vector_search_duration_seconds_count" and sample.labels.get("mode") == "text":
+                return float(sample.value)
+    return 0.0
+
+
 def test_vector_search_latency_is_counted_across_both_workers(served: ServerProcess) -> None:
     headers = {"X-API-Key": create_api_key(served.env, role="reader")}
     before = search_count(httpx.get(served.base_url + "/metrics", timeout=10).text, "text")
+    pids = worker_pids(served)
+    directory = Path(psutil.Process(next(iter(pids))).environ()["PROMETHEUS_MULTIPROC_DIR"])
 
     def chat(n: int) -> int:
         body = {"question": f"What is in document number {n}?", "mode": "text"}
@@ -86,20 +106,16 @@ def test_vector_search_latency_is_counted_across_both_workers(served: ServerProc
             served.base_url + "/api/v1/chat", json=body, headers=headers, timeout=30
         ).status_code
 
+    # As above: batches until both workers have searched, whichever the kernel gave them to.
+    sent = 0
+    per_worker: dict[int, float] = {}
     with ThreadPoolExecutor(max_workers=6) as pool:
-        assert set(pool.map(chat, range(CHATS))) == {200}
-
-    pids = worker_pids(served)
-    directory = Path(psutil.Process(next(iter(pids))).environ()["PROMETHEUS_MULTIPROC_DIR"])
-    per_worker = {}
-    for pid in pids:
-        for metric in MultiProcessCollector.merge([str(directory / f"histogram_{pid}.db")], accumulate=True):
-            for sample in metric.samples:
-                if (
-                    sample.name == "vector_search_duration_seconds_count"
-                    and sample.labels.get("mode") == "text"
-                ):
-                    per_worker[pid] = float(sample.value)
+        for _ in range(MAX_CHAT_BATCHES):
+            assert set(pool.map(chat, range(sent, sent + CHAT_BATCH))) == {200}
+            sent += CHAT_BATCH
+            per_worker = {pid: text_searches_in(directory / f"histogram_{pid}.db") for pid in pids}
+            if all(count > 0 for count in per_worker.values()):
+                break
     assert len(per_worker) == 2 and all(count > 0 for count in per_worker.values()), per_worker
     text = httpx.get(served.base_url + "/metrics", timeout=10).text
-    assert search_count(text, "text") == before + CHATS
+    assert search_count(text, "text") == before + sent
