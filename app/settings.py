@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1, le=20)
     worker_heartbeat_s: float = Field(default=5.0, gt=0)
     worker_stalled_after_s: float = Field(default=30.0, gt=0)
+    job_progress_interval_s: float = Field(default=0.5, ge=0, le=60)
 
     # LLM router
     llm_providers: Annotated[list[ProviderName], NoDecode] = ["gemini", "groq", "openai", "local"]

@@ -35,7 +35,7 @@ from app.documents.errors import (
     DocumentInputError,
     generic_job_error,
 )
-from app.documents.job_records import FINISHED, record_failure, record_progress
+from app.documents.job_records import FINISHED, ProgressReporter, record_failure
 from app.documents.parsing import (
     DocumentType,
     Page,
@@ -124,6 +124,7 @@ async def _claim(ctx: IngestionContext, job_id: uuid.UUID) -> _Claim | None:
         job.error_code = None
         job.started_at = ctx.clock()
         version.status = "running"
+        await _sample_queue_depth_in(session, ctx)
         return _Claim(
             job.document_id,
             version.id,
@@ -147,6 +148,14 @@ async def sample_queue_depth(ctx: IngestionContext) -> None:
     ctx.metrics.ingestion_queue_depth(depth.queued, running=depth.running)
 
 
+async def _sample_queue_depth_in(session: AsyncSession, ctx: IngestionContext) -> None:
+    """The same sample inside a job's claim or its storing transaction, as that transaction will
+    leave the queue (its own change flushed first): one statement instead of a transaction."""
+    await session.flush()
+    depth = await repo.ingestion_queue_depth(session)
+    ctx.metrics.ingestion_queue_depth(depth.queued, running=depth.running)
+
+
 async def ingest_document_version(
     ctx: IngestionContext, job_id: uuid.UUID, *, final_attempt: bool = True
 ) -> IngestionResult:
@@ -159,10 +168,9 @@ async def ingest_document_version(
     )
     if fetched is not None:  # a URL job that ended at its fetch (unchanged, refused, superseded)
         return IngestionResult(job_id=job_id, status=fetched, seconds=time.perf_counter() - started)
-    claim = await _claim(ctx, job_id)
+    claim = await _claim(ctx, job_id)  # samples the queue depth
     if claim is None:
         return IngestionResult(job_id=job_id, status="skipped")
-    await sample_queue_depth(ctx)
     outcome = "cancelled"  # the worker stopped it (shutdown); anything else sets its own
     with bind_job_context(claim.request_id, claim.trace_id):
         try:
@@ -174,7 +182,8 @@ async def ingest_document_version(
         finally:
             elapsed = time.perf_counter() - started
             ctx.metrics.ingestion_job(outcome, elapsed)
-            await sample_queue_depth(ctx)
+            if outcome != "succeeded":  # a stored job sampled it in its storing transaction
+                await sample_queue_depth(ctx)
     return IngestionResult(**{**result.__dict__, "seconds": elapsed})
 
 
@@ -229,32 +238,34 @@ async def _run(
 ) -> IngestionResult:
     settings = ctx.settings
     limits = ParseLimits.from_settings(settings)
-    parsed = await asyncio.to_thread(
-        parse_document,
-        claim.content,
-        doc_type=DocumentType.from_mime(claim.mime_type),
-        max_uncompressed_bytes=settings.docx_max_uncompressed_mb * 1024 * 1024,
-        limits=limits,
-    )
-    parsed = await _recognise(ctx, job_id, claim.content, parsed, limits)
-    await record_progress(ctx.session_factory, job_id, "chunking", 15)
+    reporter = ProgressReporter(ctx.session_factory, job_id, interval_s=settings.job_progress_interval_s)
+    async with reporter as progress:
+        parsed = await asyncio.to_thread(
+            parse_document,
+            claim.content,
+            doc_type=DocumentType.from_mime(claim.mime_type),
+            max_uncompressed_bytes=settings.docx_max_uncompressed_mb * 1024 * 1024,
+            limits=limits,
+        )
+        parsed = await _recognise(claim.content, parsed, limits, progress)
+        await progress.record("chunking", 15)
 
-    title = claim.title if settings.chunk_context else None
-    pages = parsed.pages_with_text()
-    kept_ids, changed = await _reuse_plan(ctx, claim.document_id, pages, title)
-    drafts = await asyncio.to_thread(
-        chunk_pages,
-        changed,
-        max_tokens=settings.chunk_max_tokens,
-        overlap_tokens=settings.chunk_overlap_tokens,
-        count=ctx.token_counter.count_uncached,
-        title=title,
-    )
-    facts = await asyncio.to_thread(_prompt_facts, drafts, ctx.token_counter.count_uncached)
-    await record_progress(ctx.session_factory, job_id, "embedding", 20)
+        title = claim.title if settings.chunk_context else None
+        pages = parsed.pages_with_text()
+        kept_ids, changed = await _reuse_plan(ctx, claim.document_id, pages, title)
+        drafts = await asyncio.to_thread(
+            chunk_pages,
+            changed,
+            max_tokens=settings.chunk_max_tokens,
+            overlap_tokens=settings.chunk_overlap_tokens,
+            count=ctx.token_counter.count_uncached,
+            title=title,
+        )
+        facts = await asyncio.to_thread(_prompt_facts, drafts, ctx.token_counter.count_uncached)
+        await progress.record("embedding", 20)
 
-    vectors = await _embed(ctx, job_id, drafts)
-    await record_progress(ctx.session_factory, job_id, "storing", 95)
+        vectors = await _embed(ctx, drafts, progress)
+        await progress.record("storing", 95)
 
     counts = _VersionCounts(
         pages=parsed.page_count, pages_reused=len(pages) - len(changed), pages_embedded=len(changed)
@@ -299,24 +310,26 @@ async def _reuse_plan(
 
 
 async def _recognise(
-    ctx: IngestionContext, job_id: uuid.UUID, content: bytes, parsed: ParsedDocument, limits: ParseLimits
+    content: bytes, parsed: ParsedDocument, limits: ParseLimits, progress: ProgressReporter
 ) -> ParsedDocument:
     """The ``ocr`` stage: pages without a text layer recognised in a killable child process
     (``recognise_pages``), the job reporting page n of N (progress 5 → 15) after each."""
     if not parsed.ocr_pages:
         return parsed
     total = len(parsed.ocr_pages)
-    await record_progress(ctx.session_factory, job_id, "ocr", 5, pages=(0, total))
+    await progress.record("ocr", 5, pages=(0, total))
     loop = asyncio.get_running_loop()
 
     def on_page(done: int, of: int) -> None:  # runs in the OCR thread; waits for the update
-        update = record_progress(ctx.session_factory, job_id, "ocr", 5 + 10 * done // of, pages=(done, of))
+        update = progress.record("ocr", 5 + 10 * done // of, pages=(done, of))
         asyncio.run_coroutine_threadsafe(update, loop).result()
 
     return await asyncio.to_thread(recognise_pages, content, parsed, limits, on_page)
 
 
-async def _embed(ctx: IngestionContext, job_id: uuid.UUID, drafts: list[ChunkDraft]) -> list[list[float]]:
+async def _embed(
+    ctx: IngestionContext, drafts: list[ChunkDraft], progress: ProgressReporter
+) -> list[list[float]]:
     texts = [draft.embedding_input for draft in drafts]
     vectors: list[list[float]] = [[] for _ in texts]
     done = 0
@@ -325,7 +338,7 @@ async def _embed(ctx: IngestionContext, job_id: uuid.UUID, drafts: list[ChunkDra
         for index, vector in zip(batch, embedded, strict=True):
             vectors[index] = vector
         done += len(batch)
-        await record_progress(ctx.session_factory, job_id, "embedding", 20 + int(75 * done / len(drafts)))
+        await progress.record("embedding", 20 + int(75 * done / len(drafts)))
     return vectors
 
 
@@ -394,6 +407,8 @@ async def _store(
     version.pages_reused = counts.pages_reused
     document.current_version = claim.version
     job.status, job.stage, job.progress = "succeeded", "storing", 100
+    job.stage_page = job.stage_pages = None  # whichever intermediate stage was written last
     job.error, job.error_code = None, None
     job.finished_at = ctx.clock()
+    await _sample_queue_depth_in(session, ctx)
     return True

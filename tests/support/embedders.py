@@ -1,8 +1,9 @@
-"""Embedders for tests: a pure deterministic one for unit tests and a counting wrapper that
-records what a real embedder was asked to embed."""
+"""Embedders for tests: a pure deterministic one for unit tests, a counting wrapper that records
+what a real embedder was asked to embed, and a gated one that holds ingestion in its embedding."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import re
@@ -48,12 +49,10 @@ class HashingEmbedder:
 
 
 @dataclass
-class CountingEmbedder:
-    """Delegates to ``inner`` and records every text it embedded (for "only that page" asserts)."""
+class _Wrapping:
+    """Delegates to ``inner``, which belongs to the session (closing the wrapper leaves it open)."""
 
     inner: Embedder
-    texts: list[str] = field(default_factory=list)
-    calls: int = 0
 
     @property
     def model_name(self) -> str:
@@ -64,16 +63,40 @@ class CountingEmbedder:
         return self.inner.dimension
 
     async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
-        self.calls += 1
-        self.texts.extend(texts)
         return await self.inner.embed_documents(texts)
 
     async def embed_query(self, text: str) -> list[float]:
         return await self.inner.embed_query(text)
 
     async def aclose(self) -> None:
-        return None  # the inner embedder belongs to the session
+        return None
+
+
+@dataclass
+class CountingEmbedder(_Wrapping):
+    """Records every text it embedded (for "only that page" asserts)."""
+
+    texts: list[str] = field(default_factory=list)
+    calls: int = 0
+
+    async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        self.calls += 1
+        self.texts.extend(texts)
+        return await self.inner.embed_documents(texts)
 
     def reset(self) -> None:
         self.texts.clear()
         self.calls = 0
+
+
+@dataclass
+class GatedEmbedder(_Wrapping):
+    """Holds every embedding call until ``release`` is set (``embedding``: one has begun)."""
+
+    embedding: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        self.embedding.set()
+        await self.release.wait()
+        return await self.inner.embed_documents(texts)

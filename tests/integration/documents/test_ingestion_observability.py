@@ -5,19 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from app.observability.logging import configure_logging
-from app.rag.embeddings import Embedder
 from app.resources import Resources
 from app.settings import Settings
 from tests.support.callers import MakeCaller
 from tests.support.documents import make_pdf, page_text, run_jobs, upload
+from tests.support.embedders import GatedEmbedder
 from tests.support.logs import read_json_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.metrics]
@@ -37,34 +36,6 @@ def sample(text: str, name: str, **labels: str) -> float:
         if match and all(f'{key}="{value}"' in match.group(1) for key, value in labels.items()):
             return float(match.group(2))
     raise AssertionError(f"no sample {name}{labels}")
-
-
-@dataclass
-class GatedEmbedder:
-    """Holds the first embedding call until the test has looked at the metrics."""
-
-    inner: Embedder
-    embedding: asyncio.Event = field(default_factory=asyncio.Event)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
-        self.embedding.set()
-        await self.release.wait()
-        return await self.inner.embed_documents(texts)
-
-    async def embed_query(self, text: str) -> list[float]:
-        return await self.inner.embed_query(text)
-
-    async def aclose(self) -> None:
-        return None
 
 
 async def test_ingestion_jobs_duration_and_queue_depth_move_on_metrics(

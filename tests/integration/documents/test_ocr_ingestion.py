@@ -40,7 +40,8 @@ async def test_an_image_is_recognised_in_an_ocr_stage_and_its_chunks_are_marked_
     status_url = response.json()["status_url"]
     seen: list[tuple] = []
     watcher = asyncio.create_task(_watch_job(client, status_url, caller.headers, seen))
-    await run_jobs(resources)
+    # Every step written (a recognition this short would else end within one progress interval).
+    await run_jobs(resources, settings=resources.settings.model_copy(update={"job_progress_interval_s": 0}))
     await asyncio.wait_for(watcher, timeout=30)
 
     job = (await client.get(status_url, headers=caller.headers)).json()
