@@ -183,11 +183,14 @@ local-model: $(STAMP) ## SmolLM2-135M-Instruct for the local link, from the hash
 benchmark-local-model: local-model ## tokens/s of the local model under gpt4all per thread count: N=5 prompts
 	$(PY) -m scripts.benchmark_local_model --prompts $(or $(N),5)
 
-.PHONY: benchmark benchmark-chat benchmark-load benchmark-embeddings
+.PHONY: benchmark benchmark-chat benchmark-load benchmark-embeddings benchmark-ingest
 benchmark-embeddings: $(STAMP) ## local embeddings, ONNX vs torch: query p50/p95, ingestion chunks/s, agreement
 	$(PY) -m scripts.benchmark_embeddings
 benchmark-load: $(STAMP) ## ours vs the LiteLLM proxy under wrk, c=16 and c=1: cache hit, uncached, SSE first token; BASELINE=<git ref>: its rows too; BUDGETS=1: budgets off vs on
 	$(PY) -m scripts.benchmark_load $(if $(DURATION),--seconds $(DURATION)) $(if $(BASELINE),--baseline $(BASELINE)) $(if $(BUDGETS),--budgets)
+
+benchmark-ingest: $(STAMP) ## ingestion pages/s through the service (upload + worker), WORKER_CONCURRENCY 1 and 2; BASELINE=<git ref>: its rows too
+	$(PY) -m scripts.benchmark_ingest $(if $(BASELINE),--baseline $(BASELINE))
 
 benchmark-chat: $(STAMP) ## /api/v1/chat p50/p99, uncached vs cached, against the fake provider
 	$(PY) -m scripts.benchmark_chat

@@ -32,7 +32,7 @@ from app.documents.chunking import chunk_text
 from app.rag.embeddings import LocalEmbedder, OnnxEmbedder, TorchEmbedder
 from app.rag.embeddings.bundled_graph import QUANTIZATIONS
 from app.settings import Settings
-from scripts.embedding_tuning import pipeline_table, tuning_tables
+from scripts.embedding_tuning import tuning_tables
 
 SEED_DIR = Path(__file__).resolve().parents[1] / "app" / "documents" / "seed"
 QUESTIONS = [
@@ -126,9 +126,6 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=256, help="chunks per ingestion round")
     parser.add_argument("--rounds", type=int, default=3, help="ingestion rounds per backend (best counts)")
     parser.add_argument("--golden-pages", type=int, default=120, help="golden pages for ingestion chunks/s")
-    parser.add_argument(
-        "--pipeline-pages", type=int, default=0, help="golden pages through the real service (0: skip)"
-    )
     parser.add_argument("--no-backends", action="store_true", help="only the ONNX tuning rows")
     args = parser.parse_args()
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
@@ -136,9 +133,6 @@ def main() -> None:
         backends(args, settings)
     print("\nONNX Runtime tuning, before (its default session) and after, in one process:\n")
     print(tuning_tables(settings, questions(args.queries), args.golden_pages))
-    if args.pipeline_pages:
-        print("\nIngestion through the real service (embedded PostgreSQL and Redis):\n")
-        print(pipeline_table(settings, args.pipeline_pages))
 
 
 def backends(args: argparse.Namespace, settings: Settings) -> None:

@@ -14,7 +14,6 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -225,72 +224,3 @@ def tuning_tables(settings: Settings, questions: list[str], pages: int) -> str:
     )
     load = os.getloadavg()
     return "\n".join(rows.lines) + f"\n\nload average before the run: {load[0]:.2f}"
-
-
-async def _pipeline_pages_per_s(embedder: OnnxEmbedder, pages: int, concurrency: int) -> tuple[float, float]:
-    """Pages/s of the golden corpus's first ``pages`` pages through the real service (upload over
-    the API, the ingestion worker), as ``make eval`` ingests them, on a database of its own; and
-    the share of that time spent in ``embed_documents``."""
-    import secrets
-    import tempfile
-    from pathlib import Path
-
-    from app.auth.principal import Role
-    from scripts.eval.harness import UNLIMITED, ingest
-    from tests.support.apps import running_app
-    from tests.support.services import start_postgres, start_redis
-
-    golden = load_golden("sqlite")
-    golden = type(golden)(golden.name, golden.pages[:pages], golden.questions)
-    spent = [0.0]
-    embed_documents = embedder.embed_documents
-
-    async def timed(texts: Any) -> list[list[float]]:
-        start = time.perf_counter()
-        try:
-            return await embed_documents(texts)
-        finally:
-            spent[0] += time.perf_counter() - start
-
-    with tempfile.TemporaryDirectory(prefix="ragchat-bench-") as work:
-        postgres, redis = start_postgres(), start_redis(Path(work) / "redis")
-        try:
-            settings = Settings(  # type: ignore[call-arg]
-                _env_file=None,
-                redis_url=redis.url,
-                embedding_warm_up=False,
-                log_level="ERROR",
-                data_dir=Path(work) / "data",
-                worker_concurrency=concurrency,
-                database_url=postgres.create_database(f"ragchat_bench_{secrets.token_hex(4)}"),
-            ).model_copy(update=UNLIMITED)
-            embedder.embed_documents = timed  # type: ignore[method-assign]
-            async with running_app(settings, embedder=embedder) as (app, client, make_caller):
-                caller = await make_caller(tenant="bench", role=Role.editor)
-                start = time.perf_counter()
-                await ingest(client, app.state.resources, caller, golden)
-                elapsed = time.perf_counter() - start
-        finally:
-            embedder.embed_documents = embed_documents  # type: ignore[method-assign]
-            postgres.drop_databases()
-            postgres.stop()
-            redis.stop()
-    return pages / elapsed, spent[0] / elapsed
-
-
-def pipeline_table(settings: Settings, pages: int) -> str:
-    """Golden pages/s through the real service, before and after, one worker job at a time (and
-    two: one job's parsing and storing beside the other's embedding)."""
-    before, after = pair(settings)
-    rows = Rows(
-        ["| golden corpus through the service | pages/s | share in embed_documents |", "|---|---:|---:|"]
-    )
-    runs = [
-        ("before (ORT defaults)", before, 1),
-        ("after", after, 1),
-        ("after, WORKER_CONCURRENCY=2", after, 2),
-    ]
-    for label, embedder, concurrency in runs:
-        rate, share = asyncio.run(_pipeline_pages_per_s(embedder, pages, concurrency))
-        rows.add(f"{label}, {pages} pages", f"{rate:.2f}", f"{share:.0%}")
-    return "\n".join(rows.lines) + f"\n\nload average after the run: {os.getloadavg()[0]:.2f}"

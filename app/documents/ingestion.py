@@ -107,11 +107,20 @@ class _Claim:
     title: str
 
 
-async def _claim(ctx: IngestionContext, job_id: uuid.UUID) -> _Claim | None:
+class _FetchFirst:
+    """A URL job with no version yet: its fetch stage comes before the claim."""
+
+
+FETCH_FIRST = _FetchFirst()
+
+
+async def _claim(ctx: IngestionContext, job_id: uuid.UUID) -> _Claim | _FetchFirst | None:
     async with ctx.session_factory() as session, session.begin():
         job = await repo.get_job_for_update(session, job_id)
         if job is None or job.status in FINISHED:
             return None  # superseded, already done by an earlier run, or purged
+        if job.version_id is None:
+            return FETCH_FIRST
         version = await repo.get_version_by_id(session, job.version_id)
         document = await repo.get_job_document(session, job.document_id)
         if version is None or document is None:
@@ -163,13 +172,15 @@ async def ingest_document_version(
     else is recorded and re-raised so the queue retries it (unless this was the last attempt).
     Its log lines carry the request and trace id of the upload that queued it."""
     started = time.perf_counter()
-    fetched = await run_fetch_stage(
-        ctx.session_factory, ctx.settings, job_id, final_attempt=final_attempt, clock=ctx.clock
-    )
-    if fetched is not None:  # a URL job that ended at its fetch (unchanged, refused, superseded)
-        return IngestionResult(job_id=job_id, status=fetched, seconds=time.perf_counter() - started)
     claim = await _claim(ctx, job_id)  # samples the queue depth
-    if claim is None:
+    if claim is FETCH_FIRST:
+        fetched = await run_fetch_stage(
+            ctx.session_factory, ctx.settings, job_id, final_attempt=final_attempt, clock=ctx.clock
+        )
+        if fetched is not None:  # a URL job that ended at its fetch (unchanged, refused, superseded)
+            return IngestionResult(job_id=job_id, status=fetched, seconds=time.perf_counter() - started)
+        claim = await _claim(ctx, job_id)  # it has its version now
+    if not isinstance(claim, _Claim):
         return IngestionResult(job_id=job_id, status="skipped")
     outcome = "cancelled"  # the worker stopped it (shutdown); anything else sets its own
     with bind_job_context(claim.request_id, claim.trace_id):
