@@ -133,8 +133,8 @@ class DocumentService:
             self.session.add(document)
             await self.session.flush()
             await self._record(document, "document.create", {"title": document.title})
-        else:
-            self._apply_metadata(document, replace(meta, tags=tags))
+            return await self._add_version(document, upload, parsed, new_document=True)
+        self._apply_metadata(document, replace(meta, tags=tags))
         return await self._add_version(document, upload, parsed)
 
     async def upload_version(
@@ -147,15 +147,17 @@ class DocumentService:
         return await self._add_version(document, upload, parsed)
 
     async def _add_version(
-        self, document: Document, upload: UploadedFile, parsed: ParsedDocument
+        self, document: Document, upload: UploadedFile, parsed: ParsedDocument, *, new_document: bool = False
     ) -> UploadOutcome:
-        latest = await repo.latest_version(self.session, document.id)
+        """``new_document``: created in this transaction, so it has no versions and no jobs to look up."""
+        latest = None if new_document else await repo.latest_version(self.session, document.id)
         if latest is not None and latest.content_sha256 == upload.sha256 and latest.status in ACTIVE:
             job = await repo.latest_job_for_version(self.session, latest.id)
             if job is not None:
                 return UploadOutcome(document.id, latest.version, job.id, "unchanged")
         number = 1 if latest is None else latest.version + 1
-        for stale in await repo.queued_jobs_of_document(self.session, document.id):
+        stale_jobs = [] if new_document else await repo.queued_jobs_of_document(self.session, document.id)
+        for stale in stale_jobs:
             stale.status, stale.error_code = "failed", "superseded"
             stale.error = f"superseded by version {number} before it started"
             stale.finished_at = repo.utcnow()
