@@ -203,7 +203,7 @@ benchmark-replica: $(STAMP) ## a read replica's share of retrieval and the prima
 benchmark-hostile: $(STAMP) ## the largest chat requests a reader can send: event-loop block, RSS kept, /healthz under 4
 	$(PY) -m scripts.benchmark_hostile
 
-benchmark: benchmark-vectors benchmark-router benchmark-chat benchmark-embeddings ## every benchmark, each printing a table
+benchmark: benchmark-vectors benchmark-router benchmark-chat benchmark-embeddings benchmark-ingest ## every benchmark, each printing a table
 
 .PHONY: eval eval-check eval-ocr
 # The golden set through the real service, outside pytest: coverage tracing would triple its time.
