@@ -6,7 +6,6 @@ reaper's record of a worker that stopped. Times come from the caller (the worker
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -97,8 +96,14 @@ class ProgressReporter:
             return
         if not self._writing:
             flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await flusher
+        except asyncio.CancelledError:
+            # The dropped write's own cancel ends here; the job's (a worker shutting down while
+            # this waits for a write under way) goes on to the job.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
 
     async def _write_after(self, wait: float) -> None:
         # Changes recorded while a write is under way wait one more interval.

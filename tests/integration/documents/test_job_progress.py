@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from app.documents import job_records
 from app.documents.job_records import ProgressReporter
@@ -133,3 +134,40 @@ async def test_changes_within_the_interval_wait_and_the_latest_is_written(
     await reporter.close()  # ... and the job's end supersedes it: the waiting write is dropped
     assert sleeps.cancelled == [1]
     assert await shows("embedding", 60)
+
+
+async def test_a_job_cancelled_while_its_progress_write_waits_on_a_lock_stays_cancelled(
+    client: httpx.AsyncClient, make_caller: MakeCaller, resources: Resources
+) -> None:
+    caller = await make_caller()
+    response = await upload(client, caller.headers, NOTES, filename="notes.txt")
+    job_id = uuid.UUID(response.json()["job_id"])
+    sleeps = HeldSleeps()
+    reporter = ProgressReporter(
+        resources.session_factory, job_id, interval_s=INTERVAL_S, clock=SteppedClock(), sleep=sleeps
+    )
+    await reporter.record("embedding", 20)
+
+    async with resources.session_factory() as holder, holder.begin():
+        # Another transaction holds the job's row, so the progress write, once under way, waits.
+        await holder.execute(text("SELECT 1 FROM ingestion_jobs WHERE id = :id FOR UPDATE"), {"id": job_id})
+        await asyncio.sleep(0)
+        sleeps.release(0)
+
+        async def write_waits() -> bool:
+            async with resources.session_factory() as session:
+                waiting = await session.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                )
+                return bool(waiting.scalar_one())
+
+        await wait_for_async(write_waits, timeout=30, what="the progress write waiting on the row lock")
+        closing = asyncio.create_task(reporter.close())  # what the job's end does
+        await asyncio.sleep(0)  # it runs up to its wait for the write under way
+        assert not closing.done()
+        closing.cancel()  # the worker stops the job meanwhile
+        with pytest.raises(asyncio.CancelledError):
+            await closing
