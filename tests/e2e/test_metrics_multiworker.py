@@ -33,10 +33,11 @@ def worker_pids(server: ServerProcess) -> set[int]:
     return {child.pid for child in master.children()}
 
 
-def healthz_count_in(file: Path) -> float:
+def worker_sample(file: Path, name: str, **labels: str) -> float:
+    """One worker's value of a sample, from its own multiprocess file (0 before its first)."""
     for metric in MultiProcessCollector.merge([str(file)], accumulate=True):
         for sample in metric.samples:
-            if sample.name == "http_requests_total" and sample.labels.get("handler") == "/healthz":
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
 
@@ -60,7 +61,10 @@ def test_metrics_aggregates_requests_served_by_both_workers(served: ServerProces
         for _ in range(MAX_BATCHES):
             assert set(pool.map(call, range(BATCH))) == {200}
             sent += BATCH
-            per_worker = {pid: healthz_count_in(directory / f"counter_{pid}.db") for pid in pids}
+            per_worker = {
+                pid: worker_sample(directory / f"counter_{pid}.db", "http_requests_total", handler="/healthz")
+                for pid in pids
+            }
             if all(count > 0 for count in per_worker.values()):
                 break
     assert all(count > 0 for count in per_worker.values()), per_worker  # both workers served
@@ -86,14 +90,6 @@ def search_count(text: str, mode: str) -> float:
     return sum(float(m.group(1)) for line in text.splitlines() if (m := pattern.match(line)))
 
 
-def text_searches_in(file: Path) -> float:
-    for metric in MultiProcessCollector.merge([str(file)], accumulate=True):
-        for sample in metric.samples:
-            if sample.name == "vector_search_duration_seconds_count" and sample.labels.get("mode") == "text":
-                return float(sample.value)
-    return 0.0
-
-
 def test_vector_search_latency_is_counted_across_both_workers(served: ServerProcess) -> None:
     headers = {"X-API-Key": create_api_key(served.env, role="reader")}
     before = search_count(httpx.get(served.base_url + "/metrics", timeout=10).text, "text")
@@ -113,7 +109,12 @@ def test_vector_search_latency_is_counted_across_both_workers(served: ServerProc
         for _ in range(MAX_CHAT_BATCHES):
             assert set(pool.map(chat, range(sent, sent + CHAT_BATCH))) == {200}
             sent += CHAT_BATCH
-            per_worker = {pid: text_searches_in(directory / f"histogram_{pid}.db") for pid in pids}
+            per_worker = {
+                pid: worker_sample(
+                    directory / f"histogram_{pid}.db", "vector_search_duration_seconds_count", mode="text"
+                )
+                for pid in pids
+            }
             if all(count > 0 for count in per_worker.values()):
                 break
     assert len(per_worker) == 2 and all(count > 0 for count in per_worker.values()), per_worker
