@@ -1,11 +1,12 @@
 """The one finishing step of every chat turn, answered with or without the router, streamed or
-not: mark the cited sources, cache the answer when the chain says it may be cached, record the
-turn in memory with exactly the text and sources the client received together with the tokens
-the operator paid for (one commit), settle the token reservation, and leave the answer's record in
-the answer ledger (who received which answer, for feedback)."""
+not: mark the cited sources; then, side by side, cache the answer when the chain says it may be
+cached, record the turn in memory with exactly the text and sources the client received together
+with the tokens the operator paid for (one commit), and leave the answer's record in the answer
+ledger (who received which answer, for feedback); then settle the token reservation."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -84,40 +85,46 @@ class TurnFinisher:
         carries the cited numbers). The writes go in ``db`` when given (the preparation's unit of
         work, for a turn answered inside it), else in a unit of work of their own."""
         sources, cited = mark_cited(turn.sources, outcome.text)
+        spent = self._spent(turn, outcome) if chat.operator_pays else Spent()
+        kept = turn.sources if streamed else sources
+        # Three stores, written side by side: the answer cache and the ledger (Redis; neither
+        # raises) and the turn and usage (PostgreSQL). A failed database write still fails the
+        # request, after the other two have been written, as when they went one after the other.
+        recorded, _, _ = await asyncio.gather(
+            self._write_records(principal, chat, turn.trace_id, outcome, kept, spent, db),
+            self._cache_answer(turn, outcome, sources),
+            self._record_answered(principal, chat, turn.trace_id, outcome, sources),
+        )
+        await self._settle(principal, chat, spent, outcome)
+        if recorded is not None:
+            await self._memory.publish(recorded)
+        return Finished(sources, cited)
+
+    async def _cache_answer(self, turn: PreparedTurn, outcome: Outcome, sources: list[Source]) -> None:
         if outcome.status is TurnStatus.ok and outcome.cacheable and turn.cache_key is not None:
             answer = CachedAnswer(
                 outcome.text, tuple(sources), outcome.provider, outcome.model, outcome.usage
             )
             await self._cache.put(turn.cache_key, answer)
-        spent = self._spent(turn, outcome) if chat.operator_pays else Spent()
-        kept = turn.sources if streamed else sources
-        recorded = None
-        if chat.session is not None or (self._budgets is not None and spent.total):
-            if db is not None:
-                recorded = await self._write(db, principal, chat, turn.trace_id, outcome, kept, spent)
-            else:
-                async with self._unit_of_work() as own:
-                    recorded = await self._write(own, principal, chat, turn.trace_id, outcome, kept, spent)
-        await self._settle(principal, chat, spent, outcome)
-        if recorded is not None:
-            await self._memory.publish(recorded)
-        # The ledger holds answers: a broken stream (a failed attempt) is not one, and nobody is
-        # left to rate an answer the client left. The apology (provider "none") is the service's.
-        if outcome.status is TurnStatus.ok or (outcome.degraded and outcome.provider == "none"):
-            await self._record_answered(principal, chat, turn.trace_id, outcome, sources)
-        return Finished(sources, cited)
 
-    async def _write(
+    async def _write_records(
         self,
-        db: AsyncSession,
         principal: Principal,
         chat: ChatInput,
         trace_id: str,
         outcome: Outcome,
         sources: list[Source],
         spent: Spent,
+        db: AsyncSession | None,
     ) -> RecordedTurn | None:
-        """The turn and the settled usage (the durable copy of the budget counters): one commit."""
+        """The turn and the settled usage (the durable copy of the budget counters): one commit,
+        in ``db`` when given (the preparation's unit of work, for a turn answered inside it),
+        else in a unit of work of its own; none when there is nothing to keep."""
+        if chat.session is None and (self._budgets is None or not spent.total):
+            return None
+        if db is None:
+            async with self._unit_of_work() as own:
+                return await self._write_records(principal, chat, trace_id, outcome, sources, spent, own)
         recorded = None
         if chat.session is not None:
             record = turn_record(chat, outcome, sources, trace_id)
@@ -174,7 +181,11 @@ class TurnFinisher:
         self, principal: Principal, chat: ChatInput, trace_id: str, outcome: Outcome, sources: list[Source]
     ) -> None:
         """The answer's record in the ledger, before the client hears the end of the answer (so
-        feedback sent right after it finds the record): one Redis write, never raising."""
+        feedback sent right after it finds the record): one Redis write, never raising. The
+        ledger holds answers: a broken stream (a failed attempt) is not one, and nobody is left
+        to rate an answer the client left. The apology (provider "none") is the service's."""
+        if not (outcome.status is TurnStatus.ok or (outcome.degraded and outcome.provider == "none")):
+            return
         await self._ledger.record(
             AnsweredTurn.of(
                 trace_id=trace_id,

@@ -6,6 +6,7 @@ prompt injection in the question and the passages found (``prompt_injection_flag
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import structlog
@@ -53,6 +54,15 @@ def flag_injection(question: str, chunks: list[RetrievedChunk], metrics: DomainM
             )
 
 
+def _settle(embedding: asyncio.Future[list[float]]) -> None:
+    """An embedding the search did not wait for (it failed first) is cancelled; one that failed
+    unawaited has its error taken, so asyncio does not log it as never retrieved."""
+    if not embedding.done():
+        embedding.cancel()
+    elif not embedding.cancelled():
+        embedding.exception()
+
+
 class RetrievalStage:
     def __init__(
         self,
@@ -91,12 +101,17 @@ class RetrievalStage:
         return vector
 
     def _query(
-        self, principal: Principal, chat: ChatInput, text: str, vector: list[float] | None
+        self,
+        principal: Principal,
+        chat: ChatInput,
+        text: str,
+        vector: asyncio.Future[list[float]] | None,
     ) -> RetrievalQuery:
         return RetrievalQuery(
             tenant_id=principal.tenant_id,
             text=text,
-            vector=vector,
+            vector=None,
+            pending_vector=vector,
             # With a reranker: its candidates, of which it keeps chat.top_k.
             top_k=retrieval_depth(self._reranker, chat.top_k, self._settings.reranker_candidates),
             mode=chat.mode,
@@ -122,20 +137,26 @@ class RetrievalStage:
         as fresh as it: ``app.rag.replica_retrieval``)."""
         tracer, metrics = self._telemetry.tracer, self._telemetry.metrics
         searched = chat.question if query is None else query
+        # The question is embedded (in a thread) while the search runs its first statement,
+        # which needs no vector (``ChunkSearchRepository``): the two overlap.
         vector = None
         if chat.mode is not RetrievalMode.text:
-            vector = await self._embed_query(searched)
+            vector = asyncio.ensure_future(self._embed_query(searched))
         span_input = {"query": searched, "mode": chat.mode.value}
-        async with tracer.span("retrieval", kind="retriever", input=span_input) as span:
-            with metrics.vector_search_timer(chat.mode.value):
-                chunks = await self._retriever(db, self._query(principal, chat, searched, vector))
-            # The relevance gate (``app.rag.relevance``): passages with no evidence of bearing on
-            # what was searched are dropped, so a chat turn gets the "nothing matches" answer. Not
-            # for a follow-up (``judge_relevance`` False): its thresholds were calibrated on
-            # questions asked alone, not on follow-ups made standalone.
-            relevant = not judge_relevance or relevance_gate(self._settings).admits(chunks, chat.mode)
-            span.update(output={"chunks": [c.chunk_id for c in chunks], "relevant": relevant})
-            chunks = chunks if relevant else []
+        try:
+            async with tracer.span("retrieval", kind="retriever", input=span_input) as span:
+                with metrics.vector_search_timer(chat.mode.value):
+                    chunks = await self._retriever(db, self._query(principal, chat, searched, vector))
+                # The relevance gate (``app.rag.relevance``): passages with no evidence of bearing
+                # on what was searched are dropped, so a chat turn gets the "nothing matches"
+                # answer. Not for a follow-up (``judge_relevance`` False): its thresholds were
+                # calibrated on questions asked alone, not on follow-ups made standalone.
+                relevant = not judge_relevance or relevance_gate(self._settings).admits(chunks, chat.mode)
+                span.update(output={"chunks": [c.chunk_id for c in chunks], "relevant": relevant})
+                chunks = chunks if relevant else []
+        finally:
+            if vector is not None:
+                _settle(vector)
         chunks = await rerank_stage(self._reranker, searched, chunks, chat.top_k, self._telemetry)
         flag_injection(chat.question, chunks, metrics)
         return chunks

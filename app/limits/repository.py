@@ -6,11 +6,27 @@ from __future__ import annotations
 import uuid
 from datetime import date
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import TokenBudgetOverride, TokenUsage
+
+# Built once: an ``insert(...).on_conflict_do_update(...)`` construct made per answer cost more
+# client time to build and key for SQLAlchemy's compiled cache than its round trip.
+_ADD_USAGE_SQL = text(
+    """
+    INSERT INTO token_usage AS u (tenant_id, principal_id, provider, model, day,
+                                  prompt_tokens, completion_tokens, tokens, cost_micro_usd)
+    VALUES (:tenant_id, :principal_id, :provider, :model, :day,
+            :prompt_tokens, :completion_tokens, :prompt_tokens + :completion_tokens, :cost_micro_usd)
+    ON CONFLICT (tenant_id, principal_id, provider, model, day) DO UPDATE SET
+        prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens,
+        completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens,
+        tokens = u.tokens + EXCLUDED.tokens,
+        cost_micro_usd = u.cost_micro_usd + EXCLUDED.cost_micro_usd
+    """
+)
 
 
 async def add_usage(
@@ -26,29 +42,18 @@ async def add_usage(
     cost_micro_usd: int,
 ) -> None:
     """One upsert: the day's row for this tenant, key, provider and model grows by this answer."""
-    tokens = prompt_tokens + completion_tokens
-    statement = insert(TokenUsage).values(
-        tenant_id=tenant_id,
-        principal_id=principal_id,
-        provider=provider,
-        model=model,
-        day=day,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        tokens=tokens,
-        cost_micro_usd=cost_micro_usd,
-    )
-    excluded = statement.excluded
     await db.execute(
-        statement.on_conflict_do_update(
-            index_elements=["tenant_id", "principal_id", "provider", "model", "day"],
-            set_={
-                "prompt_tokens": TokenUsage.prompt_tokens + excluded.prompt_tokens,
-                "completion_tokens": TokenUsage.completion_tokens + excluded.completion_tokens,
-                "tokens": TokenUsage.tokens + excluded.tokens,
-                "cost_micro_usd": TokenUsage.cost_micro_usd + excluded.cost_micro_usd,
-            },
-        )
+        _ADD_USAGE_SQL,
+        {
+            "tenant_id": tenant_id,
+            "principal_id": principal_id,
+            "provider": provider,
+            "model": model,
+            "day": day,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "cost_micro_usd": cost_micro_usd,
+        },
     )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -35,6 +36,19 @@ class RetrievalQuery:
     # The caller's grants (app.auth.access): only documents with an empty access list or one that
     # shares a grant are searched, in the SQL. None: every document of the tenant (an admin).
     access: tuple[str, ...] | None = None
+    # The question's vector while it is still being computed (``vector`` None): a search runs the
+    # statements that do not need it first, so the embedding and the database overlap.
+    pending_vector: asyncio.Future[list[float]] | None = None
+
+    @property
+    def has_vector(self) -> bool:
+        return self.vector is not None or self.pending_vector is not None
+
+    async def with_vector(self) -> RetrievalQuery:
+        """This query with its vector, once computed."""
+        if self.pending_vector is None:
+            return self
+        return replace(self, vector=await self.pending_vector, pending_vector=None)
 
 
 @dataclass(frozen=True)

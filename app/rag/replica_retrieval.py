@@ -37,6 +37,8 @@ class ReplicaRetriever:
         if target is None:
             return await self._search(db, query)
         expected = await self._corpus_version(db, query.tenant_id)
+        # A failing embedding is not the replica's failure: resolved before the replica is tried.
+        query = await query.with_vector()
         try:
             async with target.sessions() as replica:
                 if await self._corpus_version(replica, query.tenant_id) == expected:

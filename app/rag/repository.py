@@ -196,6 +196,14 @@ def _vector_literal(vector: Sequence[float]) -> str:
     return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
 
 
+async def _vector_of(query: RetrievalQuery) -> str:
+    """The query's vector as a pgvector literal, awaited when still being computed."""
+    vector = (await query.with_vector()).vector
+    if vector is None:
+        raise ValueError("a vector search needs the question's vector")
+    return _vector_literal(vector)
+
+
 def _params(query: RetrievalQuery, limit: int) -> dict[str, Any]:
     return {
         "tenant_id": query.tenant_id,
@@ -283,10 +291,11 @@ class ChunkSearchRepository:
 
     async def nearest(self, query: RetrievalQuery, limit: int) -> list[RetrievedChunk]:
         """Nearest chunks by cosine distance, at or above ``query.min_similarity``."""
-        if query.vector is None:
+        if not query.has_vector:
             return []
-        params = {**_params(query, limit), "vector": _vector_literal(query.vector)}
+        params = _params(query, limit)
         exact = await self._exact(query, params)
+        params["vector"] = await _vector_of(query)
         rows = (await self._session.execute(_EXACT_SQL if exact else _VECTOR_SQL, params)).all()
         return await self._vector_hits(query, params, rows, exact=exact)
 
@@ -294,31 +303,24 @@ class ChunkSearchRepository:
         """Full-text matches ranked by BM25 (see ``_TEXT_SQL``)."""
         if not query.text.strip():
             return []
-        params = {
-            **_params(query, limit),
-            **_text_params(query, limit),
-            # Each match's cosine similarity too, when the question has a vector: the relevance
-            # gate and the sources read it whichever search found the passage.
-            "vector": None if query.vector is None else _vector_literal(query.vector),
-        }
+        params = {**_params(query, limit), **_text_params(query, limit)}
         await self._session.execute(_PLAN_EACH_SEARCH_SQL)
+        # Each match's cosine similarity too, when the question has a vector: the relevance
+        # gate and the sources read it whichever search found the passage.
+        params["vector"] = await _vector_of(query) if query.has_vector else None
         return _text_hits((await self._session.execute(_TEXT_SQL, params)).all())
 
     async def hybrid(
         self, query: RetrievalQuery, limit: int
     ) -> tuple[list[RetrievedChunk], list[RetrievedChunk]]:
         """``nearest`` and ``matching`` in two round trips (``_exact``, then both searches in one
-        statement), three when an approximate filtered search must be completed."""
-        if query.vector is None or not query.text.strip():
+        statement), three when an approximate filtered search must be completed. The first needs
+        no vector: it runs while a pending one is computed."""
+        if not query.has_vector or not query.text.strip():
             return await self.nearest(query, limit), await self.matching(query, limit)
-        vector = _vector_literal(query.vector)
-        params = {
-            **_params(query, limit),
-            **_text_params(query, limit),
-            "vector": vector,
-            "text_vector": vector,
-        }
+        params = {**_params(query, limit), **_text_params(query, limit)}
         exact = await self._exact(query, params)
+        params["vector"] = params["text_vector"] = await _vector_of(query)
         rows = (await self._session.execute(_EXACT_HYBRID_SQL if exact else _HYBRID_SQL, params)).all()
         # Each search's rows in its own order: Append passes on each input's rows in the order that
         # input gives them, even when a parallel plan interleaves the inputs. (The vector rows are

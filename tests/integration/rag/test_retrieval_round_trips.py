@@ -1,11 +1,14 @@
 """What one retrieval costs in database round trips, counted by a SQLAlchemy hook on the real
 engine: a hybrid search is two statements whatever the caller's filter (the settings of the
 vector search and the filtered-row count ride in one statement, and an exact scan needs no planner
-toggles), and the passages are the same as a search that sends each step on its own."""
+toggles), and the passages are the same as a search that sends each step on its own. The first
+statement needs no vector: it is sent while the question is still being embedded."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -90,3 +93,43 @@ async def test_a_hybrid_search_is_two_statements(
     async with resources.session_factory() as session:
         assert together == (apart, await ChunkSearchRepository(session).matching(query, 20))
     assert together[0] and together[1]
+
+
+async def test_the_first_statement_is_sent_while_the_question_is_still_being_embedded(
+    library: Library,
+    resources: Resources,
+    editor: Caller,
+    embedder: LocalEmbedder,
+    statements: list[str],
+) -> None:
+    for n, body in enumerate(TEXTS):
+        await library.add(body, filename=f"doc{n}.txt")
+    embedded = await _query(embedder, editor)
+    vector: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
+    pending = replace(embedded, vector=None, pending_vector=vector)
+    async with resources.session_factory() as session:
+        statements.clear()
+        search = asyncio.ensure_future(retrieve(session, pending))
+        async with asyncio.timeout(30):
+            while not statements:
+                await asyncio.sleep(0.01)
+        assert len(statements) == 1 and "hnsw.ef_search" in statements[0], statements
+        assert not search.done()
+        vector.set_result(list(embedded.vector or ()))
+        found = await search
+    assert len(statements) == 2, statements
+    async with resources.session_factory() as session:
+        assert found == await retrieve(session, embedded)
+
+
+async def test_a_failed_embedding_fails_the_search_after_its_first_statement(
+    resources: Resources, editor: Caller, embedder: LocalEmbedder, statements: list[str]
+) -> None:
+    embedded = await _query(embedder, editor)
+    vector: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
+    vector.set_exception(RuntimeError("the embedding model failed"))
+    async with resources.session_factory() as session:
+        statements.clear()
+        with pytest.raises(RuntimeError, match="the embedding model failed"):
+            await retrieve(session, replace(embedded, vector=None, pending_vector=vector))
+    assert len(statements) == 1, statements

@@ -3,6 +3,7 @@ pipeline's decisions alone, without PostgreSQL, Redis or a model."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -296,3 +297,30 @@ async def test_a_stored_window_of_the_largest_questions_is_counted_once_per_turn
     # which the API bounds); no stored turn and no passage
     on_loop = counter.by_thread.get(threading.get_ident(), 0)
     assert on_loop < escaped_turn, on_loop
+
+
+@dataclass
+class CacheWaitingForMemory(InMemoryCache):
+    """Stores an answer only once the turn's memory write has begun."""
+
+    memory_written: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def put(self, key: CacheKey, answer: CachedAnswer) -> None:
+        await self.memory_written.wait()
+        await super().put(key, answer)
+
+
+async def test_the_answer_is_cached_while_the_turn_is_written_not_after() -> None:
+    cache = CacheWaitingForMemory()
+    h = harness(generator(), cache=cache)
+    record_turn = h.memory.record_turn
+
+    async def recording(*args: Any) -> RecordedTurn:
+        cache.memory_written.set()
+        return await record_turn(*args)
+
+    h.memory.record_turn = recording  # type: ignore[method-assign]
+    async with asyncio.timeout(10):  # one after the other, the cache would wait for good
+        answer = await h.service.answer(ALICE, ChatInput("How long is the refund window?", session_id="s1"))
+    assert answer.answer == "30 days [1]." and len(cache.entries) == 1
+    assert [t.status for t in h.memory.turns[(ALICE.id, "s1")]] == ["ok"]
