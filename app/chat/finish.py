@@ -18,7 +18,7 @@ from app.cache.answers import CachedAnswer
 from app.chat.ports import AnswerLedger, AnswerStore, Memory
 from app.chat.turns import Outcome, PreparedTurn, RoutedTurn, TurnStatus, turn_record
 from app.chat.types import ChatInput
-from app.db.unit_of_work import UnitOfWork
+from app.db.unit_of_work import UnitOfWork, autocommit
 from app.feedback.ledger import AnsweredTurn
 from app.limits import repository as budget_repository
 from app.limits.budgets import ZERO_COST_PROVIDERS, TokenBudgets
@@ -124,6 +124,8 @@ class TurnFinisher:
             return None
         if db is None:
             async with self._unit_of_work() as own:
+                if chat.session is None:
+                    await autocommit(own)  # the usage upsert alone: one statement
                 return await self._write_records(principal, chat, trace_id, outcome, sources, spent, own)
         recorded = None
         if chat.session is not None:

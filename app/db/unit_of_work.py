@@ -21,3 +21,10 @@ async def end_read(db: AsyncSession) -> None:
     for its own values (``app.rag.repository``)."""
     if db.in_transaction():
         await db.commit()
+
+
+async def autocommit(db: AsyncSession) -> None:
+    """Run each of ``db``'s statements as its own transaction, with no BEGIN before it and no
+    COMMIT after: for a unit of work of one write, one round trip where a transaction takes three.
+    Call it before the first statement; the connection goes back to the pool as it came."""
+    await db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})

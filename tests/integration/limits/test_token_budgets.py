@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from sqlalchemy import event
 
 from app.auth.principal import Role
 from app.embedded.redis import EmbeddedRedis
@@ -334,3 +335,30 @@ async def test_the_mcp_ask_tool_reserves_and_settles_on_the_same_budgets(
         assert "budget_exhausted: the tenant_tokens_per_day budget" in error_text(refused)
         # Searching costs no provider tokens: it reserves nothing and is not refused.
         structured(await session.call_tool("search_documents", {"query": "quarterly review"}))
+
+
+async def test_an_answer_outside_a_session_settles_in_one_statement_one_in_a_session_with_its_turn(
+    budget_app: RunningApp, budget_settings: Settings, fake: FakeLLMServer
+) -> None:
+    """Without a session the usage upsert is the unit of work's only write: it runs without BEGIN
+    and COMMIT around it (one round trip, not three). In a session it shares one transaction with
+    the turn, so neither is kept without the other."""
+    callers = await prepared_tenant(budget_app, fake)
+    upserts: list[bool] = []  # for each usage upsert: whether a transaction was open around it
+
+    def record(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "INSERT INTO token_usage" in statement:
+            upserts.append(not conn.connection.dbapi_connection.autocommit)
+
+    engine = budget_app.resources.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        alone = {"question": "Where does the quarterly review of team 3 happen?"}
+        in_session = {"question": "Where does the quarterly review of team 4 happen?", "session_id": "review"}
+        for body in (alone, in_session):
+            response = await budget_app.client.post("/api/v1/chat", json=body, headers=callers[1].headers)
+            assert response.status_code == 200 and response.json()["provider"] == "openai", response.text
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert upserts == [False, True]
+    assert settled_in_postgres(budget_settings.database_url, callers[0].tenant_id) > 0
