@@ -168,28 +168,25 @@ LIMIT :limit
 )
 _TEXT_SQL = text(_TEXT)
 
-# A hybrid search's two searches in one statement (one round trip): the rows of each, marked by
-# ``search``, under the columns of both. The vector is bound twice, as a vector and as text (one
-# parameter cannot be deduced as both types).
+# A hybrid search's vector search, and the cosine similarity of the full-text matches found
+# before the vector was known, in one statement: the rows of each, marked by ``search``.
 _ROW = (
     "chunk_id, document_id, version, title, page, text, ocr, start_offset, end_offset, text_tokens, "
     "injection_flags, tags"
 )
-_NONE = "CAST(NULL AS double precision)"
+_NO_ROW = ", ".join(["NULL"] * _ROW.count(","))  # a NULL for each column of _ROW after chunk_id
 
 
-def _hybrid(vector_search: str) -> TextClause:
+def _with_similarities(vector_search: str) -> TextClause:
     return text(
-        f"SELECT 'vector' AS search, {_ROW}, distance, {_NONE} AS rank, {_NONE} AS text_match, "
-        f"{_NONE} AS similarity FROM ({vector_search}) by_vector UNION ALL "
-        f"SELECT 'text', {_ROW}, {_NONE}, CAST(rank AS double precision), "
-        f"CAST(text_match AS double precision), CAST(similarity AS double precision) "
-        f"FROM ({_TEXT.replace(':vector', ':text_vector')}) by_text"
+        f"SELECT 'vector' AS search, {_ROW}, distance FROM ({vector_search}) by_vector UNION ALL "
+        f"SELECT 'similarity', c.id, {_NO_ROW}, c.embedding <=> CAST(:vector AS vector) "
+        "FROM chunks c WHERE c.id = ANY(CAST(:text_ids AS bigint[]))"
     )
 
 
-_HYBRID_SQL = _hybrid(_VECTOR)
-_EXACT_HYBRID_SQL = _hybrid(_EXACT)
+_VECTOR_AND_SIMILARITIES_SQL = _with_similarities(_VECTOR)
+_EXACT_AND_SIMILARITIES_SQL = _with_similarities(_EXACT)
 
 
 def _vector_literal(vector: Sequence[float]) -> str:
@@ -246,13 +243,22 @@ def _text_params(query: RetrievalQuery, limit: int) -> dict[str, Any]:
     }
 
 
-def _text_hits(rows: Sequence[Any]) -> list[RetrievedChunk]:
+def _text_hits(rows: Sequence[Any], distances: dict[int, float | None] | None = None) -> list[RetrievedChunk]:
+    """The hits of ``rows``, each with its cosine similarity as the statement gave it, or from
+    ``distances`` (by chunk id) when the statement ran before the question's vector was known."""
+
+    def similarity(row: Any) -> float | None:
+        if distances is None:
+            return None if row.similarity is None else float(row.similarity)
+        distance = distances.get(row.chunk_id)
+        return None if distance is None else 1 - float(distance)
+
     return [
         _row_to_chunk(
             row,
             float(row.rank),
             text_match=None if row.text_match is None else float(row.text_match),
-            similarity=None if row.similarity is None else float(row.similarity),
+            similarity=similarity(row),
         )
         for row in rows
     ]
@@ -313,18 +319,25 @@ class ChunkSearchRepository:
     async def hybrid(
         self, query: RetrievalQuery, limit: int
     ) -> tuple[list[RetrievedChunk], list[RetrievedChunk]]:
-        """``nearest`` and ``matching`` in two round trips (``_exact``, then both searches in one
-        statement), three when an approximate filtered search must be completed. The first needs
-        no vector: it runs while a pending one is computed."""
+        """``nearest`` and ``matching`` in three round trips, four when an approximate filtered
+        search must be completed: ``_exact``'s settings and the full-text search need no vector,
+        so they run while a pending one is computed; then the vector search, with the cosine
+        similarity of each full-text match, in one statement."""
         if not query.has_vector or not query.text.strip():
             return await self.nearest(query, limit), await self.matching(query, limit)
         params = {**_params(query, limit), **_text_params(query, limit)}
         exact = await self._exact(query, params)
-        params["vector"] = params["text_vector"] = await _vector_of(query)
-        rows = (await self._session.execute(_EXACT_HYBRID_SQL if exact else _HYBRID_SQL, params)).all()
-        # Each search's rows in its own order: Append passes on each input's rows in the order that
-        # input gives them, even when a parallel plan interleaves the inputs. (The vector rows are
-        # not re-sorted: a relaxed-order index scan gives them as nearest() would.)
+        by_text = (await self._session.execute(_TEXT_SQL, {**params, "vector": None})).all()
+        params["vector"] = await _vector_of(query)
+        # As an array literal: psycopg types a list of ints by its largest value (int2[], int4[],
+        # int8[]), and each type would be another prepared statement.
+        params["text_ids"] = "{" + ",".join(str(row.chunk_id) for row in by_text) + "}"
+        statement = _EXACT_AND_SIMILARITIES_SQL if exact else _VECTOR_AND_SIMILARITIES_SQL
+        rows = (await self._session.execute(statement, params)).all()
+        # The vector rows in the order the search gave them: Append passes on each input's rows in
+        # that input's order. (Not re-sorted: a relaxed-order index scan gives them as nearest()
+        # would.)
         by_vector = [row for row in rows if row.search == "vector"]
-        by_text = [row for row in rows if row.search == "text"]
-        return await self._vector_hits(query, params, by_vector, exact=exact), _text_hits(by_text)
+        distances = {row.chunk_id: row.distance for row in rows if row.search == "similarity"}
+        vector_hits = await self._vector_hits(query, params, by_vector, exact=exact)
+        return vector_hits, _text_hits(by_text, distances)

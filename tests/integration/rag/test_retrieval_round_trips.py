@@ -1,8 +1,9 @@
 """What one retrieval costs in database round trips, counted by a SQLAlchemy hook on the real
-engine: a hybrid search is two statements whatever the caller's filter (the settings of the
+engine: a hybrid search is three statements whatever the caller's filter (the settings of the
 vector search and the filtered-row count ride in one statement, and an exact scan needs no planner
 toggles), and the passages are the same as a search that sends each step on its own. The first
-statement needs no vector: it is sent while the question is still being embedded."""
+two need no vector (the settings, the full-text search): they are sent while the question is
+still being embedded, and only the vector search waits for it."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ async def _query(embedder: LocalEmbedder, editor: Caller, **fields: Any) -> Retr
         pytest.param({"access": (), "filters": RetrievalFilters(tags=("ops",))}, id="tag-filter"),
     ],
 )
-async def test_a_hybrid_search_is_two_statements(
+async def test_a_hybrid_search_is_three_statements(
     library: Library,
     resources: Resources,
     editor: Caller,
@@ -85,7 +86,7 @@ async def test_a_hybrid_search_is_two_statements(
         statements.clear()
         found = await retrieve(session, query)
     assert found and "thirty days" in found[0].text
-    assert len(statements) == 2, statements
+    assert len(statements) == 3, statements
     async with resources.session_factory() as session:
         together = await ChunkSearchRepository(session).hybrid(query, 20)
     async with resources.session_factory() as session:
@@ -95,7 +96,7 @@ async def test_a_hybrid_search_is_two_statements(
     assert together[0] and together[1]
 
 
-async def test_the_first_statement_is_sent_while_the_question_is_still_being_embedded(
+async def test_the_settings_and_the_full_text_search_are_sent_while_the_question_is_embedded(
     library: Library,
     resources: Resources,
     editor: Caller,
@@ -111,18 +112,20 @@ async def test_the_first_statement_is_sent_while_the_question_is_still_being_emb
         statements.clear()
         search = asyncio.ensure_future(retrieve(session, pending))
         async with asyncio.timeout(30):
-            while not statements:
+            while len(statements) < 2:
                 await asyncio.sleep(0.01)
-        assert len(statements) == 1 and "hnsw.ef_search" in statements[0], statements
+        await asyncio.sleep(0.05)  # room for a third statement, which must wait for the vector
+        assert len(statements) == 2, statements
+        assert "hnsw.ef_search" in statements[0] and "ts_rank" in statements[1], statements
         assert not search.done()
         vector.set_result(list(embedded.vector or ()))
         found = await search
-    assert len(statements) == 2, statements
+    assert len(statements) == 3, statements
     async with resources.session_factory() as session:
         assert found == await retrieve(session, embedded)
 
 
-async def test_a_failed_embedding_fails_the_search_after_its_first_statement(
+async def test_a_failed_embedding_fails_the_search_before_its_vector_statement(
     resources: Resources, editor: Caller, embedder: LocalEmbedder, statements: list[str]
 ) -> None:
     embedded = await _query(embedder, editor)
@@ -132,4 +135,4 @@ async def test_a_failed_embedding_fails_the_search_after_its_first_statement(
         statements.clear()
         with pytest.raises(RuntimeError, match="the embedding model failed"):
             await retrieve(session, replace(embedded, vector=None, pending_vector=vector))
-    assert len(statements) == 1, statements
+    assert len(statements) == 2, statements
