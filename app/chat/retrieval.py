@@ -137,8 +137,8 @@ class RetrievalStage:
         as fresh as it: ``app.rag.replica_retrieval``)."""
         tracer, metrics = self._telemetry.tracer, self._telemetry.metrics
         searched = chat.question if query is None else query
-        # The question is embedded (in a thread) while the search runs its first statement,
-        # which needs no vector (``ChunkSearchRepository``): the two overlap.
+        # The question is embedded (in a thread) while the search sends the statements that
+        # need no vector (``ChunkSearchRepository``: the settings, the full-text search).
         vector = None
         if chat.mode is not RetrievalMode.text:
             vector = asyncio.ensure_future(self._embed_query(searched))
