@@ -251,5 +251,5 @@ logs: ## docker compose: follow the logs
 	$(COMPOSE) logs -f --tail=200
 
 .PHONY: profile-load
-profile-load: $(STAMP) ## py-spy on one worker under wrk c=16: each part's share of the event loop, cache hit and uncached
+profile-load: $(STAMP) ## py-spy on one worker under wrk c=16: each part's share of the event loop, cache hit and uncached, and each process's CPU ms per request
 	$(PY) -m scripts.profile_load $(if $(DURATION),--seconds $(DURATION)) $(if $(BASELINE),--baseline $(BASELINE))

@@ -5,7 +5,11 @@ drives `/api/v1/chat` with wrk (c=16) for each scenario (a cache hit repeated; a
 time) and samples the worker with py-spy meanwhile. Each sampled stack is put in the first part
 whose marker it contains (the list below, most specific first); the table gives each part's share
 of the samples and the share of the time the thread was busy at all (py-spy leaves out idle
-samples). Shares of one run are comparable; absolute times on a shared machine are not.
+samples). Time in uvloop's compiled code (sockets, callbacks, httptools) has no Python frame: it
+is its own part. A second table gives the CPU milliseconds per request of each process meanwhile
+(the worker's event loop thread, its other threads, PostgreSQL, Redis, the fake provider), read
+from the kernel's counters. Shares of one run are comparable; absolute times on a shared machine
+are not.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 import psutil
@@ -88,13 +93,64 @@ def _match(frame: str, parts: list[tuple[str, tuple[str, ...]]]) -> str | None:
     return next((name for name, markers in parts if any(m in frame for m in markers)), None)
 
 
+# A stack whose innermost Python frame is the loop's runner is time in uvloop's compiled code
+# (its transports, socket calls and callbacks, httptools' parser): no Python frame to attribute.
+EVENT_LOOP = "event loop (uvloop, httptools: compiled code)"
+
+
 def part_of(stack: str) -> str:
     frames = stack.split(";")[::-1]  # the leaf first
+    if frames[0].startswith("Runner.run (asyncio/runners.py"):
+        return EVENT_LOOP
     for frame in frames:
         job = _match(frame, JOBS)
         if job:
             return job
     return next((g for g in (_match(f, GENERAL) for f in frames) if g), "other")
+
+
+WORKER_LOOP = "worker: event loop thread"
+WORKER_THREADS = "worker: other threads (query embedding)"
+
+
+def cpu_of(process: psutil.Process, *, reaped: bool = False) -> float:
+    """The process's CPU seconds; with ``reaped``, its children's that exited too (PostgreSQL's
+    postmaster reaps the backends the pool closes mid-run, and their time goes into its counters)."""
+    try:
+        times = process.cpu_times()
+    except psutil.Error:  # exited since it was listed
+        return 0.0
+    return float(times.user + times.system + (times.children_user + times.children_system if reaped else 0))
+
+
+def cpu_seconds(worker_pid: int, data_dir: Path) -> Counter[str]:
+    """CPU seconds used so far by the worker's event loop thread and its other threads, by the
+    embedded PostgreSQL and Redis under ``data_dir`` (their children included) and by the fake
+    provider: py-spy sees only the worker's Python, and the busy share of one thread."""
+    used: Counter[str] = Counter()
+    for thread in psutil.Process(worker_pid).threads():
+        used[WORKER_LOOP if thread.id == worker_pid else WORKER_THREADS] += (
+            thread.user_time + thread.system_time
+        )
+    for process in psutil.process_iter(["name", "cmdline"]):
+        name, cmdline = process.info["name"] or "", " ".join(process.info["cmdline"] or ())
+        if "fake_llm_server" in cmdline:
+            used["fake provider (wire protocol only)"] += cpu_of(process)
+        elif str(data_dir) in cmdline and ("postgres" in name or "redis" in name):
+            part = "PostgreSQL" if "postgres" in name else "Redis"
+            with suppress(psutil.Error):
+                children = process.children(recursive=True)
+                used[part] += cpu_of(process, reaped=True) + sum(cpu_of(p) for p in children)
+    return used
+
+
+def cpu_per_request(before: Counter[str], after: Counter[str], requests: int) -> list[tuple[str, float]]:
+    """Milliseconds of CPU per request in each part between two ``cpu_seconds`` readings."""
+    spent = {part: after[part] - before[part] for part in after}
+    return [
+        (part, 1000 * seconds / max(1, requests))
+        for part, seconds in sorted(spent.items(), key=lambda kv: -kv[1])
+    ]
 
 
 def ensure_py_spy() -> str:
@@ -121,17 +177,27 @@ def worker_pid(launcher_pid: int) -> int:
     return workers[0].pid
 
 
+def collapsed_stacks(text: str) -> Iterator[tuple[str, int]]:
+    """py-spy's raw lines (`frame;frame;... count`). A frame name can hold a line break (a thread
+    named from bytes, say), so a line without a trailing count is joined to the next one."""
+    pending = ""
+    for line in text.splitlines():
+        stack, _, count = (pending + line).rpartition(" ")
+        if not count.isdigit():
+            pending += line
+            continue
+        pending = ""
+        if stack:
+            yield stack, int(count)
+
+
 def shares(raw: Path, seconds: float) -> tuple[float, list[tuple[str, float]]]:
     """The busy share of the event loop's thread, and each part's share of its busy samples;
     work in other threads (a thread pool's embedding, say) is listed apart, as a share of the
     same total."""
     parts: Counter[str] = Counter()
     loop_samples = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        samples = int(count)
+    for stack, samples in collapsed_stacks(raw.read_text(errors="replace")):
         in_thread = "_bootstrap (threading.py" in stack
         loop_samples += 0 if in_thread else samples
         part = part_of(stack)
@@ -157,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     wrk, py_spy = ensure_wrk(), ensure_py_spy()
     tables: dict[str, tuple[float, list[tuple[str, float]]]] = {}
+    cpu: dict[str, list[tuple[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="profile-load-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         build = Build("ours", ROOT)
@@ -186,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
                     )
+                    before = cpu_seconds(pid, data_dir)
                     load = run_wrk(
                         wrk,
                         server.base_url,
@@ -198,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                         scenario=scenario,
                         workers="1",
                     )
+                    cpu[scenario] = cpu_per_request(before, cpu_seconds(pid, data_dir), load.requests)
                     spy.wait(timeout=60)
                     tables[f"{scenario} ({load.requests_per_s:.0f} req/s)"] = shares(raw, args.seconds)
                     if args.keep:
@@ -216,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---:|")
         for name, share in parts:
             print(f"| {name} | {share:.1%} |")
+    for scenario, parts in cpu.items():
+        print(f"\n| {scenario}: CPU per request, by process | ms |")
+        print("|---|---:|")
+        for name, ms in parts:
+            print(f"| {name} | {ms:.2f} |")
     print(json.dumps({s: dict(p) for s, (_, p) in tables.items()}), file=sys.stderr)
     return 0
 

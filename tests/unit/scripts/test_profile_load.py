@@ -3,12 +3,27 @@ quotes are only as right as these."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
 from scripts.benchmark_load import Build, Result, print_goals
-from scripts.profile_load import RATE_HZ, part_of, shares
+from scripts.profile_load import (
+    EVENT_LOOP,
+    RATE_HZ,
+    WORKER_LOOP,
+    collapsed_stacks,
+    cpu_of,
+    cpu_per_request,
+    cpu_seconds,
+    part_of,
+    shares,
+)
 
 MIDDLEWARE = "__call__ (api/auth.py:97);__call__ (security/headers.py:40)"
 PIPELINE = "ChatService._answer (chat/service.py:189);Preparation.prepare (chat/pipeline.py:185)"
@@ -73,3 +88,40 @@ def test_the_goals_are_ratios_to_the_proxy_of_the_same_run(capsys: pytest.Captur
     assert "| uncached req/s / LiteLLM's, c=16, 2 workers | >= 1.0x | 0.80x |" in table
     assert "| ms added over the provider at c=1 (p50), cache hit | <= 2 | 1.5 |" in table
     assert "| ms added over the provider at c=1 (p50), uncached | <= 20.0 (LiteLLM's) | 30.0 |" in table
+
+
+def test_a_frame_broken_over_two_lines_is_joined_not_a_crash() -> None:
+    raw = "thread (1): MainThread;\nrun (a.py:1) 7\nthread (1): MainThread;other (b.py:2) 3\n"
+    assert list(collapsed_stacks(raw)) == [
+        ("thread (1): MainThread;run (a.py:1)", 7),
+        ("thread (1): MainThread;other (b.py:2)", 3),
+    ]
+
+
+def test_time_in_the_loop_s_compiled_code_is_the_event_loop_s_not_uvicorn_s() -> None:
+    runner = "asyncio_run (uvicorn/_compat.py:30);Runner.run (asyncio/runners.py:118)"
+    assert part_of(runner) == EVENT_LOOP
+    assert part_of(f"{runner};RequestResponseCycle.send (uvicorn/protocols/http/httptools_impl.py:524)") == (
+        "HTTP server (uvicorn)"
+    )
+
+
+def test_cpu_per_request_divides_what_each_part_spent_between_the_readings() -> None:
+    before = Counter({WORKER_LOOP: 10.0, "PostgreSQL": 2.0})
+    after = Counter({WORKER_LOOP: 12.0, "PostgreSQL": 2.5, "Redis": 0.1})
+    per_request = [(part, round(ms, 9)) for part, ms in cpu_per_request(before, after, requests=1000)]
+    assert per_request == [(WORKER_LOOP, 2.0), ("PostgreSQL", 0.5), ("Redis", 0.1)]
+
+
+def test_cpu_seconds_reads_this_process_s_threads_as_a_worker_s() -> None:
+    used = cpu_seconds(os.getpid(), Path("/nonexistent-data-dir"))
+    assert used[WORKER_LOOP] > 0
+    assert "PostgreSQL" not in used and "Redis" not in used
+
+
+def test_a_reaped_child_s_cpu_stays_with_its_parent() -> None:
+    """PostgreSQL's backends that the pool closes mid-run exit before the second reading."""
+    me = psutil.Process()
+    before = cpu_of(me, reaped=True) - cpu_of(me)
+    subprocess.run([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"], check=True)
+    assert cpu_of(me, reaped=True) - cpu_of(me) > before
