@@ -85,7 +85,7 @@ def _render(event: ChatEvent) -> bytes:
         return _sse("error", asdict(event))
     return _sse(
         "sources",
-        {"sources": [asdict(s) for s in event.sources], "retrieval_query": event.retrieval_query},
+        {"sources": [s.to_dict() for s in event.sources], "retrieval_query": event.retrieval_query},
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
 from app.api.openai_errors import openai_code, stream_error_type
@@ -55,7 +55,7 @@ def _rag(
     retrieval_query: str = "",
 ) -> dict[str, Any]:
     return {
-        "sources": [asdict(s) for s in sources],
+        "sources": [s.to_dict() for s in sources],
         "provider": provider,
         "model": model,
         "cached": cached,

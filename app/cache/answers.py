@@ -27,7 +27,7 @@ import re
 import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import structlog
@@ -153,7 +153,15 @@ class CachedAnswer:
     usage: dict[str, int] | None
 
     def to_json(self) -> str:
-        return json.dumps({**asdict(self), "sources": [asdict(s) for s in self.sources]})
+        return json.dumps(
+            {
+                "answer": self.answer,
+                "sources": [source.to_dict() for source in self.sources],
+                "provider": self.provider,
+                "model": self.model,
+                "usage": self.usage,
+            }
+        )
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> CachedAnswer:

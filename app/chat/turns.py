@@ -7,7 +7,7 @@ matches" answer), or a ``RoutedTurn``, whose prompt goes to the provider chain. 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from app.cache.answers import CacheKey
@@ -79,7 +79,7 @@ def turn_record(chat: ChatInput, outcome: Outcome, sources: list[Source], trace_
     return TurnRecord(
         question=chat.question,
         answer=outcome.text,
-        sources=[asdict(s) for s in sources],
+        sources=[s.to_dict() for s in sources],
         status=outcome.status.value,
         provider=outcome.provider,
         model=outcome.model,

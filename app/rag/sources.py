@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from dataclasses import fields as dataclass_fields
+from typing import Any
 
 from app.rag.citations import cited_numbers
 from app.rag.query import RetrievedChunk
@@ -29,6 +31,16 @@ class Source:
     # for passages stored before spans were kept).
     start: int | None = None
     end: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The source as JSON-ready fields: what ``dataclasses.asdict`` gives, without its deep
+        copy of every value (its fields are flat; ``tags`` is copied as a new list)."""
+        fields = {name: getattr(self, name) for name in _SOURCE_FIELDS}
+        fields["tags"] = list(self.tags)
+        return fields
+
+
+_SOURCE_FIELDS = tuple(field.name for field in dataclass_fields(Source))
 
 
 def readable_relevance(similarity: float | None) -> float | None:
