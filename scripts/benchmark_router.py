@@ -9,7 +9,7 @@ hits all three alike. Overhead = a client's latency percentile minus the direct 
 includes its Redis cooldown read (one MGET per request) on a real Redis: embedded, or REDIS_URL.
 
 Then the provider call alone (``--call-rounds``; 0 skips it): the OpenAI and Groq adapters
-(``app.llm.openai_wire``, plain httpx) against the vendor SDK call they replaced, streamed (what
+(``app.llm.openai_wire``, plain aiohttp) against the vendor SDK call they replaced, streamed (what
 the router sends in both of its modes) and not, for a short and a long answer, and a caller's own
 key (a new SDK client per request before, ``with_key`` on the shared pool now). CPU µs is this
 process's CPU time per call (the fake runs in another process), the figure that matters on a busy

@@ -1,12 +1,12 @@
 """What the OpenAI and Groq adapters share: both speak OpenAI's chat-completions wire, sent and
-read by ``app.llm.openai_wire`` (plain httpx, not the vendors' SDKs)."""
+read by ``app.llm.openai_wire`` (plain aiohttp, not the vendors' SDKs)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from typing import Any, ClassVar
 
-import httpx
+import aiohttp
 
 from app.llm.classify import from_unexpected, refused_by_content_filter
 from app.llm.errors import ContentFiltered, EmptyResponse, MalformedResponse, ProviderError, TruncatedStream
@@ -139,7 +139,7 @@ class OpenAICompatibleProvider(SDKProvider[ChatWire]):
         base_url: str | None,
         connect_timeout_s: float,
         total_timeout_s: float,
-        pool: httpx.AsyncClient | None = None,
+        pool: aiohttp.ClientSession | None = None,
     ) -> None:
         self._base_url = base_url
         self._timeouts = (connect_timeout_s, total_timeout_s)
@@ -154,7 +154,7 @@ class OpenAICompatibleProvider(SDKProvider[ChatWire]):
             total_timeout_s=total_timeout_s,
         )
 
-    def _shared_pool(self) -> httpx.AsyncClient:
+    def _shared_pool(self) -> aiohttp.ClientSession:
         if self._pool is None:
             self._pool = open_pool(*self._timeouts)
         return self._pool
@@ -179,10 +179,10 @@ class OpenAICompatibleProvider(SDKProvider[ChatWire]):
 
     async def aclose(self) -> None:
         if self._owns_pool and self._pool is not None:
-            await self._pool.aclose()
+            await self._pool.close()
 
     def translate(self, exc: Exception) -> ProviderError:
-        """Status errors arrive typed (``openai_wire.status_error``); httpx's transport errors
+        """Status errors arrive typed (``openai_wire.status_error``); aiohttp's transport errors
         and broken bodies are classified like any other."""
         return from_unexpected(exc)
 

@@ -1,4 +1,4 @@
-"""The OpenAI and Groq adapters speak the chat-completions wire over plain httpx
+"""The OpenAI and Groq adapters speak the chat-completions wire over plain aiohttp
 (``app.llm.openai_wire``), not through the vendors' SDKs. Against the wire fake: they send what
 the SDKs send, every fault of the router's fault matrix ends in the same typed error, and the
 connection pool is reused (by the operator's key and callers' keys alike)."""
