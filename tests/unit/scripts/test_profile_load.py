@@ -98,7 +98,7 @@ def test_a_frame_broken_over_two_lines_is_joined_not_a_crash() -> None:
     ]
 
 
-def test_time_in_the_loop_s_compiled_code_is_the_event_loop_s_not_uvicorn_s() -> None:
+def test_a_stack_ending_at_the_loop_s_runner_is_unplaced_not_uvicorn_s() -> None:
     runner = "asyncio_run (uvicorn/_compat.py:30);Runner.run (asyncio/runners.py:118)"
     assert part_of(runner) == EVENT_LOOP
     assert part_of(f"{runner};RequestResponseCycle.send (uvicorn/protocols/http/httptools_impl.py:524)") == (
