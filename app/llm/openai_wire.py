@@ -32,10 +32,12 @@ DONE = b"[DONE]"
 def open_pool(connect_timeout_s: float, total_timeout_s: float) -> aiohttp.ClientSession:
     """A connection pool for one endpoint, on the running event loop; its timeouts are the
     backstop behind the policy's, as httpx's were: ``connect_timeout_s`` to connect, and
-    ``total_timeout_s`` for any one read (a stream may last longer as long as bytes come)."""
+    ``total_timeout_s`` for any one read (a stream may last longer as long as bytes come). Like
+    httpx it takes an egress proxy from ``HTTPS_PROXY`` / ``HTTP_PROXY`` (``NO_PROXY`` exempts)."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=0),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=total_timeout_s),
+        trust_env=True,
     )
 
 

@@ -296,3 +296,23 @@ async def test_a_caller_key_works_where_the_operator_has_none(fake: FakeLLMServe
     finally:
         await caller.aclose()
         await operator.aclose()
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy"])
+async def test_an_egress_proxy_from_the_environment_carries_the_calls(
+    variable: str, fake: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Operators behind an egress proxy set HTTPS_PROXY / HTTP_PROXY, as they would for the
+    vendors' SDKs: every call goes through it (here a relay that counts connections; the fake
+    reads the absolute-form request line a proxy receives)."""
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    proxy = CountingProxy(fake_port(fake))
+    async with proxy as proxy_url:
+        monkeypatch.setenv(variable, proxy_url)
+        provider = adapter(fake, "openai")
+        try:
+            assert "".join(c for c in await drain(provider) if isinstance(c, str)) == DEFAULT_TEXT
+        finally:
+            await provider.aclose()
+    assert proxy.connections == 1
