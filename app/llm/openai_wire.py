@@ -115,7 +115,8 @@ class ChatWire:
 
     def _post(self, body: Mapping[str, Any]) -> Any:
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-        return self.pool.post(self.url, data=content, headers=self.headers)
+        # No redirects, as with httpx: a key is never sent on to another host.
+        return self.pool.post(self.url, data=content, headers=self.headers, allow_redirects=False)
 
     async def complete(self, body: Mapping[str, Any]) -> Any:
         """The JSON answer to a non-streamed request."""
