@@ -316,3 +316,29 @@ async def test_an_egress_proxy_from_the_environment_carries_the_calls(
         finally:
             await provider.aclose()
     assert proxy.connections == 1
+
+
+async def test_a_redirect_is_not_followed_so_the_key_goes_nowhere_else(fake: FakeLLMServer) -> None:
+    """An endpoint that answers 307 to the fake: the adapter fails (no JSON), and the fake never
+    sees the request or its key."""
+    target = f"{fake.openai_base_url}/chat/completions"
+
+    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(redirect, "127.0.0.1", 0)
+    before = fake.stats()["openai"]["requests"]
+    provider = adapter(fake, "openai", base=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+    try:
+        with pytest.raises(ProviderError):
+            await provider.complete(REQUEST, "model-x")
+    finally:
+        await provider.aclose()
+        server.close()
+        await server.wait_closed()
+    assert fake.stats()["openai"]["requests"] == before
