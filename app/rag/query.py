@@ -38,7 +38,7 @@ class RetrievalQuery:
     access: tuple[str, ...] | None = None
     # The question's vector while it is still being computed (``vector`` None): a search runs the
     # statements that do not need it first, so the embedding and the database overlap.
-    pending_vector: asyncio.Future[list[float]] | None = None
+    pending_vector: asyncio.Future[tuple[float, ...]] | None = None
 
     @property
     def has_vector(self) -> bool:
