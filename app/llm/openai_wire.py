@@ -50,7 +50,7 @@ def status_error(status: int, content: bytes, headers: Mapping[str, str]) -> Pro
         body = None
     text = content.decode("utf-8", "replace")[:ERROR_TEXT_CHARS]
     fallback = f"HTTP {status}: {text}".strip()
-    return from_status(status, body_message(body, fallback), dict(headers.items()))
+    return from_status(status, body_message(body, fallback), headers)
 
 
 def event_json(data: bytes) -> Any:
