@@ -14,6 +14,11 @@ hit (one question repeated); our uncached answer (every request a new question: 
 hybrid retrieval, prompt, provider call); and SSE time to first ``delta`` added by the service
 (measured sequentially, against the provider's own time to first token). Prints one markdown
 table. Numbers on a shared 2-core machine are noisy: compare rows of one run, not runs.
+
+The rows run one target after another ("before" first), so a load that rises during the run
+counts against the later rows. ``--rounds N`` then measures the c=1 rows again with the fake,
+LiteLLM and each build's service (one worker) all up at once, in turn, N times, and the goals'
+c=1 lines take the median of those rounds.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -63,6 +68,7 @@ class Result:
     connections: int = 0
     requests: int = 0
     provider_calls: int | None = None  # the fake's chat completions during the row, when counted
+    rounds: int = 0  # >0: the median of this many c=1 runs taken in turn with the others (--rounds)
 
 
 # --- tools ------------------------------------------------------------------------------------
@@ -422,6 +428,8 @@ class Measured:
     results: list[Result]
     ttft: dict[str, tuple[float, float]]
     curve: list[tuple[int, float]]
+    env: dict[str, str] = field(default_factory=dict)  # the seeded service's, for --rounds
+    key: str = ""
 
 
 # One question repeated, answered from the cache after its first answer. It must be one the demo
@@ -529,7 +537,7 @@ def measure_service(
     print(f"{build.label}: seeding the demo documents …", file=sys.stderr)
     key = seed(env, build.root)
     headers = {"X-API-Key": key}
-    measured = Measured([], {}, [])
+    measured = Measured([], {}, [], env, key)
     worker_counts = [int(w) for w in args.workers.split(",")]
     for workers in worker_counts:
         server = start_server(
@@ -634,16 +642,132 @@ def provider_rows(wrk: str, fake_url: str, args: argparse.Namespace) -> list[Res
     ]
 
 
+@dataclass(frozen=True)
+class Target:
+    """One thing measured at c=1 in ``--rounds``: a URL, the request, and how its row is named."""
+
+    scenario: str
+    url: str
+    path: str
+    body: str
+    headers: dict[str, str]
+    unique: bool = False
+    workers: str = "1"
+
+
+def median_row(runs: list[Result]) -> Result:
+    """One row for a target's rounds: the median of their req/s, p50 and p99, all their requests."""
+    first = runs[0]
+    return replace(
+        first,
+        requests_per_s=statistics.median(r.requests_per_s for r in runs),
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        errors=sum(r.errors for r in runs),
+        requests=sum(r.requests for r in runs),
+        rounds=len(runs),
+    )
+
+
+def in_turn(measure: Callable[[Target], Result], targets: list[Target], rounds: int) -> list[Result]:
+    """Each target measured ``rounds`` times, one after the other in every round, so a load that
+    rises or falls during the run reaches them all alike (the rows above run one target after
+    another, the "before" build first); a row per target, the median of its rounds."""
+    runs: dict[str, list[Result]] = {target.scenario: [] for target in targets}
+    for _ in range(rounds):
+        for target in targets:
+            runs[target.scenario].append(measure(target))
+    return [median_row(results) for results in runs.values()]
+
+
+def single_rounds(
+    wrk: str,
+    litellm: Path | None,
+    builds: list[tuple[Build, Measured]],
+    workdir: Path,
+    fake_url: str,
+    args: argparse.Namespace,
+) -> list[Result]:
+    """``--rounds``: the c=1 rows again, with the fake, LiteLLM and every build's service (one
+    worker each) all up at once and measured in turn, ``--round-seconds`` each."""
+    question = json.dumps(
+        {"model": MODEL, "messages": [{"role": "user", "content": "How long are backups kept?"}]}
+    )
+    targets = [Target("fake provider direct", fake_url, "/v1/chat/completions", question, {}, workers="-")]
+    with ExitStack() as stack:
+        if litellm is not None:
+            rounds_dir = workdir / "rounds"
+            rounds_dir.mkdir(exist_ok=True)
+            proxy_url = stack.enter_context(litellm_proxy(litellm, fake_url, rounds_dir))
+            headers = {"Authorization": f"Bearer {LITELLM_MASTER_KEY}"}
+            targets.append(
+                Target(
+                    f"LiteLLM {LITELLM_VERSION} proxy (pass-through, no RAG)",
+                    proxy_url,
+                    "/chat/completions",
+                    question,
+                    headers,
+                )
+            )
+        for build, measured in builds:
+            server = start_server(
+                measured.env,
+                workdir / f"server-{build.root.name}-rounds.log",
+                workers=1,
+                ready_path="/readyz",
+                timeout=240,
+                cwd=build.root,
+            )
+            stack.callback(server.stop)
+            headers = {"X-API-Key": measured.key}
+            served_from_the_cache(server.base_url, headers)
+            answered_by_the_provider(server.base_url, headers)
+            targets.append(Target(f"{build.label}, cache hit", server.base_url, "/api/v1/chat", HIT, headers))
+            targets.append(
+                Target(
+                    f"{build.label}, uncached RAG answer",
+                    server.base_url,
+                    "/api/v1/chat",
+                    UNIQUE,
+                    headers,
+                    unique=True,
+                )
+            )
+
+        def measure(target: Target) -> Result:
+            return run_wrk(
+                wrk,
+                target.url,
+                target.path,
+                target.body,
+                headers=target.headers,
+                unique=target.unique,
+                connections=1,
+                seconds=args.round_seconds,
+                scenario=target.scenario,
+                workers=target.workers,
+            )
+
+        for target in targets:  # a first run of each, not counted: connections and caches warm up
+            measure(target)
+        return in_turn(measure, targets, args.rounds)
+
+
 def _load_average() -> str:
     return " / ".join(f"{n:.1f}" for n in os.getloadavg())
 
 
-def _find(results: list[Result], prefix: str, workers: str, connections: int) -> Result | None:
+def _find(
+    results: list[Result], prefix: str, workers: str, connections: int, *, rounds: bool = False
+) -> Result | None:
     return next(
         (
             r
             for r in results
-            if r.scenario.startswith(prefix) and r.workers == workers and r.connections == connections
+            if r.scenario.startswith(prefix)
+            and r.workers == workers
+            and r.connections == connections
+            and (r.rounds > 0) == rounds
         ),
         None,
     )
@@ -651,9 +775,11 @@ def _find(results: list[Result], prefix: str, workers: str, connections: int) ->
 
 def print_goals(results: list[Result], builds: list[Build], connections: int) -> None:
     """The issue's goals, as ratios within this run."""
+    # The c=1 goals from the rows measured in turn (--rounds) when there are any.
+    in_turn = any(r.rounds for r in results)
     proxy = _find(results, "LiteLLM", "1", connections)
-    proxy_single = _find(results, "LiteLLM", "1", 1)
-    fake_single = _find(results, "fake provider", "-", 1)
+    proxy_single = _find(results, "LiteLLM", "1", 1, rounds=in_turn)
+    fake_single = _find(results, "fake provider", "-", 1, rounds=in_turn)
     if proxy is None or proxy_single is None or fake_single is None:
         return
     proxy_added = proxy_single.p50_ms - fake_single.p50_ms
@@ -668,16 +794,20 @@ def print_goals(results: list[Result], builds: list[Build], connections: int) ->
         (f"cache hit req/s / LiteLLM's, c={connections}, 2 workers", ">= 10x", []),
         (f"cache hit p99 ms, c={connections}, 2 workers", "<= 50", []),
         (f"uncached req/s / LiteLLM's, c={connections}, 2 workers", ">= 1.0x", []),
-        ("ms added over the provider at c=1 (p50), cache hit", "<= 2", []),
-        ("ms added over the provider at c=1 (p50), uncached", f"<= {proxy_added:.1f} (LiteLLM's)", []),
+        (f"ms added over the provider at c=1 (p50{', in turn' if in_turn else ''}), cache hit", "<= 2", []),
+        (
+            f"ms added over the provider at c=1 (p50{', in turn' if in_turn else ''}), uncached",
+            f"<= {proxy_added:.1f} (LiteLLM's)",
+            [],
+        ),
     ]
     for build in builds:
         hit = _find(results, f"{build.label}, cache hit", "2", connections)
         rows[0][2].append(ratio(hit))
         rows[1][2].append(f"{hit.p99_ms:.1f}" if hit else "-")
         rows[2][2].append(ratio(_find(results, f"{build.label}, uncached", "2", connections)))
-        rows[3][2].append(added(_find(results, f"{build.label}, cache hit", "1", 1)))
-        rows[4][2].append(added(_find(results, f"{build.label}, uncached", "1", 1)))
+        rows[3][2].append(added(_find(results, f"{build.label}, cache hit", "1", 1, rounds=in_turn)))
+        rows[4][2].append(added(_find(results, f"{build.label}, uncached", "1", 1, rounds=in_turn)))
     print(
         f"\n| goal, against LiteLLM {LITELLM_VERSION} in this run | target | "
         + " | ".join(b.label for b in builds)
@@ -703,6 +833,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REF",
         help="also measure this git commit's code (the 'before' rows), e.g. a tag",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="then the c=1 rows again, every target up at once and measured in turn this many times",
+    )
+    parser.add_argument("--round-seconds", type=int, default=5, help="wrk duration of each --rounds run")
     parser.add_argument("--soak", type=int, default=0, help="seconds of mixed load on 2 workers, RSS curve")
     parser.add_argument(
         "--budgets",
@@ -718,6 +855,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(wrk, args.seconds, args.connections)
     litellm = None if args.skip_litellm else ensure_litellm()
     results: list[Result] = []
+    rounds: list[Result] = []
     ttft: dict[str, tuple[float, float]] = {}
     curve: list[tuple[int, float]] = []
     commit = subprocess.run(
@@ -733,11 +871,15 @@ def main(argv: list[str] | None = None) -> int:
             results += provider_rows(wrk, fake_url, args)
             if litellm is not None:
                 results += proxy_rows(wrk, litellm, fake_url, workdir, args)
+            services: list[tuple[Build, Measured]] = []
             for build in builds:
                 measured = measure_service(wrk, build, workdir, fake_url, args)
                 results += measured.results
                 ttft.update(measured.ttft)
                 curve = measured.curve or curve
+                services.append((build, measured))
+            if args.rounds:
+                rounds = single_rounds(wrk, litellm, services, workdir, fake_url, args)
     print(
         f"\nwrk --latency, {args.seconds} s per row at c={args.connections} (wrk -t2), "
         f"{args.single_seconds} s at c=1; "
@@ -752,6 +894,19 @@ def main(argv: list[str] | None = None) -> int:
         shape = f"{r.workers} | {r.connections} | {r.requests_per_s:,.0f}"
         calls = "-" if r.provider_calls is None else f"{r.provider_calls:,} / {r.requests:,}"
         print(f"| {r.scenario} | {shape} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {calls} |")
+    if args.rounds:
+        print(
+            f"\nc=1, every target up at once and measured in turn: {args.rounds} rounds of "
+            f"{args.round_seconds} s; the median of the rounds\n"
+        )
+        print("| scenario | workers | req/s | p50 ms | p99 ms | errors | requests |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for r in rounds:
+            print(
+                f"| {r.scenario} | {r.workers} | {r.requests_per_s:,.0f} | {r.p50_ms:.1f} | "
+                f"{r.p99_ms:.1f} | {r.errors} | {r.requests:,} |"
+            )
+        results += rounds
     print_goals(results, builds, args.connections)
     if ttft:
         print("\n| SSE, sequential | first delta added by the service, p50 ms | to `sources`, p50 ms |")

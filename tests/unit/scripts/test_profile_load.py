@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scripts.benchmark_load import Build, Result, print_goals
+from scripts.benchmark_load import Build, Result, Target, in_turn, print_goals
 from scripts.profile_load import (
     EVENT_LOOP,
     RATE_HZ,
@@ -67,12 +67,15 @@ def test_shares_count_the_loop_apart_from_worker_threads(tmp_path: Path) -> None
     }
 
 
-def _row(scenario: str, workers: str, connections: int, rps: float, p50: float, p99: float) -> Result:
-    return Result(scenario, workers, rps, p50, p99, 0, connections)
+def _row(
+    scenario: str, workers: str, connections: int, rps: float, p50: float, p99: float, rounds: int = 0
+) -> Result:
+    return Result(scenario, workers, rps, p50, p99, 0, connections, rounds=rounds)
 
 
-def test_the_goals_are_ratios_to_the_proxy_of_the_same_run(capsys: pytest.CaptureFixture[str]) -> None:
-    results = [
+def _sequential_rows() -> list[Result]:
+    """A run's rows, each target measured after the other."""
+    return [
         _row("fake provider direct", "-", 1, 3000, 0.5, 1.0),
         _row("LiteLLM 1.108.7 proxy (pass-through, no RAG)", "1", 16, 50, 300, 400),
         _row("LiteLLM 1.108.7 proxy (pass-through, no RAG)", "1", 1, 40, 20.5, 30),
@@ -81,13 +84,49 @@ def test_the_goals_are_ratios_to_the_proxy_of_the_same_run(capsys: pytest.Captur
         _row("ours (abc), cache hit", "1", 1, 500, 2.0, 4),
         _row("ours (abc), uncached RAG answer", "1", 1, 30, 30.5, 40),
     ]
-    print_goals(results, [Build("ours (abc)", Path("."))], connections=16)
+
+
+def test_the_goals_are_ratios_to_the_proxy_of_the_same_run(capsys: pytest.CaptureFixture[str]) -> None:
+    print_goals(_sequential_rows(), [Build("ours (abc)", Path("."))], connections=16)
     table = capsys.readouterr().out
     assert "| cache hit req/s / LiteLLM's, c=16, 2 workers | >= 10x | 12.00x |" in table
     assert "| cache hit p99 ms, c=16, 2 workers | <= 50 | 45.0 |" in table
     assert "| uncached req/s / LiteLLM's, c=16, 2 workers | >= 1.0x | 0.80x |" in table
     assert "| ms added over the provider at c=1 (p50), cache hit | <= 2 | 1.5 |" in table
     assert "| ms added over the provider at c=1 (p50), uncached | <= 20.0 (LiteLLM's) | 30.0 |" in table
+
+
+def test_the_c1_goals_come_from_the_rows_measured_in_turn_when_there_are_any(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    in_turn_rows = [
+        _row("fake provider direct", "-", 1, 3000, 0.4, 1.0, rounds=3),
+        _row("LiteLLM 1.108.7 proxy (pass-through, no RAG)", "1", 1, 40, 11.4, 30, rounds=3),
+        _row("ours (abc), cache hit", "1", 1, 500, 2.4, 4, rounds=3),
+        _row("ours (abc), uncached RAG answer", "1", 1, 30, 13.4, 40, rounds=3),
+    ]
+    print_goals(_sequential_rows() + in_turn_rows, [Build("ours (abc)", Path("."))], connections=16)
+    table = capsys.readouterr().out
+    assert "| ms added over the provider at c=1 (p50, in turn), cache hit | <= 2 | 2.0 |" in table
+    assert (
+        "| ms added over the provider at c=1 (p50, in turn), uncached | <= 11.0 (LiteLLM's) | 13.0 |" in table
+    )
+    assert "| cache hit req/s / LiteLLM's, c=16, 2 workers | >= 10x | 12.00x |" in table  # c=16 as before
+
+
+def test_rounds_measure_every_target_once_each_in_the_same_order() -> None:
+    order: list[str] = []
+    p50s = {"before": iter([10.0, 30.0, 20.0]), "ours": iter([12.0, 11.0, 40.0])}
+
+    def measure(target: Target) -> Result:
+        order.append(target.scenario)
+        return _row(target.scenario, "1", 1, 100, next(p50s[target.scenario]), 50)
+
+    targets = [Target(name, "http://127.0.0.1:1", "/", "{}", {}) for name in ("before", "ours")]
+    rows = in_turn(measure, targets, rounds=3)
+    assert order == ["before", "ours"] * 3
+    # A row per target: the median of its rounds.
+    assert [(r.scenario, r.p50_ms, r.rounds) for r in rows] == [("before", 20.0, 3), ("ours", 12.0, 3)]
 
 
 def test_a_frame_broken_over_two_lines_is_joined_not_a_crash() -> None:
