@@ -16,9 +16,9 @@ hybrid retrieval, prompt, provider call); and SSE time to first ``delta`` added 
 table. Numbers on a shared 2-core machine are noisy: compare rows of one run, not runs.
 
 The rows run one target after another ("before" first), so a load that rises during the run
-counts against the later rows. ``--rounds N`` then measures the c=1 rows again with the fake,
-LiteLLM and each build's service (one worker) all up at once, in turn, N times, and the goals'
-c=1 lines take the median of those rounds.
+counts against the later rows. ``--rounds N`` then measures the rows the goals read again (c=1 on
+one worker, c=16 on the most workers), with the fake, LiteLLM and each build's services all up at
+once, in turn, N times, and the goals take the median of those rounds.
 """
 
 from __future__ import annotations
@@ -642,9 +642,9 @@ def provider_rows(wrk: str, fake_url: str, args: argparse.Namespace) -> list[Res
     ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Target:
-    """One thing measured at c=1 in ``--rounds``: a URL, the request, and how its row is named."""
+    """One thing measured in ``--rounds``: a URL, the request, the load, and how its row is named."""
 
     scenario: str
     url: str
@@ -653,6 +653,7 @@ class Target:
     headers: dict[str, str]
     unique: bool = False
     workers: str = "1"
+    connections: int = 1
 
 
 def median_row(runs: list[Result]) -> Result:
@@ -673,14 +674,14 @@ def in_turn(measure: Callable[[Target], Result], targets: list[Target], rounds: 
     """Each target measured ``rounds`` times, one after the other in every round, so a load that
     rises or falls during the run reaches them all alike (the rows above run one target after
     another, the "before" build first); a row per target, the median of its rounds."""
-    runs: dict[str, list[Result]] = {target.scenario: [] for target in targets}
+    runs: dict[Target, list[Result]] = {target: [] for target in targets}
     for _ in range(rounds):
         for target in targets:
-            runs[target.scenario].append(measure(target))
+            runs[target].append(measure(target))
     return [median_row(results) for results in runs.values()]
 
 
-def single_rounds(
+def rounds_in_turn(
     wrk: str,
     litellm: Path | None,
     builds: list[tuple[Build, Measured]],
@@ -688,11 +689,13 @@ def single_rounds(
     fake_url: str,
     args: argparse.Namespace,
 ) -> list[Result]:
-    """``--rounds``: the c=1 rows again, with the fake, LiteLLM and every build's service (one
-    worker each) all up at once and measured in turn, ``--round-seconds`` each."""
+    """``--rounds``: the rows the goals read, again, with the fake, LiteLLM and every build's
+    services (one worker for c=1, the most workers for c=``--connections``) all up at once and
+    measured in turn, ``--round-seconds`` each."""
     question = json.dumps(
         {"model": MODEL, "messages": [{"role": "user", "content": "How long are backups kept?"}]}
     )
+    wide = max(int(w) for w in args.workers.split(","))
     targets = [Target("fake provider direct", fake_url, "/v1/chat/completions", question, {}, workers="-")]
     with ExitStack() as stack:
         if litellm is not None:
@@ -700,39 +703,41 @@ def single_rounds(
             rounds_dir.mkdir(exist_ok=True)
             proxy_url = stack.enter_context(litellm_proxy(litellm, fake_url, rounds_dir))
             headers = {"Authorization": f"Bearer {LITELLM_MASTER_KEY}"}
+            proxy = f"LiteLLM {LITELLM_VERSION} proxy (pass-through, no RAG)"
+            targets.append(Target(proxy, proxy_url, "/chat/completions", question, headers))
             targets.append(
-                Target(
-                    f"LiteLLM {LITELLM_VERSION} proxy (pass-through, no RAG)",
-                    proxy_url,
-                    "/chat/completions",
-                    question,
-                    headers,
-                )
+                Target(proxy, proxy_url, "/chat/completions", question, headers, connections=args.connections)
             )
         for build, measured in builds:
-            server = start_server(
-                measured.env,
-                workdir / f"server-{build.root.name}-rounds.log",
-                workers=1,
-                ready_path="/readyz",
-                timeout=240,
-                cwd=build.root,
-            )
-            stack.callback(server.stop)
             headers = {"X-API-Key": measured.key}
-            served_from_the_cache(server.base_url, headers)
-            answered_by_the_provider(server.base_url, headers)
-            targets.append(Target(f"{build.label}, cache hit", server.base_url, "/api/v1/chat", HIT, headers))
-            targets.append(
-                Target(
-                    f"{build.label}, uncached RAG answer",
-                    server.base_url,
-                    "/api/v1/chat",
-                    UNIQUE,
-                    headers,
-                    unique=True,
+            for workers, connections in ((1, 1), (wide, args.connections)):
+                server = start_server(
+                    measured.env,
+                    workdir / f"server-{build.root.name}-rounds-{workers}.log",
+                    workers=workers,
+                    ready_path="/readyz",
+                    timeout=240,
+                    cwd=build.root,
                 )
-            )
+                stack.callback(server.stop)
+                served_from_the_cache(server.base_url, headers)
+                answered_by_the_provider(server.base_url, headers)
+                for scenario, body, unique in (
+                    ("cache hit", HIT, False),
+                    ("uncached RAG answer", UNIQUE, True),
+                ):
+                    targets.append(
+                        Target(
+                            f"{build.label}, {scenario}",
+                            server.base_url,
+                            "/api/v1/chat",
+                            body,
+                            headers,
+                            unique=unique,
+                            workers=str(workers),
+                            connections=connections,
+                        )
+                    )
 
         def measure(target: Target) -> Result:
             return run_wrk(
@@ -742,7 +747,7 @@ def single_rounds(
                 target.body,
                 headers=target.headers,
                 unique=target.unique,
-                connections=1,
+                connections=target.connections,
                 seconds=args.round_seconds,
                 scenario=target.scenario,
                 workers=target.workers,
@@ -775,9 +780,9 @@ def _find(
 
 def print_goals(results: list[Result], builds: list[Build], connections: int) -> None:
     """The issue's goals, as ratios within this run."""
-    # The c=1 goals from the rows measured in turn (--rounds) when there are any.
+    # From the rows measured in turn (--rounds) when there are any.
     in_turn = any(r.rounds for r in results)
-    proxy = _find(results, "LiteLLM", "1", connections)
+    proxy = _find(results, "LiteLLM", "1", connections, rounds=in_turn)
     proxy_single = _find(results, "LiteLLM", "1", 1, rounds=in_turn)
     fake_single = _find(results, "fake provider", "-", 1, rounds=in_turn)
     if proxy is None or proxy_single is None or fake_single is None:
@@ -790,22 +795,23 @@ def print_goals(results: list[Result], builds: list[Build], connections: int) ->
     def added(r: Result | None) -> str:
         return f"{r.p50_ms - fake_single.p50_ms:.1f}" if r else "-"
 
+    turn = ", in turn" if in_turn else ""
     rows: list[tuple[str, str, list[str]]] = [
-        (f"cache hit req/s / LiteLLM's, c={connections}, 2 workers", ">= 10x", []),
-        (f"cache hit p99 ms, c={connections}, 2 workers", "<= 50", []),
-        (f"uncached req/s / LiteLLM's, c={connections}, 2 workers", ">= 1.0x", []),
-        (f"ms added over the provider at c=1 (p50{', in turn' if in_turn else ''}), cache hit", "<= 2", []),
+        (f"cache hit req/s / LiteLLM's, c={connections}, 2 workers{turn}", ">= 10x", []),
+        (f"cache hit p99 ms, c={connections}, 2 workers{turn}", "<= 50", []),
+        (f"uncached req/s / LiteLLM's, c={connections}, 2 workers{turn}", ">= 1.0x", []),
+        (f"ms added over the provider at c=1 (p50){turn}, cache hit", "<= 2", []),
         (
-            f"ms added over the provider at c=1 (p50{', in turn' if in_turn else ''}), uncached",
+            f"ms added over the provider at c=1 (p50){turn}, uncached",
             f"<= {proxy_added:.1f} (LiteLLM's)",
             [],
         ),
     ]
     for build in builds:
-        hit = _find(results, f"{build.label}, cache hit", "2", connections)
+        hit = _find(results, f"{build.label}, cache hit", "2", connections, rounds=in_turn)
         rows[0][2].append(ratio(hit))
         rows[1][2].append(f"{hit.p99_ms:.1f}" if hit else "-")
-        rows[2][2].append(ratio(_find(results, f"{build.label}, uncached", "2", connections)))
+        rows[2][2].append(ratio(_find(results, f"{build.label}, uncached", "2", connections, rounds=in_turn)))
         rows[3][2].append(added(_find(results, f"{build.label}, cache hit", "1", 1, rounds=in_turn)))
         rows[4][2].append(added(_find(results, f"{build.label}, uncached", "1", 1, rounds=in_turn)))
     print(
@@ -837,7 +843,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds",
         type=int,
         default=0,
-        help="then the c=1 rows again, every target up at once and measured in turn this many times",
+        help="then the goals' rows again, every target up at once and measured in turn this many times",
     )
     parser.add_argument("--round-seconds", type=int, default=5, help="wrk duration of each --rounds run")
     parser.add_argument("--soak", type=int, default=0, help="seconds of mixed load on 2 workers, RSS curve")
@@ -879,7 +885,7 @@ def main(argv: list[str] | None = None) -> int:
                 curve = measured.curve or curve
                 services.append((build, measured))
             if args.rounds:
-                rounds = single_rounds(wrk, litellm, services, workdir, fake_url, args)
+                rounds = rounds_in_turn(wrk, litellm, services, workdir, fake_url, args)
     print(
         f"\nwrk --latency, {args.seconds} s per row at c={args.connections} (wrk -t2), "
         f"{args.single_seconds} s at c=1; "
@@ -896,15 +902,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r.scenario} | {shape} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {calls} |")
     if args.rounds:
         print(
-            f"\nc=1, every target up at once and measured in turn: {args.rounds} rounds of "
+            f"\nEvery target up at once and measured in turn: {args.rounds} rounds of "
             f"{args.round_seconds} s; the median of the rounds\n"
         )
-        print("| scenario | workers | req/s | p50 ms | p99 ms | errors | requests |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("| scenario | workers | connections | req/s | p50 ms | p99 ms | errors | requests |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in rounds:
             print(
-                f"| {r.scenario} | {r.workers} | {r.requests_per_s:,.0f} | {r.p50_ms:.1f} | "
-                f"{r.p99_ms:.1f} | {r.errors} | {r.requests:,} |"
+                f"| {r.scenario} | {r.workers} | {r.connections} | {r.requests_per_s:,.0f} | "
+                f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {r.requests:,} |"
             )
         results += rounds
     print_goals(results, builds, args.connections)
