@@ -68,7 +68,7 @@ class Result:
     connections: int = 0
     requests: int = 0
     provider_calls: int | None = None  # the fake's chat completions during the row, when counted
-    rounds: int = 0  # >0: the median of this many c=1 runs taken in turn with the others (--rounds)
+    rounds: int = 0  # >0: the median of this many runs taken in turn with the others (--rounds)
 
 
 # --- tools ------------------------------------------------------------------------------------
@@ -439,6 +439,10 @@ HIT = json.dumps({"question": "How are streaming answers sent?"})
 # A new question each time that the demo documents answer (one they don't is answered "nothing
 # matches" by the relevance gate, with no provider call: see `answered_by_the_provider`).
 UNIQUE = json.dumps({"question": "How are streaming answers sent, case %s?"})
+# The chat completion sent to the fake directly and through the LiteLLM proxy.
+COMPLETION = json.dumps(
+    {"model": MODEL, "messages": [{"role": "user", "content": "How long are backups kept?"}]}
+)
 
 
 def provider_calls(fake_url: str) -> int:
@@ -600,9 +604,6 @@ def measure_service(
 def proxy_rows(
     wrk: str, litellm: Path, fake_url: str, workdir: Path, args: argparse.Namespace
 ) -> list[Result]:
-    body = json.dumps(
-        {"model": MODEL, "messages": [{"role": "user", "content": "How long are backups kept?"}]}
-    )
     rows = []
     with litellm_proxy(litellm, fake_url, workdir) as proxy_url:
         for connections, seconds in ((4, 3), (args.connections, args.seconds), (1, args.single_seconds)):
@@ -610,7 +611,7 @@ def proxy_rows(
                 wrk,
                 proxy_url,
                 "/chat/completions",
-                body,
+                COMPLETION,
                 headers={"Authorization": f"Bearer {LITELLM_MASTER_KEY}"},
                 scenario=f"LiteLLM {LITELLM_VERSION} proxy (pass-through, no RAG)",
                 workers="1",
@@ -623,15 +624,12 @@ def proxy_rows(
 
 
 def provider_rows(wrk: str, fake_url: str, args: argparse.Namespace) -> list[Result]:
-    body = json.dumps(
-        {"model": MODEL, "messages": [{"role": "user", "content": "How long are backups kept?"}]}
-    )
     return [
         run_wrk(
             wrk,
             fake_url,
             "/v1/chat/completions",
-            body,
+            COMPLETION,
             headers={"Authorization": "Bearer x"},
             scenario="fake provider direct",
             workers="-",
@@ -692,11 +690,8 @@ def rounds_in_turn(
     """``--rounds``: the rows the goals read, again, with the fake, LiteLLM and every build's
     services (one worker for c=1, the most workers for c=``--connections``) all up at once and
     measured in turn, ``--round-seconds`` each."""
-    question = json.dumps(
-        {"model": MODEL, "messages": [{"role": "user", "content": "How long are backups kept?"}]}
-    )
     wide = max(int(w) for w in args.workers.split(","))
-    targets = [Target("fake provider direct", fake_url, "/v1/chat/completions", question, {}, workers="-")]
+    targets = [Target("fake provider direct", fake_url, "/v1/chat/completions", COMPLETION, {}, workers="-")]
     with ExitStack() as stack:
         if litellm is not None:
             rounds_dir = workdir / "rounds"
@@ -704,9 +699,11 @@ def rounds_in_turn(
             proxy_url = stack.enter_context(litellm_proxy(litellm, fake_url, rounds_dir))
             headers = {"Authorization": f"Bearer {LITELLM_MASTER_KEY}"}
             proxy = f"LiteLLM {LITELLM_VERSION} proxy (pass-through, no RAG)"
-            targets.append(Target(proxy, proxy_url, "/chat/completions", question, headers))
+            targets.append(Target(proxy, proxy_url, "/chat/completions", COMPLETION, headers))
             targets.append(
-                Target(proxy, proxy_url, "/chat/completions", question, headers, connections=args.connections)
+                Target(
+                    proxy, proxy_url, "/chat/completions", COMPLETION, headers, connections=args.connections
+                )
             )
         for build, measured in builds:
             headers = {"X-API-Key": measured.key}
