@@ -186,8 +186,8 @@ benchmark-local-model: local-model ## tokens/s of the local model under gpt4all 
 .PHONY: benchmark benchmark-chat benchmark-load benchmark-embeddings benchmark-ingest
 benchmark-embeddings: $(STAMP) ## local embeddings, ONNX vs torch: query p50/p95, ingestion chunks/s, agreement
 	$(PY) -m scripts.benchmark_embeddings
-benchmark-load: $(STAMP) ## ours vs the LiteLLM proxy under wrk, c=16 and c=1: cache hit, uncached, SSE first token; BASELINE=<git ref>: its rows too; ROUNDS=N: the c=1 rows again, in turn, N times; BUDGETS=1: budgets off vs on
-	$(PY) -m scripts.benchmark_load $(if $(DURATION),--seconds $(DURATION)) $(if $(BASELINE),--baseline $(BASELINE)) $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(BUDGETS),--budgets)
+benchmark-load: $(STAMP) ## ours vs the LiteLLM proxy under wrk, c=16 and c=1: cache hit, uncached, SSE first token; BASELINE=<git ref>: its rows too; VARIANT='NAME ENV=VALUE…': this checkout with those settings too; ROUNDS=N: the goals' rows again, every target up at once, in turn, N times; BUDGETS=1: budgets off vs on
+	$(PY) -m scripts.benchmark_load $(if $(DURATION),--seconds $(DURATION)) $(if $(BASELINE),--baseline $(BASELINE)) $(if $(VARIANT),--variant $(VARIANT)) $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(BUDGETS),--budgets)
 
 benchmark-ingest: $(STAMP) ## ingestion pages/s through the service (upload + worker), WORKER_CONCURRENCY 1 and 2; BASELINE=<git ref>: its rows too
 	$(PY) -m scripts.benchmark_ingest $(if $(BASELINE),--baseline $(BASELINE))

@@ -19,6 +19,10 @@ The rows run one target after another ("before" first), so a load that rises dur
 counts against the later rows. ``--rounds N`` then measures the rows the goals read again (c=1 on
 one worker, c=16 on the most workers), with the fake, LiteLLM and each build's services all up at
 once, in turn, N times, and the goals take the median of those rounds.
+
+``--variant NAME ENV=VALUE…`` (repeatable) adds this checkout run with other settings as a build of
+its own, measured like the others (in turn too, with ``--rounds``): a setting's effect, measured
+beside the defaults, e.g. ``--variant two-threads EMBEDDING_QUERY_THREADS=2``.
 """
 
 from __future__ import annotations
@@ -419,8 +423,23 @@ class Build:
 
     label: str
     root: Path
-    # The packages its locks pin that this venv lacks or has at another version (``PYTHONPATH``).
+    # The packages its locks pin that this venv lacks or has at another version (``PYTHONPATH``),
+    # and a ``--variant``'s settings.
     env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        """Its data directory's and logs' name: builds of one checkout (variants) differ by label."""
+        return re.sub(r"[^a-z0-9]+", "-", self.label.lower()).strip("-")
+
+
+def variant_build(words: list[str], commit: str) -> Build:
+    """``--variant NAME ENV=VALUE…``: this checkout's code, run with those settings."""
+    name, assignments = (words[0], words[1:]) if words else ("", [])
+    env = dict(word.split("=", 1) for word in assignments if "=" in word and not word.startswith("="))
+    if not name or "=" in name or not assignments or len(env) != len(assignments):
+        raise ValueError(f"--variant {' '.join(words)!r}: expected a name, then ENV=VALUE settings")
+    return Build(f"ours ({commit}) with {name}", ROOT, env)
 
 
 @dataclass
@@ -535,7 +554,7 @@ def measure_service(
 ) -> Measured:
     """Cache hit and uncached answers at ``--connections`` for each worker count, then at one
     connection on one worker (the latency the service adds), and SSE time to first delta."""
-    data_dir = workdir / f"service-{build.root.name}"
+    data_dir = workdir / f"service-{build.slug}"
     data_dir.mkdir()
     env = {**service_env(data_dir, fake_url), **build.env}
     print(f"{build.label}: seeding the demo documents …", file=sys.stderr)
@@ -546,7 +565,7 @@ def measure_service(
     for workers in worker_counts:
         server = start_server(
             env,
-            workdir / f"server-{build.root.name}-{workers}.log",
+            workdir / f"server-{build.slug}-{workers}.log",
             workers=workers,
             ready_path="/readyz",
             timeout=240,
@@ -710,7 +729,7 @@ def rounds_in_turn(
             for workers, connections in ((1, 1), (wide, args.connections)):
                 server = start_server(
                     measured.env,
-                    workdir / f"server-{build.root.name}-rounds-{workers}.log",
+                    workdir / f"server-{build.slug}-rounds-{workers}.log",
                     workers=workers,
                     ready_path="/readyz",
                     timeout=240,
@@ -843,6 +862,14 @@ def main(argv: list[str] | None = None) -> int:
         help="then the goals' rows again, every target up at once and measured in turn this many times",
     )
     parser.add_argument("--round-seconds", type=int, default=5, help="wrk duration of each --rounds run")
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="NAME ENV=VALUE",
+        help="also measure this checkout run with these settings, its rows named after NAME (repeatable)",
+    )
     parser.add_argument("--soak", type=int, default=0, help="seconds of mixed load on 2 workers, RSS curve")
     parser.add_argument(
         "--budgets",
@@ -850,6 +877,14 @@ def main(argv: list[str] | None = None) -> int:
         help="only this service, token and money budgets off vs on, and the Redis scripts' cost",
     )
     args = parser.parse_args(argv)
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    builds = [Build(f"ours ({commit or 'this checkout'})", ROOT)]
+    try:
+        builds += [variant_build(words, commit or "this checkout") for words in args.variant]
+    except ValueError as exc:
+        parser.error(str(exc))
 
     wrk = ensure_wrk()
     if args.budgets:
@@ -861,10 +896,6 @@ def main(argv: list[str] | None = None) -> int:
     rounds: list[Result] = []
     ttft: dict[str, tuple[float, float]] = {}
     curve: list[tuple[int, float]] = []
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    builds = [Build(f"ours ({commit or 'this checkout'})", ROOT)]
     load_before = _load_average()
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scripts.benchmark_load import Build, Result, Target, in_turn, print_goals
+from scripts.benchmark_load import Build, Result, Target, in_turn, main, print_goals, variant_build
 from scripts.profile_load import (
     EVENT_LOOP,
     RATE_HZ,
@@ -117,6 +117,43 @@ def test_the_goals_come_from_the_rows_measured_in_turn_when_there_are_any(
     assert (
         "| ms added over the provider at c=1 (p50), in turn, uncached | <= 11.0 (LiteLLM's) | 13.0 |" in table
     )
+
+
+def test_a_variant_is_this_checkout_with_its_settings_in_a_directory_of_its_own() -> None:
+    variant = variant_build(["two-threads", "EMBEDDING_QUERY_THREADS=2", "LLM_PROVIDERS=openai,groq"], "abc")
+    assert variant.label == "ours (abc) with two-threads"
+    assert variant.env == {"EMBEDDING_QUERY_THREADS": "2", "LLM_PROVIDERS": "openai,groq"}
+    # Both builds run this checkout: their data directories and logs are told apart by label.
+    assert variant.root == Build("ours (abc)", variant.root).root
+    assert variant.slug != Build("ours (abc)", variant.root).slug
+
+
+def test_a_variant_s_goals_are_a_column_of_their_own(capsys: pytest.CaptureFixture[str]) -> None:
+    variant = variant_build(["fast", "X=1"], "abc")
+    rows = [
+        *_sequential_rows(),
+        _row("ours (abc) with fast, cache hit", "2", 16, 750, 9, 20),
+        _row("ours (abc) with fast, uncached RAG answer", "1", 1, 60, 8.5, 20),
+    ]
+    print_goals(rows, [Build("ours (abc)", Path(".")), variant], connections=16)
+    table = capsys.readouterr().out
+    assert "| cache hit req/s / LiteLLM's, c=16, 2 workers | >= 10x | 12.00x | 15.00x |" in table
+    assert "| ms added over the provider at c=1 (p50), uncached | <= 20.0 (LiteLLM's) | 30.0 | 8.0 |" in table
+
+
+@pytest.mark.parametrize(
+    "words", [["two-threads"], ["two-threads", "EMBEDDING_QUERY_THREADS"], ["A=1"], ["x", "=2"], []]
+)
+def test_a_variant_without_a_name_and_settings_is_refused_before_anything_starts(
+    words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValueError, match="expected a name, then ENV=VALUE settings"):
+        variant_build(words, "abc")
+    if words:  # (argparse itself refuses a bare --variant)
+        with pytest.raises(SystemExit) as exited:
+            main(["--variant", *words])
+        assert exited.value.code == 2
+        assert "expected a name, then ENV=VALUE settings" in capsys.readouterr().err
 
 
 def test_rounds_measure_every_target_once_each_in_the_same_order() -> None:
